@@ -1,0 +1,190 @@
+//! Key references and the host's plan for a call: which sealed records to fetch before the
+//! enclave runs it. The host only plans; the enclave re-parses and decides. A wrong plan costs
+//! the host a `NotFoundException`, never a wrong answer.
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::blob::BlobHeader;
+
+/// How a request names a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRef {
+    /// A key id (UUID, lower case), given bare or as a key ARN.
+    Id(String),
+    /// An alias name (`alias/...`), given bare or as an alias ARN.
+    Alias(String),
+}
+
+/// Parses a `KeyId`-style field: key id, key ARN, alias name or alias ARN. `None` when the
+/// string is none of those (the enclave answers `NotFoundException: Invalid keyId`).
+#[must_use]
+pub fn parse_key_ref(s: &str) -> Option<KeyRef> {
+    if let Some(rest) = s.strip_prefix("arn:") {
+        // arn:PARTITION:kms:REGION:ACCOUNT:key/ID or ...:alias/NAME
+        let mut parts = rest.splitn(5, ':');
+        let (_partition, service, _region, _account, resource) = (
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+        );
+        if service != "kms" {
+            return None;
+        }
+        if let Some(id) = resource.strip_prefix("key/") {
+            return parse_uuid(id).map(KeyRef::Id);
+        }
+        if resource.starts_with("alias/") {
+            return Some(KeyRef::Alias(resource.to_owned()));
+        }
+        return None;
+    }
+    if s.starts_with("alias/") {
+        return Some(KeyRef::Alias(s.to_owned()));
+    }
+    parse_uuid(s).map(KeyRef::Id)
+}
+
+/// Canonical (hyphenated, lower-case) form of a UUID key id, or `None`.
+#[must_use]
+pub fn parse_uuid(s: &str) -> Option<String> {
+    // Only the hyphenated 36-character form is a KMS key id.
+    if s.len() != 36 {
+        return None;
+    }
+    uuid::Uuid::try_parse(s)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
+}
+
+/// What the host should fetch for a call.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Keys named by the request.
+    pub keys: Vec<KeyRef>,
+    /// Aliases named by the request (they are fetched together with their target keys).
+    pub aliases: Vec<String>,
+    /// A listing to page through, if the operation lists.
+    pub listing: Option<Listing>,
+}
+
+/// A listing operation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// `ListKeys`.
+    Keys {
+        /// Page size.
+        limit: usize,
+        /// Marker from the previous page.
+        marker: Option<String>,
+    },
+    /// `ListAliases`, optionally for one key.
+    Aliases {
+        /// Page size.
+        limit: usize,
+        /// Marker from the previous page.
+        marker: Option<String>,
+    },
+}
+
+/// Default page size of KMS list operations.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Largest page size of KMS list operations.
+pub const MAX_LIMIT: usize = 1000;
+
+/// Plans a call from its operation name and JSON body. Never fails: what cannot be planned is
+/// left for the enclave to reject.
+#[must_use]
+pub fn plan(op: &str, body: &[u8]) -> Plan {
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
+        return Plan::default();
+    };
+    let mut plan = Plan::default();
+    let key_field = |name: &str, plan: &mut Plan| {
+        if let Some(Value::String(s)) = obj.get(name) {
+            match parse_key_ref(s) {
+                Some(KeyRef::Alias(a)) => plan.aliases.push(a),
+                Some(r) => plan.keys.push(r),
+                None => {}
+            }
+        }
+    };
+    for field in ["KeyId", "TargetKeyId", "DestinationKeyId", "SourceKeyId"] {
+        key_field(field, &mut plan);
+    }
+    if let Some(Value::String(name)) = obj.get("AliasName") {
+        plan.aliases.push(name.clone());
+    }
+    if matches!(op, "Decrypt" | "ReEncrypt")
+        && let Some(id) = obj
+            .get("CiphertextBlob")
+            .and_then(Value::as_str)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| BlobHeader::parse(&b).map(|(h, _)| h.key_id))
+    {
+        plan.keys.push(KeyRef::Id(
+            uuid::Uuid::from_bytes(id).hyphenated().to_string(),
+        ));
+    }
+    let limit = obj
+        .get("Limit")
+        .and_then(Value::as_u64)
+        .and_then(|l| usize::try_from(l).ok())
+        .map_or(DEFAULT_LIMIT, |l| l.clamp(1, MAX_LIMIT));
+    let marker = obj.get("Marker").and_then(Value::as_str).map(str::to_owned);
+    match op {
+        "ListKeys" => plan.listing = Some(Listing::Keys { limit, marker }),
+        "ListAliases" => plan.listing = Some(Listing::Aliases { limit, marker }),
+        _ => {}
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    #[test]
+    fn key_refs_in_every_form() {
+        assert_eq!(parse_key_ref(ID), Some(KeyRef::Id(ID.into())));
+        assert_eq!(
+            parse_key_ref(&format!("arn:aws:kms:us-east-1:111122223333:key/{ID}")),
+            Some(KeyRef::Id(ID.into()))
+        );
+        assert_eq!(
+            parse_key_ref("alias/app"),
+            Some(KeyRef::Alias("alias/app".into()))
+        );
+        assert_eq!(
+            parse_key_ref("arn:aws:kms:us-east-1:111122223333:alias/app"),
+            Some(KeyRef::Alias("alias/app".into()))
+        );
+        assert_eq!(parse_key_ref("fake-key-id"), None);
+        assert_eq!(parse_key_ref("134f2428cec14b25a1ae9048164dba47"), None);
+        assert_eq!(parse_key_ref("arn:aws:s3:::bucket"), None);
+        assert_eq!(parse_key_ref("arn:aws:kms"), None);
+    }
+
+    #[test]
+    fn plans_follow_the_operation() {
+        let p = plan(
+            "ReEncrypt",
+            br#"{"DestinationKeyId":"alias/b","SourceKeyId":"1234abcd-12ab-34cd-56ef-1234567890ab"}"#,
+        );
+        assert_eq!(p.aliases, vec!["alias/b".to_string()]);
+        assert_eq!(p.keys, vec![KeyRef::Id(ID.into())]);
+        let p = plan("ListKeys", br#"{"Limit": 5000, "Marker": "m"}"#);
+        assert_eq!(
+            p.listing,
+            Some(Listing::Keys {
+                limit: MAX_LIMIT,
+                marker: Some("m".into())
+            })
+        );
+        assert_eq!(plan("Encrypt", b"not json"), Plan::default());
+    }
+}
