@@ -102,6 +102,9 @@ pub enum Fault {
     Sealed,
     /// A sealed record failed authentication.
     BadRecord,
+    /// A sealed record is older than one the enclave already opened: the host must re-read its
+    /// store and retry (a stale cache, or a rollback attempt).
+    StaleRecord,
     /// An internal failure; retryable.
     Internal,
 }

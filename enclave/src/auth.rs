@@ -1,0 +1,283 @@
+//! Client authentication inside the enclave: the SigV4 signature of the exact request the host
+//! relayed is verified (with `scratchstack-aws-signature`) against the principal's sealed secret,
+//! the request date against AWS's 15-minute skew window, and `host` and `x-amz-target` must be
+//! among the signed headers, so a host can neither alter a parameter nor replay a request as
+//! another operation.
+
+use std::{borrow::Cow, str::FromStr as _};
+
+use chrono::{DateTime, Utc};
+use ekms_wire::msg::{HttpRequest, KmsErrorCode};
+use scratchstack_aws_signature::{
+    GetSigningKeyRequest, GetSigningKeyResponse, KSecretKey, SignatureError, SignatureOptions,
+    SliceSignedHeaderRequirements, sigv4_validate_request,
+};
+
+use crate::{KmsError, record::PrincipalRecord};
+
+/// Headers every request must have signed: the operation and the endpoint.
+const REQUIRED: &[Cow<'static, str>] = &[Cow::Borrowed("host"), Cow::Borrowed("x-amz-target")];
+
+/// AWS's message for a signature that does not verify.
+pub const MSG_SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
+/// AWS's message for an unknown access key.
+pub const MSG_UNRECOGNIZED: &str = "The security token included in the request is invalid.";
+
+/// A request whose signature verified.
+#[derive(Debug)]
+pub struct Verified {
+    /// The operation from the signed `X-Amz-Target` (`TrentService.<Op>` → `<Op>`).
+    pub operation: String,
+    /// The signed body.
+    pub body: bytes::Bytes,
+}
+
+/// Verifies `http` against `principal` at `now` for `region` and service `kms`.
+pub async fn verify(
+    http: &HttpRequest,
+    principal: Option<&PrincipalRecord>,
+    region: &str,
+    now: DateTime<Utc>,
+) -> Result<Verified, KmsError> {
+    let mut builder = http::Request::builder()
+        .method(http.method.as_str())
+        .uri(http.uri.as_str());
+    for (name, value) in &http.headers {
+        builder = builder.header(name.as_str(), value.as_slice());
+    }
+    let request = builder.body(http.body.clone()).map_err(|_| {
+        KmsError::new(
+            KmsErrorCode::IncompleteSignatureException,
+            "The request is malformed.",
+        )
+    })?;
+    // The access key and secret are checked inside the signing-key service; the secret is
+    // turned into a signing key only for a matching access key.
+    let creds: std::sync::Arc<Option<(String, zeroize::Zeroizing<String>)>> =
+        std::sync::Arc::new(principal.map(|p| {
+            (
+                p.access_key_id.clone(),
+                zeroize::Zeroizing::new(p.secret.0.clone()),
+            )
+        }));
+    let mut get_key = tower::service_fn(move |req: GetSigningKeyRequest| {
+        let creds: &Option<(String, zeroize::Zeroizing<String>)> = &creds;
+        let k = match creds {
+            Some((akid, secret)) if akid.as_str() == req.access_key() => {
+                let secret: &str = secret;
+                KSecretKey::from_str(secret)
+                    .ok()
+                    .map(|k| k.to_ksigning(req.request_date(), req.region(), req.service()))
+            }
+            _ => None,
+        };
+        async move {
+            match k {
+                Some(signing_key) => GetSigningKeyResponse::builder()
+                    .signing_key(signing_key)
+                    .build()
+                    .map_err(Into::into),
+                None => Err(SignatureError::InvalidClientTokenId(MSG_UNRECOGNIZED.into()).into()),
+            }
+        }
+    });
+    let required = SliceSignedHeaderRequirements::new(REQUIRED, &[], &[]);
+    let (parts, body, _) = sigv4_validate_request(
+        request,
+        region,
+        "kms",
+        &mut get_key,
+        now,
+        &required,
+        SignatureOptions::default(),
+    )
+    .await
+    .map_err(|e| map_error(SignatureError::from(e)))?;
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let operation = target
+        .strip_prefix("TrentService.")
+        .ok_or_else(|| {
+            KmsError::new(
+                KmsErrorCode::UnknownOperationException,
+                format!("Unknown operation {target}"),
+            )
+        })?
+        .to_owned();
+    Ok(Verified { operation, body })
+}
+
+fn map_error(e: SignatureError) -> KmsError {
+    match e {
+        SignatureError::MissingAuthenticationToken(_) => KmsError::new(
+            KmsErrorCode::MissingAuthenticationTokenException,
+            "Missing Authentication Token",
+        ),
+        SignatureError::InvalidClientTokenId(_) | SignatureError::ExpiredToken(_) => {
+            KmsError::new(KmsErrorCode::UnrecognizedClientException, MSG_UNRECOGNIZED)
+        }
+        SignatureError::SignatureDoesNotMatch(msg) => KmsError::new(
+            KmsErrorCode::InvalidSignatureException,
+            msg.unwrap_or_else(|| MSG_SIGNATURE_MISMATCH.to_owned()),
+        ),
+        SignatureError::IncompleteSignature(msg) => {
+            KmsError::new(KmsErrorCode::IncompleteSignatureException, msg)
+        }
+        SignatureError::IO(_) | SignatureError::InternalServiceError(_) => KmsError::internal(),
+        other => KmsError::new(
+            KmsErrorCode::IncompleteSignatureException,
+            other.to_string(),
+        ),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::record::PrincipalSecret;
+    use aws_credential_types::Credentials;
+    use aws_sigv4::{
+        http_request::{SignableBody, SignableRequest, SigningSettings, sign},
+        sign::v4,
+    };
+    use std::time::SystemTime;
+
+    pub(crate) const AKID: &str = "EKMSTESTACCESSKEY123";
+    pub(crate) const SECRET: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123";
+
+    pub(crate) fn principal() -> PrincipalRecord {
+        PrincipalRecord {
+            access_key_id: AKID.into(),
+            secret: PrincipalSecret(SECRET.into()),
+            name: "admin".into(),
+        }
+    }
+
+    /// Signs a KMS request the way the AWS SDKs do.
+    pub(crate) fn signed(op: &str, body: &str, secret: &str, at: SystemTime) -> HttpRequest {
+        let creds = Credentials::new(AKID, secret, None, None, "test");
+        let identity = creds.into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("kms")
+            .time(at)
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let target = format!("TrentService.{op}");
+        let headers = [
+            ("host", "127.0.0.1:8400"),
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let signable = SignableRequest::new(
+            "POST",
+            "http://127.0.0.1:8400/",
+            headers.iter().copied(),
+            SignableBody::Bytes(body.as_bytes()),
+        )
+        .unwrap();
+        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri("/")
+            .body(())
+            .unwrap();
+        for (k, v) in headers {
+            req.headers_mut().insert(k, v.parse().unwrap());
+        }
+        instructions.apply_to_request_http1x(&mut req);
+        HttpRequest {
+            method: "POST".into(),
+            uri: "/".into(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        serde_bytes::ByteBuf::from(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn rt<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_correctly_signed_request_verifies() {
+        let now = SystemTime::now();
+        let req = signed("Encrypt", "{}", SECRET, now);
+        let v = rt(verify(&req, Some(&principal()), "us-east-1", now.into())).unwrap();
+        assert_eq!(v.operation, "Encrypt");
+        assert_eq!(&v.body[..], b"{}");
+    }
+
+    #[test]
+    fn tampering_and_bad_credentials_get_aws_codes() {
+        let now = SystemTime::now();
+        let p = principal();
+        let code = |req: &HttpRequest, p: Option<&PrincipalRecord>| {
+            rt(verify(req, p, "us-east-1", now.into()))
+                .unwrap_err()
+                .code
+        };
+        // Wrong secret.
+        let req = signed(
+            "Encrypt",
+            "{}",
+            "Xbcdefghijklmnopqrstuvwxyz0123456789ABCD",
+            now,
+        );
+        assert_eq!(
+            code(&req, Some(&p)),
+            KmsErrorCode::InvalidSignatureException
+        );
+        // Unknown access key.
+        let req = signed("Encrypt", "{}", SECRET, now);
+        assert_eq!(code(&req, None), KmsErrorCode::UnrecognizedClientException);
+        // A host that alters the body.
+        let mut req = signed("Encrypt", r#"{"KeyId":"a"}"#, SECRET, now);
+        req.body = br#"{"KeyId":"b"}"#.to_vec();
+        assert_eq!(
+            code(&req, Some(&p)),
+            KmsErrorCode::InvalidSignatureException
+        );
+        // A host that replays the request as another operation.
+        let mut req = signed("Encrypt", "{}", SECRET, now);
+        for (k, v) in &mut req.headers {
+            if k == "x-amz-target" {
+                *v = serde_bytes::ByteBuf::from(b"TrentService.ScheduleKeyDeletion".to_vec());
+            }
+        }
+        assert_eq!(
+            code(&req, Some(&p)),
+            KmsErrorCode::InvalidSignatureException
+        );
+        // Unsigned.
+        let mut req = signed("Encrypt", "{}", SECRET, now);
+        req.headers.retain(|(k, _)| k != "authorization");
+        assert_eq!(
+            code(&req, Some(&p)),
+            KmsErrorCode::MissingAuthenticationTokenException
+        );
+        // Outside the skew window.
+        let old = now - std::time::Duration::from_mins(16);
+        let req = signed("Encrypt", "{}", SECRET, old);
+        let e = rt(verify(&req, Some(&p), "us-east-1", now.into())).unwrap_err();
+        assert_eq!(e.code, KmsErrorCode::InvalidSignatureException);
+        assert!(e.message.contains("Signature expired"), "{}", e.message);
+    }
+}

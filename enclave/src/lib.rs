@@ -1,0 +1,20 @@
+//! The trusted key core of Enclave KMS. It holds domain keys in memory only, seals every record
+//! it hands to the parent host, verifies each client's SigV4 signature itself, enforces key state
+//! from sealed metadata, and performs every cryptographic operation (aws-lc-rs only).
+//!
+//! It must never write a key in plaintext, log a secret, or trust anything the host says that
+//! it has not authenticated. No HTTP and no disk here (the simulation-only custody file aside).
+
+pub mod auth;
+pub mod ciphertext;
+pub mod context;
+pub mod core;
+pub mod custody;
+pub mod domain;
+pub mod error;
+pub mod ops;
+pub mod record;
+pub mod server;
+
+pub use crate::core::{Config, Core};
+pub use error::{EnclaveError, KmsError};

@@ -1,0 +1,140 @@
+//! `ekms-enclave`: the enclave process. On Nitro it listens on AF_VSOCK; in simulation it listens
+//! on the vsock mock (a Unix socket) and is started by `ekms serve --sim`.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use clap::Parser;
+use ekms_enclave::{Config, Core, custody, domain::DomainKey, server};
+use ekms_wire::{
+    Listener, SocketAddress,
+    transport::{DEFAULT_ENCLAVE_PORT, SIM_ENCLAVE_CID, VMADDR_CID_ANY},
+};
+use tokio::io::AsyncReadExt as _;
+
+#[derive(Parser, Debug)]
+#[command(name = "ekms-enclave", about = "The Enclave KMS key core", version)]
+struct Args {
+    /// vsock port to listen on.
+    #[arg(long, default_value_t = DEFAULT_ENCLAVE_PORT)]
+    vsock_port: u32,
+    /// Simulation: listen on the vsock mock in this runtime directory instead of AF_VSOCK.
+    #[arg(long)]
+    mock_vsock_dir: Option<PathBuf>,
+    /// Simulation: the CID this enclave takes in the mock.
+    #[arg(long, default_value_t = SIM_ENCLAVE_CID)]
+    cid: u32,
+    /// Region served.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Account id served.
+    #[arg(long, default_value = "111122223333")]
+    account: String,
+    /// Simulation only: keep the domain key in this DEVELOPMENT-ONLY custody file.
+    #[arg(long, requires = "mock_vsock_dir")]
+    dev_custody_file: Option<PathBuf>,
+    /// Exit when standard input closes (the simulation parent holds it open, so the enclave
+    /// never outlives `ekms serve`).
+    #[arg(long)]
+    exit_on_stdin_eof: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let (addr, domain, new_domain, dev) = if let Some(dir) = &args.mock_vsock_dir {
+        let addr = SocketAddress::Mock {
+            dir: dir.clone(),
+            cid: args.cid,
+            port: args.vsock_port,
+        };
+        let path = args
+            .dev_custody_file
+            .clone()
+            .ok_or("simulation needs --dev-custody-file (until attested custody lands)")?;
+        tracing::warn!(
+            file = %path.display(),
+            "DEVELOPMENT ONLY: the domain key is kept in plaintext in a custody file; never use this in production"
+        );
+        let (domain, created) = custody::load_or_create(&path).map_err(|e| e.to_string())?;
+        (addr, domain, created, true)
+    } else {
+        let addr = SocketAddress::Vsock {
+            cid: VMADDR_CID_ANY,
+            port: args.vsock_port,
+        };
+        tracing::warn!(
+            "no custody configured: this enclave's domain key lives only as long as the enclave"
+        );
+        (
+            addr,
+            DomainKey::generate().map_err(|e| e.to_string())?,
+            true,
+            false,
+        )
+    };
+    tracing::info!(domain = %domain.fingerprint_hex(), new_domain, "domain key loaded");
+    let core = Core::new(
+        Config {
+            region: args.region,
+            account: args.account,
+        },
+        domain,
+        new_domain,
+        dev,
+    )
+    .map_err(|e| e.to_string())?;
+    let listener = Listener::bind(&addr).map_err(|e| e.to_string())?;
+    tracing::info!(%addr, "enclave listening");
+    let serve = server::serve(listener, Arc::new(core));
+    let parent_gone = async {
+        if args.exit_on_stdin_eof {
+            stdin_closed().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = serve => {}
+        () = parent_gone => tracing::info!("parent went away; exiting"),
+        () = terminated() => tracing::info!("terminated; exiting"),
+    }
+    Ok(())
+}
+
+async fn stdin_closed() {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn terminated() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,480 @@
+//! Cryptographic operations: Encrypt, Decrypt, ReEncrypt, GenerateDataKey(WithoutPlaintext),
+//! GenerateRandom. Plaintext lives only in `Zeroizing` buffers.
+
+use aws_lc_rs::rand;
+use ekms_wire::{blob::BlobHeader, msg::KmsErrorCode};
+use serde::{Deserialize, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+use super::{Ctx, OpError, OpResult, b64, out_of_range, parse, reply, require_enabled};
+use crate::{EnclaveError, KmsError, ciphertext, context::EncryptionContext, record::KeyRecord};
+
+const MAX_PLAINTEXT: usize = 4096;
+const MAX_CIPHERTEXT: usize = 6144;
+const ALGORITHMS: &[&str] = &[
+    "SYMMETRIC_DEFAULT",
+    "RSAES_OAEP_SHA_1",
+    "RSAES_OAEP_SHA_256",
+    "SM2PKE",
+];
+
+/// Plaintext in a response: base64 written straight into the JSON, never kept in a `String`.
+struct SecretB64<'a>(&'a [u8]);
+
+impl Serialize for SecretB64<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = Zeroizing::new(super::to_b64(self.0));
+        s.serialize_str(&text)
+    }
+}
+
+fn check_algorithm(
+    ctx: &Ctx<'_>,
+    alg: Option<&str>,
+    member: &str,
+    key: &KeyRecord,
+) -> Result<(), KmsError> {
+    match alg {
+        None | Some("SYMMETRIC_DEFAULT") => Ok(()),
+        Some(a) if ALGORITHMS.contains(&a) => Err(KmsError::new(
+            KmsErrorCode::InvalidKeyUsageException,
+            format!(
+                "The encryption algorithm {a} is not valid for {}.",
+                ctx.key_arn(&key.key_id)
+            ),
+        )),
+        Some(a) => Err(KmsError::validation(format!(
+            "1 validation error detected: Value '{a}' at '{member}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+            ALGORITHMS.join(", ")
+        ))),
+    }
+}
+
+fn check_usage(ctx: &Ctx<'_>, key: &KeyRecord, op: &str) -> Result<(), KmsError> {
+    if key.usage != "ENCRYPT_DECRYPT" {
+        return Err(KmsError::new(
+            KmsErrorCode::InvalidKeyUsageException,
+            format!(
+                "{} key usage is {} which is not valid for {op}.",
+                ctx.key_arn(&key.key_id),
+                key.usage
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn dry_run(dry: Option<bool>) -> Result<(), KmsError> {
+    if dry == Some(true) {
+        return Err(KmsError::new(
+            KmsErrorCode::DryRunOperationException,
+            "The request would have succeeded, but the DryRun option is set.",
+        ));
+    }
+    Ok(())
+}
+
+fn key_bytes(key: &KeyRecord) -> Result<[u8; 16], KmsError> {
+    uuid::Uuid::try_parse(&key.key_id)
+        .map(|u| *u.as_bytes())
+        .map_err(|_| KmsError::internal())
+}
+
+/// Encrypts under the key's current material.
+fn seal_for(
+    key: &KeyRecord,
+    ctx_ec: &EncryptionContext,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, OpError> {
+    let material = key.current_material().ok_or_else(KmsError::internal)?;
+    Ok(ciphertext::encrypt(
+        key_bytes(key)?,
+        material,
+        ctx_ec,
+        plaintext,
+    )?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EncryptInput {
+    key_id: Option<String>,
+    plaintext: Option<String>,
+    encryption_context: Option<EncryptionContext>,
+    encryption_algorithm: Option<String>,
+    dry_run: Option<bool>,
+    #[allow(dead_code)]
+    grant_tokens: Option<Vec<String>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EncryptOutput {
+    ciphertext_blob: String,
+    key_id: String,
+    encryption_algorithm: &'static str,
+}
+
+pub(crate) fn encrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: EncryptInput = parse(body)?;
+    let key_id = input
+        .key_id
+        .as_deref()
+        .ok_or_else(|| KmsError::required("keyId"))?;
+    let plaintext = b64(
+        "Plaintext",
+        input
+            .plaintext
+            .as_deref()
+            .ok_or_else(|| KmsError::required("plaintext"))?,
+    )?;
+    if plaintext.is_empty() {
+        return Err(KmsError::validation("1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length greater than or equal to 1").into());
+    }
+    if plaintext.len() > MAX_PLAINTEXT {
+        return Err(KmsError::validation("1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length less than or equal to 4096").into());
+    }
+    let key = ctx.resolve(key_id)?;
+    check_usage(ctx, &key, "Encrypt")?;
+    check_algorithm(
+        ctx,
+        input.encryption_algorithm.as_deref(),
+        "encryptionAlgorithm",
+        &key,
+    )?;
+    require_enabled(ctx, &key)?;
+    dry_run(input.dry_run)?;
+    let ec = input.encryption_context.unwrap_or_default();
+    let blob = seal_for(&key, &ec, &plaintext)?;
+    reply(
+        &EncryptOutput {
+            ciphertext_blob: super::to_b64(&blob),
+            key_id: ctx.key_arn(&key.key_id),
+            encryption_algorithm: "SYMMETRIC_DEFAULT",
+        },
+        vec![],
+    )
+}
+
+/// A decrypted blob with the key that opened it.
+struct Opened {
+    key: KeyRecord,
+    material_id: String,
+    plaintext: Zeroizing<Vec<u8>>,
+}
+
+/// Decrypts a blob, checking the optional `KeyId` against the key the blob names.
+fn open_blob(
+    ctx: &Ctx<'_>,
+    blob_b64: Option<&str>,
+    member: &str,
+    key_id: Option<&str>,
+    ec: &EncryptionContext,
+    alg: Option<&str>,
+    op: &str,
+) -> Result<Opened, OpError> {
+    let blob = b64(
+        member,
+        blob_b64.ok_or_else(|| KmsError::required(&lower_first(member)))?,
+    )?;
+    if blob.is_empty() || blob.len() > MAX_CIPHERTEXT {
+        return Err(KmsError::validation(format!(
+            "1 validation error detected: Value at '{}' failed to satisfy constraint: Member must have length {}",
+            lower_first(member),
+            if blob.is_empty() { "greater than or equal to 1" } else { "less than or equal to 6144" }
+        ))
+        .into());
+    }
+    let requested = match key_id {
+        Some(k) => Some(ctx.resolve(k)?),
+        None => None,
+    };
+    let (header, body) = BlobHeader::parse(&blob).ok_or_else(KmsError::invalid_ciphertext)?;
+    let blob_key_id = uuid::Uuid::from_bytes(header.key_id)
+        .hyphenated()
+        .to_string();
+    if let Some(r) = &requested
+        && r.key_id != blob_key_id
+    {
+        return Err(KmsError::new(
+            KmsErrorCode::IncorrectKeyException,
+            "The key ID in the request does not identify a CMK that can perform this operation.",
+        )
+        .into());
+    }
+    let key = match requested {
+        Some(r) => r,
+        // A blob naming a key this domain does not have cannot be opened: no more is said.
+        None => ctx
+            .key_by_id(&blob_key_id)?
+            .ok_or_else(KmsError::invalid_ciphertext)?,
+    };
+    check_usage(ctx, &key, op)?;
+    check_algorithm(ctx, alg, "encryptionAlgorithm", &key)?;
+    require_enabled(ctx, &key)?;
+    let material = key
+        .material(header.material_version)
+        .ok_or_else(KmsError::invalid_ciphertext)?;
+    let plaintext = ciphertext::decrypt(&header, body, material, ec).map_err(|e| match e {
+        EnclaveError::BadRecord => KmsError::invalid_ciphertext(),
+        _ => KmsError::internal(),
+    })?;
+    let material_id = material.id.clone();
+    Ok(Opened {
+        key,
+        material_id,
+        plaintext,
+    })
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_ascii_lowercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DecryptInput {
+    ciphertext_blob: Option<String>,
+    key_id: Option<String>,
+    encryption_context: Option<EncryptionContext>,
+    encryption_algorithm: Option<String>,
+    dry_run: Option<bool>,
+    recipient: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DecryptOutput<'a> {
+    key_id: String,
+    plaintext: SecretB64<'a>,
+    encryption_algorithm: &'static str,
+    key_material_id: String,
+}
+
+fn no_recipient(r: Option<&serde_json::Value>) -> Result<(), KmsError> {
+    if r.is_some() {
+        return Err(KmsError::new(
+            KmsErrorCode::UnsupportedOperationException,
+            "Recipient is not supported by this appliance yet.",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn decrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: DecryptInput = parse(body)?;
+    no_recipient(input.recipient.as_ref())?;
+    let ec = input.encryption_context.unwrap_or_default();
+    let opened = open_blob(
+        ctx,
+        input.ciphertext_blob.as_deref(),
+        "CiphertextBlob",
+        input.key_id.as_deref(),
+        &ec,
+        input.encryption_algorithm.as_deref(),
+        "Decrypt",
+    )?;
+    dry_run(input.dry_run)?;
+    reply(
+        &DecryptOutput {
+            key_id: ctx.key_arn(&opened.key.key_id),
+            plaintext: SecretB64(&opened.plaintext),
+            encryption_algorithm: "SYMMETRIC_DEFAULT",
+            key_material_id: opened.material_id,
+        },
+        vec![],
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReEncryptInput {
+    ciphertext_blob: Option<String>,
+    source_encryption_context: Option<EncryptionContext>,
+    source_key_id: Option<String>,
+    destination_key_id: Option<String>,
+    destination_encryption_context: Option<EncryptionContext>,
+    source_encryption_algorithm: Option<String>,
+    destination_encryption_algorithm: Option<String>,
+    dry_run: Option<bool>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReEncryptOutput {
+    ciphertext_blob: String,
+    source_key_id: String,
+    key_id: String,
+    source_encryption_algorithm: &'static str,
+    destination_encryption_algorithm: &'static str,
+    source_key_material_id: String,
+    destination_key_material_id: String,
+}
+
+pub(crate) fn re_encrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: ReEncryptInput = parse(body)?;
+    let dest_id = input
+        .destination_key_id
+        .as_deref()
+        .ok_or_else(|| KmsError::required("destinationKeyId"))?;
+    let src_ec = input.source_encryption_context.unwrap_or_default();
+    let opened = open_blob(
+        ctx,
+        input.ciphertext_blob.as_deref(),
+        "CiphertextBlob",
+        input.source_key_id.as_deref(),
+        &src_ec,
+        input.source_encryption_algorithm.as_deref(),
+        "ReEncrypt",
+    )?;
+    let dest = ctx.resolve(dest_id)?;
+    check_usage(ctx, &dest, "ReEncrypt")?;
+    check_algorithm(
+        ctx,
+        input.destination_encryption_algorithm.as_deref(),
+        "destinationEncryptionAlgorithm",
+        &dest,
+    )?;
+    require_enabled(ctx, &dest)?;
+    dry_run(input.dry_run)?;
+    let dest_ec = input.destination_encryption_context.unwrap_or_default();
+    let blob = seal_for(&dest, &dest_ec, &opened.plaintext)?;
+    let dest_material = dest
+        .current_material()
+        .map(|m| m.id.clone())
+        .unwrap_or_default();
+    reply(
+        &ReEncryptOutput {
+            ciphertext_blob: super::to_b64(&blob),
+            source_key_id: ctx.key_arn(&opened.key.key_id),
+            key_id: ctx.key_arn(&dest.key_id),
+            source_encryption_algorithm: "SYMMETRIC_DEFAULT",
+            destination_encryption_algorithm: "SYMMETRIC_DEFAULT",
+            source_key_material_id: opened.material_id,
+            destination_key_material_id: dest_material,
+        },
+        vec![],
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DataKeyInput {
+    key_id: Option<String>,
+    number_of_bytes: Option<i64>,
+    key_spec: Option<String>,
+    encryption_context: Option<EncryptionContext>,
+    dry_run: Option<bool>,
+    recipient: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DataKeyOutput<'a> {
+    ciphertext_blob: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<SecretB64<'a>>,
+    key_id: String,
+    key_material_id: String,
+}
+
+pub(crate) fn generate_data_key(ctx: &Ctx<'_>, body: &[u8], with_plaintext: bool) -> OpResult {
+    let input: DataKeyInput = parse(body)?;
+    no_recipient(input.recipient.as_ref())?;
+    let key_id = input
+        .key_id
+        .as_deref()
+        .ok_or_else(|| KmsError::required("keyId"))?;
+    let len = match (input.number_of_bytes, input.key_spec.as_deref()) {
+        (Some(n), None) => {
+            if !(1..=1024).contains(&n) {
+                return Err(out_of_range(n, "numberOfBytes", 1, 1024).into());
+            }
+            usize::try_from(n).map_err(|_| KmsError::internal())?
+        }
+        (None, Some("AES_256")) => 32,
+        (None, Some("AES_128")) => 16,
+        (None, Some(other)) => {
+            return Err(KmsError::validation(format!(
+                "1 validation error detected: Value '{other}' at 'keySpec' failed to satisfy constraint: Member must satisfy enum value set: [AES_256, AES_128]"
+            ))
+            .into());
+        }
+        _ => {
+            return Err(
+                KmsError::validation("Please specify either number of bytes or key spec.").into(),
+            );
+        }
+    };
+    let key = ctx.resolve(key_id)?;
+    let op = if with_plaintext {
+        "GenerateDataKey"
+    } else {
+        "GenerateDataKeyWithoutPlaintext"
+    };
+    check_usage(ctx, &key, op)?;
+    require_enabled(ctx, &key)?;
+    dry_run(input.dry_run)?;
+    let mut data_key = Zeroizing::new(vec![0u8; len]);
+    rand::fill(&mut data_key).map_err(EnclaveError::from)?;
+    let ec = input.encryption_context.unwrap_or_default();
+    let blob = seal_for(&key, &ec, &data_key)?;
+    reply(
+        &DataKeyOutput {
+            ciphertext_blob: super::to_b64(&blob),
+            plaintext: with_plaintext.then(|| SecretB64(&data_key)),
+            key_id: ctx.key_arn(&key.key_id),
+            key_material_id: key
+                .current_material()
+                .map(|m| m.id.clone())
+                .unwrap_or_default(),
+        },
+        vec![],
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RandomInput {
+    number_of_bytes: Option<i64>,
+    custom_key_store_id: Option<String>,
+    recipient: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RandomOutput<'a> {
+    plaintext: SecretB64<'a>,
+}
+
+pub(crate) fn generate_random(_ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: RandomInput = parse(body)?;
+    no_recipient(input.recipient.as_ref())?;
+    if input.custom_key_store_id.is_some() {
+        return Err(KmsError::new(
+            KmsErrorCode::UnsupportedOperationException,
+            "A custom key store is not supported by this appliance yet.",
+        )
+        .into());
+    }
+    let n = input
+        .number_of_bytes
+        .ok_or_else(|| KmsError::validation("NumberOfBytes is required."))?;
+    if !(1..=1024).contains(&n) {
+        return Err(out_of_range(n, "numberOfBytes", 1, 1024).into());
+    }
+    let mut bytes = Zeroizing::new(vec![
+        0u8;
+        usize::try_from(n).map_err(|_| KmsError::internal())?
+    ]);
+    rand::fill(&mut bytes).map_err(EnclaveError::from)?;
+    reply(
+        &RandomOutput {
+            plaintext: SecretB64(&bytes),
+        },
+        vec![],
+    )
+}

@@ -1,0 +1,348 @@
+//! Key lifecycle: CreateKey, DescribeKey, ListKeys, EnableKey, DisableKey, ScheduleKeyDeletion,
+//! CancelKeyDeletion, UpdateKeyDescription.
+
+use aws_lc_rs::rand;
+use ekms_wire::{msg::KmsErrorCode, plan};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    Ctx, KeyIdInput, OpError, OpResult, out_of_range, parse, reply, require_not_pending,
+    tags::{TagInput, apply_tags},
+    too_long,
+};
+use crate::{
+    EnclaveError, KmsError,
+    domain::hex,
+    record::{self, KeyMaterial, KeyRecord, KeyState, Kind, Material},
+};
+
+const KEY_SPECS: &[&str] = &[
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "SYMMETRIC_DEFAULT",
+    "HMAC_224",
+    "HMAC_256",
+    "HMAC_384",
+    "HMAC_512",
+    "SM2",
+    "ML_DSA_44",
+    "ML_DSA_65",
+    "ML_DSA_87",
+    "ECC_NIST_EDWARDS25519",
+];
+const KEY_USAGES: &[&str] = &[
+    "SIGN_VERIFY",
+    "ENCRYPT_DECRYPT",
+    "GENERATE_VERIFY_MAC",
+    "KEY_AGREEMENT",
+];
+const ORIGINS: &[&str] = &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
+const MAX_DESCRIPTION: usize = 8192;
+
+fn enum_error(value: &str, member: &str, set: &[&str]) -> KmsError {
+    KmsError::validation(format!(
+        "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+        set.join(", ")
+    ))
+}
+
+/// `KeyMetadata` of a record, as AWS returns it.
+pub(crate) fn key_metadata(ctx: &Ctx<'_>, r: &KeyRecord) -> Value {
+    let mut m = json!({
+        "AWSAccountId": r.account,
+        "KeyId": r.key_id,
+        "Arn": ctx.key_arn(&r.key_id),
+        "CreationDate": seconds(r.created_ms),
+        "Enabled": r.state == KeyState::Enabled,
+        "Description": r.description,
+        "KeyUsage": r.usage,
+        "KeyState": r.state.as_str(),
+        "Origin": r.origin,
+        "KeyManager": "CUSTOMER",
+        "CustomerMasterKeySpec": r.spec,
+        "KeySpec": r.spec,
+        "EncryptionAlgorithms": ["SYMMETRIC_DEFAULT"],
+        "MultiRegion": false,
+    });
+    if let Some(material) = r.current_material() {
+        super::set(&mut m, "CurrentKeyMaterialId", json!(material.id));
+    }
+    if let (KeyState::PendingDeletion, Some(ms)) = (r.state, r.deletion_ms) {
+        super::set(&mut m, "DeletionDate", json!(seconds(ms)));
+    }
+    m
+}
+
+/// AWS timestamps are epoch seconds with a fraction.
+#[allow(clippy::cast_precision_loss)] // millisecond timestamps fit f64 exactly for 285k years
+pub(crate) fn seconds(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// New random key material (version `version`).
+pub(crate) fn new_material(version: u32) -> Result<Material, EnclaveError> {
+    let mut secret = KeyMaterial([0u8; 32]);
+    rand::fill(&mut secret.0)?;
+    let mut id = [0u8; 32];
+    rand::fill(&mut id)?;
+    Ok(Material {
+        version,
+        id: hex(&id),
+        secret,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateKeyInput {
+    description: Option<String>,
+    key_usage: Option<String>,
+    key_spec: Option<String>,
+    customer_master_key_spec: Option<String>,
+    origin: Option<String>,
+    multi_region: Option<bool>,
+    policy: Option<String>,
+    custom_key_store_id: Option<String>,
+    xks_key_id: Option<String>,
+    tags: Option<Vec<TagInput>>,
+}
+
+pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: CreateKeyInput = parse(body)?;
+    let spec = input
+        .key_spec
+        .or(input.customer_master_key_spec)
+        .unwrap_or_else(|| "SYMMETRIC_DEFAULT".into());
+    if !KEY_SPECS.contains(&spec.as_str()) {
+        return Err(enum_error(&spec, "keySpec", KEY_SPECS).into());
+    }
+    let usage = input.key_usage.unwrap_or_else(|| "ENCRYPT_DECRYPT".into());
+    if !KEY_USAGES.contains(&usage.as_str()) {
+        return Err(enum_error(&usage, "keyUsage", KEY_USAGES).into());
+    }
+    let origin = input.origin.unwrap_or_else(|| "AWS_KMS".into());
+    if !ORIGINS.contains(&origin.as_str()) {
+        return Err(enum_error(&origin, "origin", ORIGINS).into());
+    }
+    let unsupported = |what: String| -> OpError {
+        KmsError::new(
+            KmsErrorCode::UnsupportedOperationException,
+            format!("{what} is not supported by this appliance yet."),
+        )
+        .into()
+    };
+    if spec != "SYMMETRIC_DEFAULT" {
+        return Err(unsupported(format!("KeySpec {spec}")));
+    }
+    if usage != "ENCRYPT_DECRYPT" {
+        return Err(KmsError::validation(format!(
+            "KeyUsage {usage} is not compatible with KeySpec {spec}."
+        ))
+        .into());
+    }
+    if origin != "AWS_KMS" {
+        return Err(unsupported(format!("Origin {origin}")));
+    }
+    if input.multi_region == Some(true) {
+        return Err(unsupported("A multi-Region key".into()));
+    }
+    if input.custom_key_store_id.is_some() || input.xks_key_id.is_some() {
+        return Err(unsupported("A custom key store".into()));
+    }
+    let description = input.description.unwrap_or_default();
+    if description.len() > MAX_DESCRIPTION {
+        return Err(too_long(&description, "description", MAX_DESCRIPTION).into());
+    }
+    let mut tags = Vec::new();
+    if let Some(new) = input.tags {
+        apply_tags(&mut tags, new)?;
+    }
+    let mut id = [0u8; 16];
+    rand::fill(&mut id).map_err(EnclaveError::from)?;
+    let key_id = uuid::Builder::from_random_bytes(id)
+        .into_uuid()
+        .hyphenated()
+        .to_string();
+    let mut rec = KeyRecord {
+        key_id,
+        account: ctx.core.config.account.clone(),
+        region: ctx.core.config.region.clone(),
+        created_ms: ctx.now_ms,
+        description,
+        state: KeyState::Enabled,
+        deletion_ms: None,
+        spec,
+        usage,
+        origin,
+        policy: input.policy,
+        tags,
+        materials: vec![new_material(1)?],
+        current: 1,
+        generation: 0,
+    };
+    let write = ctx.put_key(&mut rec, true)?;
+    reply(
+        &json!({ "KeyMetadata": key_metadata(ctx, &rec) }),
+        vec![write],
+    )
+}
+
+pub(crate) fn describe_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: KeyIdInput = parse(body)?;
+    let rec = ctx.resolve(input.key_id()?)?;
+    reply(&json!({ "KeyMetadata": key_metadata(ctx, &rec) }), vec![])
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct PageInput {
+    pub(crate) limit: Option<i64>,
+    pub(crate) marker: Option<String>,
+    pub(crate) key_id: Option<String>,
+}
+
+/// Validates `Limit` and `Marker` of a list operation.
+pub(crate) fn check_page(input: &PageInput, max: i64) -> Result<(), KmsError> {
+    if let Some(limit) = input.limit
+        && !(1..=max).contains(&limit)
+    {
+        return Err(out_of_range(limit, "limit", 1, max));
+    }
+    if let Some(marker) = &input.marker
+        && plan::decode_marker(marker).is_none()
+    {
+        return Err(KmsError::new(
+            KmsErrorCode::InvalidMarkerException,
+            "Marker is invalid",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn list_keys(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: PageInput = parse(body)?;
+    check_page(&input, 1000)?;
+    let mut keys = Vec::with_capacity(ctx.call.keys.len());
+    for sealed in &ctx.call.keys {
+        // Every listed record must be one this domain sealed; the host cannot invent keys.
+        let rec: KeyRecord = record::open(&ctx.core.domain, Kind::Key, None, &sealed.0)?;
+        if rec.state == KeyState::PendingDeletion
+            && rec.deletion_ms.is_some_and(|d| d <= ctx.now_ms)
+        {
+            continue;
+        }
+        keys.push(json!({ "KeyId": rec.key_id, "KeyArn": ctx.key_arn(&rec.key_id) }));
+    }
+    let mut out = json!({ "Keys": keys, "Truncated": ctx.call.next_marker.is_some() });
+    if let Some(m) = &ctx.call.next_marker {
+        super::set(&mut out, "NextMarker", json!(m));
+    }
+    reply(&out, vec![])
+}
+
+fn set_state(ctx: &Ctx<'_>, body: &[u8], enable: bool) -> OpResult {
+    let input: KeyIdInput = parse(body)?;
+    let mut rec = ctx.resolve_key_only(input.key_id()?)?;
+    require_not_pending(ctx, &rec)?;
+    let target = if enable {
+        KeyState::Enabled
+    } else {
+        KeyState::Disabled
+    };
+    if rec.state == target {
+        return reply(&json!({}), vec![]);
+    }
+    rec.state = target;
+    let write = ctx.put_key(&mut rec, false)?;
+    reply(&json!({}), vec![write])
+}
+
+pub(crate) fn enable_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    set_state(ctx, body, true)
+}
+
+pub(crate) fn disable_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    set_state(ctx, body, false)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ScheduleInput {
+    key_id: Option<String>,
+    pending_window_in_days: Option<i64>,
+}
+
+pub(crate) fn schedule_key_deletion(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: ScheduleInput = parse(body)?;
+    let key_id = input
+        .key_id
+        .as_deref()
+        .ok_or_else(|| KmsError::required("keyId"))?;
+    let days = input.pending_window_in_days.unwrap_or(30);
+    if !(7..=30).contains(&days) {
+        return Err(out_of_range(days, "pendingWindowInDays", 7, 30).into());
+    }
+    let mut rec = ctx.resolve_key_only(key_id)?;
+    require_not_pending(ctx, &rec)?;
+    let deletion = ctx.now_ms + days * 86_400_000;
+    rec.state = KeyState::PendingDeletion;
+    rec.deletion_ms = Some(deletion);
+    let write = ctx.put_key(&mut rec, false)?;
+    reply(
+        &json!({
+            "KeyId": ctx.key_arn(&rec.key_id),
+            "DeletionDate": seconds(deletion),
+            "KeyState": "PendingDeletion",
+            "PendingWindowInDays": days,
+        }),
+        vec![write],
+    )
+}
+
+pub(crate) fn cancel_key_deletion(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: KeyIdInput = parse(body)?;
+    let mut rec = ctx.resolve_key_only(input.key_id()?)?;
+    if rec.state != KeyState::PendingDeletion {
+        return Err(KmsError::new(
+            KmsErrorCode::KMSInvalidStateException,
+            format!("{} is not pending deletion.", ctx.key_arn(&rec.key_id)),
+        )
+        .into());
+    }
+    rec.state = KeyState::Disabled;
+    rec.deletion_ms = None;
+    let write = ctx.put_key(&mut rec, false)?;
+    reply(&json!({ "KeyId": ctx.key_arn(&rec.key_id) }), vec![write])
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescriptionInput {
+    key_id: Option<String>,
+    description: Option<String>,
+}
+
+pub(crate) fn update_key_description(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: DescriptionInput = parse(body)?;
+    let key_id = input
+        .key_id
+        .as_deref()
+        .ok_or_else(|| KmsError::required("keyId"))?;
+    let description = input
+        .description
+        .ok_or_else(|| KmsError::required("description"))?;
+    if description.len() > MAX_DESCRIPTION {
+        return Err(too_long(&description, "description", MAX_DESCRIPTION).into());
+    }
+    let mut rec = ctx.resolve_key_only(key_id)?;
+    require_not_pending(ctx, &rec)?;
+    rec.description = description;
+    let write = ctx.put_key(&mut rec, false)?;
+    reply(&json!({}), vec![write])
+}

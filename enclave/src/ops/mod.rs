@@ -1,0 +1,369 @@
+//! KMS operations. [`execute`] authenticates the call, then dispatches on the signed operation
+//! name. Every operation reads the sealed records the host supplied, checks key state from the
+//! sealed metadata, and returns its JSON body and the store writes to make durable.
+
+mod aliases;
+mod crypto;
+mod keys;
+mod tags;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use ekms_wire::{
+    msg::{KmsCall, KmsErrorCode, SealedBlob, StoreWrite},
+    plan::{AWS_KMS_OPERATIONS, KeyRef, parse_key_ref},
+};
+use serde::{Deserialize, de::DeserializeOwned};
+use zeroize::Zeroizing;
+
+use crate::{
+    Core, EnclaveError, KmsError, auth,
+    record::{self, AliasRecord, KeyRecord, KeyState, Kind, PrincipalRecord},
+};
+
+/// Why an operation did not produce a response body.
+#[derive(Debug)]
+pub enum OpError {
+    /// An AWS error for the client.
+    Kms(KmsError),
+    /// A record was older than one already seen: the host must re-read and retry.
+    Stale,
+}
+
+impl From<KmsError> for OpError {
+    fn from(e: KmsError) -> Self {
+        Self::Kms(e)
+    }
+}
+
+impl From<EnclaveError> for OpError {
+    fn from(e: EnclaveError) -> Self {
+        match e {
+            EnclaveError::StaleRecord => Self::Stale,
+            other => Self::Kms(other.into()),
+        }
+    }
+}
+
+/// Body and writes of a successful operation.
+pub type Reply = (Vec<u8>, Vec<StoreWrite>);
+type OpResult = Result<Reply, OpError>;
+
+/// Authenticates and runs a KMS call at time `now`.
+pub async fn execute(core: &Core, call: &KmsCall, now: DateTime<Utc>) -> OpResult {
+    let principal = match &call.principal {
+        Some(sealed) => Some(
+            record::open::<PrincipalRecord>(&core.domain, Kind::Principal, None, &sealed.0)
+                .map_err(|_| {
+                    KmsError::new(
+                        KmsErrorCode::UnrecognizedClientException,
+                        auth::MSG_UNRECOGNIZED,
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let verified = auth::verify(&call.http, principal.as_ref(), &core.config.region, now).await?;
+    let ctx = Ctx {
+        core,
+        call,
+        now_ms: now.timestamp_millis(),
+    };
+    ctx.dispatch(&verified.operation, &verified.body)
+}
+
+/// What an operation sees.
+pub(crate) struct Ctx<'a> {
+    pub(crate) core: &'a Core,
+    pub(crate) call: &'a KmsCall,
+    pub(crate) now_ms: i64,
+}
+
+impl Ctx<'_> {
+    fn dispatch(&self, op: &str, body: &[u8]) -> OpResult {
+        match op {
+            "CreateKey" => keys::create_key(self, body),
+            "DescribeKey" => keys::describe_key(self, body),
+            "ListKeys" => keys::list_keys(self, body),
+            "EnableKey" => keys::enable_key(self, body),
+            "DisableKey" => keys::disable_key(self, body),
+            "ScheduleKeyDeletion" => keys::schedule_key_deletion(self, body),
+            "CancelKeyDeletion" => keys::cancel_key_deletion(self, body),
+            "UpdateKeyDescription" => keys::update_key_description(self, body),
+            "CreateAlias" => aliases::create_alias(self, body),
+            "UpdateAlias" => aliases::update_alias(self, body),
+            "DeleteAlias" => aliases::delete_alias(self, body),
+            "ListAliases" => aliases::list_aliases(self, body),
+            "TagResource" => tags::tag_resource(self, body),
+            "UntagResource" => tags::untag_resource(self, body),
+            "ListResourceTags" => tags::list_resource_tags(self, body),
+            "Encrypt" => crypto::encrypt(self, body),
+            "Decrypt" => crypto::decrypt(self, body),
+            "ReEncrypt" => crypto::re_encrypt(self, body),
+            "GenerateDataKey" => crypto::generate_data_key(self, body, true),
+            "GenerateDataKeyWithoutPlaintext" => crypto::generate_data_key(self, body, false),
+            "GenerateRandom" => crypto::generate_random(self, body),
+            other if AWS_KMS_OPERATIONS.contains(&other) => Err(KmsError::new(
+                KmsErrorCode::UnsupportedOperationException,
+                format!("{other} is not supported by this appliance yet."),
+            )
+            .into()),
+            other => Err(KmsError::new(
+                KmsErrorCode::UnknownOperationException,
+                format!("Unknown operation {other}"),
+            )
+            .into()),
+        }
+    }
+
+    pub(crate) fn key_arn(&self, key_id: &str) -> String {
+        format!(
+            "arn:aws:kms:{}:{}:key/{key_id}",
+            self.core.config.region, self.core.config.account
+        )
+    }
+
+    pub(crate) fn alias_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:kms:{}:{}:{name}",
+            self.core.config.region, self.core.config.account
+        )
+    }
+
+    /// Opens the supplied key record with id `key_id`, if the host supplied it.
+    pub(crate) fn key_by_id(&self, key_id: &str) -> Result<Option<KeyRecord>, OpError> {
+        let Some(sealed) = find(&self.call.keys, Kind::Key, key_id) else {
+            return Ok(None);
+        };
+        let rec: KeyRecord = record::open(&self.core.domain, Kind::Key, Some(key_id), &sealed.0)?;
+        self.core.observe(Kind::Key, key_id, rec.generation)?;
+        // A key whose deletion date has passed is gone, whether or not the host has swept it.
+        if rec.state == KeyState::PendingDeletion
+            && rec.deletion_ms.is_some_and(|d| d <= self.now_ms)
+        {
+            return Ok(None);
+        }
+        Ok(Some(rec))
+    }
+
+    /// Opens the supplied alias record `name`, if any.
+    pub(crate) fn alias(&self, name: &str) -> Result<Option<AliasRecord>, OpError> {
+        let Some(sealed) = find(&self.call.aliases, Kind::Alias, name) else {
+            return Ok(None);
+        };
+        let rec: AliasRecord = record::open(&self.core.domain, Kind::Alias, Some(name), &sealed.0)?;
+        self.core.observe(Kind::Alias, name, rec.generation)?;
+        Ok(Some(rec))
+    }
+
+    /// Resolves a `KeyId` field (id, ARN, alias, alias ARN) to a key record.
+    pub(crate) fn resolve(&self, key_id: &str) -> Result<KeyRecord, OpError> {
+        match parse_key_ref(key_id) {
+            None => Err(not_found_invalid(key_id).into()),
+            Some(KeyRef::Id(id)) => self
+                .key_by_id(&id)?
+                .ok_or_else(|| self.key_not_found(&id).into()),
+            Some(KeyRef::Alias(name)) => {
+                let alias = self.alias(&name)?.ok_or_else(|| {
+                    KmsError::new(
+                        KmsErrorCode::NotFoundException,
+                        format!("Alias {} is not found.", self.alias_arn(&name)),
+                    )
+                })?;
+                self.key_by_id(&alias.target)?
+                    .ok_or_else(|| self.key_not_found(&alias.target).into())
+            }
+        }
+    }
+
+    /// Resolves a field that must name a key directly (no alias).
+    pub(crate) fn resolve_key_only(&self, key_id: &str) -> Result<KeyRecord, OpError> {
+        match parse_key_ref(key_id) {
+            Some(KeyRef::Id(_)) => self.resolve(key_id),
+            _ => Err(not_found_invalid(key_id).into()),
+        }
+    }
+
+    pub(crate) fn key_not_found(&self, id: &str) -> KmsError {
+        KmsError::new(
+            KmsErrorCode::NotFoundException,
+            format!("Key '{}' does not exist", self.key_arn(id)),
+        )
+    }
+
+    /// Seals a changed key record into a store write.
+    pub(crate) fn put_key(&self, rec: &mut KeyRecord, create: bool) -> Result<StoreWrite, OpError> {
+        let expected = if create { None } else { Some(rec.generation) };
+        rec.generation += 1;
+        let sealed = record::seal(&self.core.domain, Kind::Key, &rec.key_id, rec)?;
+        // What this enclave produced is the newest it knows.
+        self.core.observe(Kind::Key, &rec.key_id, rec.generation)?;
+        Ok(StoreWrite::PutKey {
+            key_id: rec.key_id.clone(),
+            generation: rec.generation,
+            expected,
+            sealed: SealedBlob(sealed),
+            state: rec.state.as_str().to_owned(),
+            deletion_date: rec.deletion_ms.map(|ms| ms / 1000),
+        })
+    }
+
+    /// Seals a changed alias record into a store write.
+    pub(crate) fn put_alias(
+        &self,
+        rec: &mut AliasRecord,
+        create: bool,
+    ) -> Result<StoreWrite, OpError> {
+        let expected = if create { None } else { Some(rec.generation) };
+        rec.generation += 1;
+        let sealed = record::seal(&self.core.domain, Kind::Alias, &rec.name, rec)?;
+        self.core.observe(Kind::Alias, &rec.name, rec.generation)?;
+        Ok(StoreWrite::PutAlias {
+            name: rec.name.clone(),
+            key_id: rec.target.clone(),
+            generation: rec.generation,
+            expected,
+            sealed: SealedBlob(sealed),
+        })
+    }
+}
+
+fn find<'a>(blobs: &'a [SealedBlob], kind: Kind, id: &str) -> Option<&'a SealedBlob> {
+    blobs
+        .iter()
+        .find(|b| record::peek(&b.0).is_some_and(|h| h.kind == kind as u8 && h.id == id))
+}
+
+fn not_found_invalid(key_id: &str) -> KmsError {
+    KmsError::new(
+        KmsErrorCode::NotFoundException,
+        format!("Invalid keyId '{key_id}'"),
+    )
+}
+
+/// Parses a JSON request body into an operation's input.
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, KmsError> {
+    let body = if body.is_empty() {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        KmsError::new(
+            KmsErrorCode::SerializationException,
+            format!("Could not parse the request body: {}", e.classify_message()),
+        )
+    })
+}
+
+trait ClassifyMessage {
+    fn classify_message(&self) -> &'static str;
+}
+
+impl ClassifyMessage for serde_json::Error {
+    // The parser's own text may echo request bytes (plaintext): give only its category.
+    fn classify_message(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "malformed JSON",
+            serde_json::error::Category::Data => "a member has the wrong type",
+            serde_json::error::Category::Eof => "unexpected end of input",
+        }
+    }
+}
+
+/// Sets a member of a JSON object (no-op on anything else).
+pub(crate) fn set(v: &mut serde_json::Value, key: &str, value: serde_json::Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_owned(), value);
+    }
+}
+
+/// Serializes a response body.
+pub(crate) fn reply<T: serde::Serialize>(value: &T, writes: Vec<StoreWrite>) -> OpResult {
+    let body = serde_json::to_vec(value).map_err(|_| KmsError::internal())?;
+    Ok((body, writes))
+}
+
+/// Decodes a base64 blob member straight into wiped memory.
+pub(crate) fn b64(member: &str, s: &str) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|_| {
+            KmsError::new(
+                KmsErrorCode::SerializationException,
+                format!("Value of '{member}' is not valid base64."),
+            )
+        })
+}
+
+/// Base64 of bytes, for responses.
+pub(crate) fn to_b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// AWS-style length validation error.
+pub(crate) fn too_long(value: &str, member: &str, max: usize) -> KmsError {
+    KmsError::validation(format!(
+        "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: Member must have length less than or equal to {max}"
+    ))
+}
+
+/// AWS-style range validation error.
+pub(crate) fn out_of_range(value: i64, member: &str, min: i64, max: i64) -> KmsError {
+    let (cmp, bound) = if value < min {
+        ("greater than or equal to", min)
+    } else {
+        ("less than or equal to", max)
+    };
+    KmsError::validation(format!(
+        "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: Member must have value {cmp} {bound}"
+    ))
+}
+
+/// Checks that a key may be used for cryptography.
+pub(crate) fn require_enabled(ctx: &Ctx<'_>, rec: &KeyRecord) -> Result<(), KmsError> {
+    match rec.state {
+        KeyState::Enabled => Ok(()),
+        KeyState::Disabled => Err(KmsError::new(
+            KmsErrorCode::DisabledException,
+            format!("{} is disabled.", ctx.key_arn(&rec.key_id)),
+        )),
+        KeyState::PendingDeletion => Err(pending_deletion(ctx, rec)),
+    }
+}
+
+/// `KMSInvalidStateException` for a key pending deletion.
+pub(crate) fn pending_deletion(ctx: &Ctx<'_>, rec: &KeyRecord) -> KmsError {
+    KmsError::new(
+        KmsErrorCode::KMSInvalidStateException,
+        format!("{} is pending deletion.", ctx.key_arn(&rec.key_id)),
+    )
+}
+
+/// Refuses a key pending deletion.
+pub(crate) fn require_not_pending(ctx: &Ctx<'_>, rec: &KeyRecord) -> Result<(), KmsError> {
+    if rec.state == KeyState::PendingDeletion {
+        return Err(pending_deletion(ctx, rec));
+    }
+    Ok(())
+}
+
+/// Input with only a `KeyId`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct KeyIdInput {
+    pub(crate) key_id: Option<String>,
+}
+
+impl KeyIdInput {
+    pub(crate) fn key_id(&self) -> Result<&str, KmsError> {
+        self.key_id
+            .as_deref()
+            .ok_or_else(|| KmsError::required("keyId"))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,400 @@
+//! Operation tests through the real entry point: signed requests, sealed records, writes.
+#![allow(clippy::needless_pass_by_value)]
+
+use std::time::SystemTime;
+
+use ekms_wire::msg::{KmsCall, KmsErrorCode, SealedBlob, StoreWrite};
+use serde_json::{Value, json};
+
+use super::{OpError, execute};
+use crate::{
+    Config, Core,
+    auth::tests::{SECRET, principal, signed},
+    domain::DomainKey,
+    record::{self, Kind},
+};
+
+struct Env {
+    core: Core,
+    principal: SealedBlob,
+    keys: Vec<SealedBlob>,
+    aliases: Vec<SealedBlob>,
+}
+
+impl Env {
+    fn new() -> Self {
+        let core = Core::new(
+            Config {
+                region: "us-east-1".into(),
+                account: "111122223333".into(),
+            },
+            DomainKey::generate().unwrap(),
+            false,
+            false,
+        )
+        .unwrap();
+        let p = principal();
+        let sealed = record::seal(&core.domain, Kind::Principal, &p.access_key_id, &p).unwrap();
+        Self {
+            core,
+            principal: SealedBlob(sealed),
+            keys: vec![],
+            aliases: vec![],
+        }
+    }
+
+    /// Runs an operation like the host would, applying its writes to the in-memory store.
+    fn call(&mut self, op: &str, body: Value) -> Result<Value, OpError> {
+        self.call_at(op, &body, SystemTime::now())
+    }
+
+    fn call_at(&mut self, op: &str, body: &Value, at: SystemTime) -> Result<Value, OpError> {
+        let call = KmsCall {
+            http: signed(op, &body.to_string(), SECRET, at),
+            principal: Some(self.principal.clone()),
+            keys: self.keys.clone(),
+            aliases: self.aliases.clone(),
+            next_marker: None,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (out, writes) = rt.block_on(execute(&self.core, &call, at.into()))?;
+        for w in writes {
+            match w {
+                StoreWrite::PutKey { key_id, sealed, .. } => {
+                    self.keys
+                        .retain(|k| record::peek(&k.0).unwrap().id != key_id);
+                    self.keys.push(sealed);
+                }
+                StoreWrite::PutAlias { name, sealed, .. } => {
+                    self.aliases
+                        .retain(|k| record::peek(&k.0).unwrap().id != name);
+                    self.aliases.push(sealed);
+                }
+                StoreWrite::DeleteAlias { name, .. } => {
+                    self.aliases
+                        .retain(|k| record::peek(&k.0).unwrap().id != name);
+                }
+            }
+        }
+        Ok(serde_json::from_slice(&out).unwrap())
+    }
+
+    fn err(&mut self, op: &str, body: Value) -> (KmsErrorCode, String) {
+        match self.call(op, body) {
+            Err(OpError::Kms(e)) => (e.code, e.message),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    fn create(&mut self) -> String {
+        let out = self.call("CreateKey", json!({"Description": "t"})).unwrap();
+        out["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned()
+    }
+}
+
+#[test]
+fn create_describe_encrypt_decrypt() {
+    let mut env = Env::new();
+    let id = env.create();
+    let d = env.call("DescribeKey", json!({"KeyId": id})).unwrap();
+    assert_eq!(d["KeyMetadata"]["KeyState"], "Enabled");
+    assert_eq!(
+        d["KeyMetadata"]["Arn"],
+        format!("arn:aws:kms:us-east-1:111122223333:key/{id}")
+    );
+    let e = env
+        .call(
+            "Encrypt",
+            json!({"KeyId": id, "Plaintext": "aGVsbG8=", "EncryptionContext": {"a": "b"}}),
+        )
+        .unwrap();
+    let blob = e["CiphertextBlob"].as_str().unwrap().to_owned();
+    let d = env
+        .call(
+            "Decrypt",
+            json!({"CiphertextBlob": blob, "EncryptionContext": {"a": "b"}}),
+        )
+        .unwrap();
+    assert_eq!(d["Plaintext"], "aGVsbG8=");
+    assert_eq!(d["KeyId"], e["KeyId"]);
+    assert_eq!(
+        env.err(
+            "Decrypt",
+            json!({"CiphertextBlob": blob, "EncryptionContext": {"a": "c"}})
+        )
+        .0,
+        KmsErrorCode::InvalidCiphertextException
+    );
+    assert_eq!(
+        env.err("Decrypt", json!({"CiphertextBlob": "AAAA"})).0,
+        KmsErrorCode::InvalidCiphertextException
+    );
+    let other = env.create();
+    assert_eq!(
+        env.err(
+            "Decrypt",
+            json!({"CiphertextBlob": blob, "KeyId": other, "EncryptionContext": {"a": "b"}})
+        )
+        .0,
+        KmsErrorCode::IncorrectKeyException
+    );
+}
+
+#[test]
+fn state_is_enforced_from_the_sealed_record() {
+    let mut env = Env::new();
+    let id = env.create();
+    env.call("DisableKey", json!({"KeyId": id})).unwrap();
+    let (code, msg) = env.err("Encrypt", json!({"KeyId": id, "Plaintext": "aGk="}));
+    assert_eq!(code, KmsErrorCode::DisabledException);
+    assert!(msg.ends_with("is disabled."));
+    env.call("EnableKey", json!({"KeyId": id})).unwrap();
+    env.call(
+        "ScheduleKeyDeletion",
+        json!({"KeyId": id, "PendingWindowInDays": 7}),
+    )
+    .unwrap();
+    assert_eq!(
+        env.err("Encrypt", json!({"KeyId": id, "Plaintext": "aGk="}))
+            .0,
+        KmsErrorCode::KMSInvalidStateException
+    );
+    assert_eq!(
+        env.err(
+            "ScheduleKeyDeletion",
+            json!({"KeyId": id, "PendingWindowInDays": 6})
+        )
+        .1,
+        "1 validation error detected: Value '6' at 'pendingWindowInDays' failed to satisfy constraint: Member must have value greater than or equal to 7"
+    );
+    let c = env.call("CancelKeyDeletion", json!({"KeyId": id})).unwrap();
+    assert!(c["KeyId"].as_str().unwrap().ends_with(&id));
+    let d = env.call("DescribeKey", json!({"KeyId": id})).unwrap();
+    assert_eq!(d["KeyMetadata"]["KeyState"], "Disabled");
+}
+
+#[test]
+fn a_key_past_its_deletion_date_is_gone() {
+    let mut env = Env::new();
+    let id = env.create();
+    env.call(
+        "ScheduleKeyDeletion",
+        json!({"KeyId": id, "PendingWindowInDays": 7}),
+    )
+    .unwrap();
+    let later = SystemTime::now() + std::time::Duration::from_hours(8 * 24);
+    // The signature is made "now" at the later time; the record says the window has passed.
+    match env.call_at("DescribeKey", &json!({"KeyId": id}), later) {
+        Err(OpError::Kms(e)) => assert_eq!(e.code, KmsErrorCode::NotFoundException),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_tampered_or_foreign_record_is_refused() {
+    let mut env = Env::new();
+    let id = env.create();
+    let mut bytes = env.keys[0].0.clone();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    env.keys[0] = SealedBlob(bytes);
+    assert_eq!(
+        env.err("DescribeKey", json!({"KeyId": id})).0,
+        KmsErrorCode::KMSInvalidStateException
+    );
+    // A record sealed by another domain.
+    let mut other = Env::new();
+    let id2 = other.create();
+    env.keys = other.keys.clone();
+    assert_eq!(
+        env.err("DescribeKey", json!({"KeyId": id2})).0,
+        KmsErrorCode::KMSInvalidStateException
+    );
+}
+
+#[test]
+fn an_older_record_is_refused_as_stale() {
+    let mut env = Env::new();
+    let id = env.create();
+    let old = env.keys.clone();
+    env.call("DisableKey", json!({"KeyId": id})).unwrap();
+    env.call("DescribeKey", json!({"KeyId": id})).unwrap();
+    env.keys = old;
+    assert!(matches!(
+        env.call("Encrypt", json!({"KeyId": id, "Plaintext": "aGk="})),
+        Err(OpError::Stale)
+    ));
+}
+
+#[test]
+fn aliases_tags_and_lists() {
+    let mut env = Env::new();
+    let id = env.create();
+    env.call(
+        "CreateAlias",
+        json!({"AliasName": "alias/app", "TargetKeyId": id}),
+    )
+    .unwrap();
+    assert_eq!(
+        env.err(
+            "CreateAlias",
+            json!({"AliasName": "alias/app", "TargetKeyId": id})
+        )
+        .0,
+        KmsErrorCode::AlreadyExistsException
+    );
+    assert_eq!(
+        env.err(
+            "CreateAlias",
+            json!({"AliasName": "app", "TargetKeyId": id})
+        )
+        .1,
+        "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html"
+    );
+    let e = env
+        .call(
+            "Encrypt",
+            json!({"KeyId": "alias/app", "Plaintext": "aGk="}),
+        )
+        .unwrap();
+    assert!(e["KeyId"].as_str().unwrap().ends_with(&id));
+    let l = env.call("ListAliases", json!({})).unwrap();
+    assert_eq!(l["Aliases"][0]["TargetKeyId"], id.as_str());
+    env.call("DeleteAlias", json!({"AliasName": "alias/app"}))
+        .unwrap();
+    assert_eq!(
+        env.err("DescribeKey", json!({"KeyId": "alias/app"})).0,
+        KmsErrorCode::NotFoundException
+    );
+
+    env.call("TagResource", json!({"KeyId": id, "Tags": [{"TagKey": "a", "TagValue": "1"}, {"TagKey": "b", "TagValue": "2"}]})).unwrap();
+    env.call(
+        "TagResource",
+        json!({"KeyId": id, "Tags": [{"TagKey": "b", "TagValue": "3"}]}),
+    )
+    .unwrap();
+    env.call("UntagResource", json!({"KeyId": id, "TagKeys": ["a"]}))
+        .unwrap();
+    let t = env.call("ListResourceTags", json!({"KeyId": id})).unwrap();
+    assert_eq!(t["Tags"], json!([{"TagKey": "b", "TagValue": "3"}]));
+    assert_eq!(
+        env.err(
+            "TagResource",
+            json!({"KeyId": id, "Tags": [{"TagKey": "aws:x", "TagValue": "1"}]})
+        ),
+        (
+            KmsErrorCode::TagException,
+            "Tags beginning with aws: are reserved".into()
+        )
+    );
+    assert_eq!(
+        env.err("TagResource", json!({"KeyId": id, "Tags": [{"TagKey": "x", "TagValue": "1"}, {"TagKey": "x", "TagValue": "2"}]})),
+        (KmsErrorCode::TagException, "Duplicate tag keys".into())
+    );
+    let keys = env.call("ListKeys", json!({})).unwrap();
+    assert_eq!(keys["Keys"][0]["KeyId"], id.as_str());
+}
+
+#[test]
+fn validation_messages_match_aws() {
+    let mut env = Env::new();
+    let id = env.create();
+    assert_eq!(
+        env.err("GenerateRandom", json!({})).1,
+        "NumberOfBytes is required."
+    );
+    assert_eq!(
+        env.err("GenerateRandom", json!({"NumberOfBytes": 1025})).1,
+        "1 validation error detected: Value '1025' at 'numberOfBytes' failed to satisfy constraint: Member must have value less than or equal to 1024"
+    );
+    let big = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, vec![0u8; 4097]);
+    assert_eq!(
+        env.err("Encrypt", json!({"KeyId": id, "Plaintext": big})).1,
+        "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length less than or equal to 4096"
+    );
+    assert_eq!(
+        env.err("DescribeKey", json!({"KeyId": "fake-key-id"})).1,
+        "Invalid keyId 'fake-key-id'"
+    );
+    let missing = "11111111-2222-3333-4444-555555555555";
+    assert_eq!(
+        env.err("DescribeKey", json!({"KeyId": missing})).1,
+        format!("Key 'arn:aws:kms:us-east-1:111122223333:key/{missing}' does not exist")
+    );
+    assert_eq!(
+        env.err(
+            "GenerateDataKey",
+            json!({"KeyId": id, "KeySpec": "AES_256", "DryRun": true})
+        )
+        .0,
+        KmsErrorCode::DryRunOperationException
+    );
+    assert_eq!(
+        env.err("Sign", json!({})).0,
+        KmsErrorCode::UnsupportedOperationException
+    );
+    assert_eq!(
+        env.err("Frobnicate", json!({})).0,
+        KmsErrorCode::UnknownOperationException
+    );
+    assert_eq!(
+        env.err("CreateKey", json!({"KeySpec": "NOPE"})).0,
+        KmsErrorCode::ValidationException
+    );
+    let gdk = env
+        .call("GenerateDataKey", json!({"KeyId": id, "NumberOfBytes": 32}))
+        .unwrap();
+    let pt = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        gdk["Plaintext"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pt.len(), 32);
+    let wp = env
+        .call(
+            "GenerateDataKeyWithoutPlaintext",
+            json!({"KeyId": id, "KeySpec": "AES_128"}),
+        )
+        .unwrap();
+    assert!(wp.get("Plaintext").is_none());
+    let d = env
+        .call("Decrypt", json!({"CiphertextBlob": wp["CiphertextBlob"]}))
+        .unwrap();
+    assert_eq!(
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            d["Plaintext"].as_str().unwrap()
+        )
+        .unwrap()
+        .len(),
+        16
+    );
+}
+
+#[test]
+fn re_encrypt_moves_between_keys() {
+    let mut env = Env::new();
+    let a = env.create();
+    let b = env.create();
+    let e = env
+        .call(
+            "Encrypt",
+            json!({"KeyId": a, "Plaintext": "aGk=", "EncryptionContext": {"x": "1"}}),
+        )
+        .unwrap();
+    let r = env
+        .call("ReEncrypt", json!({"CiphertextBlob": e["CiphertextBlob"], "SourceEncryptionContext": {"x": "1"}, "DestinationKeyId": b}))
+        .unwrap();
+    assert!(r["SourceKeyId"].as_str().unwrap().ends_with(&a));
+    assert!(r["KeyId"].as_str().unwrap().ends_with(&b));
+    let d = env
+        .call("Decrypt", json!({"CiphertextBlob": r["CiphertextBlob"]}))
+        .unwrap();
+    assert_eq!(d["Plaintext"], "aGk=");
+    assert_eq!(
+        env.err("ReEncrypt", json!({"CiphertextBlob": e["CiphertextBlob"], "SourceKeyId": b, "SourceEncryptionContext": {"x": "1"}, "DestinationKeyId": b})).0,
+        KmsErrorCode::IncorrectKeyException
+    );
+}
