@@ -30,7 +30,7 @@ pub enum HostRequest {
 }
 
 /// The HTTP request exactly as the client sent it; the enclave verifies its SigV4 signature.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct HttpRequest {
     /// HTTP method.
     pub method: String,

@@ -1,0 +1,17 @@
+//! The parent host of Enclave KMS: untrusted by design. It terminates HTTP (AWS JSON 1.1),
+//! relays each signed request to the enclave with the sealed records it needs, makes the
+//! enclave's writes durable before answering, and supervises the simulated enclave.
+//!
+//! It never sees a domain key or key material in plaintext and cannot mint a request: the
+//! enclave verifies every signature and every record.
+
+pub mod client;
+pub mod credentials;
+pub mod error;
+pub mod http;
+pub mod relay;
+pub mod serve;
+pub mod store;
+pub mod supervisor;
+
+pub use error::HostError;

@@ -1,0 +1,119 @@
+//! `ekms`: the Enclave KMS operator binary. `ekms serve` runs the appliance.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use ekms_parent_host::serve::{self, EnclaveMode, ServeConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ekms",
+    about = "Enclave KMS: an AWS-KMS-compatible key service whose keys live in an enclave",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the appliance: HTTP front end, store, and the enclave (simulated or Nitro).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Simulation mode: start `ekms-enclave` as a child process on the vsock mock.
+    #[arg(long, conflicts_with = "enclave_cid")]
+    sim: bool,
+    /// Data directory (store, credentials).
+    #[arg(long, default_value = "./ekms-data")]
+    data_dir: PathBuf,
+    /// HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:8400")]
+    listen: SocketAddr,
+    /// Simulation: the `ekms-enclave` executable (default: next to `ekms`).
+    #[arg(long)]
+    enclave_bin: Option<PathBuf>,
+    /// Nitro: CID of the running enclave (AF_VSOCK).
+    #[arg(long)]
+    enclave_cid: Option<u32>,
+    /// Nitro: vsock port of the enclave.
+    #[arg(long, default_value_t = ekms_wire::transport::DEFAULT_ENCLAVE_PORT)]
+    enclave_port: u32,
+    /// Region in ARNs and in the SigV4 scope.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Account id in ARNs.
+    #[arg(long, default_value = "111122223333")]
+    account: String,
+    /// Connections to the enclave.
+    #[arg(long, default_value_t = 4)]
+    enclave_connections: usize,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve_cmd(args),
+    }
+}
+
+fn serve_cmd(args: ServeArgs) -> ExitCode {
+    let mode = if let Some(cid) = args.enclave_cid {
+        EnclaveMode::Nitro {
+            cid,
+            port: args.enclave_port,
+        }
+    } else if args.sim {
+        let program = args.enclave_bin.unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("ekms-enclave")))
+                .unwrap_or_else(|| PathBuf::from("ekms-enclave"))
+        });
+        if !program.is_file() {
+            eprintln!(
+                "ekms: cannot find the enclave binary at {} (use --enclave-bin)",
+                program.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        EnclaveMode::Simulation { program }
+    } else {
+        eprintln!("ekms: choose --sim (simulated enclave) or --enclave-cid N (Nitro enclave)");
+        return ExitCode::from(2);
+    };
+    let cfg = ServeConfig {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        mode,
+        region: args.region,
+        account: args.account,
+        connections: args.enclave_connections,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ekms: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ekms: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The relay: plan a call, fetch its sealed records (cache, then store), send it to the enclave,
+//! make the enclave's writes durable, and only then release the response. Stale records and
+//! lost write races are retried with fresh records.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use ekms_wire::{
+    msg::{
+        EnclaveResponse, Fault, HostRequest, HttpRequest, KmsCall, KmsErrorCode, KmsOutcome,
+        SealedBlob, StoreWrite,
+    },
+    plan::{self, KeyRef, Listing},
+};
+
+use crate::{HostError, client::EnclaveClient, store::Store};
+
+/// Attempts per request when records turn out stale or a write loses a race.
+const ATTEMPTS: usize = 5;
+/// Cache entries kept before the cache is dropped and refilled.
+const CACHE_CAP: usize = 200_000;
+
+/// What the HTTP edge turns into a response.
+#[derive(Debug)]
+pub enum Answer {
+    /// 200 with this JSON body.
+    Ok(Vec<u8>),
+    /// An AWS error.
+    Err(KmsErrorCode, String),
+}
+
+/// A read-through cache of sealed records in front of the store.
+#[derive(Default)]
+struct Cache {
+    keys: RwLock<HashMap<String, SealedBlob>>,
+    aliases: RwLock<HashMap<String, (SealedBlob, String)>>,
+    principals: RwLock<HashMap<String, SealedBlob>>,
+}
+
+fn cached<V: Clone>(map: &RwLock<HashMap<String, V>>, id: &str) -> Option<V> {
+    map.read().ok().and_then(|m| m.get(id).cloned())
+}
+
+fn remember<V>(map: &RwLock<HashMap<String, V>>, id: &str, v: V) {
+    if let Ok(mut m) = map.write() {
+        if m.len() >= CACHE_CAP {
+            m.clear();
+        }
+        m.insert(id.to_owned(), v);
+    }
+}
+
+fn forget<V>(map: &RwLock<HashMap<String, V>>, id: &str) {
+    if let Ok(mut m) = map.write() {
+        m.remove(id);
+    }
+}
+
+/// The relay between the HTTP edge, the store and the enclave.
+pub struct Relay {
+    store: Arc<dyn Store>,
+    enclave: Arc<EnclaveClient>,
+    cache: Cache,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Relay({:?})", self.enclave)
+    }
+}
+
+impl Relay {
+    /// A relay over `store` and `enclave`.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>, enclave: Arc<EnclaveClient>) -> Self {
+        Self {
+            store,
+            enclave,
+            cache: Cache::default(),
+        }
+    }
+
+    /// The enclave client.
+    #[must_use]
+    pub fn enclave(&self) -> &EnclaveClient {
+        &self.enclave
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn key(&self, id: &str) -> Result<Option<SealedBlob>, HostError> {
+        if let Some(k) = cached(&self.cache.keys, id) {
+            return Ok(Some(k));
+        }
+        let k = self.store.key(id)?;
+        if let Some(k) = &k {
+            remember(&self.cache.keys, id, k.clone());
+        }
+        Ok(k)
+    }
+
+    fn alias(&self, name: &str) -> Result<Option<(SealedBlob, String)>, HostError> {
+        if let Some(a) = cached(&self.cache.aliases, name) {
+            return Ok(Some(a));
+        }
+        let a = self.store.alias(name)?;
+        if let Some(a) = &a {
+            remember(&self.cache.aliases, name, a.clone());
+        }
+        Ok(a)
+    }
+
+    fn principal(&self, akid: &str) -> Result<Option<SealedBlob>, HostError> {
+        if let Some(p) = cached(&self.cache.principals, akid) {
+            return Ok(Some(p));
+        }
+        let p = self.store.principal(akid)?;
+        if let Some(p) = &p {
+            remember(&self.cache.principals, akid, p.clone());
+        }
+        Ok(p)
+    }
+
+    /// Drops cached records that were just swept from the store.
+    pub fn forget_keys(&self, ids: &[String]) {
+        for id in ids {
+            forget(&self.cache.keys, id);
+        }
+        if let Ok(mut m) = self.cache.aliases.write() {
+            m.retain(|_, (_, target)| !ids.contains(target));
+        }
+    }
+
+    fn build_call(
+        &self,
+        op: &str,
+        http: &HttpRequest,
+        akid: Option<&str>,
+    ) -> Result<KmsCall, HostError> {
+        let plan = plan::plan(op, &http.body);
+        let mut keys = Vec::new();
+        let mut aliases = Vec::new();
+        let mut next_marker = None;
+        for r in &plan.keys {
+            if let KeyRef::Id(id) = r
+                && let Some(k) = self.key(id)?
+            {
+                keys.push(k);
+            }
+        }
+        for name in &plan.aliases {
+            if let Some((a, target)) = self.alias(name)? {
+                aliases.push(a);
+                if let Some(k) = self.key(&target)? {
+                    keys.push(k);
+                }
+            }
+        }
+        match plan.listing {
+            Some(Listing::Keys { limit, marker }) => {
+                let after = marker.as_deref().and_then(plan::decode_marker);
+                let page = self.store.list_keys(after.as_deref(), limit)?;
+                keys.extend(page.records);
+                next_marker = page.more_after.as_deref().map(plan::encode_marker);
+            }
+            Some(Listing::Aliases { limit, marker }) => {
+                let after = marker.as_deref().and_then(plan::decode_marker);
+                let filter = plan.keys.iter().find_map(|k| match k {
+                    KeyRef::Id(id) => Some(id.as_str()),
+                    KeyRef::Alias(_) => None,
+                });
+                let page = self.store.list_aliases(after.as_deref(), limit, filter)?;
+                aliases.extend(page.records);
+                next_marker = page.more_after.as_deref().map(plan::encode_marker);
+            }
+            None => {}
+        }
+        let principal = match akid {
+            Some(a) => self.principal(a)?,
+            None => None,
+        };
+        Ok(KmsCall {
+            http: http.clone(),
+            principal,
+            keys,
+            aliases,
+            next_marker,
+        })
+    }
+
+    fn invalidate(&self, call: &KmsCall) {
+        for k in &call.keys {
+            if let Some(id) = record_id(k) {
+                forget(&self.cache.keys, &id);
+            }
+        }
+        for a in &call.aliases {
+            if let Some(id) = record_id(a) {
+                forget(&self.cache.aliases, &id);
+            }
+        }
+    }
+
+    /// Runs a KMS operation for the HTTP edge.
+    pub async fn kms(&self, op: &str, http: HttpRequest, akid: Option<&str>) -> Answer {
+        for _ in 0..ATTEMPTS {
+            let call = match self.build_call(op, &http, akid) {
+                Ok(c) => c,
+                Err(e) => return internal(&e),
+            };
+            let reply = self.enclave.call(&HostRequest::Kms(Box::new(call))).await;
+            // The call was moved into the request; rebuild the ids to invalidate from the plan.
+            match reply {
+                Ok(EnclaveResponse::Kms(KmsOutcome::Ok { body, writes })) => {
+                    if writes.is_empty() {
+                        return Answer::Ok(body);
+                    }
+                    match self.persist(writes).await {
+                        Ok(()) => return Answer::Ok(body),
+                        Err(HostError::Conflict) => {
+                            self.refresh(op, &http, akid);
+                        }
+                        Err(e) => return internal(&e),
+                    }
+                }
+                Ok(EnclaveResponse::Kms(KmsOutcome::Err { code, message })) => {
+                    return Answer::Err(code, message);
+                }
+                Ok(EnclaveResponse::Fault(Fault::StaleRecord)) => self.refresh(op, &http, akid),
+                Ok(other) => {
+                    tracing::error!(?other, "unexpected reply from the enclave");
+                    return internal(&HostError::Fault(Fault::Internal));
+                }
+                Err(e) => return unavailable(&e),
+            }
+        }
+        internal(&HostError::Conflict)
+    }
+
+    /// Drops the cached records a call would use, so the next attempt reads the store.
+    fn refresh(&self, op: &str, http: &HttpRequest, akid: Option<&str>) {
+        if let Ok(call) = self.build_call(op, http, akid) {
+            self.invalidate(&call);
+        }
+    }
+
+    async fn persist(&self, writes: Vec<StoreWrite>) -> Result<(), HostError> {
+        let store = Arc::clone(&self.store);
+        let writes = Arc::new(writes);
+        let w = Arc::clone(&writes);
+        tokio::task::spawn_blocking(move || store.apply(&w))
+            .await
+            .map_err(|e| HostError::Startup(e.to_string()))??;
+        for w in writes.iter() {
+            match w {
+                StoreWrite::PutKey { key_id, sealed, .. } => {
+                    remember(&self.cache.keys, key_id, sealed.clone());
+                }
+                StoreWrite::PutAlias {
+                    name,
+                    key_id,
+                    sealed,
+                    ..
+                } => {
+                    remember(&self.cache.aliases, name, (sealed.clone(), key_id.clone()));
+                }
+                StoreWrite::DeleteAlias { name, .. } => forget(&self.cache.aliases, name),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn record_id(blob: &SealedBlob) -> Option<String> {
+    // Header: magic(4) version(1) kind(1) domain(8) id_len(2) id.
+    let len = usize::from(u16::from_be_bytes([*blob.0.get(14)?, *blob.0.get(15)?]));
+    let id = blob.0.get(16..16 + len)?;
+    String::from_utf8(id.to_vec()).ok()
+}
+
+fn internal(e: &HostError) -> Answer {
+    tracing::error!(error = %e, "request failed inside the host");
+    Answer::Err(
+        KmsErrorCode::KMSInternalException,
+        "An internal error occurred; retry the request.".into(),
+    )
+}
+
+fn unavailable(e: &HostError) -> Answer {
+    tracing::warn!(error = %e, "enclave unavailable");
+    Answer::Err(
+        KmsErrorCode::KMSInternalException,
+        "The key enclave is unavailable; retry the request.".into(),
+    )
+}

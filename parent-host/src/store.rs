@@ -1,0 +1,359 @@
+//! The sealed-record store: key records, aliases and principals, all sealed by the enclave.
+//! [`Store`] is the seam for other databases (PostgreSQL for a fleet); [`SqliteStore`] is the
+//! embedded default, in WAL mode with `synchronous=FULL`, so a committed write is durable
+//! before the client hears of it.
+
+use std::{path::Path, sync::Mutex};
+
+use ekms_wire::msg::{SealedBlob, StoreWrite};
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use crate::HostError;
+
+/// One page of a listing.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Sealed records in order.
+    pub records: Vec<SealedBlob>,
+    /// The id of the last record, when more follow.
+    pub more_after: Option<String>,
+}
+
+/// Persistence of sealed records. Nothing stored is plaintext key material.
+pub trait Store: Send + Sync + 'static {
+    /// A key record.
+    fn key(&self, key_id: &str) -> Result<Option<SealedBlob>, HostError>;
+    /// An alias record and its target key id.
+    fn alias(&self, name: &str) -> Result<Option<(SealedBlob, String)>, HostError>;
+    /// A principal record.
+    fn principal(&self, access_key_id: &str) -> Result<Option<SealedBlob>, HostError>;
+    /// Whether any principal exists.
+    fn has_principals(&self) -> Result<bool, HostError>;
+    /// Stores a principal record.
+    fn put_principal(&self, access_key_id: &str, sealed: &SealedBlob) -> Result<(), HostError>;
+    /// Keys in id order after `after`.
+    fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Page, HostError>;
+    /// Aliases in name order after `after`, optionally only those targeting `key_id`.
+    fn list_aliases(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        key_id: Option<&str>,
+    ) -> Result<Page, HostError>;
+    /// Applies writes atomically; [`HostError::Conflict`] if any expected generation differs.
+    fn apply(&self, writes: &[StoreWrite]) -> Result<(), HostError>;
+    /// Deletes keys whose deletion date is at or before `now` (Unix seconds), with their
+    /// aliases. Returns the deleted key ids.
+    fn sweep(&self, now: i64) -> Result<Vec<String>, HostError>;
+}
+
+/// SQLite in the data dir.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS keys (
+    key_id TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    sealed BLOB NOT NULL,
+    state TEXT NOT NULL,
+    deletion_date INTEGER
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    sealed BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases(key_id);
+CREATE TABLE IF NOT EXISTS principals (
+    access_key_id TEXT PRIMARY KEY,
+    sealed BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+INSERT OR IGNORE INTO meta (k, v) VALUES ('schema_version', '1');
+";
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, HostError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        let version: String =
+            conn.query_row("SELECT v FROM meta WHERE k = 'schema_version'", [], |r| {
+                r.get(0)
+            })?;
+        if version != "1" {
+            return Err(HostError::Startup(format!(
+                "unsupported store schema version {version}"
+            )));
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, HostError>,
+    ) -> Result<T, HostError> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| HostError::Startup("store lock poisoned".into()))?;
+        f(&mut conn)
+    }
+}
+
+/// SQLite integers are signed; generations and limits never come near `i64::MAX`.
+fn sql(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn page(rows: Vec<(String, Vec<u8>)>, limit: usize) -> Page {
+    let more = rows.len() > limit;
+    let mut records = Vec::with_capacity(limit.min(rows.len()));
+    let mut last = None;
+    for (id, sealed) in rows.into_iter().take(limit) {
+        last = Some(id);
+        records.push(SealedBlob(sealed));
+    }
+    Page {
+        records,
+        more_after: if more { last } else { None },
+    }
+}
+
+impl Store for SqliteStore {
+    fn key(&self, key_id: &str) -> Result<Option<SealedBlob>, HostError> {
+        self.with(|c| {
+            Ok(
+                c.prepare_cached("SELECT sealed FROM keys WHERE key_id = ?1")?
+                    .query_row([key_id], |r| r.get(0))
+                    .optional()?
+                    .map(SealedBlob),
+            )
+        })
+    }
+
+    fn alias(&self, name: &str) -> Result<Option<(SealedBlob, String)>, HostError> {
+        self.with(|c| {
+            Ok(
+                c.prepare_cached("SELECT sealed, key_id FROM aliases WHERE name = ?1")?
+                    .query_row([name], |r| Ok((SealedBlob(r.get(0)?), r.get(1)?)))
+                    .optional()?,
+            )
+        })
+    }
+
+    fn principal(&self, access_key_id: &str) -> Result<Option<SealedBlob>, HostError> {
+        self.with(|c| {
+            Ok(
+                c.prepare_cached("SELECT sealed FROM principals WHERE access_key_id = ?1")?
+                    .query_row([access_key_id], |r| r.get(0))
+                    .optional()?
+                    .map(SealedBlob),
+            )
+        })
+    }
+
+    fn has_principals(&self) -> Result<bool, HostError> {
+        self.with(
+            |c| Ok(c.query_row("SELECT EXISTS (SELECT 1 FROM principals)", [], |r| r.get(0))?),
+        )
+    }
+
+    fn put_principal(&self, access_key_id: &str, sealed: &SealedBlob) -> Result<(), HostError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO principals (access_key_id, sealed) VALUES (?1, ?2)",
+                params![access_key_id, sealed.0],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Page, HostError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT key_id, sealed FROM keys WHERE key_id > ?1 ORDER BY key_id LIMIT ?2",
+            )?;
+            let rows = st
+                .query_map(
+                    params![after.unwrap_or(""), sql(limit as u64).saturating_add(1)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(page(rows, limit))
+        })
+    }
+
+    fn list_aliases(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        key_id: Option<&str>,
+    ) -> Result<Page, HostError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT name, sealed FROM aliases WHERE name > ?1 AND (?2 IS NULL OR key_id = ?2)
+                 ORDER BY name LIMIT ?3",
+            )?;
+            let rows = st
+                .query_map(
+                    params![
+                        after.unwrap_or(""),
+                        key_id,
+                        sql(limit as u64).saturating_add(1)
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(page(rows, limit))
+        })
+    }
+
+    fn apply(&self, writes: &[StoreWrite]) -> Result<(), HostError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for w in writes {
+                let changed = match w {
+                    StoreWrite::PutKey { key_id, generation, expected: None, sealed, state, deletion_date } => tx
+                        .execute(
+                            "INSERT OR IGNORE INTO keys (key_id, generation, sealed, state, deletion_date)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![key_id, sql(*generation), sealed.0, state, deletion_date],
+                        )?,
+                    StoreWrite::PutKey { key_id, generation, expected: Some(prev), sealed, state, deletion_date } => tx
+                        .execute(
+                            "UPDATE keys SET generation = ?2, sealed = ?3, state = ?4, deletion_date = ?5
+                             WHERE key_id = ?1 AND generation = ?6",
+                            params![key_id, sql(*generation), sealed.0, state, deletion_date, sql(*prev)],
+                        )?,
+                    StoreWrite::PutAlias { name, key_id, generation, expected: None, sealed } => tx.execute(
+                        "INSERT OR IGNORE INTO aliases (name, key_id, generation, sealed) VALUES (?1, ?2, ?3, ?4)",
+                        params![name, key_id, sql(*generation), sealed.0],
+                    )?,
+                    StoreWrite::PutAlias { name, key_id, generation, expected: Some(prev), sealed } => tx.execute(
+                        "UPDATE aliases SET key_id = ?2, generation = ?3, sealed = ?4 WHERE name = ?1 AND generation = ?5",
+                        params![name, key_id, sql(*generation), sealed.0, sql(*prev)],
+                    )?,
+                    StoreWrite::DeleteAlias { name, expected } => tx.execute(
+                        "DELETE FROM aliases WHERE name = ?1 AND generation = ?2",
+                        params![name, sql(*expected)],
+                    )?,
+                };
+                if changed != 1 {
+                    // Dropping the transaction rolls every write of this request back.
+                    return Err(HostError::Conflict);
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn sweep(&self, now: i64) -> Result<Vec<String>, HostError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let ids = tx
+                .prepare("SELECT key_id FROM keys WHERE state = 'PendingDeletion' AND deletion_date <= ?1")?
+                .query_map([now], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            for id in &ids {
+                tx.execute("DELETE FROM aliases WHERE key_id = ?1", [id])?;
+                tx.execute("DELETE FROM keys WHERE key_id = ?1", [id])?;
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(
+        id: &str,
+        generation: u64,
+        expected: Option<u64>,
+        state: &str,
+        deletion: Option<i64>,
+    ) -> StoreWrite {
+        StoreWrite::PutKey {
+            key_id: id.into(),
+            generation,
+            expected,
+            sealed: SealedBlob(generation.to_be_bytes().to_vec()),
+            state: state.into(),
+            deletion_date: deletion,
+        }
+    }
+
+    #[test]
+    fn conditional_writes_detect_races_and_roll_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        s.apply(&[put("a", 1, None, "Enabled", None)]).unwrap();
+        assert!(matches!(
+            s.apply(&[put("a", 1, None, "Enabled", None)]),
+            Err(HostError::Conflict)
+        ));
+        s.apply(&[put("a", 2, Some(1), "Disabled", None)]).unwrap();
+        // A second writer that read generation 1 loses, and its other writes roll back.
+        let r = s.apply(&[
+            put("b", 1, None, "Enabled", None),
+            put("a", 2, Some(1), "Enabled", None),
+        ]);
+        assert!(matches!(r, Err(HostError::Conflict)));
+        assert!(s.key("b").unwrap().is_none());
+        assert_eq!(s.key("a").unwrap().unwrap().0, 2u64.to_be_bytes().to_vec());
+    }
+
+    #[test]
+    fn survives_reopen_lists_in_pages_and_sweeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            for id in ["a", "b", "c"] {
+                s.apply(&[put(id, 1, None, "Enabled", None)]).unwrap();
+            }
+            s.apply(&[StoreWrite::PutAlias {
+                name: "alias/x".into(),
+                key_id: "c".into(),
+                generation: 1,
+                expected: None,
+                sealed: SealedBlob(vec![9]),
+            }])
+            .unwrap();
+            s.apply(&[put("c", 2, Some(1), "PendingDeletion", Some(100))])
+                .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let p = s.list_keys(None, 2).unwrap();
+        assert_eq!(p.records.len(), 2);
+        assert_eq!(p.more_after.as_deref(), Some("b"));
+        let p = s.list_keys(Some("b"), 2).unwrap();
+        assert_eq!(p.records.len(), 1);
+        assert!(p.more_after.is_none());
+        assert_eq!(
+            s.list_aliases(None, 10, Some("c")).unwrap().records.len(),
+            1
+        );
+        assert_eq!(
+            s.list_aliases(None, 10, Some("a")).unwrap().records.len(),
+            0
+        );
+        assert!(s.sweep(99).unwrap().is_empty());
+        assert_eq!(s.sweep(100).unwrap(), vec!["c".to_string()]);
+        assert!(s.key("c").unwrap().is_none());
+        assert!(s.alias("alias/x").unwrap().is_none());
+    }
+}
