@@ -5,6 +5,7 @@
 //! It never sees a domain key or key material in plaintext and cannot mint a request: the
 //! enclave verifies every signature and every record.
 
+pub mod cli_attestation;
 pub mod client;
 pub mod credentials;
 pub mod error;

@@ -3,7 +3,10 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use ekms_parent_host::serve::{self, EnclaveMode, ServeConfig};
+use ekms_parent_host::{
+    cli_attestation,
+    serve::{self, EnclaveMode, ServeConfig},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,6 +23,15 @@ struct Cli {
 enum Command {
     /// Run the appliance: HTTP front end, store, and the enclave (simulated or Nitro).
     Serve(ServeArgs),
+    /// Attestation documents.
+    #[command(subcommand)]
+    Attestation(AttestationCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AttestationCommand {
+    /// Verify a Nitro attestation document and print it as JSON.
+    Verify(cli_attestation::VerifyArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -63,6 +75,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve_cmd(args),
+        Command::Attestation(AttestationCommand::Verify(args)) => {
+            cli_attestation::run_verify(&args)
+        }
     }
 }
 

@@ -1,0 +1,222 @@
+//! Test harness for the end-to-end tests: builds and starts the real `ekms` and `ekms-enclave`
+//! binaries on `127.0.0.1:0` in simulation mode, reads the credential they create, and kills
+//! every process it started when dropped. Also home of the `ekms-bench` binary.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+/// Directory holding the built `ekms` and `ekms-enclave` binaries, built once per test process.
+///
+/// # Panics
+/// When the build fails (a test harness may panic).
+#[must_use]
+#[allow(clippy::panic, clippy::expect_used)]
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // target/<profile>/deps/<test> -> target/<profile>
+        let exe = std::env::current_exe().expect("current exe");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "-p",
+            "ekms-parent-host",
+            "-p",
+            "ekms-enclave",
+            "--bins",
+        ]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building the ekms binaries failed");
+        dir
+    })
+}
+
+/// A running appliance (`ekms serve --sim`) with its own data dir.
+#[derive(Debug)]
+pub struct Appliance {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// Admin access key id.
+    pub access_key: String,
+    /// Admin secret.
+    pub secret_key: String,
+}
+
+impl Appliance {
+    /// Starts an appliance on `data_dir` (created if missing).
+    ///
+    /// # Panics
+    /// When it does not come up within 60 seconds.
+    #[must_use]
+    #[allow(clippy::panic, clippy::expect_used)]
+    pub fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(bin_dir().join("ekms"))
+            .args(["serve", "--sim", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ekms");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(ep) = line.strip_prefix("ekms: listening on ") {
+                    let _ = tx.send(ep.to_owned());
+                }
+            }
+        });
+        let Ok(endpoint) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            panic!("ekms did not start listening");
+        };
+        let (access_key, secret_key) = read_credentials(&data_dir.join("credentials"));
+        Self {
+            child: Some(child),
+            endpoint,
+            data_dir: data_dir.to_path_buf(),
+            access_key,
+            secret_key,
+        }
+    }
+
+    /// Pid of the `ekms serve` process.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Pids of the enclave processes serving this data dir.
+    #[must_use]
+    pub fn enclave_pids(&self) -> Vec<u32> {
+        processes_with(&format!("{}/run", self.data_dir.display()), "ekms-enclave")
+    }
+
+    /// Sends SIGTERM and waits for the host to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the host with SIGKILL (no chance to clean up).
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        let enclaves = self.enclave_pids();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in enclaves {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// Reads the `[ekms]` profile of a shared-credentials file.
+///
+/// # Panics
+/// When the file is missing or lacks the keys.
+#[must_use]
+#[allow(clippy::expect_used)]
+pub fn read_credentials(path: &Path) -> (String, String) {
+    let text = std::fs::read_to_string(path).expect("credentials file");
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(k)
+                    .map(|v| v.trim_start_matches([' ', '=']).trim().to_owned())
+            })
+            .expect("credential key")
+    };
+    (get("aws_access_key_id"), get("aws_secret_access_key"))
+}
+
+/// Pids of processes whose command line contains `needle` and whose executable name is `name`.
+#[must_use]
+pub fn processes_with(needle: &str, name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let cmd = String::from_utf8_lossy(&c).replace('\0', " ");
+                let exe = cmd.split(' ').next().unwrap_or_default().to_owned();
+                exe.ends_with(name) && cmd.contains(needle)
+            })
+        })
+        .collect()
+}
+
+/// Whether a process is alive (and not a zombie).
+#[must_use]
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.split(") ")
+            .nth(1)
+            .is_some_and(|rest| rest.starts_with('Z'))
+    })
+}
+
+/// Waits until `f` is true or the timeout passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    f()
+}
+
+/// Whether the external client tools must be present (in CI they must; locally a missing tool
+/// skips its test with a note).
+#[must_use]
+pub fn tools_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
+}
