@@ -1,0 +1,166 @@
+//! The unchanged AWS tools: the aws CLI (the README's session) and boto3. In CI they must be
+//! installed (`.ci/run` does it); elsewhere a missing tool skips its test with a note.
+
+use std::{path::Path, process::Command};
+
+use ekms_tests::{Appliance, tools_required};
+
+fn have(cmd: &str, args: &[&str]) -> bool {
+    let ok = Command::new(cmd)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok || !tools_required(),
+        "{cmd} is required in CI but not installed"
+    );
+    if !ok {
+        eprintln!("SKIP: {cmd} is not installed");
+    }
+    ok
+}
+
+fn aws(app: &Appliance, args: &[&str]) -> std::process::Output {
+    Command::new("aws")
+        .arg("--endpoint-url")
+        .arg(&app.endpoint)
+        .args(["--profile", "ekms", "--output", "json"])
+        .args(args)
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            app.data_dir.join("credentials"),
+        )
+        .env("AWS_CONFIG_FILE", app.data_dir.join("config"))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap()
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "aws failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_readme_session_works_with_the_aws_cli() {
+    if !have("aws", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let key = json(&aws(
+        &app,
+        &["kms", "create-key", "--description", "cli key"],
+    ));
+    let id = key["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    json(&aws(
+        &app,
+        &[
+            "kms",
+            "create-alias",
+            "--alias-name",
+            "alias/app",
+            "--target-key-id",
+            &id,
+        ],
+    ));
+    let secret = dir.path().join("secret.bin");
+    std::fs::write(&secret, b"the secret").unwrap();
+    let enc = json(&aws(
+        &app,
+        &[
+            "kms",
+            "encrypt",
+            "--key-id",
+            "alias/app",
+            "--plaintext",
+            &format!("fileb://{}", secret.display()),
+        ],
+    ));
+    let blob = base64_decode(enc["CiphertextBlob"].as_str().unwrap());
+    let ct = dir.path().join("ct.bin");
+    std::fs::write(&ct, blob).unwrap();
+    let dec = json(&aws(
+        &app,
+        &[
+            "kms",
+            "decrypt",
+            "--ciphertext-blob",
+            &format!("fileb://{}", ct.display()),
+        ],
+    ));
+    assert_eq!(
+        base64_decode(dec["Plaintext"].as_str().unwrap()),
+        b"the secret"
+    );
+    let listed = json(&aws(&app, &["kms", "list-aliases"]));
+    assert_eq!(listed["Aliases"][0]["AliasName"], "alias/app");
+    let d = json(&aws(
+        &app,
+        &["kms", "describe-key", "--key-id", "alias/app"],
+    ));
+    assert_eq!(d["KeyMetadata"]["Description"], "cli key");
+    json(&aws(&app, &["kms", "disable-key", "--key-id", &id]));
+    let out = aws(
+        &app,
+        &[
+            "kms",
+            "encrypt",
+            "--key-id",
+            &id,
+            "--plaintext",
+            &format!("fileb://{}", secret.display()),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DisabledException"));
+    let out = aws(&app, &["kms", "describe-key", "--key-id", "alias/missing"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFoundException"));
+    let s = json(&aws(
+        &app,
+        &[
+            "kms",
+            "schedule-key-deletion",
+            "--key-id",
+            &id,
+            "--pending-window-in-days",
+            "7",
+        ],
+    ));
+    assert_eq!(s["KeyState"], "PendingDeletion");
+}
+
+#[test]
+fn boto3_session() {
+    if !have("python3", &["-c", "import boto3"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/boto3_session.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args([&app.endpoint, &app.access_key, &app.secret_key])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "boto3 session failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
