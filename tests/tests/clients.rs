@@ -1,5 +1,13 @@
 //! The unchanged AWS tools: the aws CLI (the README's session) and boto3. In CI they must be
 //! installed (`.ci/run` does it); elsewhere a missing tool skips its test with a note.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::too_many_lines,
+    clippy::format_push_string
+)] // test code
 
 use std::{path::Path, process::Command};
 

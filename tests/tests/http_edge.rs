@@ -1,5 +1,13 @@
 //! The HTTP edge with raw requests: AWS error shape and headers, unsigned requests, unknown
 //! operations, oversized and malformed bodies, and a tampering host that alters a signed body.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::too_many_lines,
+    clippy::format_push_string
+)] // test code
 
 use std::{
     io::{Read as _, Write as _},

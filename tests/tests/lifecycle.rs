@@ -1,4 +1,12 @@
 //! Process lifecycle: restart persistence, a killed enclave, clean shutdown, no orphans.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::too_many_lines,
+    clippy::format_push_string
+)] // test code
 
 use std::time::Duration;
 

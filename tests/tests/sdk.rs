@@ -1,5 +1,13 @@
 //! End to end with the official Rust SDK (`aws-sdk-kms`): every operation of the foundation and
 //! its errors, against the real binaries.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::too_many_lines,
+    clippy::format_push_string
+)] // test code
 
 use aws_sdk_kms::{
     Client,

@@ -1,0 +1,515 @@
+//! `ekms-bench`: drives any AWS-KMS-compatible endpoint with SigV4-signed Encrypt (32 B),
+//! Decrypt and GenerateDataKey requests at several connection counts for a fixed time, prints
+//! ops/s and p50/p99 latency, and beside them the same operations done in-process with aws-lc-rs
+//! (the crypto ceiling).
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use aws_credential_types::Credentials;
+use aws_lc_rs::{
+    aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey},
+    rand,
+};
+use aws_sigv4::{
+    http_request::{SignableBody, SignableRequest, SigningSettings, sign},
+    sign::v4,
+};
+use base64::Engine as _;
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt as _, Full};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ekms-bench",
+    about = "Benchmark an AWS-KMS-compatible endpoint"
+)]
+struct Args {
+    /// Endpoint URL (http only).
+    #[arg(long, default_value = "http://127.0.0.1:8400")]
+    endpoint: String,
+    /// Region for the SigV4 scope.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Access key id (else from --profile or AWS_ACCESS_KEY_ID).
+    #[arg(long)]
+    access_key: Option<String>,
+    /// Secret access key.
+    #[arg(long)]
+    secret_key: Option<String>,
+    /// Profile in the shared credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Key to use; a new key is created when absent.
+    #[arg(long)]
+    key_id: Option<String>,
+    /// Connection counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    connections: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Warm-up seconds before each measurement.
+    #[arg(long, default_value_t = 1)]
+    warmup_secs: u64,
+    /// Operations: encrypt, decrypt, generate-data-key.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "encrypt,decrypt,generate-data-key"
+    )]
+    ops: Vec<String>,
+    /// Skip the in-process aws-lc-rs ceiling.
+    #[arg(long)]
+    no_ceiling: bool,
+}
+
+struct Target {
+    host: String,
+    addr: String,
+    url: String,
+    region: String,
+    creds: aws_credential_types::Credentials,
+}
+
+impl Target {
+    fn request(&self, op: &str, body: &str) -> anyhow::Result<http::Request<Full<Bytes>>> {
+        let identity = self.creds.clone().into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("kms")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()?
+            .into();
+        let target = format!("TrentService.{op}");
+        let headers = [
+            ("host", self.host.as_str()),
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let signable = SignableRequest::new(
+            "POST",
+            &self.url,
+            headers.iter().copied(),
+            SignableBody::Bytes(body.as_bytes()),
+        )?;
+        let (instructions, _) = sign(signable, &params)?.into_parts();
+        let mut req = http::Request::builder().method("POST").uri("/");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let mut req = req.body(Full::new(Bytes::from(body.to_owned())))?;
+        instructions.apply_to_request_http1x(&mut req);
+        Ok(req)
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(t: &Target) -> anyhow::Result<Sender> {
+    let stream = tokio::net::TcpStream::connect(&t.addr).await?;
+    stream.set_nodelay(true)?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn call(t: &Target, s: &mut Sender, op: &str, body: &str) -> anyhow::Result<(u16, Bytes)> {
+    // Some servers (moto's, for one) close the connection after each response: redial then.
+    if s.is_closed() || s.ready().await.is_err() {
+        *s = connect(t).await?;
+    }
+    let resp = s.send_request(t.request(op, body)?).await?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok((status, bytes))
+}
+
+/// Result of one measurement.
+struct Measured {
+    ops: usize,
+    errors: usize,
+    first_error: Option<String>,
+    secs: f64,
+    lat_us: Vec<u32>,
+}
+
+/// Exact percentile of sorted data (nearest rank).
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len() - 1))
+        .copied()
+        .unwrap_or(0)
+}
+
+async fn measure(
+    t: Arc<Target>,
+    conns: usize,
+    op: &'static str,
+    body: Arc<String>,
+    warmup: Duration,
+    dur: Duration,
+) -> anyhow::Result<Measured> {
+    let mut senders = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        senders.push(connect(&t).await?);
+    }
+    let start = Instant::now() + warmup;
+    let end = start + dur;
+    let mut tasks = Vec::new();
+    for mut s in senders {
+        let (t, body) = (Arc::clone(&t), Arc::clone(&body));
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let (mut ops, mut errors, mut first_error) = (0usize, 0usize, None);
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let r = call(&t, &mut s, op, &body).await;
+                let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
+                if t0 < start {
+                    continue;
+                }
+                match r {
+                    Ok((200, _)) => {
+                        ops += 1;
+                        lat.push(us);
+                    }
+                    Ok((status, b)) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| {
+                            format!("HTTP {status}: {}", String::from_utf8_lossy(&b))
+                        });
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                        match connect(&t).await {
+                            Ok(n) => s = n,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                }
+            }
+            (ops, errors, first_error, lat)
+        }));
+    }
+    let mut m = Measured {
+        ops: 0,
+        errors: 0,
+        first_error: None,
+        secs: dur.as_secs_f64(),
+        lat_us: Vec::new(),
+    };
+    for task in tasks {
+        let (ops, errors, fe, lat) = task.await?;
+        m.ops += ops;
+        m.errors += errors;
+        if m.first_error.is_none() {
+            m.first_error = fe;
+        }
+        m.lat_us.extend(lat);
+    }
+    m.lat_us.sort_unstable();
+    Ok(m)
+}
+
+fn credentials(args: &Args) -> anyhow::Result<(String, String)> {
+    if let (Some(a), Some(s)) = (&args.access_key, &args.secret_key) {
+        return Ok((a.clone(), s.clone()));
+    }
+    if let Some(profile) = &args.profile {
+        let path = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE").map_or_else(
+            || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".aws/credentials"),
+            PathBuf::from,
+        );
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return profile_credentials(&text, profile)
+            .ok_or_else(|| anyhow!("profile [{profile}] not found in {}", path.display()));
+    }
+    match (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Ok(a), Ok(s)) => Ok((a, s)),
+        _ => bail!(
+            "give --access-key/--secret-key, --profile, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        ),
+    }
+}
+
+/// Reads one profile of an AWS shared-credentials file.
+fn profile_credentials(text: &str, profile: &str) -> Option<(String, String)> {
+    let (mut in_profile, mut ak, mut sk) = (false, None, None);
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_profile = name.trim() == profile;
+        } else if in_profile && let Some((k, v)) = line.split_once('=') {
+            match k.trim() {
+                "aws_access_key_id" => ak = Some(v.trim().to_owned()),
+                "aws_secret_access_key" => sk = Some(v.trim().to_owned()),
+                _ => {}
+            }
+        }
+    }
+    Some((ak?, sk?))
+}
+
+/// One in-process operation of the ceiling, run `n` times.
+fn ceiling_op(
+    key: &LessSafeKey,
+    op: &str,
+    sealed: &[u8],
+    sealed_nonce: [u8; 12],
+    n: usize,
+) -> anyhow::Result<()> {
+    let rng = || anyhow!("rng failed");
+    for _ in 0..n {
+        let mut nonce = [0u8; 12];
+        if op == "decrypt" {
+            {
+                let mut buf = [0u8; 48];
+                buf.copy_from_slice(sealed);
+                let pt = key
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(sealed_nonce),
+                        Aad::empty(),
+                        &mut buf,
+                    )
+                    .map_err(|_| anyhow!("open failed"))?;
+                std::hint::black_box(pt);
+            }
+        } else {
+            {
+                let mut pt = [7u8; 32];
+                if op == "generate-data-key" {
+                    rand::fill(&mut pt).map_err(|_| rng())?;
+                }
+                rand::fill(&mut nonce).map_err(|_| rng())?;
+                let tag = key
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::empty(),
+                        &mut pt,
+                    )
+                    .map_err(|_| anyhow!("seal failed"))?;
+                std::hint::black_box(&pt);
+                std::hint::black_box(tag.as_ref());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The crypto ceiling: each operation's AES-256-GCM work in-process, on one thread and on all.
+fn ceiling(dur: Duration) -> anyhow::Result<Vec<(String, f64)>> {
+    let mut key_bytes = [0u8; 32];
+    rand::fill(&mut key_bytes).map_err(|_| anyhow!("rng failed"))?;
+    let key = Arc::new(LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, &key_bytes).map_err(|_| anyhow!("bad key"))?,
+    ));
+    let nonce = [1u8; 12];
+    let mut sealed = vec![7u8; 32];
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::empty(),
+        &mut sealed,
+    )
+    .map_err(|_| anyhow!("seal failed"))?;
+    let sealed = Arc::new(sealed);
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut out = Vec::new();
+    for op in ["encrypt", "decrypt", "generate-data-key"] {
+        for workers in [1, threads] {
+            let end = Instant::now() + dur;
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (key, sealed) = (Arc::clone(&key), Arc::clone(&sealed));
+                    std::thread::spawn(move || -> anyhow::Result<usize> {
+                        let mut n = 0;
+                        while Instant::now() < end {
+                            ceiling_op(&key, op, &sealed, nonce, 1024)?;
+                            n += 1024;
+                        }
+                        Ok(n)
+                    })
+                })
+                .collect();
+            let mut total = 0usize;
+            for h in handles {
+                total += h.join().map_err(|_| anyhow!("ceiling thread panicked"))??;
+            }
+            #[allow(clippy::cast_precision_loss)]
+            out.push((
+                format!(
+                    "{op} ({workers} thread{})",
+                    if workers == 1 { "" } else { "s" }
+                ),
+                total as f64 / dur.as_secs_f64(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn body_for(op: &str, key_id: &str, blob: &str) -> (&'static str, String) {
+    match op {
+        "decrypt" => ("Decrypt", serde_json::json!({ "CiphertextBlob": blob }).to_string()),
+        "generate-data-key" => ("GenerateDataKey", serde_json::json!({ "KeyId": key_id, "KeySpec": "AES_256" }).to_string()),
+        _ => (
+            "Encrypt",
+            serde_json::json!({ "KeyId": key_id, "Plaintext": base64::engine::general_purpose::STANDARD.encode([0x42u8; 32]) }).to_string(),
+        ),
+    }
+}
+
+async fn setup(t: &Target, key_id: Option<String>) -> anyhow::Result<(String, String)> {
+    let mut s = connect(t).await?;
+    let key_id = if let Some(k) = key_id {
+        k
+    } else {
+        {
+            let (status, body) =
+                call(t, &mut s, "CreateKey", r#"{"Description":"ekms-bench"}"#).await?;
+            if status != 200 {
+                bail!(
+                    "CreateKey failed: HTTP {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            v.pointer("/KeyMetadata/KeyId")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| anyhow!("no KeyId in CreateKey reply"))?
+                .to_owned()
+        }
+    };
+    let (_, enc) = body_for("encrypt", &key_id, "");
+    let (status, body) = call(t, &mut s, "Encrypt", &enc).await?;
+    if status != 200 {
+        bail!(
+            "Encrypt failed: HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    let blob = v
+        .get("CiphertextBlob")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| anyhow!("no CiphertextBlob"))?
+        .to_owned();
+    Ok((key_id, blob))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (ak, sk) = credentials(&args)?;
+    let hostport = args
+        .endpoint
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("only http:// endpoints are supported"))?
+        .trim_end_matches('/')
+        .to_owned();
+    let t = Arc::new(Target {
+        host: hostport.clone(),
+        addr: hostport,
+        url: format!("{}/", args.endpoint.trim_end_matches('/')),
+        region: args.region.clone(),
+        creds: Credentials::new(ak, sk, None, None, "ekms-bench"),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (key_id, blob) = rt.block_on(setup(&t, args.key_id.clone()))?;
+    println!(
+        "endpoint {}  key {key_id}  duration {}s (+{}s warm-up)",
+        args.endpoint, args.duration_secs, args.warmup_secs
+    );
+    println!(
+        "{:<20} {:>6} {:>10} {:>9} {:>9} {:>7}",
+        "op", "conns", "ops/s", "p50(ms)", "p99(ms)", "errors"
+    );
+    for op in &args.ops {
+        let (name, body) = body_for(op, &key_id, &blob);
+        let body = Arc::new(body);
+        for &conns in &args.connections {
+            let m = rt.block_on(measure(
+                Arc::clone(&t),
+                conns.max(1),
+                name,
+                Arc::clone(&body),
+                Duration::from_secs(args.warmup_secs),
+                Duration::from_secs(args.duration_secs.max(1)),
+            ))?;
+            #[allow(clippy::cast_precision_loss)]
+            let rate = m.ops as f64 / m.secs;
+            println!(
+                "{:<20} {:>6} {:>10.0} {:>9.3} {:>9.3} {:>7}",
+                op,
+                conns,
+                rate,
+                f64::from(percentile(&m.lat_us, 50.0)) / 1000.0,
+                f64::from(percentile(&m.lat_us, 99.0)) / 1000.0,
+                m.errors
+            );
+            if let Some(e) = m.first_error {
+                println!("    first error: {e}");
+            }
+        }
+    }
+    if !args.no_ceiling {
+        println!("\nin-process aws-lc-rs ceiling (AES-256-GCM, 32-byte messages):");
+        for (name, rate) in ceiling(Duration::from_secs(2))? {
+            println!("{name:<32} {rate:>12.0} ops/s");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 50);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&[], 99.0), 0);
+        assert_eq!(percentile(&[7], 99.0), 7);
+    }
+
+    #[test]
+    fn profiles_are_read_from_the_credentials_file() {
+        let text = "[default]\naws_access_key_id = A\naws_secret_access_key = B\n\n[ekms]\naws_access_key_id=C\naws_secret_access_key = D\n";
+        assert_eq!(
+            profile_credentials(text, "ekms"),
+            Some(("C".into(), "D".into()))
+        );
+        assert_eq!(
+            profile_credentials(text, "default"),
+            Some(("A".into(), "B".into()))
+        );
+        assert_eq!(profile_credentials(text, "none"), None);
+    }
+}
