@@ -11,6 +11,7 @@ use ekms_wire::msg::{
 
 use crate::{
     EnclaveError,
+    attest::Attestor,
     domain::DomainKey,
     ops,
     record::{self, Kind, PrincipalRecord, PrincipalSecret},
@@ -30,6 +31,7 @@ pub struct Config {
 pub struct Core {
     pub(crate) config: Config,
     pub(crate) domain: DomainKey,
+    attestor: Attestor,
     dev_custody: bool,
     genesis: Mutex<Option<Genesis>>,
     /// Highest generation opened per record, so an older copy is refused within this life.
@@ -44,6 +46,7 @@ impl Core {
         domain: DomainKey,
         new_domain: bool,
         dev_custody: bool,
+        attestor: Attestor,
     ) -> Result<Self, EnclaveError> {
         let genesis = if new_domain {
             Some(make_admin(&domain)?)
@@ -53,6 +56,7 @@ impl Core {
         Ok(Self {
             config,
             domain,
+            attestor,
             dev_custody,
             genesis: Mutex::new(genesis),
             seen: Mutex::new(HashMap::new()),
@@ -70,6 +74,14 @@ impl Core {
                 genesis: self.genesis.lock().ok().and_then(|mut g| g.take()),
             }),
             HostRequest::Kms(call) => self.kms(&call).await,
+            HostRequest::Attest { nonce } => {
+                let user_data = format!("ekms/v1 domain={}", self.domain.fingerprint_hex());
+                match self.attestor.document(&nonce, user_data.as_bytes()) {
+                    Ok(document) => EnclaveResponse::Attestation { document },
+                    Err(EnclaveError::BadInput) => EnclaveResponse::Fault(Fault::BadInput),
+                    Err(_) => EnclaveResponse::Fault(Fault::Internal),
+                }
+            }
             HostRequest::Open { sealed } => match self.open_any(&sealed) {
                 Ok((kind, id)) => EnclaveResponse::Opened { kind, id },
                 Err(_) => EnclaveResponse::Fault(Fault::BadRecord),
@@ -165,6 +177,19 @@ fn make_admin(domain: &DomainKey) -> Result<Genesis, EnclaveError> {
     })
 }
 
+/// An attestor over a mock NSM with a fresh simulation CA, for tests.
+#[cfg(test)]
+pub(crate) fn test_attestor() -> Attestor {
+    let ca = ekms_attestation::SimulationCa::generate().unwrap();
+    Attestor::new(
+        Box::new(ekms_attestation::MockNsm::from_executable_bytes(
+            ca, b"test",
+        )),
+        true,
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +203,7 @@ mod tests {
             DomainKey::generate().unwrap(),
             true,
             false,
+            test_attestor(),
         )
         .unwrap()
     }

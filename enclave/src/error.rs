@@ -64,6 +64,9 @@ pub enum EnclaveError {
     /// The custody file could not be used.
     #[error("custody file: {0}")]
     Custody(String),
+    /// An input is out of bounds.
+    #[error("input out of bounds")]
+    BadInput,
     /// Serializing a record failed.
     #[error("record encoding failed")]
     Encoding,

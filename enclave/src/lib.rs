@@ -5,6 +5,7 @@
 //! It must never write a key in plaintext, log a secret, or trust anything the host says that
 //! it has not authenticated. No HTTP and no disk here (the simulation-only custody file aside).
 
+pub mod attest;
 pub mod auth;
 pub mod ciphertext;
 pub mod context;

@@ -4,7 +4,8 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::Parser;
-use ekms_enclave::{Config, Core, custody, domain::DomainKey, server};
+use ekms_attestation::{MockNsm, NitroNsm, Nsm, SimulationCa};
+use ekms_enclave::{Config, Core, attest::Attestor, custody, domain::DomainKey, server};
 use ekms_wire::{
     Listener, SocketAddress,
     transport::{DEFAULT_ENCLAVE_PORT, SIM_ENCLAVE_CID, VMADDR_CID_ANY},
@@ -29,6 +30,10 @@ struct Args {
     /// Account id served.
     #[arg(long, default_value = "111122223333")]
     account: String,
+    /// Simulation only: the simulation attestation CA (generated on first use; NEVER IN
+    /// PRODUCTION). Its root certificate is written beside it as `simulation-root.pem`.
+    #[arg(long, requires = "mock_vsock_dir")]
+    sim_ca_file: Option<PathBuf>,
     /// Simulation only: keep the domain key in this DEVELOPMENT-ONLY custody file.
     #[arg(long, requires = "mock_vsock_dir")]
     dev_custody_file: Option<PathBuf>,
@@ -89,6 +94,27 @@ async fn run(args: Args) -> Result<(), String> {
         )
     };
     tracing::info!(domain = %domain.fingerprint_hex(), new_domain, "domain key loaded");
+    let attestor = if args.mock_vsock_dir.is_some() {
+        let path = args
+            .sim_ca_file
+            .clone()
+            .ok_or("simulation needs --sim-ca-file for its mock NSM")?;
+        let ca = load_or_create_sim_ca(&path)?;
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot locate own executable: {e}"))?;
+        let nsm = MockNsm::from_executable_path(ca, &exe).map_err(|e| e.to_string())?;
+        tracing::warn!(
+            "SIMULATION: attestation documents come from a mock NSM and a simulation CA; never in production"
+        );
+        Attestor::new(Box::new(nsm), true).map_err(|e| e.to_string())?
+    } else {
+        let nsm = NitroNsm::open()
+            .map_err(|e| format!("cannot open /dev/nsm (is this a Nitro enclave?): {e}"))?;
+        if let Ok(pcr0) = nsm.describe_pcr(0) {
+            tracing::info!(pcr0 = %ekms_enclave::domain::hex(&pcr0.value), "running measured image");
+        }
+        Attestor::new(Box::new(nsm), false).map_err(|e| e.to_string())?
+    };
     let core = Core::new(
         Config {
             region: args.region,
@@ -97,6 +123,7 @@ async fn run(args: Args) -> Result<(), String> {
         domain,
         new_domain,
         dev,
+        attestor,
     )
     .map_err(|e| e.to_string())?;
     let listener = Listener::bind(&addr).map_err(|e| e.to_string())?;
@@ -137,4 +164,36 @@ async fn terminated() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// Loads the simulation CA, or makes one and writes it (0600) with its root PEM beside it.
+fn load_or_create_sim_ca(path: &std::path::Path) -> Result<SimulationCa, String> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let ca = match std::fs::read(path) {
+        Ok(bytes) => {
+            SimulationCa::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let ca = SimulationCa::generate().map_err(|e| e.to_string())?;
+            let bytes = ca.to_bytes().map_err(|e| e.to_string())?;
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            f.write_all(&bytes)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| e.to_string())?;
+            std::fs::rename(&tmp, path).map_err(|e| e.to_string())?;
+            ca
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let root = path.with_file_name("simulation-root.pem");
+    std::fs::write(&root, ca.root_pem().map_err(|e| e.to_string())?)
+        .map_err(|e| format!("{}: {e}", root.display()))?;
+    Ok(ca)
 }

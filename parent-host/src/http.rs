@@ -32,6 +32,7 @@ pub fn router(relay: Arc<Relay>) -> Router {
     Router::new()
         .route("/", post(kms))
         .route("/health", get(health))
+        .route("/ekms/attestation", get(attestation))
         .fallback(fallback)
         .with_state(relay)
 }
@@ -146,6 +147,43 @@ async fn health(State(relay): State<Arc<Relay>>) -> Response {
             });
             (StatusCode::OK, body.to_string()).into_response()
         }
+        _ => error_response(
+            KmsErrorCode::KMSInternalException,
+            "The key enclave is unavailable; retry the request.",
+        ),
+    }
+}
+
+/// `GET /ekms/attestation?nonce=HEX`: a fresh attestation document from the enclave, bound to
+/// the caller's nonce (raw COSE_Sign1 bytes, `application/cbor`). Public: it proves, it grants
+/// nothing.
+async fn attestation(State(relay): State<Arc<Relay>>, req: Request) -> Response {
+    let nonce = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("nonce="))
+        .and_then(|h| hex::decode(h).ok());
+    let Some(nonce) = nonce.filter(|n| !n.is_empty() && n.len() <= 512) else {
+        return error_response(
+            KmsErrorCode::ValidationException,
+            "nonce must be 1 to 512 bytes of hex",
+        );
+    };
+    match relay.enclave().call(&HostRequest::Attest { nonce }).await {
+        Ok(EnclaveResponse::Attestation { document }) => {
+            let mut resp = Response::new(Body::from(document));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/cbor"),
+            );
+            resp
+        }
+        Ok(EnclaveResponse::Fault(ekms_wire::msg::Fault::BadInput)) => error_response(
+            KmsErrorCode::ValidationException,
+            "nonce must be 1 to 512 bytes of hex",
+        ),
         _ => error_response(
             KmsErrorCode::KMSInternalException,
             "The key enclave is unavailable; retry the request.",

@@ -9,6 +9,7 @@ pub mod cli_attestation;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod fetch;
 pub mod http;
 pub mod relay;
 pub mod serve;

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use ekms_parent_host::{
-    cli_attestation,
+    cli_attestation, fetch,
     serve::{self, EnclaveMode, ServeConfig},
 };
 
@@ -32,6 +32,8 @@ enum Command {
 enum AttestationCommand {
     /// Verify a Nitro attestation document and print it as JSON.
     Verify(cli_attestation::VerifyArgs),
+    /// Fetch a fresh attestation document, bound to your nonce, from an appliance.
+    Fetch(fetch::FetchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         Command::Attestation(AttestationCommand::Verify(args)) => {
             cli_attestation::run_verify(&args)
         }
+        Command::Attestation(AttestationCommand::Fetch(args)) => fetch::run_fetch(&args),
     }
 }
 

@@ -83,6 +83,11 @@ pub async fn run(cfg: ServeConfig) -> Result<(), HostError> {
                     cfg.region.clone(),
                     "--account".into(),
                     cfg.account.clone(),
+                    "--sim-ca-file".into(),
+                    cfg.data_dir
+                        .join("SIMULATION-ONLY-attestation-ca.secret")
+                        .display()
+                        .to_string(),
                     "--dev-custody-file".into(),
                     custody.display().to_string(),
                     "--exit-on-stdin-eof".into(),

@@ -22,6 +22,13 @@ pub enum HostRequest {
     Status,
     /// A client's signed KMS call with the sealed records it needs.
     Kms(Box<KmsCall>),
+    /// A fresh attestation document bound to the client's nonce, carrying the enclave's per-boot
+    /// identity public key.
+    Attest {
+        /// The client's nonce (at most 512 bytes).
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+    },
     /// Ask the enclave to check that a sealed record is authentic (used by tests and tooling).
     Open {
         /// The record.
@@ -86,6 +93,12 @@ pub enum EnclaveResponse {
         /// The record's id.
         id: String,
     },
+    /// Answer to [`HostRequest::Attest`]: the document (untagged COSE_Sign1).
+    Attestation {
+        /// The document.
+        #[serde(with = "serde_bytes")]
+        document: Vec<u8>,
+    },
     /// The request could not be processed at all.
     Fault(Fault),
 }
@@ -105,6 +118,8 @@ pub enum Fault {
     /// A sealed record is older than one the enclave already opened: the host must re-read its
     /// store and retry (a stale cache, or a rollback attempt).
     StaleRecord,
+    /// The request's input is out of bounds (for example an oversized nonce).
+    BadInput,
     /// An internal failure; retryable.
     Internal,
 }

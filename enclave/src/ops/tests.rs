@@ -31,6 +31,7 @@ impl Env {
             DomainKey::generate().unwrap(),
             false,
             false,
+            crate::core::test_attestor(),
         )
         .unwrap();
         let p = principal();
