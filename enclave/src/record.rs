@@ -24,8 +24,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::{EnclaveError, domain::DomainKey};
 
-const MAGIC: &[u8; 4] = b"EKMR";
-const VERSION: u8 = 1;
+use ekms_wire::sealed::{MAGIC, VERSION};
 
 /// What a sealed record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,47 +37,7 @@ pub enum Kind {
     Principal = 3,
 }
 
-/// The public header of a sealed record.
-#[derive(Debug, PartialEq, Eq)]
-pub struct SealedHeader<'a> {
-    /// Record kind.
-    pub kind: u8,
-    /// Fingerprint of the domain key that sealed it.
-    pub domain: [u8; 8],
-    /// Record id.
-    pub id: &'a str,
-    /// Header bytes (the AAD).
-    pub aad: &'a [u8],
-    /// Nonce, ciphertext and tag.
-    pub body: &'a [u8],
-}
-
-/// Reads the header of a sealed record without opening it.
-#[must_use]
-pub fn peek(sealed: &[u8]) -> Option<SealedHeader<'_>> {
-    let (magic, rest) = sealed.split_first_chunk::<4>()?;
-    if magic != MAGIC {
-        return None;
-    }
-    let (&version, rest) = rest.split_first()?;
-    if version != VERSION {
-        return None;
-    }
-    let (&kind, rest) = rest.split_first()?;
-    let (domain, rest) = rest.split_first_chunk::<8>()?;
-    let (len, rest) = rest.split_first_chunk::<2>()?;
-    let len = usize::from(u16::from_be_bytes(*len));
-    let id = rest.get(..len)?;
-    let id = std::str::from_utf8(id).ok()?;
-    let aad_len = 16 + len;
-    Some(SealedHeader {
-        kind,
-        domain: *domain,
-        id,
-        aad: sealed.get(..aad_len)?,
-        body: sealed.get(aad_len..)?,
-    })
-}
+pub use ekms_wire::sealed::{SealedHeader, peek};
 
 /// Seals a record of `kind` with `id`.
 pub fn seal<T: Serialize>(

@@ -194,16 +194,13 @@ impl Relay {
         })
     }
 
-    fn invalidate(&self, call: &KmsCall) {
-        for k in &call.keys {
-            if let Some(id) = record_id(k) {
-                forget(&self.cache.keys, &id);
-            }
+    /// Drops these records from the cache, so the next attempt reads the store.
+    fn invalidate(&self, keys: &[String], aliases: &[String]) {
+        for id in keys {
+            forget(&self.cache.keys, id);
         }
-        for a in &call.aliases {
-            if let Some(id) = record_id(a) {
-                forget(&self.cache.aliases, &id);
-            }
+        for name in aliases {
+            forget(&self.cache.aliases, name);
         }
     }
 
@@ -214,8 +211,14 @@ impl Relay {
                 Ok(c) => c,
                 Err(e) => return internal(&e),
             };
+            let ids = |blobs: &[SealedBlob]| -> Vec<String> {
+                blobs
+                    .iter()
+                    .filter_map(|b| ekms_wire::sealed::peek(&b.0).map(|h| h.id.to_owned()))
+                    .collect()
+            };
+            let (key_ids, alias_ids) = (ids(&call.keys), ids(&call.aliases));
             let reply = self.enclave.call(&HostRequest::Kms(Box::new(call))).await;
-            // The call was moved into the request; rebuild the ids to invalidate from the plan.
             match reply {
                 Ok(EnclaveResponse::Kms(KmsOutcome::Ok { body, writes })) => {
                     if writes.is_empty() {
@@ -223,16 +226,16 @@ impl Relay {
                     }
                     match self.persist(writes).await {
                         Ok(()) => return Answer::Ok(body),
-                        Err(HostError::Conflict) => {
-                            self.refresh(op, &http, akid);
-                        }
+                        Err(HostError::Conflict) => self.invalidate(&key_ids, &alias_ids),
                         Err(e) => return internal(&e),
                     }
                 }
                 Ok(EnclaveResponse::Kms(KmsOutcome::Err { code, message })) => {
                     return Answer::Err(code, message);
                 }
-                Ok(EnclaveResponse::Fault(Fault::StaleRecord)) => self.refresh(op, &http, akid),
+                Ok(EnclaveResponse::Fault(Fault::StaleRecord)) => {
+                    self.invalidate(&key_ids, &alias_ids);
+                }
                 Ok(other) => {
                     tracing::error!(?other, "unexpected reply from the enclave");
                     return internal(&HostError::Fault(Fault::Internal));
@@ -241,13 +244,6 @@ impl Relay {
             }
         }
         internal(&HostError::Conflict)
-    }
-
-    /// Drops the cached records a call would use, so the next attempt reads the store.
-    fn refresh(&self, op: &str, http: &HttpRequest, akid: Option<&str>) {
-        if let Ok(call) = self.build_call(op, http, akid) {
-            self.invalidate(&call);
-        }
     }
 
     async fn persist(&self, writes: Vec<StoreWrite>) -> Result<(), HostError> {
@@ -275,13 +271,6 @@ impl Relay {
         }
         Ok(())
     }
-}
-
-fn record_id(blob: &SealedBlob) -> Option<String> {
-    // Header: magic(4) version(1) kind(1) domain(8) id_len(2) id.
-    let len = usize::from(u16::from_be_bytes([*blob.0.get(14)?, *blob.0.get(15)?]));
-    let id = blob.0.get(16..16 + len)?;
-    String::from_utf8(id.to_vec()).ok()
 }
 
 fn internal(e: &HostError) -> Answer {

@@ -3,10 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use ekms_wire::{
-    SocketAddress,
-    msg::{EnclaveResponse, HostRequest},
-};
+use ekms_wire::{SocketAddress, msg::EnclaveResponse};
 
 use crate::{
     HostError,
@@ -192,16 +189,4 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
     }
-}
-
-/// Asks the enclave whether a sealed record is authentic (diagnostics and tests).
-pub async fn check_record(
-    client: &EnclaveClient,
-    sealed: Vec<u8>,
-) -> Result<EnclaveResponse, HostError> {
-    client
-        .call(&HostRequest::Open {
-            sealed: ekms_wire::msg::SealedBlob(sealed),
-        })
-        .await
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod frame;
 pub mod msg;
 pub mod plan;
+pub mod sealed;
 pub mod transport;
 
 pub use error::WireError;
