@@ -8,31 +8,13 @@
     clippy::format_push_string
 )] // test code
 
+mod common;
+
 use std::time::Duration;
 
-use aws_sdk_kms::{
-    Client,
-    config::{BehaviorVersion, Credentials, Region},
-    primitives::Blob,
-};
+use aws_sdk_kms::primitives::Blob;
+use common::admin;
 use ekms_tests::{Appliance, alive, wait_until};
-
-fn admin(app: &Appliance) -> Client {
-    Client::from_conf(
-        aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&app.endpoint)
-            .credentials_provider(Credentials::new(
-                &app.access_key,
-                &app.secret_key,
-                None,
-                None,
-                "t",
-            ))
-            .build(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_survive_a_restart_and_the_credential_is_reused() {
@@ -111,7 +93,7 @@ async fn a_killed_enclave_is_restarted_and_service_resumes() {
         .status()
         .unwrap();
     // Right after the kill a request may fail, but only with the retryable internal error.
-    let raw = Client::from_conf(
+    let raw = aws_sdk_kms::Client::from_conf(
         kms.config()
             .to_builder()
             .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())

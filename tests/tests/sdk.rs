@@ -9,28 +9,15 @@
     clippy::format_push_string
 )] // test code
 
+mod common;
+
 use aws_sdk_kms::{
-    Client,
-    config::{BehaviorVersion, Credentials, Region},
     error::ProvideErrorMetadata,
     primitives::Blob,
     types::{DataKeySpec, Tag},
 };
+use common::{admin, client};
 use ekms_tests::Appliance;
-
-fn client(app: &Appliance, access: &str, secret: &str) -> Client {
-    let conf = aws_sdk_kms::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&app.endpoint)
-        .credentials_provider(Credentials::new(access, secret, None, None, "test"))
-        .build();
-    Client::from_conf(conf)
-}
-
-fn admin(app: &Appliance) -> Client {
-    client(app, &app.access_key, &app.secret_key)
-}
 
 fn code<E: ProvideErrorMetadata>(e: &E) -> String {
     e.code().unwrap_or_default().to_owned()

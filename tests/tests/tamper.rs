@@ -9,36 +9,17 @@
     clippy::format_push_string
 )] // test code
 
+mod common;
+
 use std::{
     io::{Read as _, Write as _},
     os::unix::net::UnixStream,
     time::Duration,
 };
 
-use aws_sdk_kms::{
-    Client,
-    config::{BehaviorVersion, Credentials, Region},
-    error::ProvideErrorMetadata,
-    primitives::Blob,
-};
+use aws_sdk_kms::{error::ProvideErrorMetadata, primitives::Blob};
+use common::admin;
 use ekms_tests::Appliance;
-
-fn admin(app: &Appliance) -> Client {
-    Client::from_conf(
-        aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&app.endpoint)
-            .credentials_provider(Credentials::new(
-                &app.access_key,
-                &app.secret_key,
-                None,
-                None,
-                "t",
-            ))
-            .build(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn edited_or_swapped_records_are_refused() {
