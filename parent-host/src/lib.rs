@@ -8,6 +8,7 @@
 pub mod cli_attestation;
 pub mod client;
 pub mod credentials;
+pub mod custodian;
 pub mod error;
 pub mod fetch;
 pub mod http;

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use ekms_parent_host::{
-    cli_attestation, fetch,
+    cli_attestation, custodian, fetch,
     serve::{self, EnclaveMode, ServeConfig},
 };
 
@@ -26,6 +26,15 @@ enum Command {
     /// Attestation documents.
     #[command(subcommand)]
     Attestation(AttestationCommand),
+    /// Custodian tools for the M-of-N custody ceremony.
+    #[command(subcommand)]
+    Custodian(CustodianCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CustodianCommand {
+    /// Make a custodian key pair (NAME.key, mode 0600, and NAME.pub).
+    Keygen(custodian::KeygenArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -81,6 +90,7 @@ fn main() -> ExitCode {
             cli_attestation::run_verify(&args)
         }
         Command::Attestation(AttestationCommand::Fetch(args)) => fetch::run_fetch(&args),
+        Command::Custodian(CustodianCommand::Keygen(args)) => custodian::run_keygen(&args),
     }
 }
 
