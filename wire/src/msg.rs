@@ -186,7 +186,7 @@ impl fmt::Debug for Secret {
 }
 
 /// The result of a KMS call.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub enum KmsOutcome {
     /// Success: the JSON response body, and the writes the host must make durable first.
     Ok {
@@ -203,6 +203,18 @@ pub enum KmsOutcome {
         /// AWS-style message; public values only.
         message: String,
     },
+}
+
+impl fmt::Debug for KmsOutcome {
+    // A success body may hold plaintext (Decrypt, GenerateDataKey): never print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ok { body, writes } => {
+                write!(f, "Ok({} body bytes, {} writes)", body.len(), writes.len())
+            }
+            Self::Err { code, message } => write!(f, "Err({code:?}: {message})"),
+        }
+    }
 }
 
 /// A durable change the enclave asks the host to make.
@@ -305,5 +317,30 @@ impl KmsErrorCode {
             Self::UnsupportedOperationException => "UnsupportedOperationException",
             Self::ValidationException => "ValidationException",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_bodies_or_secrets() {
+        let ok = KmsOutcome::Ok {
+            body: b"{\"Plaintext\":\"c2VjcmV0\"}".to_vec(),
+            writes: vec![],
+        };
+        assert!(!format!("{ok:?}").contains("c2VjcmV0"));
+        let http = HttpRequest {
+            method: "POST".into(),
+            uri: "/".into(),
+            headers: vec![],
+            body: b"c2VjcmV0".to_vec(),
+        };
+        assert!(!format!("{http:?}").contains("c2VjcmV0"));
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2".into())),
+            "Secret(<redacted>)"
+        );
     }
 }
