@@ -50,8 +50,10 @@ pub struct ServeConfig {
 }
 
 /// Runs until Ctrl-C or SIGTERM.
-pub async fn run(cfg: ServeConfig) -> Result<(), HostError> {
+pub async fn run(mut cfg: ServeConfig) -> Result<(), HostError> {
     std::fs::create_dir_all(&cfg.data_dir)?;
+    // Absolute, so the printed exports work from any directory.
+    cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)?;
     {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))?;
