@@ -5,7 +5,7 @@ use std::fmt;
 
 use aws_lc_rs::{
     aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
-    digest, hkdf, rand,
+    hkdf, rand,
 };
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -13,8 +13,6 @@ use crate::EnclaveError;
 
 /// HKDF info for the record-sealing key (domain separation from every other use).
 const SEAL_INFO: &[u8] = b"ekms/v1/record-seal";
-/// Prefix of the public fingerprint hash.
-const FINGERPRINT_LABEL: &[u8] = b"ekms/v1/domain-fingerprint";
 
 /// Raw domain key bytes.
 #[derive(Zeroize, ZeroizeOnDrop)]
@@ -56,12 +54,9 @@ impl DomainKey {
 
     /// Builds a domain key from custody bytes.
     pub fn from_bytes(bytes: DomainKeyBytes) -> Result<Self, EnclaveError> {
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        ctx.update(FINGERPRINT_LABEL);
-        ctx.update(&bytes.0);
-        let d = ctx.finish();
-        let mut fingerprint = [0u8; 8];
-        fingerprint.copy_from_slice(d.as_ref().get(..8).ok_or(EnclaveError::Crypto)?);
+        // One definition of the fingerprint, shared with the custody ceremony, which checks a
+        // reconstructed key against it.
+        let fingerprint = ekms_custody::DomainSecret::new(bytes.0).fingerprint();
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(&bytes.0);
         let okm = prk.expand(&[SEAL_INFO], &AES_256_GCM)?;
         let seal = LessSafeKey::new(UnboundKey::from(okm));
@@ -165,6 +160,13 @@ mod tests {
         let other = DomainKey::generate().unwrap();
         assert!(other.open(b"aad", &sealed).is_err());
         assert_ne!(k.fingerprint(), other.fingerprint());
+    }
+
+    #[test]
+    fn fingerprint_is_the_documented_labelled_sha256() {
+        // SHA-256("ekms/v1/domain-fingerprint" || 32 zero bytes)[..8], as in docs/formats.md.
+        let k = DomainKey::from_bytes(DomainKeyBytes::new([0u8; 32])).unwrap();
+        assert_eq!(k.fingerprint_hex(), "ce0be48edf56f1ca");
     }
 
     #[test]

@@ -52,6 +52,22 @@ fn remember<V>(map: &RwLock<HashMap<String, V>>, id: &str, v: V) {
     }
 }
 
+/// The cached value of `id`, else the store's (remembered when found).
+fn read_through<V: Clone>(
+    map: &RwLock<HashMap<String, V>>,
+    id: &str,
+    fetch: impl FnOnce() -> Result<Option<V>, HostError>,
+) -> Result<Option<V>, HostError> {
+    if let Some(v) = cached(map, id) {
+        return Ok(Some(v));
+    }
+    let v = fetch()?;
+    if let Some(v) = &v {
+        remember(map, id, v.clone());
+    }
+    Ok(v)
+}
+
 fn forget<V>(map: &RwLock<HashMap<String, V>>, id: &str) {
     if let Ok(mut m) = map.write() {
         m.remove(id);
@@ -95,36 +111,15 @@ impl Relay {
     }
 
     fn key(&self, id: &str) -> Result<Option<SealedBlob>, HostError> {
-        if let Some(k) = cached(&self.cache.keys, id) {
-            return Ok(Some(k));
-        }
-        let k = self.store.key(id)?;
-        if let Some(k) = &k {
-            remember(&self.cache.keys, id, k.clone());
-        }
-        Ok(k)
+        read_through(&self.cache.keys, id, || self.store.key(id))
     }
 
     fn alias(&self, name: &str) -> Result<Option<(SealedBlob, String)>, HostError> {
-        if let Some(a) = cached(&self.cache.aliases, name) {
-            return Ok(Some(a));
-        }
-        let a = self.store.alias(name)?;
-        if let Some(a) = &a {
-            remember(&self.cache.aliases, name, a.clone());
-        }
-        Ok(a)
+        read_through(&self.cache.aliases, name, || self.store.alias(name))
     }
 
     fn principal(&self, akid: &str) -> Result<Option<SealedBlob>, HostError> {
-        if let Some(p) = cached(&self.cache.principals, akid) {
-            return Ok(Some(p));
-        }
-        let p = self.store.principal(akid)?;
-        if let Some(p) = &p {
-            remember(&self.cache.principals, akid, p.clone());
-        }
-        Ok(p)
+        read_through(&self.cache.principals, akid, || self.store.principal(akid))
     }
 
     /// Drops cached records that were just swept from the store.
