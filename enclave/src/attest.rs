@@ -5,10 +5,19 @@
 
 use std::fmt;
 
-use aws_lc_rs::agreement;
-use ekms_attestation::Nsm;
+use std::time::SystemTime;
 
-use crate::EnclaveError;
+use aws_lc_rs::agreement;
+use ekms_attestation::{
+    Nsm, PcrPolicy, RootKind, TrustRoot, UnixMillis, ValidationTime, VerifiedDoc, verify,
+};
+
+use crate::{EnclaveError, custody::PcrValues};
+
+/// The PCRs a domain pins for its peers: the image (0), kernel and boot (1), application (2).
+const DOMAIN_PCRS: [u16; 3] = [0, 1, 2];
+/// Oldest peer document accepted.
+const PEER_DOC_MAX_AGE: std::time::Duration = std::time::Duration::from_mins(5);
 
 /// Largest nonce accepted (AWS allows up to 1024 bytes in the document).
 pub const MAX_NONCE_LEN: usize = 512;
@@ -19,26 +28,64 @@ pub struct Attestor {
     /// ECDH P-384 key made at boot, never exported; custodians and peers encrypt to it.
     identity: agreement::PrivateKey,
     identity_public: Vec<u8>,
-    simulation: bool,
+    /// The root that peers' documents must chain to (the AWS root on Nitro; in simulation the
+    /// simulation CA's root, which both peers share through the data dir).
+    root: TrustRoot,
 }
 
 impl fmt::Debug for Attestor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Attestor(simulation: {})", self.simulation)
+        write!(f, "Attestor(root: {})", self.root.kind().label())
     }
 }
 
 impl Attestor {
-    /// Wraps an NSM and makes this boot's identity key.
-    pub fn new(nsm: Box<dyn Nsm>, simulation: bool) -> Result<Self, EnclaveError> {
+    /// Wraps an NSM and the root its documents chain to, and makes this boot's identity key.
+    pub fn new(nsm: Box<dyn Nsm>, root: TrustRoot) -> Result<Self, EnclaveError> {
         let identity = agreement::PrivateKey::generate(&agreement::ECDH_P384)?;
         let identity_public = identity.compute_public_key()?.as_ref().to_vec();
         Ok(Self {
             nsm,
             identity,
             identity_public,
-            simulation,
+            root,
         })
+    }
+
+    /// This enclave's PCRs 0, 1 and 2: the domain policy it creates, and what a peer must show.
+    pub fn pcrs(&self) -> Result<PcrValues, EnclaveError> {
+        DOMAIN_PCRS
+            .iter()
+            .map(|&i| {
+                let state = self.nsm.describe_pcr(i).map_err(|_| EnclaveError::Crypto)?;
+                Ok((
+                    u8::try_from(i).map_err(|_| EnclaveError::Crypto)?,
+                    state.value,
+                ))
+            })
+            .collect()
+    }
+
+    /// Verifies a peer enclave's document: chain to our root, signature, fresh (at most five
+    /// minutes old), not debug mode, and exactly the PCR values `expected`. The caller checks the
+    /// nonce and user data. The reason for a refusal is public text.
+    pub fn verify_peer(
+        &self,
+        document: &[u8],
+        expected: &PcrValues,
+    ) -> Result<VerifiedDoc, String> {
+        let now = UnixMillis::from_system_time(SystemTime::now()).map_err(|e| e.to_string())?;
+        let verified =
+            verify(document, &self.root, ValidationTime::At(now)).map_err(|e| e.to_string())?;
+        let mut policy = PcrPolicy::new().max_age(PEER_DOC_MAX_AGE);
+        for (i, v) in expected {
+            policy = policy.expect_pcr(*i, v).map_err(|e| e.to_string())?;
+        }
+        policy.check(&verified, now).map_err(|e| e.to_string())?;
+        if verified.root_kind() == RootKind::Simulation {
+            tracing::warn!("verified a peer against the SIMULATION root; never in production");
+        }
+        Ok(verified)
     }
 
     /// The identity public key (SEC1 uncompressed P-384 point).
@@ -56,7 +103,7 @@ impl Attestor {
     /// Whether documents are signed by the simulation CA.
     #[must_use]
     pub fn is_simulation(&self) -> bool {
-        self.simulation
+        self.root.kind() == RootKind::Simulation
     }
 
     /// A document over `nonce`, this boot's identity key, and `user_data`.
@@ -84,7 +131,7 @@ mod tests {
         let root = ca.trust_root().unwrap();
         let a = Attestor::new(
             Box::new(MockNsm::from_executable_bytes(ca, b"enclave")),
-            true,
+            root.clone(),
         )
         .unwrap();
         let doc = a.document(b"nonce-1", b"ekms").unwrap();

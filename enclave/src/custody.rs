@@ -1,124 +1,412 @@
-//! DEVELOPMENT-ONLY custody of the domain key for the simulated enclave: the key in a file in
-//! the data dir, so `ekms serve --sim` survives restarts. Never in production; the attested
-//! custody ceremony replaces it. Every start that uses it says so loudly.
+//! Attested custody of the domain.
+//!
+//! A domain is a 32-byte **custody secret** and the **keyring** of domain keys it protects. The
+//! custody secret is what the ceremony shares (Shamir, M of N, one share file per custodian) and
+//! what peers forward to each other; the keyring is sealed under a key derived from it and stored
+//! by the host like any record. So rotating a domain key changes the keyring only, and the
+//! custodians' shares keep covering every domain key in use.
+//!
+//! Sealed keyring (the host's "domain record"), byte layout also in `docs/formats.md`:
+//!
+//! | offset | len | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `EKMD` |
+//! | 4 | 1 | version (1) |
+//! | 5 | 8 | domain id: fingerprint of the custody secret |
+//! | 13 | 8 | generation, big endian |
+//! | 21 | 12 | nonce |
+//! | 33 | m | AES-256-GCM ciphertext of the CBOR keyring |
+//! | 33+m | 16 | tag |
+//!
+//! The AAD is the 21-byte header. Opening it is the strong check that a reconstructed secret is
+//! the domain's (a 128-bit tag, where the 64-bit fingerprint alone would be a weak commitment).
 
-use std::{
-    fs,
-    io::Write as _,
-    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
-    path::Path,
+use std::collections::BTreeMap;
+
+use aws_lc_rs::{
+    aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
+    hkdf, rand,
 };
-
-use zeroize::Zeroizing;
+use ekms_custody::{CustodianPublicKey, DomainSecret, ShareFile};
+use ekms_wire::{
+    msg::CustodyState,
+    sealed::{DOMAIN_HEADER_LEN, DOMAIN_MAGIC, VERSION, peek_domain},
+};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::{
     EnclaveError,
-    domain::{DomainKey, DomainKeyBytes, hex},
+    domain::{DomainKey, DomainKeyBytes, Keyring, hex},
 };
 
-/// File name of the development custody file inside the data dir.
-pub const DEV_CUSTODY_FILE: &str = "DEV-ONLY-INSECURE-domain-key.custody";
-const HEADER: &str = "EKMS DEV-ONLY DOMAIN KEY CUSTODY v1 -- NEVER IN PRODUCTION";
+const KEYRING_INFO: &[u8] = b"ekms/v1/keyring";
 
-/// Loads the domain key from `path`, or creates a new one there. Returns the key and whether it
-/// was created now.
-pub fn load_or_create(path: &Path) -> Result<(DomainKey, bool), EnclaveError> {
-    match fs::read_to_string(path) {
-        Ok(text) => {
-            let text = Zeroizing::new(text);
-            let mut lines = text.lines();
-            if lines.next() != Some(HEADER) {
-                return Err(EnclaveError::Custody(
-                    "unrecognised custody file header".into(),
-                ));
+/// PCR values a peer enclave of this domain must show (those of the enclave that created it).
+pub type PcrValues = BTreeMap<u8, Vec<u8>>;
+
+/// The keyring's plaintext (CBOR inside the sealed keyring).
+#[derive(Serialize, Deserialize)]
+struct KeyringPlain {
+    /// Domain keys, oldest first; the last seals new records.
+    keys: Vec<serde_bytes::ByteBuf>,
+    threshold: u8,
+    total: u8,
+    /// Custodian fingerprints (hex), in share-index order.
+    custodians: Vec<String>,
+    /// The domain's PCR policy for peers.
+    policy: BTreeMap<u8, serde_bytes::ByteBuf>,
+}
+
+impl Drop for KeyringPlain {
+    fn drop(&mut self) {
+        for k in &mut self.keys {
+            k.zeroize();
+        }
+    }
+}
+
+/// An unsealed domain: its custody secret, keyring and public parameters.
+pub struct Domain {
+    secret: DomainSecret,
+    id: [u8; 8],
+    generation: u64,
+    keyring: Keyring,
+    threshold: u8,
+    total: u8,
+    custodians: Vec<String>,
+    policy: PcrValues,
+}
+
+impl std::fmt::Debug for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Domain({}, generation {}, {} keys)",
+            hex(&self.id),
+            self.generation,
+            self.keyring.keys().count()
+        )
+    }
+}
+
+/// Why a custody request was refused; public text.
+pub type Refusal = String;
+
+impl Domain {
+    /// A new domain with one domain key, its custody secret split `threshold`-of-N among the
+    /// custodians (public key files, JSON). Returns the domain and one share file per custodian.
+    pub fn create(
+        custodians: &[String],
+        threshold: u8,
+        policy: PcrValues,
+    ) -> Result<(Self, Vec<String>), Refusal> {
+        let total = u8::try_from(custodians.len())
+            .ok()
+            .filter(|n| (1..=ekms_custody::MAX_SHARES).contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "give 1 to {} custodians (got {})",
+                    ekms_custody::MAX_SHARES,
+                    custodians.len()
+                )
+            })?;
+        let keys = custodians
+            .iter()
+            .enumerate()
+            .map(|(i, json)| {
+                CustodianPublicKey::from_json(json).map_err(|e| format!("custodian {}: {e}", i + 1))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut fps: Vec<String> = keys
+            .iter()
+            .map(CustodianPublicKey::fingerprint_hex)
+            .collect();
+        fps.sort();
+        fps.dedup();
+        if fps.len() != keys.len() {
+            return Err(
+                "each custodian must have their own key (two files are the same key)".into(),
+            );
+        }
+        let mut raw = Zeroizing::new([0u8; 32]);
+        rand::fill(raw.as_mut()).map_err(|_| "the random generator failed".to_owned())?;
+        let secret = DomainSecret::new(*raw);
+        let id = secret.fingerprint();
+        let shares = ekms_custody::split(&secret, threshold, total).map_err(|e| format!("{e}"))?;
+        let files = shares
+            .iter()
+            .zip(&keys)
+            .map(|(share, key)| {
+                ShareFile::encrypt_for_custodian(share, key, id)
+                    .and_then(|f| f.to_json())
+                    .map_err(|e| format!("sealing a share: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let domain = Self {
+            secret,
+            id,
+            generation: 1,
+            keyring: Keyring::single(
+                DomainKey::generate().map_err(|_| "the random generator failed".to_owned())?,
+            ),
+            threshold,
+            total,
+            custodians: keys
+                .iter()
+                .map(CustodianPublicKey::fingerprint_hex)
+                .collect(),
+            policy,
+        };
+        Ok((domain, files))
+    }
+
+    /// Opens a sealed keyring with a custody secret (reconstructed or granted by a peer).
+    pub fn open(secret: DomainSecret, sealed: &[u8]) -> Result<Self, EnclaveError> {
+        let h = peek_domain(sealed).ok_or(EnclaveError::BadRecord)?;
+        if h.domain != secret.fingerprint() {
+            return Err(EnclaveError::BadRecord);
+        }
+        let (nonce, ct) = h
+            .body
+            .split_first_chunk::<NONCE_LEN>()
+            .ok_or(EnclaveError::BadRecord)?;
+        let mut buf = Zeroizing::new(ct.to_vec());
+        let len = keyring_key(&secret)?
+            .open_in_place(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(h.aad),
+                &mut buf,
+            )
+            .map_err(|_| EnclaveError::BadRecord)?
+            .len();
+        buf.truncate(len);
+        let plain: KeyringPlain =
+            serde_cbor::from_slice(&buf).map_err(|_| EnclaveError::BadRecord)?;
+        let mut keys = Vec::with_capacity(plain.keys.len());
+        for k in &plain.keys {
+            let mut bytes = [0u8; 32];
+            if k.len() != bytes.len() {
+                return Err(EnclaveError::BadRecord);
             }
-            let hexkey = lines
-                .next()
-                .ok_or_else(|| EnclaveError::Custody("custody file has no key line".into()))?;
-            let mut bytes = DomainKeyBytes::new([0u8; 32]);
-            decode_hex32(hexkey.trim(), &mut bytes)?;
-            Ok((DomainKey::from_bytes(bytes)?, false))
+            bytes.copy_from_slice(k);
+            keys.push(DomainKey::from_bytes(DomainKeyBytes::new(bytes))?);
+            bytes.zeroize();
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = DomainKey::generate()?;
-            write_atomically(path, &key)?;
-            Ok((key, true))
+        Ok(Self {
+            id: h.domain,
+            generation: h.generation,
+            keyring: Keyring::new(keys).ok_or(EnclaveError::BadRecord)?,
+            threshold: plain.threshold,
+            total: plain.total,
+            custodians: plain.custodians.clone(),
+            policy: plain.policy.iter().map(|(i, v)| (*i, v.to_vec())).collect(),
+            secret,
+        })
+    }
+
+    /// The sealed keyring at this generation, for the host to store.
+    pub fn seal(&self) -> Result<Vec<u8>, EnclaveError> {
+        let plain = KeyringPlain {
+            keys: self
+                .keyring
+                .keys()
+                .map(|k| serde_bytes::ByteBuf::from(k.bytes().expose().to_vec()))
+                .collect(),
+            threshold: self.threshold,
+            total: self.total,
+            custodians: self.custodians.clone(),
+            policy: self
+                .policy
+                .iter()
+                .map(|(i, v)| (*i, serde_bytes::ByteBuf::from(v.clone())))
+                .collect(),
+        };
+        let mut buf =
+            Zeroizing::new(serde_cbor::to_vec(&plain).map_err(|_| EnclaveError::Encoding)?);
+        let mut out = Vec::with_capacity(DOMAIN_HEADER_LEN + NONCE_LEN + buf.len() + 16);
+        out.extend_from_slice(DOMAIN_MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&self.generation.to_be_bytes());
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::fill(&mut nonce)?;
+        let tag = keyring_key(&self.secret)?
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&out[..]),
+                buf.as_mut_slice(),
+            )
+            .map_err(|_| EnclaveError::Crypto)?;
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&buf);
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// The next generation with a new domain key that seals new records; the old keys stay to
+    /// open older records.
+    pub fn rotated(&self) -> Result<Self, EnclaveError> {
+        let mut keys = self.copy_keys()?;
+        keys.push(DomainKey::generate()?);
+        self.next(keys)
+    }
+
+    /// The next generation with only the current domain key.
+    pub fn retired(&self) -> Result<Self, EnclaveError> {
+        let current = copy_key(self.keyring.current())?;
+        self.next(vec![current])
+    }
+
+    fn copy_keys(&self) -> Result<Vec<DomainKey>, EnclaveError> {
+        self.keyring.keys().map(copy_key).collect()
+    }
+
+    fn next(&self, keys: Vec<DomainKey>) -> Result<Self, EnclaveError> {
+        Ok(Self {
+            secret: DomainSecret::new(*self.secret.expose()),
+            id: self.id,
+            generation: self.generation + 1,
+            keyring: Keyring::new(keys).ok_or(EnclaveError::Crypto)?,
+            threshold: self.threshold,
+            total: self.total,
+            custodians: self.custodians.clone(),
+            policy: self.policy.clone(),
+        })
+    }
+
+    /// The custody secret, for forwarding to an attested peer only.
+    #[must_use]
+    pub fn secret(&self) -> &DomainSecret {
+        &self.secret
+    }
+
+    /// Domain id.
+    #[must_use]
+    pub fn id(&self) -> [u8; 8] {
+        self.id
+    }
+
+    /// Keyring generation.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The domain keys.
+    #[must_use]
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// PCR values a peer must show.
+    #[must_use]
+    pub fn policy(&self) -> &PcrValues {
+        &self.policy
+    }
+
+    /// The public state.
+    #[must_use]
+    pub fn state(&self) -> CustodyState {
+        CustodyState::Unsealed {
+            domain: hex(&self.id),
+            threshold: self.threshold,
+            total: self.total,
+            generation: self.generation,
+            keys: self
+                .keyring
+                .keys()
+                .map(DomainKey::fingerprint_hex)
+                .collect(),
         }
-        Err(e) => Err(EnclaveError::Custody(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
     }
 }
 
-fn decode_hex32(s: &str, out: &mut DomainKeyBytes) -> Result<(), EnclaveError> {
-    let bad = || EnclaveError::Custody("custody key is not 64 hex digits".into());
-    if s.len() != 64 {
-        return Err(bad());
-    }
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    for (i, b) in bytes.iter_mut().enumerate() {
-        let pair = s.get(i * 2..i * 2 + 2).ok_or_else(bad)?;
-        *b = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
-    }
-    *out = DomainKeyBytes::new(*bytes);
-    Ok(())
+fn copy_key(k: &DomainKey) -> Result<DomainKey, EnclaveError> {
+    DomainKey::from_bytes(DomainKeyBytes::new(*k.bytes().expose()))
 }
 
-fn write_atomically(path: &Path, key: &DomainKey) -> Result<(), EnclaveError> {
-    let err =
-        |e: std::io::Error| EnclaveError::Custody(format!("cannot write {}: {e}", path.display()));
-    let tmp = path.with_extension("tmp");
-    let contents = Zeroizing::new(format!("{HEADER}\n{}\n", hex(key.bytes().expose())));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(err)?;
-    f.write_all(contents.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    fs::rename(&tmp, path).map_err(err)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-    }
-    Ok(())
+fn keyring_key(secret: &DomainSecret) -> Result<LessSafeKey, EnclaveError> {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(secret.expose());
+    let okm = prk.expand(&[KEYRING_INFO], &AES_256_GCM)?;
+    Ok(LessSafeKey::new(UnboundKey::from(okm)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ekms_custody::{CustodianKey, SubmittedShare, combine_checked};
 
-    #[test]
-    fn created_once_then_reloaded_with_mode_0600() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(DEV_CUSTODY_FILE);
-        let (k1, created) = load_or_create(&path).unwrap();
-        assert!(created);
-        let (k2, created) = load_or_create(&path).unwrap();
-        assert!(!created);
-        assert_eq!(k1.fingerprint(), k2.fingerprint());
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+    fn custodians(n: usize) -> (Vec<CustodianKey>, Vec<String>) {
+        let keys: Vec<CustodianKey> = (0..n).map(|_| CustodianKey::generate().unwrap()).collect();
+        let pubs = keys
+            .iter()
+            .map(|k| k.public_key().to_json().unwrap())
+            .collect();
+        (keys, pubs)
     }
 
     #[test]
-    fn corrupt_files_are_refused_without_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(DEV_CUSTODY_FILE);
-        for bad in [
-            "",
-            "garbage",
-            &format!("{HEADER}\nzz"),
-            &format!("{HEADER}\n{}", "g".repeat(64)),
-        ] {
-            fs::write(&path, bad).unwrap();
-            assert!(load_or_create(&path).is_err());
+    fn shares_reconstruct_the_secret_that_opens_the_keyring() {
+        let (keys, pubs) = custodians(3);
+        let (d, files) = Domain::create(&pubs, 2, PcrValues::new()).unwrap();
+        let sealed = d.seal().unwrap();
+        let shares: Vec<_> = files
+            .iter()
+            .zip(&keys)
+            .skip(1)
+            .map(|(f, k)| ShareFile::from_json(f).unwrap().decrypt(k).unwrap())
+            .collect();
+        let secret = combine_checked(&shares, d.id()).unwrap();
+        let opened = Domain::open(secret, &sealed).unwrap();
+        assert_eq!(
+            opened.keyring().current().fingerprint(),
+            d.keyring().current().fingerprint()
+        );
+        assert_eq!(
+            (opened.generation(), opened.threshold, opened.total),
+            (1, 2, 3)
+        );
+        // A different secret with the same id prefix cannot exist cheaply; a different one fails.
+        assert!(Domain::open(DomainSecret::new([1; 32]), &sealed).is_err());
+        let _ = SubmittedShare::from_json; // the enclave's half, exercised in core's tests
+    }
+
+    #[test]
+    fn rotation_keeps_old_keys_and_retirement_drops_them() {
+        let (_, pubs) = custodians(1);
+        let (d, _) = Domain::create(&pubs, 1, PcrValues::new()).unwrap();
+        let r = d.rotated().unwrap();
+        assert_eq!((r.generation(), r.keyring().keys().count()), (2, 2));
+        assert!(
+            r.keyring()
+                .get(d.keyring().current().fingerprint())
+                .is_some()
+        );
+        let sealed = r.seal().unwrap();
+        let reopened = Domain::open(DomainSecret::new(*r.secret().expose()), &sealed).unwrap();
+        assert_eq!(reopened.keyring().keys().count(), 2);
+        let t = r.retired().unwrap();
+        assert_eq!((t.generation(), t.keyring().keys().count()), (3, 1));
+        assert_eq!(
+            t.keyring().current().fingerprint(),
+            r.keyring().current().fingerprint()
+        );
+    }
+
+    #[test]
+    fn tampered_keyrings_and_bad_custodian_lists_are_refused() {
+        let (_, pubs) = custodians(2);
+        let (d, _) = Domain::create(&pubs, 2, PcrValues::new()).unwrap();
+        let sealed = d.seal().unwrap();
+        for i in [5, 13, 25, sealed.len() - 1] {
+            let mut bad = sealed.clone();
+            bad[i] ^= 1;
+            assert!(Domain::open(DomainSecret::new(*d.secret().expose()), &bad).is_err());
         }
+        assert!(Domain::create(&[], 1, PcrValues::new()).is_err());
+        assert!(Domain::create(&[pubs[0].clone(), pubs[0].clone()], 2, PcrValues::new()).is_err());
+        assert!(Domain::create(&pubs, 3, PcrValues::new()).is_err());
+        assert!(Domain::create(&["{}".into()], 1, PcrValues::new()).is_err());
     }
 }

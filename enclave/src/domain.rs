@@ -128,6 +128,53 @@ impl DomainKey {
     }
 }
 
+/// The domain keys in use: the last one seals new records; each opens the records whose header
+/// names its fingerprint.
+#[derive(Debug)]
+pub struct Keyring {
+    /// Older keys, oldest first.
+    older: Vec<DomainKey>,
+    current: DomainKey,
+}
+
+impl Keyring {
+    /// A keyring of one key.
+    #[must_use]
+    pub fn single(key: DomainKey) -> Self {
+        Self {
+            older: Vec::new(),
+            current: key,
+        }
+    }
+
+    /// A keyring of `keys`, oldest first; `None` if empty.
+    #[must_use]
+    pub fn new(mut keys: Vec<DomainKey>) -> Option<Self> {
+        let current = keys.pop()?;
+        Some(Self {
+            older: keys,
+            current,
+        })
+    }
+
+    /// The key that seals new records.
+    #[must_use]
+    pub fn current(&self) -> &DomainKey {
+        &self.current
+    }
+
+    /// The key with this fingerprint.
+    #[must_use]
+    pub fn get(&self, fingerprint: [u8; 8]) -> Option<&DomainKey> {
+        self.keys().find(|k| k.fingerprint == fingerprint)
+    }
+
+    /// Every key, oldest first.
+    pub fn keys(&self) -> impl Iterator<Item = &DomainKey> {
+        self.older.iter().chain(std::iter::once(&self.current))
+    }
+}
+
 /// Lower-case hex of bytes.
 #[must_use]
 pub fn hex(bytes: &[u8]) -> String {

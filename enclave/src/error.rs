@@ -61,9 +61,6 @@ pub enum EnclaveError {
     /// No domain key is loaded.
     #[error("the enclave is sealed: no domain key is loaded")]
     Sealed,
-    /// The custody file could not be used.
-    #[error("custody file: {0}")]
-    Custody(String),
     /// An input is out of bounds.
     #[error("input out of bounds")]
     BadInput,

@@ -3,7 +3,7 @@
 //! from sealed metadata, and performs every cryptographic operation (aws-lc-rs only).
 //!
 //! It must never write a key in plaintext, log a secret, or trust anything the host says that
-//! it has not authenticated. No HTTP and no disk here (the simulation-only custody file aside).
+//! it has not authenticated. No HTTP and no disk here.
 
 pub mod attest;
 pub mod auth;

@@ -4,8 +4,8 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::Parser;
-use ekms_attestation::{MockNsm, NitroNsm, Nsm, SimulationCa};
-use ekms_enclave::{Config, Core, attest::Attestor, custody, domain::DomainKey, server};
+use ekms_attestation::{MockNsm, NitroNsm, Nsm, SimulationCa, TrustRoot};
+use ekms_enclave::{Config, Core, attest::Attestor, server};
 use ekms_wire::{
     Listener, SocketAddress,
     transport::{DEFAULT_ENCLAVE_PORT, SIM_ENCLAVE_CID, VMADDR_CID_ANY},
@@ -34,9 +34,6 @@ struct Args {
     /// PRODUCTION). Its root certificate is written beside it as `simulation-root.pem`.
     #[arg(long, requires = "mock_vsock_dir")]
     sim_ca_file: Option<PathBuf>,
-    /// Simulation only: keep the domain key in this DEVELOPMENT-ONLY custody file.
-    #[arg(long, requires = "mock_vsock_dir")]
-    dev_custody_file: Option<PathBuf>,
     /// Exit when standard input closes (the simulation parent holds it open, so the enclave
     /// never outlives `ekms serve`).
     #[arg(long)]
@@ -62,38 +59,19 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let (addr, domain, new_domain, dev) = if let Some(dir) = &args.mock_vsock_dir {
-        let addr = SocketAddress::Mock {
+    // The enclave starts with no domain keys: the host loads the sealed keyring, then
+    // custodians (or a peer) unseal it, or `ekms domain init` creates a new domain.
+    let addr = match &args.mock_vsock_dir {
+        Some(dir) => SocketAddress::Mock {
             dir: dir.clone(),
             cid: args.cid,
             port: args.vsock_port,
-        };
-        let path = args
-            .dev_custody_file
-            .clone()
-            .ok_or("simulation needs --dev-custody-file (until attested custody lands)")?;
-        tracing::warn!(
-            file = %path.display(),
-            "DEVELOPMENT ONLY: the domain key is kept in plaintext in a custody file; never use this in production"
-        );
-        let (domain, created) = custody::load_or_create(&path).map_err(|e| e.to_string())?;
-        (addr, domain, created, true)
-    } else {
-        let addr = SocketAddress::Vsock {
+        },
+        None => SocketAddress::Vsock {
             cid: VMADDR_CID_ANY,
             port: args.vsock_port,
-        };
-        tracing::warn!(
-            "no custody configured: this enclave's domain key lives only as long as the enclave"
-        );
-        (
-            addr,
-            DomainKey::generate().map_err(|e| e.to_string())?,
-            true,
-            false,
-        )
+        },
     };
-    tracing::info!(domain = %domain.fingerprint_hex(), new_domain, "domain key loaded");
     let attestor = if args.mock_vsock_dir.is_some() {
         let path = args
             .sim_ca_file
@@ -102,30 +80,28 @@ async fn run(args: Args) -> Result<(), String> {
         let ca = load_or_create_sim_ca(&path)?;
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot locate own executable: {e}"))?;
+        let root = ca.trust_root().map_err(|e| e.to_string())?;
         let nsm = MockNsm::from_executable_path(ca, &exe).map_err(|e| e.to_string())?;
         tracing::warn!(
             "SIMULATION: attestation documents come from a mock NSM and a simulation CA; never in production"
         );
-        Attestor::new(Box::new(nsm), true).map_err(|e| e.to_string())?
+        Attestor::new(Box::new(nsm), root).map_err(|e| e.to_string())?
     } else {
         let nsm = NitroNsm::open()
             .map_err(|e| format!("cannot open /dev/nsm (is this a Nitro enclave?): {e}"))?;
         if let Ok(pcr0) = nsm.describe_pcr(0) {
             tracing::info!(pcr0 = %ekms_enclave::domain::hex(&pcr0.value), "running measured image");
         }
-        Attestor::new(Box::new(nsm), false).map_err(|e| e.to_string())?
+        let root = TrustRoot::aws_nitro().map_err(|e| e.to_string())?;
+        Attestor::new(Box::new(nsm), root).map_err(|e| e.to_string())?
     };
     let core = Core::new(
         Config {
             region: args.region,
             account: args.account,
         },
-        domain,
-        new_domain,
-        dev,
         attestor,
-    )
-    .map_err(|e| e.to_string())?;
+    );
     let listener = Listener::bind(&addr).map_err(|e| e.to_string())?;
     tracing::info!(%addr, "enclave listening");
     let serve = server::serve(listener, Arc::new(core));

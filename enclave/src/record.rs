@@ -22,7 +22,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::{EnclaveError, domain::DomainKey};
+use crate::{
+    EnclaveError,
+    domain::{DomainKey, Keyring},
+};
 
 use ekms_wire::sealed::{MAGIC, VERSION};
 
@@ -60,17 +63,19 @@ pub fn seal<T: Serialize>(
     Ok(aad)
 }
 
-/// Opens a sealed record, checking its kind, its id and the domain that sealed it.
+/// Opens a sealed record, checking its kind, its id and the domain key that sealed it (one of
+/// the keyring's).
 pub fn open<T: for<'de> Deserialize<'de>>(
-    domain: &DomainKey,
+    keys: &Keyring,
     kind: Kind,
     expected_id: Option<&str>,
     sealed: &[u8],
 ) -> Result<T, EnclaveError> {
     let h = peek(sealed).ok_or(EnclaveError::BadRecord)?;
-    if h.kind != kind as u8 || h.domain != domain.fingerprint() {
+    if h.kind != kind as u8 {
         return Err(EnclaveError::BadRecord);
     }
+    let domain = keys.get(h.domain).ok_or(EnclaveError::BadRecord)?;
     if expected_id.is_some_and(|id| id != h.id) {
         return Err(EnclaveError::BadRecord);
     }
@@ -239,8 +244,8 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_bind_kind_and_id() {
-        let d = DomainKey::generate().unwrap();
-        let s = seal(&d, Kind::Alias, "alias/a", &alias()).unwrap();
+        let d = Keyring::single(DomainKey::generate().unwrap());
+        let s = seal(d.current(), Kind::Alias, "alias/a", &alias()).unwrap();
         let h = peek(&s).unwrap();
         assert_eq!(h.id, "alias/a");
         let a: AliasRecord = open(&d, Kind::Alias, Some("alias/a"), &s).unwrap();
@@ -251,8 +256,8 @@ mod tests {
 
     #[test]
     fn an_edited_header_or_body_is_refused() {
-        let d = DomainKey::generate().unwrap();
-        let s = seal(&d, Kind::Alias, "alias/a", &alias()).unwrap();
+        let d = Keyring::single(DomainKey::generate().unwrap());
+        let s = seal(d.current(), Kind::Alias, "alias/a", &alias()).unwrap();
         // Rename the record to another id of the same length: the AAD no longer matches.
         let mut renamed = s.clone();
         let pos = 16 + "alias/".len();
@@ -269,6 +274,16 @@ mod tests {
         }
         assert!(peek(b"").is_none());
         assert!(peek(b"EKMR\x01\x02").is_none());
+    }
+
+    #[test]
+    fn older_keys_of_the_keyring_open_their_records() {
+        let old = DomainKey::generate().unwrap();
+        let s = seal(&old, Kind::Alias, "alias/a", &alias()).unwrap();
+        let keys = Keyring::new(vec![old, DomainKey::generate().unwrap()]).unwrap();
+        assert!(open::<AliasRecord>(&keys, Kind::Alias, None, &s).is_ok());
+        let other = Keyring::single(DomainKey::generate().unwrap());
+        assert!(open::<AliasRecord>(&other, Kind::Alias, None, &s).is_err());
     }
 
     #[test]

@@ -5,20 +5,23 @@
 use std::path::Path;
 
 use ekms_enclave::{
-    domain::{DomainKey, DomainKeyBytes},
+    custody::Domain,
+    domain::{DomainKey, DomainKeyBytes, Keyring},
     record::{self, AliasRecord, KeyRecord, Kind},
 };
 
 #[test]
 fn sealed_record_seeds() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/sealed_record");
-    let d = DomainKey::from_bytes(DomainKeyBytes::new([9u8; 32])).unwrap();
+    let d = Keyring::single(DomainKey::from_bytes(DomainKeyBytes::new([9u8; 32])).unwrap());
     let mut n = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         let data = std::fs::read(e.unwrap().path()).unwrap();
         let _ = record::peek(&data);
         assert!(record::open::<KeyRecord>(&d, Kind::Key, None, &data).is_err());
         assert!(record::open::<AliasRecord>(&d, Kind::Alias, None, &data).is_err());
+        let secret = ekms_custody::DomainSecret::new([9u8; 32]);
+        assert!(Domain::open(secret, &data).is_err());
         n += 1;
     }
     assert!(n >= 3);

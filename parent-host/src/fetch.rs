@@ -3,9 +3,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::{Context as _, anyhow, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty};
+use anyhow::{Context as _, bail};
 
 /// Arguments of `ekms attestation fetch`.
 #[derive(clap::Args, Debug)]
@@ -29,22 +27,13 @@ pub async fn fetch(endpoint: &str, nonce_hex: &str) -> anyhow::Result<Vec<u8>> {
     {
         bail!("--nonce must be 1 to 512 bytes of hex");
     }
-    let hostport = endpoint
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("only http:// endpoints are supported"))?
-        .trim_end_matches('/');
-    let stream = tokio::net::TcpStream::connect(hostport)
-        .await
-        .with_context(|| format!("connecting to {hostport}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = http::Request::get(format!("/ekms/attestation?nonce={nonce_hex}"))
-        .header("host", hostport)
-        .body(Empty::<Bytes>::new())?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
+    let (status, body) = crate::http_client::request(
+        endpoint,
+        http::Method::GET,
+        &format!("/ekms/attestation?nonce={nonce_hex}"),
+        None,
+    )
+    .await?;
     if !status.is_success() {
         bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
     }

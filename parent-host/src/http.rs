@@ -4,20 +4,23 @@
 
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
 use axum::{
     Router,
     body::{Body, to_bytes},
-    extract::{Request, State},
+    extract::{ConnectInfo, FromRef, Request, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use ekms_wire::{
-    msg::{EnclaveResponse, HostRequest, HttpRequest, KmsErrorCode},
+    msg::{CustodyState, EnclaveResponse, HostRequest, HttpRequest, KmsErrorCode},
     plan::AWS_KMS_OPERATIONS,
 };
 
 use crate::{
+    custody::{Custody, CustodyError},
     error::http_status,
     relay::{Answer, Relay},
 };
@@ -27,14 +30,42 @@ use crate::{
 pub const MAX_BODY: usize = 256 * 1024;
 const JSON: &str = "application/x-amz-json-1.1";
 
-/// The router.
-pub fn router(relay: Arc<Relay>) -> Router {
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The KMS relay.
+    pub relay: Arc<Relay>,
+    /// The custody driver.
+    pub custody: Arc<Custody>,
+}
+
+impl FromRef<AppState> for Arc<Relay> {
+    fn from_ref(s: &AppState) -> Self {
+        Arc::clone(&s.relay)
+    }
+}
+
+impl FromRef<AppState> for Arc<Custody> {
+    fn from_ref(s: &AppState) -> Self {
+        Arc::clone(&s.custody)
+    }
+}
+
+/// The router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the domain
+/// administration endpoints answer loopback callers only.
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", post(kms))
         .route("/health", get(health))
         .route("/ekms/attestation", get(attestation))
+        .route("/ekms/custody", get(custody_status))
+        .route("/ekms/custody/share", post(custody_share))
+        .route("/ekms/domain/init", post(domain_init))
+        .route("/ekms/domain/rotate", post(domain_rotate))
+        .route("/ekms/peer/challenge", post(peer_challenge))
+        .route("/ekms/peer/grant", post(peer_grant))
         .fallback(fallback)
-        .with_state(relay)
+        .with_state(state)
 }
 
 /// Builds an AWS error response.
@@ -135,15 +166,10 @@ async fn kms(State(relay): State<Arc<Relay>>, req: Request) -> Response {
 async fn health(State(relay): State<Arc<Relay>>) -> Response {
     match relay.enclave().call(&HostRequest::Status).await {
         Ok(EnclaveResponse::Status(s)) => {
-            if s.genesis.is_some() {
-                tracing::error!(
-                    "the enclave offered a new genesis credential outside startup; ignored"
-                );
-            }
             let body = serde_json::json!({
                 "status": "ok",
-                "domain_fingerprint": s.domain_fingerprint,
-                "dev_custody": s.dev_custody,
+                "custody": custody_json(&s.custody),
+                "simulation": s.simulation,
             });
             (StatusCode::OK, body.to_string()).into_response()
         }
@@ -188,6 +214,204 @@ async fn attestation(State(relay): State<Arc<Relay>>, req: Request) -> Response 
             KmsErrorCode::KMSInternalException,
             "The key enclave is unavailable; retry the request.",
         ),
+    }
+}
+
+/// The public JSON of a custody state.
+#[must_use]
+pub fn custody_json(state: &CustodyState) -> serde_json::Value {
+    match state {
+        CustodyState::Uninitialised => serde_json::json!({ "state": "uninitialised" }),
+        CustodyState::Sealed { domain, have, need } => serde_json::json!({
+            "state": "sealed", "domain": domain, "have": have, "need": need,
+        }),
+        CustodyState::Unsealed {
+            domain,
+            threshold,
+            total,
+            generation,
+            keys,
+        } => serde_json::json!({
+            "state": "unsealed", "domain": domain, "threshold": threshold, "total": total,
+            "generation": generation, "keys": keys,
+        }),
+    }
+}
+
+fn custody_error(e: &CustodyError) -> Response {
+    match e {
+        CustodyError::Refused(why) => error_response(KmsErrorCode::KMSInvalidStateException, why),
+        CustodyError::Host(e) => {
+            tracing::warn!(error = %e, "custody request failed in the host");
+            error_response(
+                KmsErrorCode::KMSInternalException,
+                "The key enclave is unavailable; retry the request.",
+            )
+        }
+    }
+}
+
+fn json(v: &serde_json::Value) -> Response {
+    let mut resp = (StatusCode::OK, v.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn bad_request(why: &str) -> Response {
+    error_response(KmsErrorCode::ValidationException, why)
+}
+
+fn loopback_only(peer: SocketAddr) -> Option<Response> {
+    (!peer.ip().is_loopback()).then(|| {
+        error_response(
+            KmsErrorCode::AccessDeniedException,
+            "Domain administration is accepted from the parent host itself (loopback) only.",
+        )
+    })
+}
+
+/// `GET /ekms/custody`: the custody state, with re-sealing progress when unsealed.
+async fn custody_status(State(custody): State<Arc<Custody>>) -> Response {
+    match custody.state().await {
+        Ok(state) => {
+            let mut v = custody_json(&state);
+            if let CustodyState::Unsealed { keys, .. } = &state
+                && let Some(current) = keys.last()
+            {
+                let c = Arc::clone(&custody);
+                let current = current.clone();
+                let older = tokio::task::spawn_blocking(move || c.count_on_older_keys(&current))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("on_older_keys".into(), serde_json::json!(older));
+                    o.insert(
+                        "resealing".into(),
+                        serde_json::json!(custody.is_resealing()),
+                    );
+                }
+            }
+            json(&v)
+        }
+        Err(e) => custody_error(&e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ShareBody {
+    session: String,
+    share: String,
+}
+
+/// `POST /ekms/custody/share`: a custodian's share, sealed to the attested enclave key.
+async fn custody_share(State(custody): State<Arc<Custody>>, body: axum::body::Bytes) -> Response {
+    let Ok(b) = serde_json::from_slice::<ShareBody>(&body) else {
+        return bad_request("expected {\"session\": HEX, \"share\": SUBMITTED-SHARE-JSON}");
+    };
+    let Some(session) = hex::decode(&b.session)
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= 512)
+    else {
+        return bad_request("session must be the hex nonce of your attestation document");
+    };
+    match custody.submit_share(session, b.share).await {
+        Ok(state) => json(&custody_json(&state)),
+        Err(e) => custody_error(&e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct InitBody {
+    custodians: Vec<String>,
+    threshold: u8,
+}
+
+/// `POST /ekms/domain/init` (loopback only): a new domain split among custodians.
+async fn domain_init(
+    State(custody): State<Arc<Custody>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = loopback_only(peer) {
+        return r;
+    }
+    let Ok(b) = serde_json::from_slice::<InitBody>(&body) else {
+        return bad_request("expected {\"custodians\": [PUBLIC-KEY-JSON...], \"threshold\": N}");
+    };
+    match custody.init(b.custodians, b.threshold).await {
+        Ok(c) => json(&serde_json::json!({
+            "domain": c.domain,
+            "shares": c.shares,
+            "credentials": c.credentials.display().to_string(),
+        })),
+        Err(e) => custody_error(&e),
+    }
+}
+
+/// `POST /ekms/domain/rotate` (loopback only): a new domain key; old records re-seal in the
+/// background.
+async fn domain_rotate(
+    State(custody): State<Arc<Custody>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if let Some(r) = loopback_only(peer) {
+        return r;
+    }
+    match custody.rotate().await {
+        Ok(state) => {
+            let mut v = custody_json(&state);
+            if let CustodyState::Unsealed { keys, .. } = &state
+                && let Some(current) = keys.last()
+            {
+                let older = custody.count_on_older_keys(current).ok();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("on_older_keys".into(), serde_json::json!(older));
+                }
+            }
+            json(&v)
+        }
+        Err(e) => custody_error(&e),
+    }
+}
+
+/// `POST /ekms/peer/challenge`: step 1 of forwarding the domain to a joining appliance.
+async fn peer_challenge(State(custody): State<Arc<Custody>>) -> Response {
+    use base64::Engine as _;
+    match custody.peer_challenge().await {
+        Ok(n) => json(&serde_json::json!({
+            "challenge": base64::engine::general_purpose::STANDARD.encode(n),
+        })),
+        Err(e) => custody_error(&e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct GrantBody {
+    document: String,
+    challenge: String,
+}
+
+/// `POST /ekms/peer/grant`: step 2: our enclave verifies the joiner's attestation against the
+/// domain's PCR policy and answers with its own attestation and the encrypted grant.
+async fn peer_grant(State(custody): State<Arc<Custody>>, body: axum::body::Bytes) -> Response {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let parsed = serde_json::from_slice::<GrantBody>(&body)
+        .ok()
+        .and_then(|b| Some((b64.decode(b.document).ok()?, b64.decode(b.challenge).ok()?)));
+    let Some((document, challenge)) = parsed else {
+        return bad_request("expected {\"document\": BASE64, \"challenge\": BASE64}");
+    };
+    match custody.peer_grant(document, challenge).await {
+        Ok((document, grant)) => json(&serde_json::json!({
+            "document": b64.encode(document),
+            "grant": b64.encode(grant),
+        })),
+        Err(e) => custody_error(&e),
     }
 }
 

@@ -6,12 +6,15 @@
 //! enclave verifies every signature and every record.
 
 pub mod cli_attestation;
+pub mod cli_domain;
 pub mod client;
 pub mod credentials;
 pub mod custodian;
+pub mod custody;
 pub mod error;
 pub mod fetch;
 pub mod http;
+pub mod http_client;
 pub mod relay;
 pub mod serve;
 pub mod store;

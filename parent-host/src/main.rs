@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use ekms_parent_host::{
-    cli_attestation, custodian, fetch,
+    cli_attestation, cli_domain, custodian, fetch,
     serve::{self, EnclaveMode, ServeConfig},
 };
 
@@ -29,12 +29,27 @@ enum Command {
     /// Custodian tools for the M-of-N custody ceremony.
     #[command(subcommand)]
     Custodian(CustodianCommand),
+    /// The key domain: create it, see its custody state, rotate its key.
+    #[command(subcommand)]
+    Domain(DomainCommand),
 }
 
 #[derive(Subcommand, Debug)]
 enum CustodianCommand {
     /// Make a custodian key pair (NAME.key, mode 0600, and NAME.pub).
     Keygen(custodian::KeygenArgs),
+    /// Verify the enclave's attestation, then submit your share encrypted to its attested key.
+    Unseal(custodian::UnsealArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum DomainCommand {
+    /// Create the key domain in the enclave and split it among custodians (M of N).
+    Init(cli_domain::InitArgs),
+    /// Show the custody state (sealed with k of M shares, or unsealed) and re-sealing progress.
+    Status(cli_domain::EndpointArgs),
+    /// Make a new domain key for new records; older records are re-sealed in the background.
+    Rotate(cli_domain::EndpointArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +89,18 @@ struct ServeArgs {
     /// Connections to the enclave.
     #[arg(long, default_value_t = 4)]
     enclave_connections: usize,
+    /// Simulation: no development custodian. A fresh data dir waits for `ekms domain init`, and
+    /// after a restart the domain stays sealed until custodians (or a peer) unseal it.
+    #[arg(long, requires = "sim")]
+    no_dev_custodian: bool,
+    /// Simulation: the CID of this appliance's enclave in the vsock mock. A second appliance on
+    /// the same data dir (a peer) needs its own.
+    #[arg(long, requires = "sim", default_value_t = ekms_wire::transport::SIM_ENCLAVE_CID)]
+    sim_cid: u32,
+    /// A running appliance of the same domain (e.g. http://10.0.0.5:8400): when this one's
+    /// enclave is sealed it gets the domain from that one by mutual attestation.
+    #[arg(long, value_name = "URL")]
+    peer: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +118,10 @@ fn main() -> ExitCode {
         }
         Command::Attestation(AttestationCommand::Fetch(args)) => fetch::run_fetch(&args),
         Command::Custodian(CustodianCommand::Keygen(args)) => custodian::run_keygen(&args),
+        Command::Custodian(CustodianCommand::Unseal(args)) => custodian::run_unseal(&args),
+        Command::Domain(DomainCommand::Init(args)) => cli_domain::run_init(&args),
+        Command::Domain(DomainCommand::Status(args)) => cli_domain::run_status(&args),
+        Command::Domain(DomainCommand::Rotate(args)) => cli_domain::run_rotate(&args),
     }
 }
 
@@ -114,7 +145,11 @@ fn serve_cmd(args: ServeArgs) -> ExitCode {
             );
             return ExitCode::FAILURE;
         }
-        EnclaveMode::Simulation { program }
+        EnclaveMode::Simulation {
+            program,
+            cid: args.sim_cid,
+            dev_custodian: !args.no_dev_custodian,
+        }
     } else {
         eprintln!("ekms: choose --sim (simulated enclave) or --enclave-cid N (Nitro enclave)");
         return ExitCode::from(2);
@@ -126,6 +161,7 @@ fn serve_cmd(args: ServeArgs) -> ExitCode {
         region: args.region,
         account: args.account,
         connections: args.enclave_connections,
+        peer: args.peer,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

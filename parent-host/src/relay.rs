@@ -241,7 +241,8 @@ impl Relay {
         internal(&HostError::Conflict)
     }
 
-    async fn persist(&self, writes: Vec<StoreWrite>) -> Result<(), HostError> {
+    /// Makes `writes` durable, then updates the cache.
+    pub async fn persist(&self, writes: Vec<StoreWrite>) -> Result<(), HostError> {
         let store = Arc::clone(&self.store);
         let writes = Arc::new(writes);
         let w = Arc::clone(&writes);
@@ -262,6 +263,10 @@ impl Relay {
                     remember(&self.cache.aliases, name, (sealed.clone(), key_id.clone()));
                 }
                 StoreWrite::DeleteAlias { name, .. } => forget(&self.cache.aliases, name),
+                StoreWrite::PutPrincipal {
+                    access_key_id,
+                    sealed,
+                } => remember(&self.cache.principals, access_key_id, sealed.clone()),
             }
         }
         Ok(())

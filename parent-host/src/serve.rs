@@ -1,15 +1,17 @@
-//! `ekms serve`: open the store, start (simulation) or reach (Nitro) the enclave, store the
-//! genesis credential, listen, sweep expired keys, and shut everything down on Ctrl-C/SIGTERM.
+//! `ekms serve`: open the store, start (simulation) or reach (Nitro) the enclave, keep its
+//! custody in step with the store (load, unseal, peer join), listen, sweep expired keys, and
+//! shut everything down on Ctrl-C/SIGTERM.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use ekms_wire::{SocketAddress, msg::EnclaveResponse};
+use ekms_wire::SocketAddress;
 
 use crate::{
     HostError,
     client::EnclaveClient,
     credentials,
-    http::router,
+    custody::{Custody, DevCustodian},
+    http::{AppState, router},
     relay::Relay,
     store::{SqliteStore, Store},
     supervisor::{EnclaveCommand, Supervisor},
@@ -22,6 +24,11 @@ pub enum EnclaveMode {
     Simulation {
         /// The enclave executable.
         program: PathBuf,
+        /// The CID the enclave takes in the vsock mock (a second appliance on the same data dir
+        /// needs its own).
+        cid: u32,
+        /// Whether the development custodian in the data dir creates and unseals the domain.
+        dev_custodian: bool,
     },
     /// A Nitro enclave on AF_VSOCK.
     Nitro {
@@ -47,6 +54,8 @@ pub struct ServeConfig {
     pub account: String,
     /// Connections in the enclave pool.
     pub connections: usize,
+    /// A running appliance of the same domain to get the domain from (peer forwarding).
+    pub peer: Option<String>,
 }
 
 /// Runs until Ctrl-C or SIGTERM.
@@ -60,19 +69,13 @@ pub async fn run(mut cfg: ServeConfig) -> Result<(), HostError> {
     }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.data_dir.join("ekms.sqlite3"))?);
     let (addr, supervisor) = match &cfg.mode {
-        EnclaveMode::Simulation { program } => {
+        EnclaveMode::Simulation { program, cid, .. } => {
             let run_dir = cfg.data_dir.join("run");
             let addr = SocketAddress::Mock {
                 dir: run_dir.clone(),
-                cid: ekms_wire::transport::SIM_ENCLAVE_CID,
+                cid: *cid,
                 port: ekms_wire::transport::DEFAULT_ENCLAVE_PORT,
             };
-            let custody = cfg.data_dir.join("DEV-ONLY-INSECURE-domain-key.custody");
-            eprintln!(
-                "ekms: WARNING: simulation mode. The domain key is kept in the DEVELOPMENT-ONLY custody file\n\
-                 ekms: WARNING: {} -- anyone who can read it can read every key. Never use this in production.",
-                custody.display()
-            );
             let cmd = EnclaveCommand {
                 program: program.clone(),
                 args: vec![
@@ -87,8 +90,8 @@ pub async fn run(mut cfg: ServeConfig) -> Result<(), HostError> {
                         .join("SIMULATION-ONLY-attestation-ca.secret")
                         .display()
                         .to_string(),
-                    "--dev-custody-file".into(),
-                    custody.display().to_string(),
+                    "--cid".into(),
+                    cid.to_string(),
                     "--exit-on-stdin-eof".into(),
                 ],
             };
@@ -115,46 +118,62 @@ async fn serve_with(
     store: Arc<dyn Store>,
     client: Arc<EnclaveClient>,
 ) -> Result<(), HostError> {
-    let status = client.wait_ready(Duration::from_secs(30)).await?;
-    let EnclaveResponse::Status(status) = status else {
-        return Err(HostError::Startup(
-            "the enclave did not answer the status request".into(),
-        ));
-    };
-    if let Some(genesis) = &status.genesis {
-        store.put_principal(&genesis.access_key_id, &genesis.principal)?;
-        credentials::write(&cfg.data_dir, genesis, &status.region)?;
-        eprintln!(
-            "ekms: new domain {}: created the admin credential",
-            status.domain_fingerprint
-        );
-    } else if !store.has_principals()? {
-        return Err(HostError::Startup(
-            "the enclave's domain exists but this data dir holds no credential for it; \
-             the data dir is inconsistent (start with an empty data dir to create a new domain)"
-                .into(),
-        ));
-    }
+    client.wait_ready(Duration::from_secs(30)).await?;
     let relay = Arc::new(Relay::new(Arc::clone(&store), client));
+    let dev = match &cfg.mode {
+        EnclaveMode::Simulation {
+            program,
+            dev_custodian: true,
+            ..
+        } => {
+            let dev = DevCustodian::in_dir(&cfg.data_dir, program);
+            eprintln!(
+                "ekms: WARNING: DEVELOPMENT SETUP (simulation). One custodian whose private key is in\n\
+                 ekms: WARNING: {} creates and unseals this domain at every start:\n\
+                 ekms: WARNING: anyone who can read the data dir can read every key. Never in production.\n\
+                 ekms: WARNING: For a real M-of-N ceremony start with --no-dev-custodian on a fresh data dir\n\
+                 ekms: WARNING: and follow \"Custody ceremony\" in the README (ekms custodian keygen,\n\
+                 ekms: WARNING: ekms domain init, ekms custodian unseal).",
+                dev.key.display()
+            );
+            Some(dev)
+        }
+        _ => None,
+    };
+    let custody = Arc::new(Custody::new(
+        Arc::clone(&relay),
+        cfg.data_dir.clone(),
+        cfg.region.clone(),
+        dev,
+        cfg.peer.clone(),
+    ));
+    // One step before listening, so a simulation appliance serves from its first request.
+    if let Err(e) = custody.step().await {
+        eprintln!("ekms: custody: {e}");
+    }
+    let watch = tokio::spawn(Arc::clone(&custody).watch());
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let local = listener.local_addr()?;
     let endpoint = format!("http://{local}");
-    eprintln!(
-        "ekms: domain {} (region {}, account {})",
-        status.domain_fingerprint, status.region, status.account
-    );
-    eprintln!(
-        "ekms: use it with:\n{}",
-        credentials::usage(&cfg.data_dir, &endpoint)
-    );
+    eprintln!("ekms: region {}, account {}", cfg.region, cfg.account);
+    if credentials::paths(&cfg.data_dir).0.exists() {
+        eprintln!(
+            "ekms: use it with:\n{}",
+            credentials::usage(&cfg.data_dir, &endpoint)
+        );
+    }
     // Tests and scripts read this line.
     println!("ekms: listening on {endpoint}");
     let sweeper = tokio::spawn(sweep_loop(Arc::clone(&relay)));
-    let app = router(relay);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let app = router(AppState { relay, custody });
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await;
     sweeper.abort();
+    watch.abort();
     eprintln!("ekms: shutting down");
     served.map_err(HostError::Io)
 }

@@ -45,6 +45,29 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes keys whose deletion date is at or before `now` (Unix seconds), with their
     /// aliases. Returns the deleted key ids.
     fn sweep(&self, now: i64) -> Result<Vec<String>, HostError>;
+    /// The domain record (the enclave's sealed keyring), if a domain was created.
+    fn domain(&self) -> Result<Option<SealedBlob>, HostError>;
+    /// Stores the domain record at `generation`: the first one when `expected` is `None`, else
+    /// only over generation `expected` ([`HostError::Conflict`] otherwise).
+    fn put_domain(
+        &self,
+        sealed: &SealedBlob,
+        generation: u64,
+        expected: Option<u64>,
+    ) -> Result<(), HostError>;
+    /// Records of a table in id order after `after`, for background re-sealing.
+    fn scan(&self, table: Table, after: Option<&str>, limit: usize) -> Result<Page, HostError>;
+}
+
+/// The record tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Key records.
+    Keys,
+    /// Alias records.
+    Aliases,
+    /// Principal records.
+    Principals,
 }
 
 /// SQLite in the data dir.
@@ -70,6 +93,11 @@ CREATE TABLE IF NOT EXISTS aliases (
 CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases(key_id);
 CREATE TABLE IF NOT EXISTS principals (
     access_key_id TEXT PRIMARY KEY,
+    sealed BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS domain (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL,
     sealed BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -243,6 +271,10 @@ impl Store for SqliteStore {
                         "UPDATE aliases SET key_id = ?2, generation = ?3, sealed = ?4 WHERE name = ?1 AND generation = ?5",
                         params![name, key_id, sql(*generation), sealed.0, sql(*prev)],
                     )?,
+                    StoreWrite::PutPrincipal { access_key_id, sealed } => tx.execute(
+                        "UPDATE principals SET sealed = ?2 WHERE access_key_id = ?1",
+                        params![access_key_id, sealed.0],
+                    )?,
                     StoreWrite::DeleteAlias { name, expected } => tx.execute(
                         "DELETE FROM aliases WHERE name = ?1 AND generation = ?2",
                         params![name, sql(*expected)],
@@ -273,6 +305,66 @@ impl Store for SqliteStore {
             Ok(ids)
         })
     }
+
+    fn domain(&self) -> Result<Option<SealedBlob>, HostError> {
+        self.with(|c| {
+            Ok(
+                c.query_row("SELECT sealed FROM domain WHERE id = 1", [], |r| r.get(0))
+                    .optional()?
+                    .map(SealedBlob),
+            )
+        })
+    }
+
+    fn put_domain(
+        &self,
+        sealed: &SealedBlob,
+        generation: u64,
+        expected: Option<u64>,
+    ) -> Result<(), HostError> {
+        self.with(|c| {
+            let changed = match expected {
+                None => c.execute(
+                    "INSERT OR IGNORE INTO domain (id, generation, sealed) VALUES (1, ?1, ?2)",
+                    params![sql(generation), sealed.0],
+                )?,
+                Some(prev) => c.execute(
+                    "UPDATE domain SET generation = ?1, sealed = ?2 WHERE id = 1 AND generation = ?3",
+                    params![sql(generation), sealed.0, sql(prev)],
+                )?,
+            };
+            if changed == 1 {
+                Ok(())
+            } else {
+                Err(HostError::Conflict)
+            }
+        })
+    }
+
+    fn scan(&self, table: Table, after: Option<&str>, limit: usize) -> Result<Page, HostError> {
+        let query = match table {
+            Table::Keys => {
+                "SELECT key_id, sealed FROM keys WHERE key_id > ?1 ORDER BY key_id LIMIT ?2"
+            }
+            Table::Aliases => {
+                "SELECT name, sealed FROM aliases WHERE name > ?1 ORDER BY name LIMIT ?2"
+            }
+            Table::Principals => {
+                "SELECT access_key_id, sealed FROM principals WHERE access_key_id > ?1
+                 ORDER BY access_key_id LIMIT ?2"
+            }
+        };
+        self.with(|c| {
+            let mut st = c.prepare_cached(query)?;
+            let rows = st
+                .query_map(
+                    params![after.unwrap_or(""), sql(limit as u64).saturating_add(1)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(page(rows, limit))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -294,6 +386,27 @@ mod tests {
             state: state.into(),
             deletion_date: deletion,
         }
+    }
+
+    #[test]
+    fn the_domain_record_is_written_once_then_only_over_its_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        assert!(s.domain().unwrap().is_none());
+        s.put_domain(&SealedBlob(vec![1]), 1, None).unwrap();
+        assert!(matches!(
+            s.put_domain(&SealedBlob(vec![9]), 1, None),
+            Err(HostError::Conflict)
+        ));
+        assert!(matches!(
+            s.put_domain(&SealedBlob(vec![9]), 3, Some(2)),
+            Err(HostError::Conflict)
+        ));
+        s.put_domain(&SealedBlob(vec![2]), 2, Some(1)).unwrap();
+        assert_eq!(s.domain().unwrap(), Some(SealedBlob(vec![2])));
+        s.put_principal("AK", &SealedBlob(vec![1])).unwrap();
+        let p = s.scan(Table::Principals, None, 10).unwrap();
+        assert_eq!(p.records, vec![SealedBlob(vec![1])]);
     }
 
     #[test]

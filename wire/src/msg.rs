@@ -34,6 +34,64 @@ pub enum HostRequest {
         /// The record.
         sealed: SealedBlob,
     },
+    /// The stored domain (sealed keyring): a sealed or empty enclave learns which domain it
+    /// serves; an unsealed one adopts a newer generation of its own domain (after a rotation).
+    LoadDomain {
+        /// The sealed keyring, as stored.
+        domain: SealedBlob,
+    },
+    /// Create a new domain on an empty enclave and split its custody secret among custodians.
+    InitDomain {
+        /// Custodian public key files (JSON), one per custodian.
+        custodians: Vec<String>,
+        /// Shares needed to unseal.
+        threshold: u8,
+    },
+    /// A custodian's share, re-sealed to this enclave's attested identity key.
+    SubmitShare {
+        /// The nonce of the attestation document the custodian verified.
+        #[serde(with = "serde_bytes")]
+        session: Vec<u8>,
+        /// The submitted share (JSON).
+        share: String,
+    },
+    /// Make a new domain key that seals new records (returned staged; active after the host
+    /// stored it and sent it back with [`HostRequest::LoadDomain`]).
+    RotateDomain,
+    /// Drop every domain key but the current one (the host re-sealed all records first).
+    RetireDomainKeys,
+    /// Re-seal a record under the current domain key if an older one sealed it.
+    Reseal {
+        /// The record.
+        sealed: SealedBlob,
+    },
+    /// Peer forwarding, on the running enclave: a fresh challenge for a joining peer.
+    PeerChallenge,
+    /// Peer forwarding, on the joining enclave: attest to the running enclave's challenge.
+    PeerHello {
+        /// The running enclave's challenge.
+        #[serde(with = "serde_bytes")]
+        challenge: Vec<u8>,
+    },
+    /// Peer forwarding, on the running enclave: verify the joining enclave and grant it the
+    /// domain's custody secret, encrypted to its attested identity key.
+    PeerGrant {
+        /// The joining enclave's attestation document.
+        #[serde(with = "serde_bytes")]
+        document: Vec<u8>,
+        /// The joining enclave's challenge for the running one.
+        #[serde(with = "serde_bytes")]
+        challenge: Vec<u8>,
+    },
+    /// Peer forwarding, on the joining enclave: verify the running enclave and take the grant.
+    PeerAccept {
+        /// The running enclave's attestation document.
+        #[serde(with = "serde_bytes")]
+        document: Vec<u8>,
+        /// The custody secret sealed to this enclave's identity key.
+        #[serde(with = "serde_bytes")]
+        grant: Vec<u8>,
+    },
 }
 
 /// The HTTP request exactly as the client sent it; the enclave verifies its SigV4 signature.
@@ -101,6 +159,86 @@ pub enum EnclaveResponse {
     },
     /// The request could not be processed at all.
     Fault(Fault),
+    /// A custody or peer request was refused; the reason is public and says what failed.
+    Refused(String),
+    /// Custody state after a custody request.
+    Custody(CustodyState),
+    /// Answer to [`HostRequest::InitDomain`].
+    DomainCreated(Box<DomainCreated>),
+    /// A new sealed keyring for the host to store (then send back with `LoadDomain`).
+    DomainStaged {
+        /// The sealed keyring.
+        domain: SealedBlob,
+    },
+    /// Answer to [`HostRequest::Reseal`]: the write that replaces the record, if it needed one.
+    Resealed(Option<StoreWrite>),
+    /// Answer to [`HostRequest::PeerChallenge`].
+    Challenge {
+        /// The challenge.
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+    },
+    /// Answer to [`HostRequest::PeerHello`].
+    PeerHello {
+        /// The joining enclave's document, over the running enclave's challenge.
+        #[serde(with = "serde_bytes")]
+        document: Vec<u8>,
+        /// The joining enclave's own challenge.
+        #[serde(with = "serde_bytes")]
+        challenge: Vec<u8>,
+    },
+    /// Answer to [`HostRequest::PeerGrant`].
+    PeerGranted {
+        /// The running enclave's document, over the joining enclave's challenge; its user data
+        /// names the grant's digest.
+        #[serde(with = "serde_bytes")]
+        document: Vec<u8>,
+        /// The custody secret sealed to the joining enclave's identity key.
+        #[serde(with = "serde_bytes")]
+        grant: Vec<u8>,
+    },
+}
+
+/// A new domain: the sealed keyring and principal for the host to store, the custodians' share
+/// files, and the administrator credential (handed out exactly once).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DomainCreated {
+    /// The sealed keyring.
+    pub domain: SealedBlob,
+    /// One share file (JSON) per custodian, in the order given.
+    pub shares: Vec<String>,
+    /// The administrator credential.
+    pub genesis: Genesis,
+}
+
+/// Where the enclave is in the custody life cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CustodyState {
+    /// No domain yet: `ekms domain init` creates one.
+    Uninitialised,
+    /// The domain is known but its keys are not in this enclave: custodian shares (or a peer)
+    /// unseal it.
+    Sealed {
+        /// Domain id (hex).
+        domain: String,
+        /// Distinct valid shares received.
+        have: u8,
+        /// Shares needed, once the first share has said so.
+        need: Option<u8>,
+    },
+    /// Serving.
+    Unsealed {
+        /// Domain id (hex).
+        domain: String,
+        /// Shares needed to unseal after a restart.
+        threshold: u8,
+        /// Custodians.
+        total: u8,
+        /// Keyring generation.
+        generation: u64,
+        /// Fingerprints of the domain keys in use, oldest first; the last seals new records.
+        keys: Vec<String>,
+    },
 }
 
 /// Typed failure of a frame (never free text about secrets).
@@ -131,12 +269,10 @@ pub struct StatusInfo {
     pub region: String,
     /// Account id the enclave serves.
     pub account: String,
-    /// Public fingerprint of the current domain key (hex).
-    pub domain_fingerprint: String,
-    /// True when the domain key came from the development custody file.
-    pub dev_custody: bool,
-    /// Present exactly once per domain: the administrator credential made at domain creation.
-    pub genesis: Option<Genesis>,
+    /// Custody state.
+    pub custody: CustodyState,
+    /// True when documents come from the mock NSM and a simulation CA.
+    pub simulation: bool,
 }
 
 /// The administrator credential created with a new domain.
@@ -245,6 +381,13 @@ pub enum StoreWrite {
         generation: u64,
         /// Generation the store must hold now (`None`: the alias must not exist).
         expected: Option<u64>,
+        /// The sealed record.
+        sealed: SealedBlob,
+    },
+    /// Insert or replace a principal (a re-sealed one; principals do not otherwise change).
+    PutPrincipal {
+        /// Access key id.
+        access_key_id: String,
         /// The sealed record.
         sealed: SealedBlob,
     },

@@ -47,6 +47,45 @@ pub fn peek(sealed: &[u8]) -> Option<SealedHeader<'_>> {
     })
 }
 
+/// Magic of a sealed keyring (the domain record).
+pub const DOMAIN_MAGIC: &[u8; 4] = b"EKMD";
+/// Length of a sealed keyring's header (magic, version, domain id, generation).
+pub const DOMAIN_HEADER_LEN: usize = 4 + 1 + 8 + 8;
+
+/// The public header of a sealed keyring: which domain, which generation.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DomainHeader<'a> {
+    /// Domain id: fingerprint of the domain's custody secret.
+    pub domain: [u8; 8],
+    /// Keyring generation (each rotation or retirement makes a higher one).
+    pub generation: u64,
+    /// Header bytes (the AAD).
+    pub aad: &'a [u8],
+    /// Nonce, ciphertext and tag.
+    pub body: &'a [u8],
+}
+
+/// Reads the header of a sealed keyring without opening it; `None` if it is not one.
+#[must_use]
+pub fn peek_domain(sealed: &[u8]) -> Option<DomainHeader<'_>> {
+    let (magic, rest) = sealed.split_first_chunk::<4>()?;
+    if magic != DOMAIN_MAGIC {
+        return None;
+    }
+    let (&version, rest) = rest.split_first()?;
+    if version != VERSION {
+        return None;
+    }
+    let (domain, rest) = rest.split_first_chunk::<8>()?;
+    let (generation, _) = rest.split_first_chunk::<8>()?;
+    Some(DomainHeader {
+        domain: *domain,
+        generation: u64::from_be_bytes(*generation),
+        aad: sealed.get(..DOMAIN_HEADER_LEN)?,
+        body: sealed.get(DOMAIN_HEADER_LEN..)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,10 +108,27 @@ mod tests {
         assert!(peek(&rec[..20]).is_none());
     }
 
+    #[test]
+    fn domain_headers_parse() {
+        let mut d = b"EKMD\x01".to_vec();
+        d.extend_from_slice(&[9; 8]);
+        d.extend_from_slice(&5u64.to_be_bytes());
+        d.extend_from_slice(&[0; 40]);
+        let h = peek_domain(&d).unwrap();
+        assert_eq!((h.domain, h.generation, h.body.len()), ([9; 8], 5, 40));
+        assert!(peek_domain(&d[..12]).is_none());
+        assert!(peek_domain(&rec_like()).is_none());
+    }
+
+    fn rec_like() -> Vec<u8> {
+        b"EKMR\x01\x01aaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_vec()
+    }
+
     proptest! {
         #[test]
         fn peek_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = peek(&bytes);
+            let _ = peek_domain(&bytes);
         }
     }
 }

@@ -146,7 +146,7 @@ pub(crate) fn list_aliases(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     };
     let mut aliases = Vec::new();
     for sealed in &ctx.call.aliases {
-        let a: AliasRecord = record::open(&ctx.core.domain, Kind::Alias, None, &sealed.0)?;
+        let a: AliasRecord = record::open(ctx.keys, Kind::Alias, None, &sealed.0)?;
         if filter.as_ref().is_some_and(|f| *f != a.target) {
             continue;
         }

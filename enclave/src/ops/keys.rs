@@ -231,7 +231,7 @@ pub(crate) fn list_keys(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let mut keys = Vec::with_capacity(ctx.call.keys.len());
     for sealed in &ctx.call.keys {
         // Every listed record must be one this domain sealed; the host cannot invent keys.
-        let rec: KeyRecord = record::open(&ctx.core.domain, Kind::Key, None, &sealed.0)?;
+        let rec: KeyRecord = record::open(ctx.keys, Kind::Key, None, &sealed.0)?;
         if rec.state == KeyState::PendingDeletion
             && rec.deletion_ms.is_some_and(|d| d <= ctx.now_ms)
         {

@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     Core, EnclaveError, KmsError, auth,
+    domain::Keyring,
     record::{self, AliasRecord, KeyRecord, KeyState, Kind, PrincipalRecord},
 };
 
@@ -50,22 +51,24 @@ pub type Reply = (Vec<u8>, Vec<StoreWrite>);
 type OpResult = Result<Reply, OpError>;
 
 /// Authenticates and runs a KMS call at time `now`.
-pub async fn execute(core: &Core, call: &KmsCall, now: DateTime<Utc>) -> OpResult {
+pub async fn execute(core: &Core, keys: &Keyring, call: &KmsCall, now: DateTime<Utc>) -> OpResult {
     let principal = match &call.principal {
         Some(sealed) => Some(
-            record::open::<PrincipalRecord>(&core.domain, Kind::Principal, None, &sealed.0)
-                .map_err(|_| {
+            record::open::<PrincipalRecord>(keys, Kind::Principal, None, &sealed.0).map_err(
+                |_| {
                     KmsError::new(
                         KmsErrorCode::UnrecognizedClientException,
                         auth::MSG_UNRECOGNIZED,
                     )
-                })?,
+                },
+            )?,
         ),
         None => None,
     };
     let verified = auth::verify(&call.http, principal.as_ref(), &core.config.region, now).await?;
     let ctx = Ctx {
         core,
+        keys,
         call,
         now_ms: now.timestamp_millis(),
     };
@@ -75,6 +78,8 @@ pub async fn execute(core: &Core, call: &KmsCall, now: DateTime<Utc>) -> OpResul
 /// What an operation sees.
 pub(crate) struct Ctx<'a> {
     pub(crate) core: &'a Core,
+    /// The domain keys: the current one seals, any opens.
+    pub(crate) keys: &'a Keyring,
     pub(crate) call: &'a KmsCall,
     pub(crate) now_ms: i64,
 }
@@ -135,7 +140,7 @@ impl Ctx<'_> {
         let Some(sealed) = find(&self.call.keys, Kind::Key, key_id) else {
             return Ok(None);
         };
-        let rec: KeyRecord = record::open(&self.core.domain, Kind::Key, Some(key_id), &sealed.0)?;
+        let rec: KeyRecord = record::open(self.keys, Kind::Key, Some(key_id), &sealed.0)?;
         self.core.observe(Kind::Key, key_id, rec.generation)?;
         // A key whose deletion date has passed is gone, whether or not the host has swept it.
         if rec.state == KeyState::PendingDeletion
@@ -151,7 +156,7 @@ impl Ctx<'_> {
         let Some(sealed) = find(&self.call.aliases, Kind::Alias, name) else {
             return Ok(None);
         };
-        let rec: AliasRecord = record::open(&self.core.domain, Kind::Alias, Some(name), &sealed.0)?;
+        let rec: AliasRecord = record::open(self.keys, Kind::Alias, Some(name), &sealed.0)?;
         self.core.observe(Kind::Alias, name, rec.generation)?;
         Ok(Some(rec))
     }
@@ -195,7 +200,7 @@ impl Ctx<'_> {
     pub(crate) fn put_key(&self, rec: &mut KeyRecord, create: bool) -> Result<StoreWrite, OpError> {
         let expected = if create { None } else { Some(rec.generation) };
         rec.generation += 1;
-        let sealed = record::seal(&self.core.domain, Kind::Key, &rec.key_id, rec)?;
+        let sealed = record::seal(self.keys.current(), Kind::Key, &rec.key_id, rec)?;
         // What this enclave produced is the newest it knows.
         self.core.observe(Kind::Key, &rec.key_id, rec.generation)?;
         Ok(StoreWrite::PutKey {
@@ -216,7 +221,7 @@ impl Ctx<'_> {
     ) -> Result<StoreWrite, OpError> {
         let expected = if create { None } else { Some(rec.generation) };
         rec.generation += 1;
-        let sealed = record::seal(&self.core.domain, Kind::Alias, &rec.name, rec)?;
+        let sealed = record::seal(self.keys.current(), Kind::Alias, &rec.name, rec)?;
         self.core.observe(Kind::Alias, &rec.name, rec.generation)?;
         Ok(StoreWrite::PutAlias {
             name: rec.name.clone(),

@@ -10,12 +10,13 @@ use super::{OpError, execute};
 use crate::{
     Config, Core,
     auth::tests::{SECRET, principal, signed},
-    domain::DomainKey,
+    domain::{DomainKey, Keyring},
     record::{self, Kind},
 };
 
 struct Env {
     core: Core,
+    domain: Keyring,
     principal: SealedBlob,
     keys: Vec<SealedBlob>,
     aliases: Vec<SealedBlob>,
@@ -28,16 +29,14 @@ impl Env {
                 region: "us-east-1".into(),
                 account: "111122223333".into(),
             },
-            DomainKey::generate().unwrap(),
-            false,
-            false,
             crate::core::test_attestor(),
-        )
-        .unwrap();
+        );
+        let domain = Keyring::single(DomainKey::generate().unwrap());
         let p = principal();
-        let sealed = record::seal(&core.domain, Kind::Principal, &p.access_key_id, &p).unwrap();
+        let sealed = record::seal(domain.current(), Kind::Principal, &p.access_key_id, &p).unwrap();
         Self {
             core,
+            domain,
             principal: SealedBlob(sealed),
             keys: vec![],
             aliases: vec![],
@@ -60,7 +59,7 @@ impl Env {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let (out, writes) = rt.block_on(execute(&self.core, &call, at.into()))?;
+        let (out, writes) = rt.block_on(execute(&self.core, &self.domain, &call, at.into()))?;
         for w in writes {
             match w {
                 StoreWrite::PutKey { key_id, sealed, .. } => {
@@ -77,6 +76,7 @@ impl Env {
                     self.aliases
                         .retain(|k| record::peek(&k.0).unwrap().id != name);
                 }
+                StoreWrite::PutPrincipal { .. } => panic!("no operation writes principals"),
             }
         }
         Ok(serde_json::from_slice(&out).unwrap())

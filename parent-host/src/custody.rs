@@ -1,0 +1,546 @@
+//! The host's side of custody. The host is untrusted here too: it only carries sealed keyrings,
+//! attestation documents and encrypted shares between the enclave, the store, custodians and
+//! peers. It loads the stored domain into a fresh enclave, stores a new domain's records, drives
+//! rotation and the background re-sealing, joins a peer appliance, and in simulation plays the
+//! development custodian.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use base64::Engine as _;
+use ekms_custody::{CustodianKey, ShareFile};
+use ekms_wire::{
+    msg::{CustodyState, EnclaveResponse, Fault, HostRequest, SealedBlob},
+    sealed::{peek, peek_domain},
+};
+
+use crate::{
+    HostError, credentials,
+    relay::Relay,
+    store::{Store, Table},
+};
+
+/// Why a custody action did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CustodyError {
+    /// The enclave (or the host's own checks) refused; the text says why.
+    #[error("{0}")]
+    Refused(String),
+    /// Host trouble (enclave unreachable, store failure); retryable.
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+type Result<T> = std::result::Result<T, CustodyError>;
+
+/// The simulation's development custodian, kept in the data dir. NEVER IN PRODUCTION.
+#[derive(Debug, Clone)]
+pub struct DevCustodian {
+    /// Its private key.
+    pub key: PathBuf,
+    /// Its public key.
+    pub public: PathBuf,
+    /// Its share file.
+    pub share: PathBuf,
+    /// The simulation root the enclave's documents chain to.
+    pub root: PathBuf,
+    /// The enclave executable, whose SHA-384 is the expected PCR0.
+    pub enclave: PathBuf,
+}
+
+impl DevCustodian {
+    /// The development custodian's files in `data_dir`.
+    #[must_use]
+    pub fn in_dir(data_dir: &Path, enclave: &Path) -> Self {
+        Self {
+            key: data_dir.join("SIMULATION-ONLY-dev-custodian.key"),
+            public: data_dir.join("SIMULATION-ONLY-dev-custodian.pub"),
+            share: data_dir.join("SIMULATION-ONLY-dev-custodian.share.json"),
+            root: data_dir.join("simulation-root.pem"),
+            enclave: enclave.to_owned(),
+        }
+    }
+}
+
+/// What `domain init` made.
+#[derive(Debug)]
+pub struct Created {
+    /// Domain id (hex).
+    pub domain: String,
+    /// One share file (JSON) per custodian, in the order given.
+    pub shares: Vec<String>,
+    /// Where the administrator credential was written.
+    pub credentials: PathBuf,
+}
+
+/// Custody driver of one appliance.
+#[derive(Debug)]
+pub struct Custody {
+    relay: Arc<Relay>,
+    data_dir: PathBuf,
+    region: String,
+    dev: Option<DevCustodian>,
+    peer: Option<String>,
+    resealing: AtomicBool,
+}
+
+fn unexpected(r: &EnclaveResponse) -> CustodyError {
+    match r {
+        EnclaveResponse::Refused(why) => CustodyError::Refused(why.clone()),
+        EnclaveResponse::Fault(f) => CustodyError::Host(HostError::Fault(*f)),
+        other => {
+            tracing::error!(?other, "unexpected reply from the enclave");
+            CustodyError::Host(HostError::Fault(Fault::Internal))
+        }
+    }
+}
+
+impl Custody {
+    /// A driver over `relay` for the appliance whose data dir is `data_dir`.
+    #[must_use]
+    pub fn new(
+        relay: Arc<Relay>,
+        data_dir: PathBuf,
+        region: String,
+        dev: Option<DevCustodian>,
+        peer: Option<String>,
+    ) -> Self {
+        Self {
+            relay,
+            data_dir,
+            region,
+            dev,
+            peer,
+            resealing: AtomicBool::new(false),
+        }
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.relay.store()
+    }
+
+    async fn call(&self, req: &HostRequest) -> Result<EnclaveResponse> {
+        Ok(self.relay.enclave().call(req).await?)
+    }
+
+    /// The enclave's custody state.
+    pub async fn state(&self) -> Result<CustodyState> {
+        match self.call(&HostRequest::Status).await? {
+            EnclaveResponse::Status(s) => Ok(s.custody),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Gives the enclave the stored domain record, if there is one. Returns its state.
+    pub async fn load(&self) -> Result<CustodyState> {
+        let store = Arc::clone(self.store());
+        let domain = tokio::task::spawn_blocking(move || store.domain())
+            .await
+            .map_err(|e| HostError::Startup(e.to_string()))??;
+        let Some(domain) = domain else {
+            return self.state().await;
+        };
+        match self.call(&HostRequest::LoadDomain { domain }).await? {
+            EnclaveResponse::Custody(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Creates a domain on an empty enclave: stores its keyring and administrator principal,
+    /// writes the credential, and returns the custodians' share files.
+    pub async fn init(&self, custodians: Vec<String>, threshold: u8) -> Result<Created> {
+        if self.store().domain()?.is_some() {
+            return Err(CustodyError::Refused(
+                "this appliance's store already holds a domain".into(),
+            ));
+        }
+        let reply = self
+            .call(&HostRequest::InitDomain {
+                custodians,
+                threshold,
+            })
+            .await?;
+        let EnclaveResponse::DomainCreated(created) = reply else {
+            return Err(unexpected(&reply));
+        };
+        let Some(h) = peek_domain(&created.domain.0) else {
+            return Err(CustodyError::Refused(
+                "the enclave returned a malformed keyring".into(),
+            ));
+        };
+        let (domain, generation) = (hex::encode(h.domain), h.generation);
+        let store = self.store();
+        store.put_domain(&created.domain, generation, None)?;
+        store.put_principal(&created.genesis.access_key_id, &created.genesis.principal)?;
+        credentials::write(&self.data_dir, &created.genesis, &self.region)?;
+        let (path, _) = credentials::paths(&self.data_dir);
+        eprintln!(
+            "ekms: created domain {domain}; the admin credential is in {}",
+            path.display()
+        );
+        Ok(Created {
+            domain,
+            shares: created.shares,
+            credentials: path,
+        })
+    }
+
+    /// Passes a custodian's submitted share to the enclave.
+    pub async fn submit_share(&self, session: Vec<u8>, share: String) -> Result<CustodyState> {
+        match self
+            .call(&HostRequest::SubmitShare { session, share })
+            .await?
+        {
+            EnclaveResponse::Custody(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Rotates the domain key: the enclave stages a new keyring, the host stores it over the
+    /// current generation, the enclave adopts it; then old records are re-sealed in the
+    /// background and the old keys retired.
+    pub async fn rotate(self: &Arc<Self>) -> Result<CustodyState> {
+        let state = self.stage_and_store(HostRequest::RotateDomain).await?;
+        self.spawn_reseal();
+        Ok(state)
+    }
+
+    async fn stage_and_store(&self, req: HostRequest) -> Result<CustodyState> {
+        let CustodyState::Unsealed { generation, .. } = self.state().await? else {
+            return Err(CustodyError::Refused(
+                "the domain is not unsealed on this appliance".into(),
+            ));
+        };
+        let reply = self.call(&req).await?;
+        let EnclaveResponse::DomainStaged { domain } = reply else {
+            return Err(unexpected(&reply));
+        };
+        let next = peek_domain(&domain.0)
+            .map(|h| h.generation)
+            .ok_or_else(|| CustodyError::Refused("malformed staged keyring".into()))?;
+        match self.store().put_domain(&domain, next, Some(generation)) {
+            Ok(()) => {}
+            Err(HostError::Conflict) => {
+                return Err(CustodyError::Refused(
+                    "the domain record changed meanwhile (another rotation?); try again".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        match self.call(&HostRequest::LoadDomain { domain }).await? {
+            EnclaveResponse::Custody(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Starts the background re-sealing unless it is running.
+    pub fn spawn_reseal(self: &Arc<Self>) {
+        if self.resealing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                match me.reseal_pass().await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        tracing::info!(resealed = n, "re-sealed records under the new domain key");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "re-sealing paused; retrying");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }
+            }
+            // A clean pass: nothing is sealed under an older key any more.
+            match me.stage_and_store(HostRequest::RetireDomainKeys).await {
+                Ok(_) => eprintln!("ekms: re-sealing done; older domain keys retired"),
+                Err(e) => tracing::warn!(error = %e, "could not retire older domain keys"),
+            }
+            me.resealing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Whether the background re-sealing is running.
+    pub fn is_resealing(&self) -> bool {
+        self.resealing.load(Ordering::Acquire)
+    }
+
+    /// Records not sealed under `current` (a domain-key fingerprint).
+    pub fn count_on_older_keys(&self, current: &str) -> Result<usize> {
+        let mut n = 0;
+        for table in [Table::Keys, Table::Aliases, Table::Principals] {
+            let mut after: Option<String> = None;
+            loop {
+                let page = self.store().scan(table, after.as_deref(), 500)?;
+                n += page
+                    .records
+                    .iter()
+                    .filter(|r| peek(&r.0).is_some_and(|h| hex::encode(h.domain) != current))
+                    .count();
+                match page.more_after {
+                    Some(a) => after = Some(a),
+                    None => break,
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// One pass over every record; re-seals those under older keys. Returns how many it wrote.
+    async fn reseal_pass(&self) -> Result<usize> {
+        let CustodyState::Unsealed { keys, .. } = self.state().await? else {
+            return Err(CustodyError::Refused("the domain is sealed".into()));
+        };
+        let Some(current) = keys.last().cloned() else {
+            return Ok(0);
+        };
+        let mut written = 0;
+        for table in [Table::Keys, Table::Aliases, Table::Principals] {
+            let mut after: Option<String> = None;
+            loop {
+                let page = self.store().scan(table, after.as_deref(), 100)?;
+                for sealed in page.records {
+                    if peek(&sealed.0).is_none_or(|h| hex::encode(h.domain) == current) {
+                        continue;
+                    }
+                    written += self.reseal_one(sealed).await?;
+                }
+                match page.more_after {
+                    Some(a) => after = Some(a),
+                    None => break,
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    async fn reseal_one(&self, sealed: SealedBlob) -> Result<usize> {
+        match self.call(&HostRequest::Reseal { sealed }).await? {
+            // Stale or forged records are left for the operator; they never block the rest.
+            EnclaveResponse::Resealed(None)
+            | EnclaveResponse::Fault(Fault::StaleRecord | Fault::BadRecord) => Ok(0),
+            EnclaveResponse::Resealed(Some(write)) => match self.relay.persist(vec![write]).await {
+                // A client changed the record meanwhile: the next pass sees the new one.
+                Ok(()) | Err(HostError::Conflict) => Ok(1),
+                Err(e) => Err(e.into()),
+            },
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Keeps the enclave's custody in step with the store: loads the stored domain into a fresh
+    /// (or restarted) enclave, adopts newer keyrings, and unseals through the peer or the
+    /// development custodian when configured. Runs for the life of the appliance.
+    pub async fn watch(self: Arc<Self>) {
+        let mut announced = String::new();
+        loop {
+            let state = self.step().await;
+            let line = match &state {
+                Ok(CustodyState::Uninitialised) => Some(
+                    "ekms: no key domain yet: create one with `ekms domain init --endpoint URL \
+                     --custodian A.pub ... --threshold M` (KMS calls fail until then)"
+                        .to_owned(),
+                ),
+                Ok(CustodyState::Sealed { domain, have, need }) => Some(format!(
+                    "ekms: domain {domain} is SEALED ({have} of {} shares): custodians run \
+                     `ekms custodian unseal`{}",
+                    need.map_or_else(|| "the needed".into(), |n| n.to_string()),
+                    if self.peer.is_some() {
+                        ", or the peer forwards it"
+                    } else {
+                        ""
+                    }
+                )),
+                Ok(CustodyState::Unsealed { domain, .. }) => {
+                    Some(format!("ekms: domain {domain} is unsealed and serving"))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "custody watch");
+                    None
+                }
+            };
+            if let Some(line) = line
+                && line != announced
+            {
+                eprintln!("{line}");
+                announced = line;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// One custody step (see [`Custody::watch`]).
+    pub async fn step(&self) -> Result<CustodyState> {
+        let state = self.load().await?;
+        match &state {
+            CustodyState::Uninitialised => {
+                if let Some(dev) = &self.dev {
+                    self.dev_init(dev).await?;
+                    return self.state().await;
+                }
+            }
+            CustodyState::Sealed { .. } => {
+                if let Some(peer) = &self.peer {
+                    match self.join(peer).await {
+                        Ok(s) => return Ok(s),
+                        Err(e) => {
+                            eprintln!("ekms: peer forwarding from {peer} failed: {e}");
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                    }
+                } else if let Some(dev) = &self.dev
+                    && dev.share.exists()
+                {
+                    return self.dev_unseal(dev).await;
+                }
+            }
+            CustodyState::Unsealed { keys, .. } => {
+                if keys.len() > 1 && !self.is_resealing() {
+                    // A rotation whose re-sealing did not finish (a restart, or another host).
+                    tracing::debug!("older domain keys in use");
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// Simulation: a one-custodian domain whose custodian lives in the data dir.
+    async fn dev_init(&self, dev: &DevCustodian) -> Result<()> {
+        let key = if dev.key.exists() {
+            CustodianKey::from_pem(&std::fs::read_to_string(&dev.key).map_err(HostError::Io)?)
+                .map_err(|e| CustodyError::Refused(format!("{}: {e}", dev.key.display())))?
+        } else {
+            let base = dev.key.with_extension("");
+            crate::custodian::keygen(&base).map_err(|e| CustodyError::Refused(format!("{e:#}")))?;
+            CustodianKey::from_pem(&std::fs::read_to_string(&dev.key).map_err(HostError::Io)?)
+                .map_err(|e| CustodyError::Refused(e.to_string()))?
+        };
+        let public = key
+            .public_key()
+            .to_json()
+            .map_err(|e| CustodyError::Refused(e.to_string()))?;
+        let created = self.init(vec![public], 1).await?;
+        let share = created
+            .shares
+            .first()
+            .ok_or_else(|| CustodyError::Refused("no share returned".into()))?;
+        std::fs::write(&dev.share, share).map_err(HostError::Io)?;
+        Ok(())
+    }
+
+    /// Simulation: the development custodian unseals, exactly as `ekms custodian unseal` would.
+    async fn dev_unseal(&self, dev: &DevCustodian) -> Result<CustodyState> {
+        let refused = |e: String| CustodyError::Refused(e);
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|e| refused(format!("{}: {e}", p.display())))
+        };
+        let share = ShareFile::from_json(&read(&dev.share)?).map_err(|e| refused(e.to_string()))?;
+        let key = CustodianKey::from_pem(&read(&dev.key)?).map_err(|e| refused(e.to_string()))?;
+        let exe = std::fs::read(&dev.enclave).map_err(HostError::Io)?;
+        let pcr0 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &exe);
+        let policy = ekms_attestation::PcrPolicy::new()
+            .expect_pcr(0, pcr0.as_ref())
+            .map_err(|e| refused(e.to_string()))?;
+        let root = ekms_attestation::TrustRoot::from_operator_pem(&read(&dev.root)?, true)
+            .map_err(|e| refused(e.to_string()))?;
+        let nonce = crate::custodian::fresh_nonce().map_err(|e| refused(e.to_string()))?;
+        let document = match self
+            .call(&HostRequest::Attest {
+                nonce: nonce.clone(),
+            })
+            .await?
+        {
+            EnclaveResponse::Attestation { document } => document,
+            other => return Err(unexpected(&other)),
+        };
+        let prepared = crate::custodian::prepare(&document, &nonce, &root, policy, &share, &key)
+            .map_err(|e| refused(format!("{e:#}")))?;
+        let state = self.submit_share(nonce, prepared.submission).await?;
+        eprintln!(
+            "ekms: SIMULATION: the development custodian unsealed domain {} (verified: {})",
+            prepared.domain, prepared.verified
+        );
+        Ok(state)
+    }
+
+    /// Joining side of peer forwarding: our enclave and the running appliance's attest to each
+    /// other; the domain's custody secret arrives encrypted to our enclave's attested key.
+    pub async fn join(&self, peer: &str) -> Result<CustodyState> {
+        let challenge =
+            crate::http_client::post_json(peer, "/ekms/peer/challenge", &serde_json::json!({}))
+                .await
+                .map_err(|e| CustodyError::Refused(format!("{e:#}")))?;
+        let challenge = b64_field(&challenge, "challenge")?;
+        let reply = self.call(&HostRequest::PeerHello { challenge }).await?;
+        let EnclaveResponse::PeerHello {
+            document,
+            challenge,
+        } = reply
+        else {
+            return Err(unexpected(&reply));
+        };
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let granted = crate::http_client::post_json(
+            peer,
+            "/ekms/peer/grant",
+            &serde_json::json!({
+                "document": b64.encode(&document),
+                "challenge": b64.encode(&challenge),
+            }),
+        )
+        .await
+        .map_err(|e| CustodyError::Refused(format!("{e:#}")))?;
+        let document = b64_field(&granted, "document")?;
+        let grant = b64_field(&granted, "grant")?;
+        match self
+            .call(&HostRequest::PeerAccept { document, grant })
+            .await?
+        {
+            EnclaveResponse::Custody(s) => {
+                eprintln!("ekms: the peer at {peer} forwarded the domain after mutual attestation");
+                Ok(s)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Running side of peer forwarding, step 1: a challenge from our enclave.
+    pub async fn peer_challenge(&self) -> Result<Vec<u8>> {
+        match self.call(&HostRequest::PeerChallenge).await? {
+            EnclaveResponse::Challenge { nonce } => Ok(nonce),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Running side of peer forwarding, step 2: our enclave verifies the joining one and grants.
+    pub async fn peer_grant(
+        &self,
+        document: Vec<u8>,
+        challenge: Vec<u8>,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
+        match self
+            .call(&HostRequest::PeerGrant {
+                document,
+                challenge,
+            })
+            .await?
+        {
+            EnclaveResponse::PeerGranted { document, grant } => Ok((document, grant)),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn b64_field(v: &serde_json::Value, name: &str) -> Result<Vec<u8>> {
+    v.get(name)
+        .and_then(serde_json::Value::as_str)
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .ok_or_else(|| CustodyError::Refused(format!("the peer's answer has no valid {name}")))
+}

@@ -1,0 +1,83 @@
+//! The operator CLI's HTTP client (plain HTTP/1.1 over hyper): the appliance's `/ekms/...`
+//! endpoints for attestation, custody and peer forwarding.
+
+use anyhow::{Context as _, anyhow, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+
+/// Largest answer read (attestation documents are about 5 KiB; share lists far less).
+const MAX_RESPONSE: usize = 1024 * 1024;
+
+/// Sends a request and returns the status and body.
+pub async fn request(
+    endpoint: &str,
+    method: http::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    let hostport = endpoint
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("only http:// endpoints are supported (got {endpoint})"))?
+        .trim_end_matches('/');
+    let stream = tokio::net::TcpStream::connect(hostport)
+        .await
+        .with_context(|| format!("connecting to {hostport}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", hostport);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|e| anyhow!("reading the answer: {e}"))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// Posts JSON and returns the JSON answer; an error answer (`{"__type","message"}`) becomes an
+/// error carrying its message.
+pub async fn post_json(
+    endpoint: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let (status, bytes) = request(
+        endpoint,
+        http::Method::POST,
+        path,
+        Some(body.to_string().into_bytes()),
+    )
+    .await?;
+    json_answer(status, &bytes)
+}
+
+/// Gets JSON.
+pub async fn get_json(endpoint: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    let (status, bytes) = request(endpoint, http::Method::GET, path, None).await?;
+    json_answer(status, &bytes)
+}
+
+fn json_answer(status: http::StatusCode, bytes: &[u8]) -> anyhow::Result<serde_json::Value> {
+    let value: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
+    if !status.is_success() {
+        let msg = value
+            .as_ref()
+            .and_then(|v| v.get("message"))
+            .and_then(serde_json::Value::as_str)
+            .map_or_else(
+                || String::from_utf8_lossy(bytes).into_owned(),
+                str::to_owned,
+            );
+        bail!("{status}: {msg}");
+    }
+    value.ok_or_else(|| anyhow!("the appliance's answer is not JSON"))
+}
