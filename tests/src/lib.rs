@@ -66,9 +66,18 @@ impl Appliance {
     #[must_use]
     #[allow(clippy::panic, clippy::expect_used)]
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts `ekms serve --sim` with extra arguments (e.g. `--no-dev-custodian`, `--peer`).
+    /// The credential fields are empty when the data dir has no credential yet.
+    #[must_use]
+    #[allow(clippy::panic, clippy::expect_used)]
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(bin_dir().join("ekms"))
             .args(["serve", "--sim", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -86,7 +95,12 @@ impl Appliance {
             let _ = child.kill();
             panic!("ekms did not start listening");
         };
-        let (access_key, secret_key) = read_credentials(&data_dir.join("credentials"));
+        let creds = data_dir.join("credentials");
+        let (access_key, secret_key) = if creds.exists() {
+            read_credentials(&creds)
+        } else {
+            (String::new(), String::new())
+        };
         Self {
             child: Some(child),
             endpoint,

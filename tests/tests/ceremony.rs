@@ -1,0 +1,390 @@
+//! The custody ceremony end to end, as a user runs it: `ekms custodian keygen`, `ekms domain
+//! init` with 3 custodians and threshold 2, a restart (sealed), `ekms custodian unseal` by two
+//! custodians (one share is not enough; a wrong policy is refused), old ciphertexts decrypt.
+//! Then peer forwarding between two appliances on one store, refused for other PCRs, and a
+//! domain key rotation with background re-sealing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::too_many_lines,
+    clippy::format_collect
+)] // test code
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+use aws_sdk_kms::{Client, primitives::Blob};
+use common::client;
+use ekms_tests::{Appliance, bin_dir, read_credentials, wait_until};
+
+fn ekms(args: &[&str]) -> Output {
+    Command::new(bin_dir().join("ekms"))
+        .args(args)
+        .output()
+        .expect("run ekms")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let base = dir.join(name);
+    let o = ekms(&["custodian", "keygen", "--out", base.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    base
+}
+
+/// The simulation policy a custodian pins: PCR0 = SHA-384 of the enclave executable.
+fn policy_for(exe: &Path, out: &Path) {
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &std::fs::read(exe).unwrap());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(out, format!("{{\"PCR0\": \"{hex}\"}}")).unwrap();
+}
+
+fn unseal(app: &Appliance, base: &Path, share: &Path, policy: &Path) -> Output {
+    ekms(&[
+        "custodian",
+        "unseal",
+        "--share",
+        share.to_str().unwrap(),
+        "--key",
+        &format!("{}.key", base.display()),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--endpoint",
+        &app.endpoint,
+        "--root",
+        app.data_dir.join("simulation-root.pem").to_str().unwrap(),
+        "--allow-simulation-root",
+    ])
+}
+
+fn admin_of(app: &Appliance) -> Client {
+    let (a, s) = read_credentials(&app.data_dir.join("credentials"));
+    client(app, &a, &s)
+}
+
+async fn sealed_error(kms: &Client) -> String {
+    let e = kms
+        .list_keys()
+        .send()
+        .await
+        .expect_err("a sealed appliance refuses KMS calls");
+    let e = e.into_service_error();
+    assert_eq!(e.meta().code(), Some("KMSInternalException"), "{e:?}");
+    e.meta().message().unwrap_or_default().to_owned()
+}
+
+fn custody(app: &Appliance) -> serde_json::Value {
+    let o = ekms(&["domain", "status", "--endpoint", &app.endpoint]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_custodians_threshold_two_unseal_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut app = Appliance::start_with(&data, &["--no-dev-custodian"]);
+    assert_eq!(custody(&app)["state"], "uninitialised");
+
+    let people = ["alice", "bob", "carol"].map(|n| keygen(dir.path(), n));
+    let shares = dir.path().join("shares");
+    let mut init = vec![
+        "domain".to_owned(),
+        "init".into(),
+        "--endpoint".into(),
+        app.endpoint.clone(),
+        "--threshold".into(),
+        "2".into(),
+        "--out-dir".into(),
+        shares.display().to_string(),
+    ];
+    for p in &people {
+        init.push("--custodian".into());
+        init.push(format!("{}.pub", p.display()));
+    }
+    let init: Vec<&str> = init.iter().map(String::as_str).collect();
+    let o = ekms(&init);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("2-of-3"), "{}", text(&o));
+    // A second init is refused.
+    assert!(!ekms(&init).status.success());
+    let share = |name: &str| shares.join(format!("{name}.share.json"));
+    for name in ["alice", "bob", "carol"] {
+        let s = std::fs::read_to_string(share(name)).unwrap();
+        assert!(s.contains("ekms-custodian-share"));
+    }
+
+    let kms = admin_of(&app);
+    let key = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let blob = kms
+        .encrypt()
+        .key_id(&key)
+        .plaintext(Blob::new(b"before the restart".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap();
+
+    assert!(app.terminate());
+    let app = Appliance::start_with(&data, &["--no-dev-custodian"]);
+    let kms = admin_of(&app);
+    let msg = sealed_error(&kms).await;
+    assert!(msg.contains("sealed"), "{msg}");
+    let state = custody(&app);
+    assert_eq!(
+        (state["state"].as_str(), state["have"].as_u64()),
+        (Some("sealed"), Some(0))
+    );
+
+    let policy = dir.path().join("pcrs.json");
+    policy_for(&bin_dir().join("ekms-enclave"), &policy);
+    let wrong = dir.path().join("wrong.json");
+    std::fs::write(&wrong, format!("{{\"PCR0\": \"{}\"}}", "ab".repeat(48))).unwrap();
+
+    // A policy the enclave does not meet: refused before anything is decrypted or sent.
+    let o = unseal(&app, &people[0], &share("alice"), &wrong);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("REFUSED") && text(&o).contains("PCR0"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(custody(&app)["have"], 0);
+    // Someone else's share with my key: refused locally.
+    let o = unseal(&app, &people[0], &share("bob"), &policy);
+    assert!(!o.status.success(), "{}", text(&o));
+
+    // One share is not enough.
+    let o = unseal(&app, &people[0], &share("alice"), &policy);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("verified:"), "{}", text(&o));
+    assert!(text(&o).contains("1 of 2"), "{}", text(&o));
+    let msg = sealed_error(&kms).await;
+    assert!(msg.contains("1 of 2"), "{msg}");
+    // The same share twice does not count twice.
+    let o = unseal(&app, &people[0], &share("alice"), &policy);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("already received"), "{}", text(&o));
+
+    let o = unseal(&app, &people[2], &share("carol"), &policy);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("UNSEALED"), "{}", text(&o));
+
+    let plain = kms
+        .decrypt()
+        .ciphertext_blob(blob)
+        .send()
+        .await
+        .unwrap()
+        .plaintext
+        .unwrap();
+    assert_eq!(plain.as_ref(), b"before the restart");
+    // An unsealed enclave tells a late custodian there is nothing to do.
+    let o = unseal(&app, &people[1], &share("bob"), &policy);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("not sealed"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_appliance_gets_the_domain_by_mutual_attestation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = Appliance::start_with(&data, &["--no-dev-custodian"]);
+    let alice = keygen(dir.path(), "alice");
+    let o = ekms(&[
+        "domain",
+        "init",
+        "--endpoint",
+        &first.endpoint,
+        "--custodian",
+        &format!("{}.pub", alice.display()),
+        "--threshold",
+        "1",
+        "--out-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let kms = admin_of(&first);
+    let key = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let blob = kms
+        .encrypt()
+        .key_id(&key)
+        .plaintext(Blob::new(b"fleet".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap();
+
+    // Same store, its own enclave (another CID in the vsock mock); no human.
+    let second = Appliance::start_with(
+        &data,
+        &[
+            "--no-dev-custodian",
+            "--sim-cid",
+            "17",
+            "--peer",
+            &first.endpoint,
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || custody(&second)["state"]
+            == "unsealed"),
+        "the peer did not forward the domain"
+    );
+    let plain = admin_of(&second)
+        .decrypt()
+        .ciphertext_blob(blob)
+        .send()
+        .await
+        .unwrap()
+        .plaintext
+        .unwrap();
+    assert_eq!(plain.as_ref(), b"fleet");
+
+    // An enclave with other measurements (a patched binary) is refused, and stays sealed.
+    let patched = dir.path().join("ekms-enclave");
+    let mut exe = std::fs::read(bin_dir().join("ekms-enclave")).unwrap();
+    exe.extend_from_slice(b"\0patched");
+    std::fs::write(&patched, exe).unwrap();
+    std::fs::set_permissions(
+        &patched,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let third = Appliance::start_with(
+        &data,
+        &[
+            "--no-dev-custodian",
+            "--sim-cid",
+            "18",
+            "--peer",
+            &first.endpoint,
+            "--enclave-bin",
+            patched.to_str().unwrap(),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(custody(&third)["state"], "sealed");
+    let msg = sealed_error(&admin_of(&third)).await;
+    assert!(msg.contains("sealed"), "{msg}");
+    // The running appliance says why when asked directly.
+    let o = Command::new(bin_dir().join("ekms"))
+        .args(["domain", "status", "--endpoint", &first.endpoint])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_reseals_every_record_and_old_ciphertexts_still_decrypt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = Appliance::start(dir.path());
+    let kms = admin_of(&app);
+    let mut blobs = Vec::new();
+    for i in 0..5u8 {
+        let key = kms
+            .create_key()
+            .send()
+            .await
+            .unwrap()
+            .key_metadata
+            .unwrap()
+            .key_id;
+        kms.create_alias()
+            .alias_name(format!("alias/r{i}"))
+            .target_key_id(&key)
+            .send()
+            .await
+            .unwrap();
+        let blob = kms
+            .encrypt()
+            .key_id(format!("alias/r{i}"))
+            .plaintext(Blob::new(vec![i; 8]))
+            .send()
+            .await
+            .unwrap()
+            .ciphertext_blob
+            .unwrap();
+        blobs.push(blob);
+    }
+    let before = custody(&app);
+    let o = ekms(&["domain", "rotate", "--endpoint", &app.endpoint]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let s = custody(&app);
+            s["keys"].as_array().map(Vec::len) == Some(1)
+                && s["generation"] == 3
+                && s["on_older_keys"] == 0
+        }),
+        "re-sealing did not finish: {}",
+        custody(&app)
+    );
+    let after = custody(&app);
+    assert_ne!(after["keys"][0], before["keys"][0]);
+    assert_eq!(after["domain"], before["domain"]);
+    // Every record in the store is now sealed under the new key.
+    let db = rusqlite::Connection::open(dir.path().join("ekms.sqlite3")).unwrap();
+    let fp = after["keys"][0].as_str().unwrap().to_owned();
+    for table in ["keys", "aliases", "principals"] {
+        let rows: Vec<Vec<u8>> = db
+            .prepare(&format!("SELECT sealed FROM {table}"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(!rows.is_empty());
+        for r in rows {
+            let hex: String = r[6..14].iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hex, fp, "{table}");
+        }
+    }
+    // The same shares (here the development custodian's) still unseal after a restart.
+    assert!(app.terminate());
+    let app = Appliance::start(dir.path());
+    let kms = admin_of(&app);
+    for (i, blob) in blobs.into_iter().enumerate() {
+        let plain = kms
+            .decrypt()
+            .ciphertext_blob(blob)
+            .send()
+            .await
+            .unwrap()
+            .plaintext
+            .unwrap();
+        assert_eq!(plain.as_ref(), vec![u8::try_from(i).unwrap(); 8].as_slice());
+    }
+}
