@@ -59,6 +59,8 @@ enum State {
 struct Pending {
     sealed: Vec<u8>,
     id: [u8; 8],
+    /// Threshold named by the stored keyring's header (a hint until the keyring opens).
+    threshold: u8,
     shares: Vec<Share>,
 }
 
@@ -136,7 +138,7 @@ impl Core {
             State::Sealed(p) => CustodyState::Sealed {
                 domain: hex(&p.id),
                 have: u8::try_from(p.shares.len()).unwrap_or(u8::MAX),
-                need: p.shares.first().map(Share::threshold),
+                need: Some(p.shares.first().map_or(p.threshold, Share::threshold)),
             },
             State::Open(d) => d.state(),
         }
@@ -233,7 +235,7 @@ impl Core {
         let Some(h) = peek_domain(&sealed) else {
             return refused("the stored domain record is not a sealed keyring");
         };
-        let (id, generation) = (h.domain, h.generation);
+        let (id, generation, threshold) = (h.domain, h.generation, h.threshold);
         let Ok(mut state) = self.state.write() else {
             return EnclaveResponse::Fault(Fault::Internal);
         };
@@ -242,14 +244,19 @@ impl Core {
                 *state = State::Sealed(Pending {
                     sealed,
                     id,
+                    threshold,
                     shares: Vec::new(),
                 });
             }
-            State::Sealed(p) if p.id == id => p.sealed = sealed,
+            State::Sealed(p) if p.id == id => {
+                p.sealed = sealed;
+                p.threshold = threshold;
+            }
             State::Sealed(p) => {
                 *p = Pending {
                     sealed,
                     id,
+                    threshold,
                     shares: Vec::new(),
                 };
             }

@@ -14,11 +14,13 @@
 //! | 4 | 1 | version (1) |
 //! | 5 | 8 | domain id: fingerprint of the custody secret |
 //! | 13 | 8 | generation, big endian |
-//! | 21 | 12 | nonce |
-//! | 33 | m | AES-256-GCM ciphertext of the CBOR keyring |
-//! | 33+m | 16 | tag |
+//! | 21 | 1 | threshold |
+//! | 22 | 1 | total (custodians) |
+//! | 23 | 12 | nonce |
+//! | 35 | m | AES-256-GCM ciphertext of the CBOR keyring |
+//! | 35+m | 16 | tag |
 //!
-//! The AAD is the 21-byte header. Opening it is the strong check that a reconstructed secret is
+//! The AAD is the 23-byte header. Opening it is the strong check that a reconstructed secret is
 //! the domain's (a 128-bit tag, where the 64-bit fingerprint alone would be a weak commitment).
 
 use std::collections::BTreeMap;
@@ -229,6 +231,7 @@ impl Domain {
         out.push(VERSION);
         out.extend_from_slice(&self.id);
         out.extend_from_slice(&self.generation.to_be_bytes());
+        out.extend_from_slice(&[self.threshold, self.total]);
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce)?;
         let tag = keyring_key(&self.secret)?
@@ -399,7 +402,7 @@ mod tests {
         let (_, pubs) = custodians(2);
         let (d, _) = Domain::create(&pubs, 2, PcrValues::new()).unwrap();
         let sealed = d.seal().unwrap();
-        for i in [5, 13, 25, sealed.len() - 1] {
+        for i in [5, 13, 21, 22, 27, sealed.len() - 1] {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
             assert!(Domain::open(DomainSecret::new(*d.secret().expose()), &bad).is_err());

@@ -49,8 +49,8 @@ pub fn peek(sealed: &[u8]) -> Option<SealedHeader<'_>> {
 
 /// Magic of a sealed keyring (the domain record).
 pub const DOMAIN_MAGIC: &[u8; 4] = b"EKMD";
-/// Length of a sealed keyring's header (magic, version, domain id, generation).
-pub const DOMAIN_HEADER_LEN: usize = 4 + 1 + 8 + 8;
+/// Length of a sealed keyring's header (magic, version, domain id, generation, threshold, total).
+pub const DOMAIN_HEADER_LEN: usize = 4 + 1 + 8 + 8 + 2;
 
 /// The public header of a sealed keyring: which domain, which generation.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,6 +59,10 @@ pub struct DomainHeader<'a> {
     pub domain: [u8; 8],
     /// Keyring generation (each rotation or retirement makes a higher one).
     pub generation: u64,
+    /// Shares needed to unseal (authenticated only once the keyring opens: a hint before).
+    pub threshold: u8,
+    /// Custodians.
+    pub total: u8,
     /// Header bytes (the AAD).
     pub aad: &'a [u8],
     /// Nonce, ciphertext and tag.
@@ -77,10 +81,13 @@ pub fn peek_domain(sealed: &[u8]) -> Option<DomainHeader<'_>> {
         return None;
     }
     let (domain, rest) = rest.split_first_chunk::<8>()?;
-    let (generation, _) = rest.split_first_chunk::<8>()?;
+    let (generation, rest) = rest.split_first_chunk::<8>()?;
+    let (&[threshold, total], _) = rest.split_first_chunk::<2>()?;
     Some(DomainHeader {
         domain: *domain,
         generation: u64::from_be_bytes(*generation),
+        threshold,
+        total,
         aad: sealed.get(..DOMAIN_HEADER_LEN)?,
         body: sealed.get(DOMAIN_HEADER_LEN..)?,
     })
@@ -113,9 +120,13 @@ mod tests {
         let mut d = b"EKMD\x01".to_vec();
         d.extend_from_slice(&[9; 8]);
         d.extend_from_slice(&5u64.to_be_bytes());
+        d.extend_from_slice(&[2, 3]);
         d.extend_from_slice(&[0; 40]);
         let h = peek_domain(&d).unwrap();
-        assert_eq!((h.domain, h.generation, h.body.len()), ([9; 8], 5, 40));
+        assert_eq!(
+            (h.domain, h.generation, h.threshold, h.total, h.body.len()),
+            ([9; 8], 5, 2, 3, 40)
+        );
         assert!(peek_domain(&d[..12]).is_none());
         assert!(peek_domain(&rec_like()).is_none());
     }
