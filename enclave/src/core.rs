@@ -428,33 +428,12 @@ impl Core {
             1 => {
                 let mut rec: KeyRecord = record::open(keys, Kind::Key, Some(&id), &sealed.0)?;
                 self.observe(Kind::Key, &id, rec.generation)?;
-                let expected = rec.generation;
-                rec.generation += 1;
-                let sealed = record::seal(current, Kind::Key, &id, &rec)?;
-                self.observe(Kind::Key, &id, rec.generation)?;
-                StoreWrite::PutKey {
-                    key_id: id,
-                    generation: rec.generation,
-                    expected: Some(expected),
-                    sealed: SealedBlob(sealed),
-                    state: rec.state.as_str().to_owned(),
-                    deletion_date: rec.deletion_ms.map(|ms| ms / 1000),
-                }
+                ops::key_write(self, keys, &mut rec, false)?
             }
             2 => {
                 let mut rec: AliasRecord = record::open(keys, Kind::Alias, Some(&id), &sealed.0)?;
                 self.observe(Kind::Alias, &id, rec.generation)?;
-                let expected = rec.generation;
-                rec.generation += 1;
-                let sealed = record::seal(current, Kind::Alias, &id, &rec)?;
-                self.observe(Kind::Alias, &id, rec.generation)?;
-                StoreWrite::PutAlias {
-                    name: id,
-                    key_id: rec.target.clone(),
-                    generation: rec.generation,
-                    expected: Some(expected),
-                    sealed: SealedBlob(sealed),
-                }
+                ops::alias_write(self, keys, &mut rec, false)?
             }
             3 => {
                 let rec: PrincipalRecord =

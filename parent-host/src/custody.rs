@@ -143,9 +143,13 @@ impl Custody {
         let domain = tokio::task::spawn_blocking(move || store.domain())
             .await
             .map_err(|e| HostError::Startup(e.to_string()))??;
-        let Some(domain) = domain else {
-            return self.state().await;
-        };
+        match domain {
+            Some(domain) => self.load_blob(domain).await,
+            None => self.state().await,
+        }
+    }
+
+    async fn load_blob(&self, domain: SealedBlob) -> Result<CustodyState> {
         match self.call(&HostRequest::LoadDomain { domain }).await? {
             EnclaveResponse::Custody(s) => Ok(s),
             other => Err(unexpected(&other)),
@@ -233,10 +237,7 @@ impl Custody {
             }
             Err(e) => return Err(e.into()),
         }
-        match self.call(&HostRequest::LoadDomain { domain }).await? {
-            EnclaveResponse::Custody(s) => Ok(s),
-            other => Err(unexpected(&other)),
-        }
+        self.load_blob(domain).await
     }
 
     /// Starts the background re-sealing unless it is running.
@@ -272,19 +273,32 @@ impl Custody {
         self.resealing.load(Ordering::Acquire)
     }
 
+    /// One page of a table's records not sealed under `current` (a domain-key fingerprint),
+    /// and where the next page starts.
+    fn older_page(
+        &self,
+        table: Table,
+        after: Option<&str>,
+        current: &str,
+    ) -> Result<(Vec<SealedBlob>, Option<String>)> {
+        let page = self.store().scan(table, after, 500)?;
+        let older = page
+            .records
+            .into_iter()
+            .filter(|r| peek(&r.0).is_some_and(|h| hex::encode(h.domain) != current))
+            .collect();
+        Ok((older, page.more_after))
+    }
+
     /// Records not sealed under `current` (a domain-key fingerprint).
     pub fn count_on_older_keys(&self, current: &str) -> Result<usize> {
         let mut n = 0;
         for table in [Table::Keys, Table::Aliases, Table::Principals] {
             let mut after: Option<String> = None;
             loop {
-                let page = self.store().scan(table, after.as_deref(), 500)?;
-                n += page
-                    .records
-                    .iter()
-                    .filter(|r| peek(&r.0).is_some_and(|h| hex::encode(h.domain) != current))
-                    .count();
-                match page.more_after {
+                let (older, next) = self.older_page(table, after.as_deref(), current)?;
+                n += older.len();
+                match next {
                     Some(a) => after = Some(a),
                     None => break,
                 }
@@ -305,14 +319,11 @@ impl Custody {
         for table in [Table::Keys, Table::Aliases, Table::Principals] {
             let mut after: Option<String> = None;
             loop {
-                let page = self.store().scan(table, after.as_deref(), 100)?;
-                for sealed in page.records {
-                    if peek(&sealed.0).is_none_or(|h| hex::encode(h.domain) == current) {
-                        continue;
-                    }
+                let (older, next) = self.older_page(table, after.as_deref(), &current)?;
+                for sealed in older {
                     written += self.reseal_one(sealed).await?;
                 }
-                match page.more_after {
+                match next {
                     Some(a) => after = Some(a),
                     None => break,
                 }
@@ -413,15 +424,13 @@ impl Custody {
 
     /// Simulation: a one-custodian domain whose custodian lives in the data dir.
     async fn dev_init(&self, dev: &DevCustodian) -> Result<()> {
-        let key = if dev.key.exists() {
+        if !dev.key.exists() {
+            crate::custodian::keygen(&dev.key.with_extension(""))
+                .map_err(|e| CustodyError::Refused(format!("{e:#}")))?;
+        }
+        let key =
             CustodianKey::from_pem(&std::fs::read_to_string(&dev.key).map_err(HostError::Io)?)
-                .map_err(|e| CustodyError::Refused(format!("{}: {e}", dev.key.display())))?
-        } else {
-            let base = dev.key.with_extension("");
-            crate::custodian::keygen(&base).map_err(|e| CustodyError::Refused(format!("{e:#}")))?;
-            CustodianKey::from_pem(&std::fs::read_to_string(&dev.key).map_err(HostError::Io)?)
-                .map_err(|e| CustodyError::Refused(e.to_string()))?
-        };
+                .map_err(|e| CustodyError::Refused(format!("{}: {e}", dev.key.display())))?;
         let public = key
             .public_key()
             .to_json()

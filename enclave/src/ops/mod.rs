@@ -198,19 +198,7 @@ impl Ctx<'_> {
 
     /// Seals a changed key record into a store write.
     pub(crate) fn put_key(&self, rec: &mut KeyRecord, create: bool) -> Result<StoreWrite, OpError> {
-        let expected = if create { None } else { Some(rec.generation) };
-        rec.generation += 1;
-        let sealed = record::seal(self.keys.current(), Kind::Key, &rec.key_id, rec)?;
-        // What this enclave produced is the newest it knows.
-        self.core.observe(Kind::Key, &rec.key_id, rec.generation)?;
-        Ok(StoreWrite::PutKey {
-            key_id: rec.key_id.clone(),
-            generation: rec.generation,
-            expected,
-            sealed: SealedBlob(sealed),
-            state: rec.state.as_str().to_owned(),
-            deletion_date: rec.deletion_ms.map(|ms| ms / 1000),
-        })
+        Ok(key_write(self.core, self.keys, rec, create)?)
     }
 
     /// Seals a changed alias record into a store write.
@@ -219,18 +207,51 @@ impl Ctx<'_> {
         rec: &mut AliasRecord,
         create: bool,
     ) -> Result<StoreWrite, OpError> {
-        let expected = if create { None } else { Some(rec.generation) };
-        rec.generation += 1;
-        let sealed = record::seal(self.keys.current(), Kind::Alias, &rec.name, rec)?;
-        self.core.observe(Kind::Alias, &rec.name, rec.generation)?;
-        Ok(StoreWrite::PutAlias {
-            name: rec.name.clone(),
-            key_id: rec.target.clone(),
-            generation: rec.generation,
-            expected,
-            sealed: SealedBlob(sealed),
-        })
+        Ok(alias_write(self.core, self.keys, rec, create)?)
     }
+}
+
+/// Seals the next generation of a key record under the current domain key into a store write
+/// (conditional on the generation it replaces, unless `create`).
+pub(crate) fn key_write(
+    core: &Core,
+    keys: &Keyring,
+    rec: &mut KeyRecord,
+    create: bool,
+) -> Result<StoreWrite, EnclaveError> {
+    let expected = if create { None } else { Some(rec.generation) };
+    rec.generation += 1;
+    let sealed = record::seal(keys.current(), Kind::Key, &rec.key_id, rec)?;
+    // What this enclave produced is the newest it knows.
+    core.observe(Kind::Key, &rec.key_id, rec.generation)?;
+    Ok(StoreWrite::PutKey {
+        key_id: rec.key_id.clone(),
+        generation: rec.generation,
+        expected,
+        sealed: SealedBlob(sealed),
+        state: rec.state.as_str().to_owned(),
+        deletion_date: rec.deletion_ms.map(|ms| ms / 1000),
+    })
+}
+
+/// Seals the next generation of an alias record into a store write, like [`key_write`].
+pub(crate) fn alias_write(
+    core: &Core,
+    keys: &Keyring,
+    rec: &mut AliasRecord,
+    create: bool,
+) -> Result<StoreWrite, EnclaveError> {
+    let expected = if create { None } else { Some(rec.generation) };
+    rec.generation += 1;
+    let sealed = record::seal(keys.current(), Kind::Alias, &rec.name, rec)?;
+    core.observe(Kind::Alias, &rec.name, rec.generation)?;
+    Ok(StoreWrite::PutAlias {
+        name: rec.name.clone(),
+        key_id: rec.target.clone(),
+        generation: rec.generation,
+        expected,
+        sealed: SealedBlob(sealed),
+    })
 }
 
 fn find<'a>(blobs: &'a [SealedBlob], kind: Kind, id: &str) -> Option<&'a SealedBlob> {
