@@ -153,6 +153,7 @@ pub(crate) mod tests {
             access_key_id: AKID.into(),
             secret: PrincipalSecret(SECRET.into()),
             name: "admin".into(),
+            generation: 0,
         }
     }
 

@@ -1,10 +1,13 @@
 //! The enclave's state and its request handler: the custody state (empty, sealed, unsealed),
-//! the attestation sessions it issued, and the record generations seen in this life (rollback
-//! refusal).
+//! the attestation sessions it issued, and the authenticated view of the latest version of
+//! every record ([`Ledger`]).
 
 use std::{
-    collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, RwLock},
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, MutexGuard, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -23,8 +26,9 @@ use crate::{
     attest::Attestor,
     custody::{Domain, Refusal},
     domain::{DomainKey, Keyring, hex},
+    ledger::{Ledger, LedgerError, RecordId, Version, digest_of},
     ops,
-    record::{self, AliasRecord, KeyRecord, Kind, PrincipalRecord},
+    record::{self, AliasRecord, KeyRecord, KeyState, Kind, PrincipalRecord},
 };
 
 /// Label and AAD prefix of a custody secret forwarded to a peer enclave.
@@ -99,8 +103,11 @@ pub struct Core {
     attestor: Attestor,
     state: RwLock<State>,
     sessions: Sessions,
-    /// Highest generation opened per record, so an older copy is refused within this life.
-    seen: Mutex<HashMap<(u8, String), u64>>,
+    /// The latest version of every record of the domain.
+    ledger: Mutex<Ledger>,
+    /// Set when a peer forwarded the domain: this enclave follows that one and serves no KMS
+    /// calls (one writer per domain, so there is one view of the state).
+    follower: AtomicBool,
 }
 
 fn refused(why: impl Into<Refusal>) -> EnclaveResponse {
@@ -116,7 +123,19 @@ impl Core {
             attestor,
             state: RwLock::new(State::Empty),
             sessions: Sessions::default(),
-            seen: Mutex::new(HashMap::new()),
+            ledger: Mutex::new(Ledger::loading()),
+            follower: AtomicBool::new(false),
+        }
+    }
+
+    /// The state view.
+    pub(crate) fn ledger(&self) -> Result<MutexGuard<'_, Ledger>, EnclaveError> {
+        self.ledger.lock().map_err(|_| EnclaveError::Crypto)
+    }
+
+    pub(crate) fn reset_ledger(&self, ledger: Ledger) {
+        if let Ok(mut l) = self.ledger.lock() {
+            *l = ledger;
         }
     }
 
@@ -152,6 +171,8 @@ impl Core {
                 account: self.config.account.clone(),
                 custody: self.custody_state(),
                 simulation: self.attestor.is_simulation(),
+                ledger_ready: self.ledger().is_ok_and(|l| l.is_ready()),
+                follower: self.follower.load(Ordering::Relaxed),
             }),
             HostRequest::Kms(call) => self.kms(&call).await,
             HostRequest::Attest { nonce } => {
@@ -200,7 +221,132 @@ impl Core {
                 challenge,
             } => self.peer_grant(&document, &challenge),
             HostRequest::PeerAccept { document, grant } => self.peer_accept(&document, &grant),
+            HostRequest::Commit { tokens } => self.commit(&tokens),
+            HostRequest::LoadRecords { records, done } => self.load_records(&records, done),
+            HostRequest::Sweep { keys } => match self.domain() {
+                Some(d) => match self.sweep(d.keyring(), &keys, chrono::Utc::now()) {
+                    Ok((writes, token)) => EnclaveResponse::Swept { writes, token },
+                    Err(_) => EnclaveResponse::Fault(Fault::Internal),
+                },
+                None => EnclaveResponse::Fault(Fault::Sealed),
+            },
         }
+    }
+
+    /// Applies prepared writes the host made durable.
+    fn commit(&self, tokens: &[u64]) -> EnclaveResponse {
+        let Ok(mut ledger) = self.ledger() else {
+            return EnclaveResponse::Fault(Fault::Internal);
+        };
+        let mut refused = 0usize;
+        for t in tokens {
+            if ledger.commit(*t).is_err() {
+                refused += 1;
+            }
+        }
+        drop(ledger);
+        if refused > 0 {
+            tracing::warn!(
+                refused,
+                "commits that do not apply to the current state were refused"
+            );
+            return EnclaveResponse::Fault(Fault::StaleRecord);
+        }
+        EnclaveResponse::Committed
+    }
+
+    /// Builds the state view from the stored records after an unseal.
+    fn load_records(&self, records: &[SealedBlob], done: bool) -> EnclaveResponse {
+        let Some(d) = self.domain() else {
+            return EnclaveResponse::Fault(Fault::Sealed);
+        };
+        let Ok(mut ledger) = self.ledger() else {
+            return EnclaveResponse::Fault(Fault::Internal);
+        };
+        if ledger.is_ready() {
+            return EnclaveResponse::Loaded {
+                records: ledger.len() as u64,
+                ready: true,
+            };
+        }
+        for sealed in records {
+            // A record that does not open is not part of the state: it is refused when shown.
+            if let Ok(i) = record::index(d.keyring(), &sealed.0) {
+                ledger.ingest(
+                    i.id,
+                    Version {
+                        seq: i.generation,
+                        digest: digest_of(&sealed.0),
+                    },
+                    i.live,
+                    i.target,
+                );
+            } else {
+                tracing::warn!("a stored record does not open; it is left out");
+            }
+        }
+        if done {
+            ledger.finish_load();
+            tracing::info!(
+                records = ledger.len(),
+                seq = ledger.seq(),
+                "state view loaded; serving"
+            );
+        }
+        EnclaveResponse::Loaded {
+            records: ledger.len() as u64,
+            ready: ledger.is_ready(),
+        }
+    }
+
+    /// The deletions due among `keys` by this enclave's clock: each key and its aliases become
+    /// tombstones. Keys not due, not current, or not this domain's are left alone.
+    pub(crate) fn sweep(
+        &self,
+        keys: &Keyring,
+        candidates: &[SealedBlob],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(Vec<StoreWrite>, u64), EnclaveError> {
+        let now_ms = now.timestamp_millis();
+        let mut writes = Vec::new();
+        let mut changes = Vec::new();
+        for sealed in candidates {
+            let Ok(rec) = record::open::<KeyRecord>(keys, Kind::Key, None, &sealed.0) else {
+                continue;
+            };
+            let Some(id) = RecordId::key(&rec.key_id) else {
+                continue;
+            };
+            let Ok(version) = self.ledger()?.check(&id, rec.generation, &sealed.0) else {
+                continue;
+            };
+            if rec.state != KeyState::PendingDeletion || rec.deletion_ms.is_none_or(|d| d > now_ms)
+            {
+                continue;
+            }
+            let RecordId::Key(target) = id else { continue };
+            let aliases = {
+                let l = self.ledger()?;
+                let (names, _) = l.aliases_of(target, None, usize::MAX);
+                names
+                    .into_iter()
+                    .filter_map(|n| l.current(&RecordId::Alias(n.clone())).map(|v| (n, v)))
+                    .collect::<Vec<_>>()
+            };
+            for (name, v) in aliases {
+                let (w, c) = ops::tombstone_write(self, keys, Kind::Alias, &name, v, now_ms)?;
+                writes.push(w);
+                changes.push(c);
+            }
+            let (w, c) = ops::tombstone_write(self, keys, Kind::Key, &rec.key_id, version, now_ms)?;
+            writes.push(w);
+            changes.push(c);
+        }
+        if changes.is_empty() {
+            return Ok((writes, 0));
+        }
+        let token = self.ledger()?.prepare(changes);
+        Ok((writes, token))
     }
 
     async fn kms(&self, call: &KmsCall) -> EnclaveResponse {
@@ -220,9 +366,19 @@ impl Core {
                 message: why,
             });
         };
+        if self.follower.load(Ordering::Relaxed) {
+            return EnclaveResponse::Fault(Fault::NotWriter);
+        }
+        if !self.ledger().is_ok_and(|l| l.is_ready()) {
+            return EnclaveResponse::Fault(Fault::NotLoaded);
+        }
         let now = chrono::Utc::now();
         match ops::execute(self, domain.keyring(), call, now).await {
-            Ok((body, writes)) => EnclaveResponse::Kms(KmsOutcome::Ok { body, writes }),
+            Ok((body, writes, token)) => EnclaveResponse::Kms(KmsOutcome::Ok {
+                body,
+                writes,
+                token,
+            }),
             Err(ops::OpError::Kms(e)) => EnclaveResponse::Kms(KmsOutcome::Err {
                 code: e.code,
                 message: e.message,
@@ -323,6 +479,18 @@ impl Core {
         match created {
             Ok(created) => {
                 tracing::info!(domain = %hex(&domain.id()), threshold, "created a new domain");
+                let mut ledger = Ledger::new_ready();
+                if let Some(h) = record::peek(&created.genesis.principal.0) {
+                    ledger.insert_own(
+                        RecordId::principal(h.id),
+                        Version {
+                            seq: 0,
+                            digest: digest_of(&created.genesis.principal.0),
+                        },
+                    );
+                }
+                self.reset_ledger(ledger);
+                self.follower.store(false, Ordering::Relaxed);
                 *state = State::Open(Arc::new(domain));
                 EnclaveResponse::DomainCreated(Box::new(created))
             }
@@ -383,6 +551,8 @@ impl Core {
             match combined {
                 Ok(domain) => {
                     tracing::info!(domain = %hex(&domain.id()), "unsealed by the custodians");
+                    self.reset_ledger(Ledger::loading());
+                    self.follower.store(false, Ordering::Relaxed);
                     *state = State::Open(Arc::new(domain));
                 }
                 Err(why) => {
@@ -417,35 +587,67 @@ impl Core {
         &self,
         keys: &Keyring,
         sealed: &SealedBlob,
-    ) -> Result<Option<StoreWrite>, EnclaveError> {
+    ) -> Result<Option<(StoreWrite, u64)>, EnclaveError> {
         let h = record::peek(&sealed.0).ok_or(EnclaveError::BadRecord)?;
         let current = keys.current();
         if h.domain == current.fingerprint() {
             return Ok(None);
         }
         let id = h.id.to_owned();
-        let write = match h.kind {
+        let (write, change) = match h.kind {
             1 => {
                 let mut rec: KeyRecord = record::open(keys, Kind::Key, Some(&id), &sealed.0)?;
-                self.observe(Kind::Key, &id, rec.generation)?;
-                ops::key_write(self, keys, &mut rec, false)?
+                let rid = RecordId::key(&id).ok_or(EnclaveError::BadRecord)?;
+                rec.opened = Some(self.check_current(&rid, rec.generation, &sealed.0)?);
+                ops::key_write(self, keys, &mut rec)?
             }
             2 => {
                 let mut rec: AliasRecord = record::open(keys, Kind::Alias, Some(&id), &sealed.0)?;
-                self.observe(Kind::Alias, &id, rec.generation)?;
-                ops::alias_write(self, keys, &mut rec, false)?
+                rec.opened =
+                    Some(self.check_current(&RecordId::alias(&id), rec.generation, &sealed.0)?);
+                ops::alias_write(self, keys, &mut rec)?
             }
             3 => {
-                let rec: PrincipalRecord =
+                let mut rec: PrincipalRecord =
                     record::open(keys, Kind::Principal, Some(&id), &sealed.0)?;
-                StoreWrite::PutPrincipal {
-                    sealed: SealedBlob(record::seal(current, Kind::Principal, &id, &rec)?),
-                    access_key_id: id,
-                }
+                let rid = RecordId::principal(&id);
+                let opened = self.check_current(&rid, rec.generation, &sealed.0)?;
+                rec.generation = self.ledger()?.next_seq();
+                let resealed = record::seal(current, Kind::Principal, &id, &rec)?;
+                let change = crate::ledger::Change {
+                    id: rid,
+                    expected: Some(opened),
+                    new: Version {
+                        seq: rec.generation,
+                        digest: digest_of(&resealed),
+                    },
+                    live: true,
+                    target: None,
+                };
+                (
+                    StoreWrite::PutPrincipal {
+                        sealed: SealedBlob(resealed),
+                        access_key_id: id,
+                    },
+                    change,
+                )
             }
             _ => return Err(EnclaveError::BadRecord),
         };
-        Ok(Some(write))
+        let token = self.ledger()?.prepare(vec![change]);
+        Ok(Some((write, token)))
+    }
+
+    /// Checks that `sealed` is the current copy of `id` in the state view.
+    pub(crate) fn check_current(
+        &self,
+        id: &RecordId,
+        generation: u64,
+        sealed: &[u8],
+    ) -> Result<Version, EnclaveError> {
+        self.ledger()?
+            .check(id, generation, sealed)
+            .map_err(|_: LedgerError| EnclaveError::StaleRecord)
     }
 
     /// Running enclave: a fresh challenge for a joining peer.
@@ -589,31 +791,18 @@ impl Core {
         });
         match opened {
             Ok(domain) => {
-                tracing::info!(domain = %hex(&domain.id()), "unsealed by an attested peer");
+                tracing::info!(
+                    domain = %hex(&domain.id()),
+                    "unsealed by an attested peer; following it (it serves the domain's KMS calls)"
+                );
+                self.reset_ledger(Ledger::loading());
+                self.follower.store(true, Ordering::Relaxed);
                 *state = State::Open(Arc::new(domain));
                 drop(state);
                 EnclaveResponse::Custody(self.custody_state())
             }
             Err(why) => refused(format!("the peer's grant: {why}")),
         }
-    }
-
-    /// Records that `generation` of a record was opened; refuses a lower one than seen before.
-    pub(crate) fn observe(
-        &self,
-        kind: Kind,
-        id: &str,
-        generation: u64,
-    ) -> Result<(), EnclaveError> {
-        let mut seen = self.seen.lock().map_err(|_| EnclaveError::Crypto)?;
-        let entry = seen
-            .entry((kind as u8, id.to_owned()))
-            .or_insert(generation);
-        if generation < *entry {
-            return Err(EnclaveError::StaleRecord);
-        }
-        *entry = generation;
-        Ok(())
     }
 }
 
@@ -683,6 +872,7 @@ fn make_admin(domain: &DomainKey) -> Result<Genesis, EnclaveError> {
         access_key_id: access_key_id.clone(),
         secret: crate::record::PrincipalSecret(secret.clone()),
         name: "admin".into(),
+        generation: 0,
     };
     let sealed = record::seal(domain, Kind::Principal, &access_key_id, &record)?;
     Ok(Genesis {
@@ -1037,14 +1227,25 @@ mod tests {
         };
         assert_eq!(keys.len(), 2);
         assert!(opens_admin(&core, &cer));
-        let EnclaveResponse::Resealed(Some(StoreWrite::PutPrincipal { sealed, .. })) = call(
-            &core,
-            HostRequest::Reseal {
-                sealed: cer.genesis.principal.clone(),
-            },
-        ) else {
+        let EnclaveResponse::Resealed(Some((StoreWrite::PutPrincipal { sealed, .. }, token))) =
+            call(
+                &core,
+                HostRequest::Reseal {
+                    sealed: cer.genesis.principal.clone(),
+                },
+            )
+        else {
             panic!()
         };
+        assert!(matches!(
+            call(
+                &core,
+                HostRequest::Commit {
+                    tokens: vec![token]
+                }
+            ),
+            EnclaveResponse::Committed
+        ));
         assert_eq!(hex(&record::peek(&sealed.0).unwrap().domain), keys[1]);
         assert!(matches!(
             call(
@@ -1105,14 +1306,33 @@ mod tests {
     }
 
     #[test]
-    fn older_generations_are_refused() {
-        let c = Core::new(config(), test_attestor());
-        c.observe(Kind::Key, "k", 2).unwrap();
-        c.observe(Kind::Key, "k", 3).unwrap();
+    fn a_fresh_domain_serves_and_a_restarted_one_waits_for_its_records() {
+        let (core, cer) = init(1, 1);
+        let EnclaveResponse::Status(s) = call(&core, HostRequest::Status) else {
+            panic!()
+        };
+        assert!(s.ledger_ready && !s.follower);
+        let restarted = restarted(&cer, b"enclave v1");
         assert!(matches!(
-            c.observe(Kind::Key, "k", 2),
-            Err(EnclaveError::StaleRecord)
+            submit(&restarted, &cer, 0),
+            EnclaveResponse::Custody(CustodyState::Unsealed { .. })
         ));
-        c.observe(Kind::Alias, "k", 1).unwrap();
+        let EnclaveResponse::Status(s) = call(&restarted, HostRequest::Status) else {
+            panic!()
+        };
+        assert!(!s.ledger_ready);
+        assert!(matches!(
+            call(
+                &restarted,
+                HostRequest::LoadRecords {
+                    records: vec![cer.genesis.principal.clone()],
+                    done: true
+                }
+            ),
+            EnclaveResponse::Loaded {
+                records: 1,
+                ready: true
+            }
+        ));
     }
 }

@@ -13,6 +13,7 @@ pub mod core;
 pub mod custody;
 pub mod domain;
 pub mod error;
+pub mod ledger;
 pub mod ops;
 pub mod record;
 pub mod server;

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `EKMR` |
 //! | 4 | 1 | format version (1) |
-//! | 5 | 1 | kind: 1 key, 2 alias, 3 principal |
+//! | 5 | 1 | kind: 1 key, 2 alias, 3 principal, 4 tombstone |
 //! | 6 | 8 | domain key fingerprint |
 //! | 14 | 2 | id length `n`, big endian |
 //! | 16 | n | id (key UUID, alias name or access key id), UTF-8 |
@@ -38,6 +38,8 @@ pub enum Kind {
     Alias = 2,
     /// A principal (access key and secret).
     Principal = 3,
+    /// What is left of a deleted record: its id and the generation of its deletion.
+    Tombstone = 4,
 }
 
 pub use ekms_wire::sealed::{SealedHeader, peek};
@@ -167,8 +169,12 @@ pub struct KeyRecord {
     pub materials: Vec<Material>,
     /// Version used for new encryptions.
     pub current: u32,
-    /// Incremented on every change; the host's store checks it and the enclave refuses rollback.
+    /// The domain-wide sequence number of this version; the host's store checks it and the
+    /// enclave's state view refuses any other version.
     pub generation: u64,
+    /// The version this record was opened from (not sealed; set when the view checked it).
+    #[serde(skip)]
+    pub opened: Option<crate::ledger::Version>,
 }
 
 impl KeyRecord {
@@ -203,8 +209,11 @@ pub struct AliasRecord {
     pub created_ms: i64,
     /// Last update, Unix milliseconds.
     pub updated_ms: i64,
-    /// Change counter.
+    /// Domain-wide sequence number of this version.
     pub generation: u64,
+    /// The version this record was opened from (not sealed).
+    #[serde(skip)]
+    pub opened: Option<crate::ledger::Version>,
 }
 
 /// A principal: an access key id and its secret.
@@ -216,12 +225,112 @@ pub struct PrincipalRecord {
     pub secret: PrincipalSecret,
     /// Display name.
     pub name: String,
+    /// Domain-wide sequence number of this version (0 in records made before there was one).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl fmt::Debug for PrincipalRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PrincipalRecord({}, {})", self.access_key_id, self.name)
     }
+}
+
+/// What is left of a deleted key or alias. Sealed with the id `"<kind>:<id>"` (kind 1 key,
+/// 2 alias), so it never collides with a live record's id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TombstoneRecord {
+    /// Kind of the deleted record.
+    pub kind: u8,
+    /// Its id.
+    pub id: String,
+    /// Domain-wide sequence number of the deletion.
+    pub generation: u64,
+    /// When it was deleted, Unix milliseconds.
+    pub deleted_ms: i64,
+}
+
+impl TombstoneRecord {
+    /// The sealed id of the tombstone of `kind`/`id`.
+    #[must_use]
+    pub fn sealed_id(kind: Kind, id: &str) -> String {
+        format!("{}:{id}", kind as u8)
+    }
+}
+
+/// The generation field every record kind has, read without the rest (when the state view is
+/// loaded).
+#[derive(Deserialize)]
+struct GenerationOnly {
+    #[serde(default)]
+    generation: u64,
+}
+
+/// What the state view needs of any stored record.
+#[derive(Debug)]
+pub struct Indexed {
+    /// The record (for a tombstone: the deleted record).
+    pub id: crate::ledger::RecordId,
+    /// Its generation.
+    pub generation: u64,
+    /// False for a tombstone.
+    pub live: bool,
+    /// For an alias: its target key.
+    pub target: Option<u128>,
+}
+
+/// Opens any sealed record of the domain and returns what the state view keeps of it.
+pub fn index(keys: &Keyring, sealed: &[u8]) -> Result<Indexed, EnclaveError> {
+    use crate::ledger::RecordId;
+    let h = peek(sealed).ok_or(EnclaveError::BadRecord)?;
+    let id = h.id.to_owned();
+    let indexed = match h.kind {
+        1 => Indexed {
+            id: RecordId::key(&id).ok_or(EnclaveError::BadRecord)?,
+            generation: open::<GenerationOnly>(keys, Kind::Key, None, sealed)?.generation,
+            live: true,
+            target: None,
+        },
+        2 => {
+            let a: AliasRecord = open(keys, Kind::Alias, None, sealed)?;
+            Indexed {
+                id: RecordId::alias(&id),
+                generation: a.generation,
+                live: true,
+                target: RecordId::key(&a.target).and_then(|t| match t {
+                    RecordId::Key(u) => Some(u),
+                    _ => None,
+                }),
+            }
+        }
+        3 => Indexed {
+            id: RecordId::principal(&id),
+            generation: open::<GenerationOnly>(keys, Kind::Principal, None, sealed)?.generation,
+            live: true,
+            target: None,
+        },
+        4 => {
+            let t: TombstoneRecord = open(keys, Kind::Tombstone, None, sealed)?;
+            let of = match t.kind {
+                1 => RecordId::key(&t.id).ok_or(EnclaveError::BadRecord)?,
+                2 => RecordId::alias(&t.id),
+                _ => return Err(EnclaveError::BadRecord),
+            };
+            if TombstoneRecord::sealed_id(if t.kind == 1 { Kind::Key } else { Kind::Alias }, &t.id)
+                != id
+            {
+                return Err(EnclaveError::BadRecord);
+            }
+            Indexed {
+                id: of,
+                generation: t.generation,
+                live: false,
+                target: None,
+            }
+        }
+        _ => return Err(EnclaveError::BadRecord),
+    };
+    Ok(indexed)
 }
 
 /// A secret access key.
@@ -239,6 +348,7 @@ mod tests {
             created_ms: 1,
             updated_ms: 2,
             generation: 1,
+            opened: None,
         }
     }
 

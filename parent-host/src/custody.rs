@@ -201,7 +201,12 @@ impl Custody {
             .call(&HostRequest::SubmitShare { session, share })
             .await?
         {
-            EnclaveResponse::Custody(s) => Ok(s),
+            EnclaveResponse::Custody(s) => {
+                if matches!(s, CustodyState::Unsealed { .. }) {
+                    self.load_records().await?;
+                }
+                Ok(s)
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -337,11 +342,13 @@ impl Custody {
             // Stale or forged records are left for the operator; they never block the rest.
             EnclaveResponse::Resealed(None)
             | EnclaveResponse::Fault(Fault::StaleRecord | Fault::BadRecord) => Ok(0),
-            EnclaveResponse::Resealed(Some(write)) => match self.relay.persist(vec![write]).await {
-                // A client changed the record meanwhile: the next pass sees the new one.
-                Ok(()) | Err(HostError::Conflict) => Ok(1),
-                Err(e) => Err(e.into()),
-            },
+            EnclaveResponse::Resealed(Some((write, token))) => {
+                match self.relay.persist(vec![write], token).await {
+                    // A client changed the record meanwhile: the next pass sees the new one.
+                    Ok(()) | Err(HostError::Conflict) => Ok(1),
+                    Err(e) => Err(e.into()),
+                }
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -417,9 +424,72 @@ impl Custody {
                     // A rotation whose re-sealing did not finish (a restart, or another host).
                     tracing::debug!("older domain keys in use");
                 }
+                self.load_records().await?;
             }
         }
         Ok(state)
+    }
+
+    /// After an unseal, gives the enclave every stored record so it can build its view of the
+    /// latest state; until then it serves no KMS call. A follower (peer-forwarded) enclave needs
+    /// none: it serves no KMS call at all.
+    pub async fn load_records(&self) -> Result<()> {
+        const BATCH: usize = 1000;
+        let EnclaveResponse::Status(status) = self.call(&HostRequest::Status).await? else {
+            return Err(CustodyError::Host(HostError::Fault(Fault::Internal)));
+        };
+        if status.ledger_ready || status.follower {
+            return Ok(());
+        }
+        let mut loaded = 0u64;
+        for table in [
+            Table::Keys,
+            Table::Aliases,
+            Table::Principals,
+            Table::Tombstones,
+        ] {
+            let mut after: Option<String> = None;
+            loop {
+                let store = Arc::clone(self.store());
+                let a = after.clone();
+                let page =
+                    tokio::task::spawn_blocking(move || store.scan(table, a.as_deref(), BATCH))
+                        .await
+                        .map_err(|e| HostError::Startup(e.to_string()))??;
+                let records = page.records;
+                if !records.is_empty() {
+                    match self
+                        .call(&HostRequest::LoadRecords {
+                            records,
+                            done: false,
+                        })
+                        .await?
+                    {
+                        EnclaveResponse::Loaded { records, .. } => loaded = records,
+                        other => return Err(unexpected(&other)),
+                    }
+                }
+                match page.more_after {
+                    Some(a) => after = Some(a),
+                    None => break,
+                }
+            }
+        }
+        match self
+            .call(&HostRequest::LoadRecords {
+                records: vec![],
+                done: true,
+            })
+            .await?
+        {
+            EnclaveResponse::Loaded { ready: true, .. } => {
+                eprintln!(
+                    "ekms: the enclave loaded its view of {loaded} stored records and serves"
+                );
+                Ok(())
+            }
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Simulation: a one-custodian domain whose custodian lives in the data dir.

@@ -160,6 +160,25 @@ async fn kms(State(relay): State<Arc<Relay>>, req: Request) -> Response {
             resp
         }
         Answer::Err(code, message) => error_response(code, &message),
+        Answer::Forwarded {
+            status,
+            headers,
+            body,
+        } => {
+            let mut resp = Response::new(Body::from(body));
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let h = resp.headers_mut();
+            for (name, value) in headers {
+                if let (Ok(n), Ok(v)) = (
+                    header::HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_bytes(&value),
+                ) {
+                    h.insert(n, v);
+                }
+            }
+            add_request_id(h);
+            resp
+        }
     }
 }
 

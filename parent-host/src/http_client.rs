@@ -81,3 +81,58 @@ fn json_answer(status: http::StatusCode, bytes: &[u8]) -> anyhow::Result<serde_j
     }
     value.ok_or_else(|| anyhow!("the appliance's answer is not JSON"))
 }
+
+/// Headers of a hop, not of the request: never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-connection",
+];
+
+/// Forwards a client's KMS request, exactly as signed (its own `host` header included), to
+/// the appliance at `endpoint`; returns the status, the `content-type` and `x-amzn-errortype`
+/// headers, and the body.
+pub async fn forward(
+    endpoint: &str,
+    req: &ekms_wire::msg::HttpRequest,
+) -> anyhow::Result<(u16, Vec<(String, Vec<u8>)>, Vec<u8>)> {
+    let hostport = endpoint
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("only http:// endpoints are supported (got {endpoint})"))?
+        .trim_end_matches('/');
+    let stream = tokio::net::TcpStream::connect(hostport)
+        .await
+        .with_context(|| format!("connecting to {hostport}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut builder = http::Request::builder()
+        .method(req.method.as_str())
+        .uri(req.uri.as_str());
+    for (name, value) in &req.headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            builder = builder.header(name.as_str(), value.as_slice());
+        }
+    }
+    let request = builder.body(Full::new(Bytes::from(req.body.clone())))?;
+    let resp = sender.send_request(request).await?;
+    let status = resp.status().as_u16();
+    let headers = ["content-type", "x-amzn-errortype"]
+        .iter()
+        .filter_map(|h| {
+            resp.headers()
+                .get(*h)
+                .map(|v| ((*h).to_owned(), v.as_bytes().to_vec()))
+        })
+        .collect();
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|e| anyhow!("reading the answer: {e}"))?
+        .to_bytes()
+        .to_vec();
+    Ok((status, headers, body))
+}

@@ -17,8 +17,9 @@ use ekms_wire::{
 
 use crate::{HostError, client::EnclaveClient, store::Store};
 
-/// Attempts per request when records turn out stale or a write loses a race.
-const ATTEMPTS: usize = 5;
+/// Attempts per request when records turn out stale or a write loses a race (with a growing
+/// pause between attempts: a concurrent write may not be committed yet).
+const ATTEMPTS: u32 = 10;
 /// Cache entries kept before the cache is dropped and refilled.
 const CACHE_CAP: usize = 200_000;
 
@@ -29,6 +30,15 @@ pub enum Answer {
     Ok(Vec<u8>),
     /// An AWS error.
     Err(KmsErrorCode, String),
+    /// The answer of the domain's writer, to which a follower forwarded the call.
+    Forwarded {
+        /// HTTP status.
+        status: u16,
+        /// `Content-Type` and `X-Amzn-ErrorType`, when present.
+        headers: Vec<(String, Vec<u8>)>,
+        /// Body.
+        body: Vec<u8>,
+    },
 }
 
 /// A read-through cache of sealed records in front of the store.
@@ -79,6 +89,8 @@ pub struct Relay {
     store: Arc<dyn Store>,
     enclave: Arc<EnclaveClient>,
     cache: Cache,
+    /// The domain's writer, when this appliance's enclave follows it.
+    writer: Option<String>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -95,7 +107,16 @@ impl Relay {
             store,
             enclave,
             cache: Cache::default(),
+            writer: None,
         }
+    }
+
+    /// A relay that forwards KMS calls to `writer` (an appliance URL) when its own enclave
+    /// follows that one.
+    #[must_use]
+    pub fn with_writer(mut self, writer: Option<String>) -> Self {
+        self.writer = writer;
+        self
     }
 
     /// The enclave client.
@@ -201,7 +222,10 @@ impl Relay {
 
     /// Runs a KMS operation for the HTTP edge.
     pub async fn kms(&self, op: &str, http: HttpRequest, akid: Option<&str>) -> Answer {
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(1 << attempt.min(7))).await;
+            }
             let call = match self.build_call(op, &http, akid) {
                 Ok(c) => c,
                 Err(e) => return internal(&e),
@@ -215,11 +239,15 @@ impl Relay {
             let (key_ids, alias_ids) = (ids(&call.keys), ids(&call.aliases));
             let reply = self.enclave.call(&HostRequest::Kms(Box::new(call))).await;
             match reply {
-                Ok(EnclaveResponse::Kms(KmsOutcome::Ok { body, writes })) => {
+                Ok(EnclaveResponse::Kms(KmsOutcome::Ok {
+                    body,
+                    writes,
+                    token,
+                })) => {
                     if writes.is_empty() {
                         return Answer::Ok(body);
                     }
-                    match self.persist(writes).await {
+                    match self.persist(writes, token).await {
                         Ok(()) => return Answer::Ok(body),
                         Err(HostError::Conflict) => self.invalidate(&key_ids, &alias_ids),
                         Err(e) => return internal(&e),
@@ -229,7 +257,35 @@ impl Relay {
                     return Answer::Err(code, message);
                 }
                 Ok(EnclaveResponse::Fault(Fault::StaleRecord)) => {
+                    // A record was not the current one (a stale cache, a write not yet
+                    // committed) or was missing: read the store again.
                     self.invalidate(&key_ids, &alias_ids);
+                    if matches!(
+                        ekms_wire::plan::plan(op, &http.body).listing,
+                        Some(Listing::Keys { .. } | Listing::Aliases { .. })
+                    ) || key_ids.is_empty() && alias_ids.is_empty()
+                    {
+                        self.clear_cache();
+                    }
+                }
+                Ok(EnclaveResponse::Fault(Fault::NotWriter)) => {
+                    return match &self.writer {
+                        Some(w) => forward(w, &http).await,
+                        None => Answer::Err(
+                            KmsErrorCode::KMSInternalException,
+                            "This appliance's enclave follows another enclave of its domain and \
+                             serves no KMS calls; send them to the domain's writer."
+                                .into(),
+                        ),
+                    };
+                }
+                Ok(EnclaveResponse::Fault(Fault::NotLoaded)) => {
+                    return Answer::Err(
+                        KmsErrorCode::KMSInternalException,
+                        "The key enclave is loading its view of the stored records after an \
+                         unseal; retry the request."
+                            .into(),
+                    );
                 }
                 Ok(other) => {
                     tracing::error!(?other, "unexpected reply from the enclave");
@@ -241,14 +297,43 @@ impl Relay {
         internal(&HostError::Conflict)
     }
 
-    /// Makes `writes` durable, then updates the cache.
-    pub async fn persist(&self, writes: Vec<StoreWrite>) -> Result<(), HostError> {
+    fn clear_cache(&self) {
+        if let Ok(mut m) = self.cache.keys.write() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.cache.aliases.write() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.cache.principals.write() {
+            m.clear();
+        }
+    }
+
+    /// Makes `writes` durable, tells the enclave (`token` commits them to its state view), then
+    /// updates the cache.
+    pub async fn persist(&self, writes: Vec<StoreWrite>, token: u64) -> Result<(), HostError> {
         let store = Arc::clone(&self.store);
         let writes = Arc::new(writes);
         let w = Arc::clone(&writes);
         tokio::task::spawn_blocking(move || store.apply(&w))
             .await
             .map_err(|e| HostError::Startup(e.to_string()))??;
+        if token != 0 {
+            match self
+                .enclave
+                .call(&HostRequest::Commit {
+                    tokens: vec![token],
+                })
+                .await?
+            {
+                EnclaveResponse::Committed => {}
+                EnclaveResponse::Fault(f) => return Err(HostError::Fault(f)),
+                other => {
+                    tracing::error!(?other, "unexpected reply to a commit");
+                    return Err(HostError::Fault(Fault::Internal));
+                }
+            }
+        }
         for w in writes.iter() {
             match w {
                 StoreWrite::PutKey { key_id, sealed, .. } => {
@@ -263,6 +348,9 @@ impl Relay {
                     remember(&self.cache.aliases, name, (sealed.clone(), key_id.clone()));
                 }
                 StoreWrite::DeleteAlias { name, .. } => forget(&self.cache.aliases, name),
+                StoreWrite::DeleteKey { key_id, .. } => {
+                    self.forget_keys(std::slice::from_ref(key_id));
+                }
                 StoreWrite::PutPrincipal {
                     access_key_id,
                     sealed,
@@ -270,6 +358,24 @@ impl Relay {
             }
         }
         Ok(())
+    }
+}
+
+/// Sends the client's request, exactly as signed, to the domain's writer and returns its answer.
+async fn forward(writer: &str, http: &HttpRequest) -> Answer {
+    match crate::http_client::forward(writer, http).await {
+        Ok((status, headers, body)) => Answer::Forwarded {
+            status,
+            headers,
+            body,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "the domain's writer is unreachable");
+            Answer::Err(
+                KmsErrorCode::KMSInternalException,
+                "The domain's writer is unreachable; retry the request.".into(),
+            )
+        }
     }
 }
 

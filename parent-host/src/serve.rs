@@ -119,7 +119,7 @@ async fn serve_with(
     client: Arc<EnclaveClient>,
 ) -> Result<(), HostError> {
     client.wait_ready(Duration::from_secs(30)).await?;
-    let relay = Arc::new(Relay::new(Arc::clone(&store), client));
+    let relay = Arc::new(Relay::new(Arc::clone(&store), client).with_writer(cfg.peer.clone()));
     let dev = match &cfg.mode {
         EnclaveMode::Simulation {
             program,
@@ -178,22 +178,42 @@ async fn serve_with(
     served.map_err(HostError::Io)
 }
 
+/// Deletes keys whose deletion date passed. The host's state and date columns only nominate
+/// candidates; the enclave checks each against its sealed state and its own clock, and only its
+/// answer (tombstones) is written. A doctored column can delay a deletion, never cause one.
 async fn sweep_loop(relay: Arc<Relay>) {
     loop {
-        let store = Arc::clone(relay.store());
-        let now = chrono::Utc::now().timestamp();
-        match tokio::task::spawn_blocking(move || store.sweep(now)).await {
-            Ok(Ok(ids)) if !ids.is_empty() => {
-                tracing::info!(
-                    count = ids.len(),
-                    "deleted keys whose deletion window passed"
-                );
-                relay.forget_keys(&ids);
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "deletion sweep failed"),
-            _ => {}
+        if let Err(e) = sweep_once(&relay).await {
+            tracing::warn!(error = %e, "deletion sweep failed");
         }
         tokio::time::sleep(Duration::from_mins(1)).await;
+    }
+}
+
+/// One sweep: candidates from the store's index, decisions from the enclave.
+pub async fn sweep_once(relay: &Relay) -> Result<usize, HostError> {
+    use ekms_wire::msg::{EnclaveResponse, HostRequest};
+    let store = Arc::clone(relay.store());
+    let now = chrono::Utc::now().timestamp();
+    let keys = tokio::task::spawn_blocking(move || store.due_for_deletion(now, 100))
+        .await
+        .map_err(|e| HostError::Startup(e.to_string()))??;
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    match relay.enclave().call(&HostRequest::Sweep { keys }).await? {
+        EnclaveResponse::Swept { writes, token } if !writes.is_empty() => {
+            let n = writes.len();
+            relay.persist(writes, token).await?;
+            tracing::info!(records = n, "deleted keys whose deletion window passed");
+            Ok(n)
+        }
+        EnclaveResponse::Swept { .. } => Ok(0),
+        EnclaveResponse::Fault(f) => Err(HostError::Fault(f)),
+        other => {
+            tracing::error!(?other, "unexpected reply to a sweep");
+            Ok(0)
+        }
     }
 }
 

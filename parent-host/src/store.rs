@@ -42,9 +42,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Page, HostError>;
     /// Applies writes atomically; [`HostError::Conflict`] if any expected generation differs.
     fn apply(&self, writes: &[StoreWrite]) -> Result<(), HostError>;
-    /// Deletes keys whose deletion date is at or before `now` (Unix seconds), with their
-    /// aliases. Returns the deleted key ids.
-    fn sweep(&self, now: i64) -> Result<Vec<String>, HostError>;
+    /// Keys whose (unauthenticated) index says their deletion date is at or before `now` (Unix
+    /// seconds): candidates only; the enclave decides which are due.
+    fn due_for_deletion(&self, now: i64, limit: usize) -> Result<Vec<SealedBlob>, HostError>;
     /// The domain record (the enclave's sealed keyring), if a domain was created.
     fn domain(&self) -> Result<Option<SealedBlob>, HostError>;
     /// Stores the domain record at `generation`: the first one when `expected` is `None`, else
@@ -68,6 +68,8 @@ pub enum Table {
     Aliases,
     /// Principal records.
     Principals,
+    /// Sealed tombstones of deleted keys and aliases.
+    Tombstones,
 }
 
 /// SQLite in the data dir.
@@ -97,6 +99,11 @@ CREATE TABLE IF NOT EXISTS principals (
 );
 CREATE TABLE IF NOT EXISTS domain (
     id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL,
+    sealed BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tombstones (
+    id TEXT PRIMARY KEY,
     generation INTEGER NOT NULL,
     sealed BLOB NOT NULL
 );
@@ -251,22 +258,27 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             for w in writes {
                 let changed = match w {
-                    StoreWrite::PutKey { key_id, generation, expected: None, sealed, state, deletion_date } => tx
-                        .execute(
+                    StoreWrite::PutKey { key_id, generation, expected: None, sealed, state, deletion_date } => {
+                        tx.execute("DELETE FROM tombstones WHERE id = ?1", [format!("1:{key_id}")])?;
+                        tx.execute(
                             "INSERT OR IGNORE INTO keys (key_id, generation, sealed, state, deletion_date)
                              VALUES (?1, ?2, ?3, ?4, ?5)",
                             params![key_id, sql(*generation), sealed.0, state, deletion_date],
-                        )?,
+                        )?
+                    }
                     StoreWrite::PutKey { key_id, generation, expected: Some(prev), sealed, state, deletion_date } => tx
                         .execute(
                             "UPDATE keys SET generation = ?2, sealed = ?3, state = ?4, deletion_date = ?5
                              WHERE key_id = ?1 AND generation = ?6",
                             params![key_id, sql(*generation), sealed.0, state, deletion_date, sql(*prev)],
                         )?,
-                    StoreWrite::PutAlias { name, key_id, generation, expected: None, sealed } => tx.execute(
-                        "INSERT OR IGNORE INTO aliases (name, key_id, generation, sealed) VALUES (?1, ?2, ?3, ?4)",
-                        params![name, key_id, sql(*generation), sealed.0],
-                    )?,
+                    StoreWrite::PutAlias { name, key_id, generation, expected: None, sealed } => {
+                        tx.execute("DELETE FROM tombstones WHERE id = ?1", [format!("2:{name}")])?;
+                        tx.execute(
+                            "INSERT OR IGNORE INTO aliases (name, key_id, generation, sealed) VALUES (?1, ?2, ?3, ?4)",
+                            params![name, key_id, sql(*generation), sealed.0],
+                        )?
+                    }
                     StoreWrite::PutAlias { name, key_id, generation, expected: Some(prev), sealed } => tx.execute(
                         "UPDATE aliases SET key_id = ?2, generation = ?3, sealed = ?4 WHERE name = ?1 AND generation = ?5",
                         params![name, key_id, sql(*generation), sealed.0, sql(*prev)],
@@ -275,10 +287,22 @@ impl Store for SqliteStore {
                         "UPDATE principals SET sealed = ?2 WHERE access_key_id = ?1",
                         params![access_key_id, sealed.0],
                     )?,
-                    StoreWrite::DeleteAlias { name, expected } => tx.execute(
-                        "DELETE FROM aliases WHERE name = ?1 AND generation = ?2",
-                        params![name, sql(*expected)],
-                    )?,
+                    StoreWrite::DeleteAlias { name, expected, generation, tombstone } => {
+                        let n = tx.execute(
+                            "DELETE FROM aliases WHERE name = ?1 AND generation = ?2",
+                            params![name, sql(*expected)],
+                        )?;
+                        put_tombstone(&tx, &format!("2:{name}"), *generation, tombstone)?;
+                        n
+                    }
+                    StoreWrite::DeleteKey { key_id, expected, generation, tombstone } => {
+                        let n = tx.execute(
+                            "DELETE FROM keys WHERE key_id = ?1 AND generation = ?2",
+                            params![key_id, sql(*expected)],
+                        )?;
+                        put_tombstone(&tx, &format!("1:{key_id}"), *generation, tombstone)?;
+                        n
+                    }
                 };
                 if changed != 1 {
                     // Dropping the transaction rolls every write of this request back.
@@ -290,19 +314,16 @@ impl Store for SqliteStore {
         })
     }
 
-    fn sweep(&self, now: i64) -> Result<Vec<String>, HostError> {
+    fn due_for_deletion(&self, now: i64, limit: usize) -> Result<Vec<SealedBlob>, HostError> {
         self.with(|c| {
-            let tx = c.transaction()?;
-            let ids = tx
-                .prepare("SELECT key_id FROM keys WHERE state = 'PendingDeletion' AND deletion_date <= ?1")?
-                .query_map([now], |r| r.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            for id in &ids {
-                tx.execute("DELETE FROM aliases WHERE key_id = ?1", [id])?;
-                tx.execute("DELETE FROM keys WHERE key_id = ?1", [id])?;
-            }
-            tx.commit()?;
-            Ok(ids)
+            Ok(c.prepare_cached(
+                "SELECT sealed FROM keys WHERE state = 'PendingDeletion' AND deletion_date <= ?1
+                     ORDER BY key_id LIMIT ?2",
+            )?
+            .query_map(params![now, sql(limit as u64)], |r| {
+                Ok(SealedBlob(r.get(0)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?)
         })
     }
 
@@ -353,6 +374,9 @@ impl Store for SqliteStore {
                 "SELECT access_key_id, sealed FROM principals WHERE access_key_id > ?1
                  ORDER BY access_key_id LIMIT ?2"
             }
+            Table::Tombstones => {
+                "SELECT id, sealed FROM tombstones WHERE id > ?1 ORDER BY id LIMIT ?2"
+            }
         };
         self.with(|c| {
             let mut st = c.prepare_cached(query)?;
@@ -365,6 +389,21 @@ impl Store for SqliteStore {
             Ok(page(rows, limit))
         })
     }
+}
+
+/// Stores the tombstone of a deleted record, over any older one.
+fn put_tombstone(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    generation: u64,
+    sealed: &SealedBlob,
+) -> Result<(), HostError> {
+    tx.execute(
+        "INSERT INTO tombstones (id, generation, sealed) VALUES (?1, ?2, ?3)
+         ON CONFLICT(id) DO UPDATE SET generation = excluded.generation, sealed = excluded.sealed",
+        params![id, sql(generation), sealed.0],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -464,9 +503,34 @@ mod tests {
             s.list_aliases(None, 10, Some("a")).unwrap().records.len(),
             0
         );
-        assert!(s.sweep(99).unwrap().is_empty());
-        assert_eq!(s.sweep(100).unwrap(), vec!["c".to_string()]);
+        assert!(s.due_for_deletion(99, 10).unwrap().is_empty());
+        assert_eq!(s.due_for_deletion(100, 10).unwrap().len(), 1);
+        s.apply(&[
+            StoreWrite::DeleteAlias {
+                name: "alias/x".into(),
+                expected: 1,
+                generation: 3,
+                tombstone: SealedBlob(vec![3]),
+            },
+            StoreWrite::DeleteKey {
+                key_id: "c".into(),
+                expected: 2,
+                generation: 4,
+                tombstone: SealedBlob(vec![4]),
+            },
+        ])
+        .unwrap();
         assert!(s.key("c").unwrap().is_none());
         assert!(s.alias("alias/x").unwrap().is_none());
+        assert_eq!(
+            s.scan(Table::Tombstones, None, 10).unwrap().records.len(),
+            2
+        );
+        // Re-created above its tombstone: the tombstone goes.
+        s.apply(&[put("c", 5, None, "Enabled", None)]).unwrap();
+        assert_eq!(
+            s.scan(Table::Tombstones, None, 10).unwrap().records.len(),
+            1
+        );
     }
 }

@@ -92,6 +92,27 @@ pub enum HostRequest {
         #[serde(with = "serde_bytes")]
         grant: Vec<u8>,
     },
+    /// The host made the writes of these prepared changes durable: the enclave's state view
+    /// advances to them (each is checked against the view, all or nothing per token).
+    Commit {
+        /// Tokens from [`KmsOutcome::Ok`], [`EnclaveResponse::Resealed`] or
+        /// [`EnclaveResponse::Swept`].
+        tokens: Vec<u64>,
+    },
+    /// After an unseal: every stored record (keys, aliases, principals, tombstones), in batches,
+    /// so the enclave can build its view of the latest state before it serves.
+    LoadRecords {
+        /// A batch of sealed records.
+        records: Vec<SealedBlob>,
+        /// The last batch.
+        done: bool,
+    },
+    /// Keys the host's index says are due for deletion; the enclave decides from their sealed
+    /// state and its own clock, and answers with the deletions to make durable.
+    Sweep {
+        /// Sealed key records.
+        keys: Vec<SealedBlob>,
+    },
 }
 
 /// The HTTP request exactly as the client sent it; the enclave verifies its SigV4 signature.
@@ -170,8 +191,25 @@ pub enum EnclaveResponse {
         /// The sealed keyring.
         domain: SealedBlob,
     },
-    /// Answer to [`HostRequest::Reseal`]: the write that replaces the record, if it needed one.
-    Resealed(Option<StoreWrite>),
+    /// Answer to [`HostRequest::Reseal`]: the write that replaces the record, if it needed one,
+    /// and the token that commits it.
+    Resealed(Option<(StoreWrite, u64)>),
+    /// Answer to [`HostRequest::Commit`].
+    Committed,
+    /// Answer to [`HostRequest::LoadRecords`].
+    Loaded {
+        /// Records in the enclave's view so far.
+        records: u64,
+        /// Whether the view is complete and the enclave serves.
+        ready: bool,
+    },
+    /// Answer to [`HostRequest::Sweep`]: the deletions to make durable, then commit.
+    Swept {
+        /// Tombstones replacing the deleted keys and their aliases.
+        writes: Vec<StoreWrite>,
+        /// Commit token (0 when there are no writes).
+        token: u64,
+    },
     /// Answer to [`HostRequest::PeerChallenge`].
     Challenge {
         /// The challenge.
@@ -258,6 +296,12 @@ pub enum Fault {
     StaleRecord,
     /// The request's input is out of bounds (for example an oversized nonce).
     BadInput,
+    /// This enclave follows another enclave of its domain and serves no KMS calls: forward the
+    /// call to the domain's writer.
+    NotWriter,
+    /// The enclave is unsealed but its view of the stored records is not loaded yet: send
+    /// [`HostRequest::LoadRecords`].
+    NotLoaded,
     /// An internal failure; retryable.
     Internal,
 }
@@ -273,6 +317,11 @@ pub struct StatusInfo {
     pub custody: CustodyState,
     /// True when documents come from the mock NSM and a simulation CA.
     pub simulation: bool,
+    /// Whether the enclave's view of the stored records is loaded (it serves only then).
+    pub ledger_ready: bool,
+    /// Whether this enclave got its domain from a peer and follows it (it serves no KMS calls;
+    /// the domain has one writer).
+    pub follower: bool,
 }
 
 /// The administrator credential created with a new domain.
@@ -331,6 +380,8 @@ pub enum KmsOutcome {
         body: Vec<u8>,
         /// Store writes, applied in one transaction before the response is released.
         writes: Vec<StoreWrite>,
+        /// Token for [`HostRequest::Commit`] once the writes are durable (0: no writes).
+        token: u64,
     },
     /// An AWS KMS error.
     Err {
@@ -345,7 +396,7 @@ impl fmt::Debug for KmsOutcome {
     // A success body may hold plaintext (Decrypt, GenerateDataKey): never print it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Ok { body, writes } => {
+            Self::Ok { body, writes, .. } => {
                 write!(f, "Ok({} body bytes, {} writes)", body.len(), writes.len())
             }
             Self::Err { code, message } => write!(f, "Err({code:?}: {message})"),
@@ -391,12 +442,27 @@ pub enum StoreWrite {
         /// The sealed record.
         sealed: SealedBlob,
     },
-    /// Remove an alias.
+    /// Replace an alias by its sealed tombstone.
     DeleteAlias {
         /// Alias name.
         name: String,
         /// Generation the store must hold now.
         expected: u64,
+        /// Generation of the tombstone.
+        generation: u64,
+        /// The sealed tombstone.
+        tombstone: SealedBlob,
+    },
+    /// Replace a key by its sealed tombstone (the enclave decided that its deletion date passed).
+    DeleteKey {
+        /// Key id.
+        key_id: String,
+        /// Generation the store must hold now.
+        expected: u64,
+        /// Generation of the tombstone.
+        generation: u64,
+        /// The sealed tombstone.
+        tombstone: SealedBlob,
     },
 }
 
@@ -472,6 +538,7 @@ mod tests {
         let ok = KmsOutcome::Ok {
             body: b"{\"Plaintext\":\"c2VjcmV0\"}".to_vec(),
             writes: vec![],
+            token: 0,
         };
         assert!(!format!("{ok:?}").contains("c2VjcmV0"));
         let http = HttpRequest {

@@ -93,6 +93,10 @@ pub enum Listing {
 pub const DEFAULT_LIMIT: usize = 100;
 /// Largest page size of KMS list operations.
 pub const MAX_LIMIT: usize = 1000;
+/// Default page size of `ListAliases`.
+pub const DEFAULT_ALIAS_LIMIT: usize = 50;
+/// Largest page size of `ListAliases`.
+pub const MAX_ALIAS_LIMIT: usize = 100;
 
 /// Plans a call from its operation name and JSON body. Never fails: what cannot be planned is
 /// left for the enclave to reject.
@@ -141,7 +145,7 @@ pub fn plan(op: &str, body: &[u8]) -> Plan {
                 .get("Limit")
                 .and_then(Value::as_u64)
                 .and_then(|l| usize::try_from(l).ok())
-                .map_or(50, |l| l.clamp(1, 100));
+                .map_or(DEFAULT_ALIAS_LIMIT, |l| l.clamp(1, MAX_ALIAS_LIMIT));
             plan.listing = Some(Listing::Aliases { limit, marker });
         }
         _ => {}

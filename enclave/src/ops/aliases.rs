@@ -2,21 +2,18 @@
 //! so the host cannot point an alias at another key.
 
 use ekms_wire::{
-    msg::{KmsErrorCode, StoreWrite},
-    plan::{KeyRef, parse_key_ref},
+    msg::KmsErrorCode,
+    plan::{self, KeyRef, parse_key_ref},
 };
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{
     Ctx, OpResult,
-    keys::{PageInput, check_page, seconds},
+    keys::{PageInput, check_page, page_limit, seconds},
     parse, reply, require_not_pending,
 };
-use crate::{
-    KmsError,
-    record::{self, AliasRecord, Kind},
-};
+use crate::{KmsError, ledger::RecordId, record::AliasRecord};
 
 const ALIAS_PREFIX_MSG: &str = "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html";
 
@@ -89,8 +86,9 @@ pub(crate) fn create_alias(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         created_ms: ctx.now_ms,
         updated_ms: ctx.now_ms,
         generation: 0,
+        opened: None,
     };
-    let write = ctx.put_alias(&mut rec, true)?;
+    let write = ctx.put_alias(&mut rec)?;
     reply(&json!({}), vec![write])
 }
 
@@ -117,7 +115,7 @@ pub(crate) fn update_alias(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let key = target(ctx, &target_id)?;
     rec.target = key.key_id;
     rec.updated_ms = ctx.now_ms;
-    let write = ctx.put_alias(&mut rec, false)?;
+    let write = ctx.put_alias(&mut rec)?;
     reply(&json!({}), vec![write])
 }
 
@@ -128,13 +126,8 @@ pub(crate) fn delete_alias(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .ok_or_else(|| KmsError::required("aliasName"))?;
     check_name(&name)?;
     let rec = existing(ctx, &name)?;
-    reply(
-        &json!({}),
-        vec![StoreWrite::DeleteAlias {
-            name: rec.name,
-            expected: rec.generation,
-        }],
-    )
+    let write = ctx.delete_alias(&rec)?;
+    reply(&json!({}), vec![write])
 }
 
 pub(crate) fn list_aliases(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
@@ -144,12 +137,19 @@ pub(crate) fn list_aliases(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         Some(k) => Some(ctx.resolve_key_only(k)?.key_id),
         None => None,
     };
-    let mut aliases = Vec::new();
-    for sealed in &ctx.call.aliases {
-        let a: AliasRecord = record::open(ctx.keys, Kind::Alias, None, &sealed.0)?;
-        if filter.as_ref().is_some_and(|f| *f != a.target) {
-            continue;
+    let after = input.marker.as_deref().and_then(plan::decode_marker);
+    let limit = page_limit(input.limit, plan::DEFAULT_ALIAS_LIMIT);
+    // The page is what the state view says it is: the host can neither hide nor add an alias.
+    let (names, more) = {
+        let ledger = ctx.core.ledger().map_err(super::OpError::from)?;
+        match filter.as_deref().and_then(RecordId::key) {
+            Some(RecordId::Key(t)) => ledger.aliases_of(t, after.as_deref(), limit),
+            _ => ledger.alias_page(after.as_deref(), limit),
         }
+    };
+    let mut aliases = Vec::with_capacity(names.len());
+    for name in &names {
+        let a = ctx.listed_alias(name)?;
         aliases.push(json!({
             "AliasName": a.name,
             "AliasArn": ctx.alias_arn(&a.name),
@@ -158,9 +158,9 @@ pub(crate) fn list_aliases(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
             "LastUpdatedDate": seconds(a.updated_ms),
         }));
     }
-    let mut out = json!({ "Aliases": aliases, "Truncated": ctx.call.next_marker.is_some() });
-    if let Some(m) = &ctx.call.next_marker {
-        super::set(&mut out, "NextMarker", json!(m));
+    let mut out = json!({ "Aliases": aliases, "Truncated": more });
+    if more && let Some(last) = names.last() {
+        super::set(&mut out, "NextMarker", json!(plan::encode_marker(last)));
     }
     reply(&out, vec![])
 }

@@ -14,7 +14,8 @@ use super::{
 use crate::{
     EnclaveError, KmsError,
     domain::hex,
-    record::{self, KeyMaterial, KeyRecord, KeyState, Kind, Material},
+    ledger::{RecordId, key_name},
+    record::{KeyMaterial, KeyRecord, KeyState, Material},
 };
 
 const KEY_SPECS: &[&str] = &[
@@ -185,8 +186,9 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         materials: vec![new_material(1)?],
         current: 1,
         generation: 0,
+        opened: None,
     };
-    let write = ctx.put_key(&mut rec, true)?;
+    let write = ctx.put_key(&mut rec)?;
     reply(
         &json!({ "KeyMetadata": key_metadata(ctx, &rec) }),
         vec![write],
@@ -225,23 +227,51 @@ pub(crate) fn check_page(input: &PageInput, max: i64) -> Result<(), KmsError> {
     Ok(())
 }
 
+/// The page size of a list operation (validated by [`check_page`] first).
+pub(crate) fn page_limit(limit: Option<i64>, default: usize) -> usize {
+    limit
+        .and_then(|l| usize::try_from(l).ok())
+        .unwrap_or(default)
+}
+
 pub(crate) fn list_keys(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: PageInput = parse(body)?;
     check_page(&input, 1000)?;
-    let mut keys = Vec::with_capacity(ctx.call.keys.len());
-    for sealed in &ctx.call.keys {
-        // Every listed record must be one this domain sealed; the host cannot invent keys.
-        let rec: KeyRecord = record::open(ctx.keys, Kind::Key, None, &sealed.0)?;
-        if rec.state == KeyState::PendingDeletion
-            && rec.deletion_ms.is_some_and(|d| d <= ctx.now_ms)
-        {
-            continue;
+    let after = match input.marker.as_deref().and_then(plan::decode_marker) {
+        Some(m) => match RecordId::key(&m) {
+            Some(RecordId::Key(u)) => Some(u),
+            _ => {
+                return Err(KmsError::new(
+                    KmsErrorCode::InvalidMarkerException,
+                    "Marker is invalid",
+                )
+                .into());
+            }
+        },
+        None => None,
+    };
+    // The page is what the state view says it is: every live key in order, each shown by the
+    // host as its current record. A hidden, added or stale key is refused.
+    let (ids, more) = ctx
+        .core
+        .ledger()
+        .map_err(OpError::from)?
+        .key_page(after, page_limit(input.limit, plan::DEFAULT_LIMIT));
+    let mut keys = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let name = key_name(*id);
+        // A key past its deletion date is gone, whether or not it has been swept.
+        if ctx.key_by_id(&name)?.is_some() {
+            keys.push(json!({ "KeyId": name, "KeyArn": ctx.key_arn(&name) }));
         }
-        keys.push(json!({ "KeyId": rec.key_id, "KeyArn": ctx.key_arn(&rec.key_id) }));
     }
-    let mut out = json!({ "Keys": keys, "Truncated": ctx.call.next_marker.is_some() });
-    if let Some(m) = &ctx.call.next_marker {
-        super::set(&mut out, "NextMarker", json!(m));
+    let mut out = json!({ "Keys": keys, "Truncated": more });
+    if more && let Some(last) = ids.last() {
+        super::set(
+            &mut out,
+            "NextMarker",
+            json!(plan::encode_marker(&key_name(*last))),
+        );
     }
     reply(&out, vec![])
 }
@@ -259,7 +289,7 @@ fn set_state(ctx: &Ctx<'_>, body: &[u8], enable: bool) -> OpResult {
         return reply(&json!({}), vec![]);
     }
     rec.state = target;
-    let write = ctx.put_key(&mut rec, false)?;
+    let write = ctx.put_key(&mut rec)?;
     reply(&json!({}), vec![write])
 }
 
@@ -293,7 +323,7 @@ pub(crate) fn schedule_key_deletion(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let deletion = ctx.now_ms + days * 86_400_000;
     rec.state = KeyState::PendingDeletion;
     rec.deletion_ms = Some(deletion);
-    let write = ctx.put_key(&mut rec, false)?;
+    let write = ctx.put_key(&mut rec)?;
     reply(
         &json!({
             "KeyId": ctx.key_arn(&rec.key_id),
@@ -317,7 +347,7 @@ pub(crate) fn cancel_key_deletion(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     }
     rec.state = KeyState::Disabled;
     rec.deletion_ms = None;
-    let write = ctx.put_key(&mut rec, false)?;
+    let write = ctx.put_key(&mut rec)?;
     reply(&json!({ "KeyId": ctx.key_arn(&rec.key_id) }), vec![write])
 }
 
@@ -343,6 +373,6 @@ pub(crate) fn update_key_description(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let mut rec = ctx.resolve_key_only(key_id)?;
     require_not_pending(ctx, &rec)?;
     rec.description = description;
-    let write = ctx.put_key(&mut rec, false)?;
+    let write = ctx.put_key(&mut rec)?;
     reply(&json!({}), vec![write])
 }

@@ -7,6 +7,8 @@ mod crypto;
 mod keys;
 mod tags;
 
+use std::cell::RefCell;
+
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use ekms_wire::{
@@ -19,7 +21,8 @@ use zeroize::Zeroizing;
 use crate::{
     Core, EnclaveError, KmsError, auth,
     domain::Keyring,
-    record::{self, AliasRecord, KeyRecord, KeyState, Kind, PrincipalRecord},
+    ledger::{Change, LedgerError, RecordId, Version, digest_of},
+    record::{self, AliasRecord, KeyRecord, KeyState, Kind, PrincipalRecord, TombstoneRecord},
 };
 
 /// Why an operation did not produce a response body.
@@ -37,6 +40,13 @@ impl From<KmsError> for OpError {
     }
 }
 
+impl From<LedgerError> for OpError {
+    fn from(_: LedgerError) -> Self {
+        // Not current, hidden, or not loaded: the host must re-read its store and retry.
+        Self::Stale
+    }
+}
+
 impl From<EnclaveError> for OpError {
     fn from(e: EnclaveError) -> Self {
         match e {
@@ -50,19 +60,31 @@ impl From<EnclaveError> for OpError {
 pub type Reply = (Vec<u8>, Vec<StoreWrite>);
 type OpResult = Result<Reply, OpError>;
 
-/// Authenticates and runs a KMS call at time `now`.
-pub async fn execute(core: &Core, keys: &Keyring, call: &KmsCall, now: DateTime<Utc>) -> OpResult {
+/// Authenticates and runs a KMS call at time `now`. Returns the body, the writes, and the token
+/// that commits them to the state view once the host made them durable (0: no writes).
+pub async fn execute(
+    core: &Core,
+    keys: &Keyring,
+    call: &KmsCall,
+    now: DateTime<Utc>,
+) -> Result<(Vec<u8>, Vec<StoreWrite>, u64), OpError> {
     let principal = match &call.principal {
-        Some(sealed) => Some(
-            record::open::<PrincipalRecord>(keys, Kind::Principal, None, &sealed.0).map_err(
-                |_| {
+        Some(sealed) => {
+            let p = record::open::<PrincipalRecord>(keys, Kind::Principal, None, &sealed.0)
+                .map_err(|_| {
                     KmsError::new(
                         KmsErrorCode::UnrecognizedClientException,
                         auth::MSG_UNRECOGNIZED,
                     )
-                },
-            )?,
-        ),
+                })?;
+            // An old copy of a principal (a retired key, a changed policy) is refused.
+            core.check_current(
+                &RecordId::principal(&p.access_key_id),
+                p.generation,
+                &sealed.0,
+            )?;
+            Some(p)
+        }
         None => None,
     };
     let verified = auth::verify(&call.http, principal.as_ref(), &core.config.region, now).await?;
@@ -71,8 +93,16 @@ pub async fn execute(core: &Core, keys: &Keyring, call: &KmsCall, now: DateTime<
         keys,
         call,
         now_ms: now.timestamp_millis(),
+        changes: RefCell::new(Vec::new()),
     };
-    ctx.dispatch(&verified.operation, &verified.body)
+    let (body, writes) = ctx.dispatch(&verified.operation, &verified.body)?;
+    let changes = ctx.changes.into_inner();
+    let token = if changes.is_empty() {
+        0
+    } else {
+        core.ledger()?.prepare(changes)
+    };
+    Ok((body, writes, token))
 }
 
 /// What an operation sees.
@@ -82,6 +112,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) keys: &'a Keyring,
     pub(crate) call: &'a KmsCall,
     pub(crate) now_ms: i64,
+    /// State-view changes of the writes made so far, prepared together at the end.
+    changes: RefCell<Vec<Change>>,
 }
 
 impl Ctx<'_> {
@@ -135,13 +167,18 @@ impl Ctx<'_> {
         )
     }
 
-    /// Opens the supplied key record with id `key_id`, if the host supplied it.
+    /// Opens the supplied key record with id `key_id`, which must be the current one; `None`
+    /// when the host supplied none and the state view agrees that there is none.
     pub(crate) fn key_by_id(&self, key_id: &str) -> Result<Option<KeyRecord>, OpError> {
-        let Some(sealed) = find(&self.call.keys, Kind::Key, key_id) else {
+        let Some(rid) = RecordId::key(key_id) else {
             return Ok(None);
         };
-        let rec: KeyRecord = record::open(self.keys, Kind::Key, Some(key_id), &sealed.0)?;
-        self.core.observe(Kind::Key, key_id, rec.generation)?;
+        let Some(sealed) = find(&self.call.keys, Kind::Key, key_id) else {
+            self.core.ledger()?.check_absent(&rid)?;
+            return Ok(None);
+        };
+        let mut rec: KeyRecord = record::open(self.keys, Kind::Key, Some(key_id), &sealed.0)?;
+        rec.opened = Some(self.core.ledger()?.check(&rid, rec.generation, &sealed.0)?);
         // A key whose deletion date has passed is gone, whether or not the host has swept it.
         if rec.state == KeyState::PendingDeletion
             && rec.deletion_ms.is_some_and(|d| d <= self.now_ms)
@@ -151,14 +188,27 @@ impl Ctx<'_> {
         Ok(Some(rec))
     }
 
-    /// Opens the supplied alias record `name`, if any.
+    /// Opens the supplied alias record `name`, which must be the current one; `None` when the
+    /// host supplied none and the state view agrees.
     pub(crate) fn alias(&self, name: &str) -> Result<Option<AliasRecord>, OpError> {
+        let rid = RecordId::alias(name);
         let Some(sealed) = find(&self.call.aliases, Kind::Alias, name) else {
+            self.core.ledger()?.check_absent(&rid)?;
             return Ok(None);
         };
-        let rec: AliasRecord = record::open(self.keys, Kind::Alias, Some(name), &sealed.0)?;
-        self.core.observe(Kind::Alias, name, rec.generation)?;
+        let mut rec: AliasRecord = record::open(self.keys, Kind::Alias, Some(name), &sealed.0)?;
+        rec.opened = Some(self.core.ledger()?.check(&rid, rec.generation, &sealed.0)?);
         Ok(Some(rec))
+    }
+
+    /// The supplied current record of alias `name`, which the state view says is live.
+    pub(crate) fn listed_alias(&self, name: &str) -> Result<AliasRecord, OpError> {
+        self.alias(name)?.ok_or(OpError::Stale)
+    }
+
+    /// Records the state-view change of a write made by this operation.
+    fn record_change(&self, change: Change) {
+        self.changes.borrow_mut().push(change);
     }
 
     /// Resolves a `KeyId` field (id, ARN, alias, alias ARN) to a key record.
@@ -196,62 +246,155 @@ impl Ctx<'_> {
         )
     }
 
-    /// Seals a changed key record into a store write.
-    pub(crate) fn put_key(&self, rec: &mut KeyRecord, create: bool) -> Result<StoreWrite, OpError> {
-        Ok(key_write(self.core, self.keys, rec, create)?)
+    /// Seals a changed (or new: never opened) key record into a store write.
+    pub(crate) fn put_key(&self, rec: &mut KeyRecord) -> Result<StoreWrite, OpError> {
+        let (write, change) = key_write(self.core, self.keys, rec)?;
+        self.record_change(change);
+        Ok(write)
     }
 
-    /// Seals a changed alias record into a store write.
-    pub(crate) fn put_alias(
-        &self,
-        rec: &mut AliasRecord,
-        create: bool,
-    ) -> Result<StoreWrite, OpError> {
-        Ok(alias_write(self.core, self.keys, rec, create)?)
+    /// Seals a changed (or new) alias record into a store write.
+    pub(crate) fn put_alias(&self, rec: &mut AliasRecord) -> Result<StoreWrite, OpError> {
+        let (write, change) = alias_write(self.core, self.keys, rec)?;
+        self.record_change(change);
+        Ok(write)
+    }
+
+    /// Replaces the opened alias `rec` by a tombstone.
+    pub(crate) fn delete_alias(&self, rec: &AliasRecord) -> Result<StoreWrite, OpError> {
+        let opened = rec.opened.ok_or(OpError::Stale)?;
+        let (write, change) = tombstone_write(
+            self.core,
+            self.keys,
+            Kind::Alias,
+            &rec.name,
+            opened,
+            self.now_ms,
+        )?;
+        self.record_change(change);
+        Ok(write)
     }
 }
 
-/// Seals the next generation of a key record under the current domain key into a store write
-/// (conditional on the generation it replaces, unless `create`).
+/// Seals the next version of a key record (a fresh domain-wide generation) under the current
+/// domain key: the store write, conditional on the version it was opened from (none for a new
+/// key), and the state-view change.
 pub(crate) fn key_write(
     core: &Core,
     keys: &Keyring,
     rec: &mut KeyRecord,
-    create: bool,
-) -> Result<StoreWrite, EnclaveError> {
-    let expected = if create { None } else { Some(rec.generation) };
-    rec.generation += 1;
+) -> Result<(StoreWrite, Change), EnclaveError> {
+    let id = RecordId::key(&rec.key_id).ok_or(EnclaveError::BadRecord)?;
+    let expected = rec.opened;
+    rec.generation = core.ledger()?.next_seq();
     let sealed = record::seal(keys.current(), Kind::Key, &rec.key_id, rec)?;
-    // What this enclave produced is the newest it knows.
-    core.observe(Kind::Key, &rec.key_id, rec.generation)?;
-    Ok(StoreWrite::PutKey {
+    let change = Change {
+        id,
+        expected,
+        new: Version {
+            seq: rec.generation,
+            digest: digest_of(&sealed),
+        },
+        live: true,
+        target: None,
+    };
+    rec.opened = Some(change.new);
+    let write = StoreWrite::PutKey {
         key_id: rec.key_id.clone(),
         generation: rec.generation,
-        expected,
+        expected: expected.map(|v| v.seq),
         sealed: SealedBlob(sealed),
         state: rec.state.as_str().to_owned(),
         deletion_date: rec.deletion_ms.map(|ms| ms / 1000),
-    })
+    };
+    Ok((write, change))
 }
 
-/// Seals the next generation of an alias record into a store write, like [`key_write`].
+/// Seals the next version of an alias record, like [`key_write`].
 pub(crate) fn alias_write(
     core: &Core,
     keys: &Keyring,
     rec: &mut AliasRecord,
-    create: bool,
-) -> Result<StoreWrite, EnclaveError> {
-    let expected = if create { None } else { Some(rec.generation) };
-    rec.generation += 1;
+) -> Result<(StoreWrite, Change), EnclaveError> {
+    let target = match RecordId::key(&rec.target) {
+        Some(RecordId::Key(u)) => Some(u),
+        _ => None,
+    };
+    let expected = rec.opened;
+    rec.generation = core.ledger()?.next_seq();
     let sealed = record::seal(keys.current(), Kind::Alias, &rec.name, rec)?;
-    core.observe(Kind::Alias, &rec.name, rec.generation)?;
-    Ok(StoreWrite::PutAlias {
+    let change = Change {
+        id: RecordId::alias(&rec.name),
+        expected,
+        new: Version {
+            seq: rec.generation,
+            digest: digest_of(&sealed),
+        },
+        live: true,
+        target,
+    };
+    rec.opened = Some(change.new);
+    let write = StoreWrite::PutAlias {
         name: rec.name.clone(),
         key_id: rec.target.clone(),
         generation: rec.generation,
-        expected,
+        expected: expected.map(|v| v.seq),
         sealed: SealedBlob(sealed),
-    })
+    };
+    Ok((write, change))
+}
+
+/// Seals the tombstone that replaces the current version `opened` of key or alias `id`.
+pub(crate) fn tombstone_write(
+    core: &Core,
+    keys: &Keyring,
+    kind: Kind,
+    id: &str,
+    opened: Version,
+    now_ms: i64,
+) -> Result<(StoreWrite, Change), EnclaveError> {
+    let rid = match kind {
+        Kind::Key => RecordId::key(id).ok_or(EnclaveError::BadRecord)?,
+        Kind::Alias => RecordId::alias(id),
+        _ => return Err(EnclaveError::BadRecord),
+    };
+    let tomb = TombstoneRecord {
+        kind: kind as u8,
+        id: id.to_owned(),
+        generation: core.ledger()?.next_seq(),
+        deleted_ms: now_ms,
+    };
+    let sealed = record::seal(
+        keys.current(),
+        Kind::Tombstone,
+        &TombstoneRecord::sealed_id(kind, id),
+        &tomb,
+    )?;
+    let change = Change {
+        id: rid,
+        expected: Some(opened),
+        new: Version {
+            seq: tomb.generation,
+            digest: digest_of(&sealed),
+        },
+        live: false,
+        target: None,
+    };
+    let write = match kind {
+        Kind::Key => StoreWrite::DeleteKey {
+            key_id: id.to_owned(),
+            expected: opened.seq,
+            generation: tomb.generation,
+            tombstone: SealedBlob(sealed),
+        },
+        _ => StoreWrite::DeleteAlias {
+            name: id.to_owned(),
+            expected: opened.seq,
+            generation: tomb.generation,
+            tombstone: SealedBlob(sealed),
+        },
+    };
+    Ok((write, change))
 }
 
 fn find<'a>(blobs: &'a [SealedBlob], kind: Kind, id: &str) -> Option<&'a SealedBlob> {

@@ -93,7 +93,7 @@ pub(crate) fn tag_resource(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let mut rec = ctx.resolve_key_only(key_id)?;
     require_not_pending(ctx, &rec)?;
     apply_tags(&mut rec.tags, tags)?;
-    let write = ctx.put_key(&mut rec, false)?;
+    let write = ctx.put_key(&mut rec)?;
     reply(&json!({}), vec![write])
 }
 
@@ -116,7 +116,7 @@ pub(crate) fn untag_resource(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let mut rec = ctx.resolve_key_only(key_id)?;
     require_not_pending(ctx, &rec)?;
     rec.tags.retain(|t| !keys.contains(&t.key));
-    let write = ctx.put_key(&mut rec, false)?;
+    let write = ctx.put_key(&mut rec)?;
     reply(&json!({}), vec![write])
 }
 

@@ -11,6 +11,7 @@ use crate::{
     Config, Core,
     auth::tests::{SECRET, principal, signed},
     domain::{DomainKey, Keyring},
+    ledger::{Ledger, RecordId, Version, digest_of},
     record::{self, Kind},
 };
 
@@ -34,6 +35,15 @@ impl Env {
         let domain = Keyring::single(DomainKey::generate().unwrap());
         let p = principal();
         let sealed = record::seal(domain.current(), Kind::Principal, &p.access_key_id, &p).unwrap();
+        let mut ledger = Ledger::new_ready();
+        ledger.insert_own(
+            RecordId::principal(&p.access_key_id),
+            Version {
+                seq: 0,
+                digest: digest_of(&sealed),
+            },
+        );
+        core.reset_ledger(ledger);
         Self {
             core,
             domain,
@@ -59,7 +69,12 @@ impl Env {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let (out, writes) = rt.block_on(execute(&self.core, &self.domain, &call, at.into()))?;
+        let (out, writes, token) =
+            rt.block_on(execute(&self.core, &self.domain, &call, at.into()))?;
+        assert_eq!(writes.is_empty(), token == 0);
+        if token != 0 {
+            self.core.ledger().unwrap().commit(token).unwrap();
+        }
         for w in writes {
             match w {
                 StoreWrite::PutKey { key_id, sealed, .. } => {
@@ -75,6 +90,10 @@ impl Env {
                 StoreWrite::DeleteAlias { name, .. } => {
                     self.aliases
                         .retain(|k| record::peek(&k.0).unwrap().id != name);
+                }
+                StoreWrite::DeleteKey { key_id, .. } => {
+                    self.keys
+                        .retain(|k| record::peek(&k.0).unwrap().id != key_id);
                 }
                 StoreWrite::PutPrincipal { .. } => panic!("no operation writes principals"),
             }
@@ -398,4 +417,63 @@ fn re_encrypt_moves_between_keys() {
         env.err("ReEncrypt", json!({"CiphertextBlob": e["CiphertextBlob"], "SourceKeyId": b, "SourceEncryptionContext": {"x": "1"}, "DestinationKeyId": b})).0,
         KmsErrorCode::IncorrectKeyException
     );
+}
+
+#[test]
+fn the_enclave_decides_deletions_by_its_own_clock_and_leaves_tombstones() {
+    let mut env = Env::new();
+    let id = env.create();
+    env.call(
+        "CreateAlias",
+        json!({"AliasName": "alias/doomed", "TargetKeyId": id}),
+    )
+    .unwrap();
+    let key_record = env.keys[0].clone();
+    let sweep = |env: &Env, days: i64| {
+        let now = chrono::Utc::now() + chrono::Duration::days(days);
+        env.core.sweep(&env.domain, &env.keys, now).unwrap()
+    };
+    // Enabled: never deleted, whatever the host's columns say.
+    assert!(sweep(&env, 365).0.is_empty());
+    env.call(
+        "ScheduleKeyDeletion",
+        json!({"KeyId": id, "PendingWindowInDays": 7}),
+    )
+    .unwrap();
+    assert!(sweep(&env, 6).0.is_empty(), "not due yet");
+    let (writes, token) = sweep(&env, 8);
+    assert_eq!(writes.len(), 2, "the key and its alias");
+    assert!(matches!(writes[0], StoreWrite::DeleteAlias { .. }));
+    assert!(matches!(writes[1], StoreWrite::DeleteKey { .. }));
+    env.core.ledger().unwrap().commit(token).unwrap();
+    env.keys.clear();
+    env.aliases.clear();
+    assert_eq!(
+        env.err("DescribeKey", json!({"KeyId": id})).0,
+        KmsErrorCode::NotFoundException
+    );
+    // Its old record cannot bring it back.
+    env.keys.push(key_record);
+    assert!(matches!(
+        env.call("DescribeKey", json!({"KeyId": id})),
+        Err(OpError::Stale)
+    ));
+}
+
+#[test]
+fn a_hidden_key_is_refused_not_reported_missing() {
+    let mut env = Env::new();
+    let id = env.create();
+    let saved = env.keys.clone();
+    env.keys.clear();
+    assert!(matches!(
+        env.call("DescribeKey", json!({"KeyId": id})),
+        Err(OpError::Stale)
+    ));
+    assert!(matches!(
+        env.call("ListKeys", json!({})),
+        Err(OpError::Stale)
+    ));
+    env.keys = saved;
+    env.call("DescribeKey", json!({"KeyId": id})).unwrap();
 }

@@ -23,3 +23,78 @@ pub(crate) fn client(app: &Appliance, access: &str, secret: &str) -> Client {
 pub(crate) fn admin(app: &Appliance) -> Client {
     client(app, &app.access_key, &app.secret_key)
 }
+
+/// The enclave of `app` reached directly on the vsock mock, as a hostile host can.
+pub(crate) fn enclave_of(app: &Appliance, cid: u32) -> ekms_parent_host::client::EnclaveClient {
+    ekms_parent_host::client::EnclaveClient::new(
+        ekms_wire::SocketAddress::Mock {
+            dir: app.data_dir.join("run"),
+            cid,
+            port: ekms_wire::transport::DEFAULT_ENCLAVE_PORT,
+        },
+        1,
+    )
+}
+
+/// A KMS request signed the way the SDKs sign it, as the host relays it to the enclave.
+pub(crate) fn signed(
+    app: &Appliance,
+    op: &str,
+    body: &serde_json::Value,
+) -> ekms_wire::msg::HttpRequest {
+    use aws_sigv4::{
+        http_request::{SignableBody, SignableRequest, SigningSettings, sign},
+        sign::v4,
+    };
+    let creds = Credentials::new(&app.access_key, &app.secret_key, None, None, "test");
+    let identity = creds.into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("kms")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let host = app.endpoint.trim_start_matches("http://").to_owned();
+    let target = format!("TrentService.{op}");
+    let body = body.to_string();
+    let headers = [
+        ("host", host.as_str()),
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", target.as_str()),
+    ];
+    let signable = SignableRequest::new(
+        "POST",
+        format!("{}/", app.endpoint),
+        headers.iter().copied(),
+        SignableBody::Bytes(body.as_bytes()),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri("/")
+        .body(())
+        .unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(k, v.parse().unwrap());
+    }
+    instructions.apply_to_request_http1x(&mut req);
+    ekms_wire::msg::HttpRequest {
+        method: "POST".into(),
+        uri: "/".into(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    serde_bytes::ByteBuf::from(v.as_bytes().to_vec()),
+                )
+            })
+            .collect(),
+        body: body.into_bytes(),
+    }
+}

@@ -1,0 +1,604 @@
+//! The enclave's authenticated view of the store: for every record of the domain (keys, aliases,
+//! principals, and the tombstones of deleted ones) the sequence number and digest of the one
+//! sealed copy that is current. Sealing stops the host from reading or forging a record; this
+//! view stops it from choosing which authentic copy to show: an older one (rollback), one of two
+//! written from the same version (a fork), a deleted one (resurrection), or none (hiding).
+//!
+//! Rules (docs/state.md):
+//! - Every write takes a fresh number from one domain-wide counter, so generations strictly
+//!   increase, a re-created record continues above its tombstone, and no two records share an
+//!   (id, generation).
+//! - A write is *prepared* when the enclave seals it and *committed* only when the host says it
+//!   is durable; commit is a compare-and-swap on the versions the operation read. A write the
+//!   host lost never enters the view; one the host committed replaces its predecessor for good.
+//! - A record the host shows must be the current copy, byte for byte (by digest); a record the
+//!   host says is missing must be absent or a tombstone in the view; a page of a listing must be
+//!   exactly the live records of that range.
+//!
+//! Memory: one entry is a 16-byte id (key UUIDs as `u128`; alias and principal names boxed) and a
+//! 32-byte version; with `BTreeMap` overhead about 64 bytes per key, so 1,000,000 keys take about
+//! 64 MiB. Writes cost O(log n).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    time::{Duration, Instant},
+};
+
+use aws_lc_rs::digest;
+
+/// Bytes of a record digest kept in the view (truncated SHA-256; the host cannot make the
+/// enclave seal chosen records, so only second preimages matter).
+pub const DIGEST_LEN: usize = 16;
+/// A record digest.
+pub type Digest = [u8; DIGEST_LEN];
+/// How long a prepared write waits for the host's commit before it is forgotten.
+const PREPARED_TTL: Duration = Duration::from_mins(5);
+/// Most prepared writes kept; the oldest are forgotten first (they can then never commit).
+const MAX_PREPARED: usize = 65_536;
+
+/// The digest of a sealed record as the view keeps it.
+#[must_use]
+pub fn digest_of(sealed: &[u8]) -> Digest {
+    let d = digest::digest(&digest::SHA256, sealed);
+    let mut out = [0u8; DIGEST_LEN];
+    for (o, b) in out.iter_mut().zip(d.as_ref()) {
+        *o = *b;
+    }
+    out
+}
+
+/// Which record. Keys order like their hyphenated lower-case ids (the store's order).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RecordId {
+    /// A KMS key, by UUID.
+    Key(u128),
+    /// An alias, by name.
+    Alias(Box<str>),
+    /// A principal, by access key id.
+    Principal(Box<str>),
+}
+
+impl RecordId {
+    /// The id of the key with this (hyphenated) id; `None` if it is not a UUID.
+    #[must_use]
+    pub fn key(id: &str) -> Option<Self> {
+        ekms_wire::plan::parse_uuid(id)
+            .and_then(|c| uuid::Uuid::try_parse(&c).ok())
+            .map(|u| Self::Key(u.as_u128()))
+    }
+
+    /// An alias id.
+    #[must_use]
+    pub fn alias(name: &str) -> Self {
+        Self::Alias(name.into())
+    }
+
+    /// A principal id.
+    #[must_use]
+    pub fn principal(access_key_id: &str) -> Self {
+        Self::Principal(access_key_id.into())
+    }
+
+    /// The id as the store names it.
+    #[must_use]
+    pub fn name(&self) -> String {
+        match self {
+            Self::Key(u) => key_name(*u),
+            Self::Alias(n) | Self::Principal(n) => n.to_string(),
+        }
+    }
+}
+
+/// The hyphenated id of a key.
+#[must_use]
+pub fn key_name(u: u128) -> String {
+    uuid::Uuid::from_u128(u).hyphenated().to_string()
+}
+
+/// One version of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    /// Its generation (a number from the domain-wide counter).
+    pub seq: u64,
+    /// Digest of its sealed bytes.
+    pub digest: Digest,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    version: Version,
+    /// False for a tombstone.
+    live: bool,
+}
+
+/// One record change of a prepared write.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The record.
+    pub id: RecordId,
+    /// The version it replaces (`None`: the record is absent or a tombstone).
+    pub expected: Option<Version>,
+    /// The new version.
+    pub new: Version,
+    /// False when the new version is a tombstone.
+    pub live: bool,
+    /// For an alias: its target key.
+    pub target: Option<u128>,
+}
+
+/// Why the view refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// The record shown is not the current one, or a current one was hidden.
+    #[error("the record is not the current version")]
+    Stale,
+    /// The view is still being loaded after an unseal.
+    #[error("the state view is not loaded")]
+    NotReady,
+    /// A commit whose versions no longer match the view, or whose token is unknown.
+    #[error("the write does not apply to the current state")]
+    Conflict,
+}
+
+/// The view.
+#[derive(Debug)]
+pub struct Ledger {
+    ready: bool,
+    seq: u64,
+    entries: BTreeMap<RecordId, Entry>,
+    /// Live aliases by target key, for listings by key and deletions.
+    by_target: BTreeSet<(u128, Box<str>)>,
+    /// Target of each live alias.
+    targets: HashMap<Box<str>, u128>,
+    prepared: HashMap<u64, (Instant, Vec<Change>)>,
+    next_token: u64,
+}
+
+impl Ledger {
+    /// The view of a new domain: empty and ready.
+    #[must_use]
+    pub fn new_ready() -> Self {
+        Self {
+            ready: true,
+            ..Self::loading()
+        }
+    }
+
+    /// The view of an unsealed domain before the host loaded its records.
+    #[must_use]
+    pub fn loading() -> Self {
+        Self {
+            ready: false,
+            seq: 0,
+            entries: BTreeMap::new(),
+            by_target: BTreeSet::new(),
+            targets: HashMap::new(),
+            prepared: HashMap::new(),
+            next_token: 1,
+        }
+    }
+
+    /// Whether the view is complete.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Records in the view (tombstones included).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the view is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The last number handed out.
+    #[must_use]
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Adds a stored record while loading; of two copies of one record the higher generation
+    /// wins (an honest store has one).
+    pub fn ingest(&mut self, id: RecordId, version: Version, live: bool, target: Option<u128>) {
+        self.seq = self.seq.max(version.seq);
+        if let Some(old) = self.entries.get(&id)
+            && old.version.seq >= version.seq
+        {
+            return;
+        }
+        self.set(id, Entry { version, live }, target);
+    }
+
+    /// Ends loading: the enclave serves from now on.
+    pub fn finish_load(&mut self) {
+        self.ready = true;
+    }
+
+    /// Registers a record the enclave made outside any operation (the genesis principal).
+    pub fn insert_own(&mut self, id: RecordId, version: Version) {
+        self.seq = self.seq.max(version.seq);
+        self.set(
+            id,
+            Entry {
+                version,
+                live: true,
+            },
+            None,
+        );
+    }
+
+    /// A fresh generation.
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Checks that `sealed` is the current copy of `id`; returns its version.
+    pub fn check(&self, id: &RecordId, seq: u64, sealed: &[u8]) -> Result<Version, LedgerError> {
+        if !self.ready {
+            return Err(LedgerError::NotReady);
+        }
+        let version = Version {
+            seq,
+            digest: digest_of(sealed),
+        };
+        match self.entries.get(id) {
+            Some(e) if e.live && e.version == version => Ok(version),
+            _ => Err(LedgerError::Stale),
+        }
+    }
+
+    /// Checks the host's claim that `id` does not exist.
+    pub fn check_absent(&self, id: &RecordId) -> Result<(), LedgerError> {
+        if !self.ready {
+            return Err(LedgerError::NotReady);
+        }
+        match self.entries.get(id) {
+            Some(e) if e.live => Err(LedgerError::Stale),
+            _ => Ok(()),
+        }
+    }
+
+    /// Holds a write until the host commits it; returns its token.
+    pub fn prepare(&mut self, changes: Vec<Change>) -> u64 {
+        let now = Instant::now();
+        self.prepared
+            .retain(|_, (at, _)| now.duration_since(*at) < PREPARED_TTL);
+        if self.prepared.len() >= MAX_PREPARED
+            && let Some(oldest) = self
+                .prepared
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(t, _)| *t)
+        {
+            self.prepared.remove(&oldest);
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.prepared.insert(token, (now, changes));
+        token
+    }
+
+    /// Applies a prepared write, if every version it read is still current.
+    pub fn commit(&mut self, token: u64) -> Result<(), LedgerError> {
+        let (_, changes) = self.prepared.remove(&token).ok_or(LedgerError::Conflict)?;
+        for c in &changes {
+            let current = self
+                .entries
+                .get(&c.id)
+                .filter(|e| e.live)
+                .map(|e| e.version);
+            if current != c.expected {
+                return Err(LedgerError::Conflict);
+            }
+        }
+        for c in changes {
+            self.set(
+                c.id,
+                Entry {
+                    version: c.new,
+                    live: c.live,
+                },
+                c.target,
+            );
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, id: RecordId, entry: Entry, target: Option<u128>) {
+        if let RecordId::Alias(name) = &id {
+            if let Some(old) = self.targets.remove(name) {
+                self.by_target.remove(&(old, name.clone()));
+            }
+            if entry.live
+                && let Some(t) = target
+            {
+                self.targets.insert(name.clone(), t);
+                self.by_target.insert((t, name.clone()));
+            }
+        }
+        self.entries.insert(id, entry);
+    }
+
+    /// The live keys after `after` (a key id), at most `limit`, and whether more follow.
+    #[must_use]
+    pub fn key_page(&self, after: Option<u128>, limit: usize) -> (Vec<u128>, bool) {
+        let start = after.map_or(std::ops::Bound::Unbounded, |a| {
+            std::ops::Bound::Excluded(RecordId::Key(a))
+        });
+        let end = std::ops::Bound::Excluded(RecordId::Alias("".into()));
+        let mut live = self
+            .entries
+            .range((start, end))
+            .filter(|(_, e)| e.live)
+            .filter_map(|(id, _)| match id {
+                RecordId::Key(u) => Some(*u),
+                _ => None,
+            });
+        let page: Vec<u128> = live.by_ref().take(limit).collect();
+        (page, live.next().is_some())
+    }
+
+    /// The live aliases after `after` (a name), at most `limit`, and whether more follow.
+    #[must_use]
+    pub fn alias_page(&self, after: Option<&str>, limit: usize) -> (Vec<Box<str>>, bool) {
+        let start = after.map_or(std::ops::Bound::Included(RecordId::Alias("".into())), |a| {
+            std::ops::Bound::Excluded(RecordId::Alias(a.into()))
+        });
+        let end = std::ops::Bound::Excluded(RecordId::Principal("".into()));
+        let mut live = self
+            .entries
+            .range((start, end))
+            .filter(|(_, e)| e.live)
+            .filter_map(|(id, _)| match id {
+                RecordId::Alias(n) => Some(n.clone()),
+                _ => None,
+            });
+        let page: Vec<Box<str>> = live.by_ref().take(limit).collect();
+        (page, live.next().is_some())
+    }
+
+    /// The live aliases of key `target` after `after`, at most `limit`, and whether more follow.
+    #[must_use]
+    pub fn aliases_of(
+        &self,
+        target: u128,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Box<str>>, bool) {
+        let start = after.map_or(std::ops::Bound::Included((target, "".into())), |a| {
+            std::ops::Bound::Excluded((target, a.into()))
+        });
+        let mut live = self
+            .by_target
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(|(t, _)| *t == target)
+            .map(|(_, n)| n.clone());
+        let page: Vec<Box<str>> = live.by_ref().take(limit).collect();
+        (page, live.next().is_some())
+    }
+
+    /// The current version of a live record.
+    #[must_use]
+    pub fn current(&self, id: &RecordId) -> Option<Version> {
+        self.entries.get(id).filter(|e| e.live).map(|e| e.version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn v(seq: u64, bytes: &[u8]) -> Version {
+        Version {
+            seq,
+            digest: digest_of(bytes),
+        }
+    }
+
+    fn put(l: &mut Ledger, id: &RecordId, bytes: &[u8], target: Option<u128>) -> Version {
+        let expected = l.current(id);
+        let seq = l.next_seq();
+        let new = v(seq, bytes);
+        let t = l.prepare(vec![Change {
+            id: id.clone(),
+            expected,
+            new,
+            live: true,
+            target,
+        }]);
+        l.commit(t).unwrap();
+        new
+    }
+
+    #[test]
+    fn only_the_current_copy_is_accepted() {
+        let mut l = Ledger::new_ready();
+        let a = RecordId::alias("alias/a");
+        l.check_absent(&a).unwrap();
+        let v1 = put(&mut l, &a, b"one", Some(1));
+        assert_eq!(l.check(&a, v1.seq, b"one"), Ok(v1));
+        let v2 = put(&mut l, &a, b"two", Some(2));
+        assert!(v2.seq > v1.seq);
+        assert_eq!(l.check(&a, v1.seq, b"one"), Err(LedgerError::Stale));
+        // A forged generation number on old bytes does not help.
+        assert_eq!(l.check(&a, v2.seq, b"one"), Err(LedgerError::Stale));
+        // Hiding a live record is refused.
+        assert_eq!(l.check_absent(&a), Err(LedgerError::Stale));
+        // Delete: a tombstone; then absent is fine and the old copies are dead.
+        let seq = l.next_seq();
+        let t = l.prepare(vec![Change {
+            id: a.clone(),
+            expected: Some(v2),
+            new: v(seq, b"tomb"),
+            live: false,
+            target: None,
+        }]);
+        l.commit(t).unwrap();
+        l.check_absent(&a).unwrap();
+        assert_eq!(l.check(&a, v2.seq, b"two"), Err(LedgerError::Stale));
+        // Re-created above the tombstone.
+        let v3 = put(&mut l, &a, b"three", Some(1));
+        assert!(v3.seq > seq);
+        assert_eq!(
+            l.aliases_of(1, None, 10).0,
+            vec![Box::<str>::from("alias/a")]
+        );
+        assert!(l.aliases_of(2, None, 10).0.is_empty());
+    }
+
+    #[test]
+    fn commits_are_compare_and_swap_and_tokens_single_use() {
+        let mut l = Ledger::new_ready();
+        let k = RecordId::Key(7);
+        let v1 = put(&mut l, &k, b"k1", None);
+        // Two writers read v1 and prepare successors: only the first commit applies.
+        let (s2, s3) = (l.next_seq(), l.next_seq());
+        let t2 = l.prepare(vec![Change {
+            id: k.clone(),
+            expected: Some(v1),
+            new: v(s2, b"k2"),
+            live: true,
+            target: None,
+        }]);
+        let t3 = l.prepare(vec![Change {
+            id: k.clone(),
+            expected: Some(v1),
+            new: v(s3, b"k3"),
+            live: true,
+            target: None,
+        }]);
+        l.commit(t3).unwrap();
+        assert_eq!(l.commit(t2), Err(LedgerError::Conflict));
+        assert_eq!(l.commit(t3), Err(LedgerError::Conflict));
+        assert!(l.check(&k, s3, b"k3").is_ok());
+        assert!(l.check(&k, s2, b"k2").is_err());
+        // A prepared write that is never committed changes nothing.
+        let s4 = l.next_seq();
+        l.prepare(vec![Change {
+            id: k.clone(),
+            expected: Some(v(s3, b"k3")),
+            new: v(s4, b"k4"),
+            live: true,
+            target: None,
+        }]);
+        assert!(l.check(&k, s3, b"k3").is_ok());
+        assert!(l.check(&k, s4, b"k4").is_err());
+    }
+
+    #[test]
+    fn pages_are_the_live_records_in_store_order() {
+        let mut l = Ledger::new_ready();
+        let ids: Vec<String> = (0..5u128)
+            .map(|i| key_name(i * 0x1111_0000_0000_0000_0000_0000_0000))
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "u128 order is the store's text order");
+        for id in &ids {
+            put(&mut l, &RecordId::key(id).unwrap(), id.as_bytes(), None);
+        }
+        put(&mut l, &RecordId::alias("alias/x"), b"x", Some(0));
+        put(&mut l, &RecordId::principal("AK"), b"p", None);
+        let (page, more) = l.key_page(None, 3);
+        assert_eq!(page.len(), 3);
+        assert!(more);
+        let (rest, more) = l.key_page(page.last().copied(), 3);
+        assert_eq!(rest.len(), 2);
+        assert!(!more);
+        assert_eq!(l.alias_page(None, 10).0, vec![Box::<str>::from("alias/x")]);
+        assert!(l.alias_page(Some("alias/x"), 10).0.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_served_until_loaded() {
+        let mut l = Ledger::loading();
+        assert_eq!(
+            l.check_absent(&RecordId::Key(1)),
+            Err(LedgerError::NotReady)
+        );
+        l.ingest(RecordId::Key(1), v(5, b"new"), true, None);
+        l.ingest(RecordId::Key(1), v(3, b"old"), true, None);
+        l.finish_load();
+        assert!(l.check(&RecordId::Key(1), 5, b"new").is_ok());
+        assert!(l.check(&RecordId::Key(1), 3, b"old").is_err());
+        assert!(l.next_seq() > 5);
+    }
+
+    /// What a hostile host can do with the copies it has seen.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Write(u8),
+        Delete(u8),
+        /// Show copy `n` (of all ever made) of record `id`.
+        Show(u8, usize),
+        /// Claim record `id` does not exist.
+        Hide(u8),
+        /// Commit a token twice, or one never issued.
+        Replay(u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..4u8).prop_map(Step::Write),
+            (0..4u8).prop_map(Step::Delete),
+            (0..4u8, 0..16usize).prop_map(|(i, n)| Step::Show(i, n)),
+            (0..4u8).prop_map(Step::Hide),
+            (0..64u64).prop_map(Step::Replay),
+        ]
+    }
+
+    proptest! {
+        /// Random writes, deletes, re-creations and host tampering: the view accepts exactly
+        /// the copy an honest model says is current.
+        #[test]
+        fn no_old_or_forked_copy_is_ever_accepted(steps in proptest::collection::vec(step(), 1..80)) {
+            let mut l = Ledger::new_ready();
+            // Model: current copy (seq, bytes) per id, or None; every copy ever made.
+            let mut model: HashMap<u8, Option<(u64, Vec<u8>)>> = HashMap::new();
+            let mut history: HashMap<u8, Vec<(u64, Vec<u8>)>> = HashMap::new();
+            let mut used_tokens = Vec::new();
+            for s in steps {
+                match s {
+                    Step::Write(i) | Step::Delete(i) => {
+                        let id = RecordId::Key(u128::from(i));
+                        let expected = l.current(&id);
+                        let live = matches!(s, Step::Write(_));
+                        if !live && expected.is_none() { continue; }
+                        let seq = l.next_seq();
+                        let bytes = format!("{i}:{seq}:{live}").into_bytes();
+                        let t = l.prepare(vec![Change { id, expected, new: v(seq, &bytes), live, target: None }]);
+                        l.commit(t).unwrap();
+                        used_tokens.push(t);
+                        history.entry(i).or_default().push((seq, bytes.clone()));
+                        model.insert(i, live.then_some((seq, bytes)));
+                    }
+                    Step::Show(i, n) => {
+                        let id = RecordId::Key(u128::from(i));
+                        let copies = history.get(&i).cloned().unwrap_or_default();
+                        if let Some((seq, bytes)) = copies.get(n % copies.len().max(1)) {
+                            let ok = l.check(&id, *seq, bytes).is_ok();
+                            let current = model.get(&i).cloned().flatten();
+                            prop_assert_eq!(ok, current.as_ref() == Some(&(*seq, bytes.clone())));
+                        }
+                    }
+                    Step::Hide(i) => {
+                        let ok = l.check_absent(&RecordId::Key(u128::from(i))).is_ok();
+                        prop_assert_eq!(ok, model.get(&i).cloned().flatten().is_none());
+                    }
+                    Step::Replay(t) => {
+                        if used_tokens.contains(&t) || t >= l.next_token {
+                            prop_assert!(l.commit(t).is_err());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
