@@ -8,13 +8,10 @@ use http_body_util::{BodyExt as _, Full};
 /// Largest answer read (attestation documents are about 5 KiB; share lists far less).
 const MAX_RESPONSE: usize = 1024 * 1024;
 
-/// Sends a request and returns the status and body.
-pub async fn request(
+/// An HTTP/1.1 connection to `endpoint` (`http://HOST:PORT`), and its `HOST:PORT`.
+async fn connect(
     endpoint: &str,
-    method: http::Method,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> anyhow::Result<(http::StatusCode, Bytes)> {
+) -> anyhow::Result<(&str, hyper::client::conn::http1::SendRequest<Full<Bytes>>)> {
     let hostport = endpoint
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("only http:// endpoints are supported (got {endpoint})"))?
@@ -22,9 +19,20 @@ pub async fn request(
     let stream = tokio::net::TcpStream::connect(hostport)
         .await
         .with_context(|| format!("connecting to {hostport}"))?;
-    let (mut sender, conn) =
+    let (sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
+    Ok((hostport, sender))
+}
+
+/// Sends a request and returns the status and body.
+pub async fn request(
+    endpoint: &str,
+    method: http::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    let (hostport, mut sender) = connect(endpoint).await?;
     let mut req = http::Request::builder()
         .method(method)
         .uri(path)
@@ -99,16 +107,7 @@ pub async fn forward(
     endpoint: &str,
     req: &ekms_wire::msg::HttpRequest,
 ) -> anyhow::Result<(u16, Vec<(String, Vec<u8>)>, Vec<u8>)> {
-    let hostport = endpoint
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("only http:// endpoints are supported (got {endpoint})"))?
-        .trim_end_matches('/');
-    let stream = tokio::net::TcpStream::connect(hostport)
-        .await
-        .with_context(|| format!("connecting to {hostport}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
+    let (_, mut sender) = connect(endpoint).await?;
     let mut builder = http::Request::builder()
         .method(req.method.as_str())
         .uri(req.uri.as_str());

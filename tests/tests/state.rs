@@ -403,3 +403,78 @@ async fn a_doctored_deletion_column_deletes_nothing() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_enclave_of_the_domain_serves_nothing_from_its_own_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Appliance::start(dir.path());
+    let kms = admin(&first);
+    let k = create_key(&kms).await;
+    let enabled = key_record(&first, &k);
+    let blob = kms
+        .encrypt()
+        .key_id(&k)
+        .plaintext(Blob::new(b"fleet".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap();
+    // A second appliance on the same store gets the domain from the first by attestation...
+    let second = Appliance::start_with(dir.path(), &["--sim-cid", "17", "--peer", &first.endpoint]);
+    let second_enclave = enclave_of(&second, 17);
+    let mut joined = false;
+    for _ in 0..120 {
+        if let Ok(EnclaveResponse::Status(s)) = second_enclave.call(&HostRequest::Status).await
+            && s.follower
+        {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(joined, "the second enclave did not join");
+    // ...and the client disables the key on the writer.
+    kms.disable_key().key_id(&k).send().await.unwrap();
+    // The hostile host shows the second enclave the Enabled copy: it serves no KMS call at all,
+    // so there is no second view to roll back or fork.
+    for copy in [enabled, key_record(&first, &k)] {
+        let r = hostile(
+            &second,
+            17,
+            "Encrypt",
+            json!({"KeyId": k, "Plaintext": "eA=="}),
+            vec![copy],
+            vec![],
+        )
+        .await;
+        assert!(
+            matches!(r, EnclaveResponse::Fault(Fault::NotWriter)),
+            "{r:?}"
+        );
+    }
+    // The honest second host forwards calls, exactly as signed, to the writer.
+    let via_second = admin(&second);
+    let e = via_second
+        .encrypt()
+        .key_id(&k)
+        .plaintext(Blob::new(b"x".to_vec()))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(
+        aws_sdk_kms::error::ProvideErrorMetadata::code(&e),
+        Some("DisabledException")
+    );
+    kms.enable_key().key_id(&k).send().await.unwrap();
+    let plain = via_second
+        .decrypt()
+        .ciphertext_blob(blob)
+        .send()
+        .await
+        .unwrap()
+        .plaintext
+        .unwrap();
+    assert_eq!(plain.as_ref(), b"fleet");
+}

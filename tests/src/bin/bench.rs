@@ -57,7 +57,7 @@ struct Args {
     /// Warm-up seconds before each measurement.
     #[arg(long, default_value_t = 1)]
     warmup_secs: u64,
-    /// Operations: encrypt, decrypt, generate-data-key.
+    /// Operations: encrypt, decrypt, generate-data-key, create-key.
     #[arg(
         long,
         value_delimiter = ',',
@@ -159,6 +159,9 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
         .unwrap_or(0)
 }
 
+/// A counter that makes state-changing bench requests distinct.
+static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn measure(
     t: Arc<Target>,
     conns: usize,
@@ -184,7 +187,20 @@ async fn measure(
                 if t0 >= end {
                     break;
                 }
-                let r = call(&t, &mut s, op, &body).await;
+                // A state-changing request is executed at most once per signature: make each
+                // CreateKey unique (the enclave refuses byte-identical replays).
+                let r = if op == "CreateKey" {
+                    let n = UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    call(
+                        &t,
+                        &mut s,
+                        op,
+                        &body.replace("ekms-bench", &format!("ekms-bench {n}")),
+                    )
+                    .await
+                } else {
+                    call(&t, &mut s, op, &body).await
+                };
                 let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
                 if t0 < start {
                     continue;
@@ -376,6 +392,7 @@ fn body_for(op: &str, key_id: &str, blob: &str) -> (&'static str, String) {
     match op {
         "decrypt" => ("Decrypt", serde_json::json!({ "CiphertextBlob": blob }).to_string()),
         "generate-data-key" => ("GenerateDataKey", serde_json::json!({ "KeyId": key_id, "KeySpec": "AES_256" }).to_string()),
+        "create-key" => ("CreateKey", r#"{"Description":"ekms-bench"}"#.to_owned()),
         _ => (
             "Encrypt",
             serde_json::json!({ "KeyId": key_id, "Plaintext": base64::engine::general_purpose::STANDARD.encode([0x42u8; 32]) }).to_string(),
