@@ -101,6 +101,8 @@ pub struct Core {
     sessions: Sessions,
     /// Highest generation opened per record, so an older copy is refused within this life.
     seen: Mutex<HashMap<(u8, String), u64>>,
+    /// State-changing requests already run (replay refusal).
+    pub(crate) replay: crate::replay::ReplayCache,
 }
 
 fn refused(why: impl Into<Refusal>) -> EnclaveResponse {
@@ -117,6 +119,7 @@ impl Core {
             state: RwLock::new(State::Empty),
             sessions: Sessions::default(),
             seen: Mutex::new(HashMap::new()),
+            replay: crate::replay::ReplayCache::new(chrono::Utc::now()),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod ops;
 pub mod record;
+pub mod replay;
 pub mod server;
 
 pub use crate::core::{Config, Core};

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use ekms_wire::{
     msg::{KmsCall, KmsErrorCode, SealedBlob, StoreWrite},
-    plan::{AWS_KMS_OPERATIONS, KeyRef, parse_key_ref},
+    plan::{self, AWS_KMS_OPERATIONS, KeyRef, parse_key_ref},
 };
 use serde::{Deserialize, de::DeserializeOwned};
 use zeroize::Zeroizing;
@@ -20,6 +20,7 @@ use crate::{
     Core, EnclaveError, KmsError, auth,
     domain::Keyring,
     record::{self, AliasRecord, KeyRecord, KeyState, Kind, PrincipalRecord},
+    replay::RequestId,
 };
 
 /// Why an operation did not produce a response body.
@@ -66,13 +67,29 @@ pub async fn execute(core: &Core, keys: &Keyring, call: &KmsCall, now: DateTime<
         None => None,
     };
     let verified = auth::verify(&call.http, principal.as_ref(), &core.config.region, now).await?;
+    // A state-changing request runs at most once (see `replay`); one that then fails (say
+    // NotFound) has still run. Only stale records, which change nothing and make the host
+    // re-read and resend the same request, give it back.
+    let admitted = if plan::changes_state(&verified.operation) {
+        let id = RequestId::of_signature(&verified.signature);
+        core.replay
+            .admit(id, verified.signed_at, now)
+            .map_err(KmsError::from)?;
+        Some(id)
+    } else {
+        None
+    };
     let ctx = Ctx {
         core,
         keys,
         call,
         now_ms: now.timestamp_millis(),
     };
-    ctx.dispatch(&verified.operation, &verified.body)
+    let result = ctx.dispatch(&verified.operation, &verified.body);
+    if let (Some(id), Err(OpError::Stale)) = (admitted, &result) {
+        core.replay.release(id, verified.signed_at);
+    }
+    result
 }
 
 /// What an operation sees.
