@@ -25,10 +25,12 @@ use crate::{KmsError, auth::SKEW_MINUTES};
 pub const MSG_REPLAYED: &str = "This signed request was already executed: a state-changing request runs at most once. Sign and send a new request.";
 
 /// Most signatures remembered at once: 1,048,576. An entry is 16 bytes; with the hash tables'
-/// spare slots and control bytes a full cache holds at most about 40 MiB. Entries live at most
-/// 31 minutes (a request may be dated up to 15 minutes ahead of the enclave's clock and stays
-/// valid 15 minutes after its date), so the cap is only reached above roughly 560 state-changing
-/// requests per second sustained; AWS's own quotas for these operations are far lower.
+/// spare slots and control bytes (17 bytes a slot, tables at most 7/8 full and sized in powers
+/// of two) a full cache holds at most about 40 MiB, briefly more while one minute's table grows.
+/// Entries live at most 31 minutes (a request may be dated up to 15 minutes ahead of the
+/// enclave's clock and stays valid 15 minutes after its date), so the cap is only reached above
+/// roughly 560 state-changing requests per second sustained; AWS's own quotas for these
+/// operations are far lower.
 pub const CAPACITY: usize = 1 << 20;
 
 /// Names one signed request: the first 16 bytes of the SHA-256 of its verified signature.
