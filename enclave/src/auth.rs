@@ -2,7 +2,8 @@
 //! relayed is verified (with `scratchstack-aws-signature`) against the principal's sealed secret,
 //! the request date against AWS's 15-minute skew window, and `host` and `x-amz-target` must be
 //! among the signed headers, so a host can neither alter a parameter nor replay a request as
-//! another operation.
+//! another operation. It also returns the verified signature and request date, which name the
+//! request for replay refusal ([`crate::replay`]).
 
 use std::{borrow::Cow, str::FromStr as _};
 
@@ -10,10 +11,14 @@ use chrono::{DateTime, Utc};
 use ekms_wire::msg::{HttpRequest, KmsErrorCode};
 use scratchstack_aws_signature::{
     GetSigningKeyRequest, GetSigningKeyResponse, KSecretKey, SignatureError, SignatureOptions,
-    SliceSignedHeaderRequirements, sigv4_validate_request,
+    SliceSignedHeaderRequirements, canonical::CanonicalRequest,
 };
 
 use crate::{KmsError, record::PrincipalRecord};
+
+/// AWS's `SigV4` clock skew allowance, each way: a request dated further from the enclave's
+/// clock is refused as expired or not yet current.
+pub const SKEW_MINUTES: i64 = 15;
 
 /// Headers every request must have signed: the operation and the endpoint.
 const REQUIRED: &[Cow<'static, str>] = &[Cow::Borrowed("host"), Cow::Borrowed("x-amz-target")];
@@ -30,6 +35,11 @@ pub struct Verified {
     pub operation: String,
     /// The signed body.
     pub body: bytes::Bytes,
+    /// The signature that verified: 64 lower-case hex digits (anything else does not verify), so
+    /// one signed request has exactly one spelling of it.
+    pub signature: String,
+    /// The signed request date (`X-Amz-Date`), within [`SKEW_MINUTES`] of the verifier's clock.
+    pub signed_at: DateTime<Utc>,
 }
 
 /// Verifies `http` against `principal` at `now` for `region` and service `kms`.
@@ -82,17 +92,23 @@ pub async fn verify(
         }
     });
     let required = SliceSignedHeaderRequirements::new(REQUIRED, &[], &[]);
-    let (parts, body, _) = sigv4_validate_request(
-        request,
-        region,
-        "kms",
-        &mut get_key,
-        now,
-        &required,
-        SignatureOptions::default(),
-    )
-    .await
-    .map_err(|e| map_error(SignatureError::from(e)))?;
+    // The steps of `sigv4_validate_request`, kept apart so that the signature and date the
+    // replay cache records are the very ones this parse verified.
+    let (parts, body) = request.into_parts();
+    let (canonical, parts, body) =
+        CanonicalRequest::from_request_parts(parts, body.into(), SignatureOptions::default())
+            .map_err(map_error)?;
+    let authenticator = canonical.get_authenticator(&required).map_err(map_error)?;
+    authenticator
+        .validate_signature(
+            region,
+            "kms",
+            now,
+            chrono::Duration::minutes(SKEW_MINUTES),
+            &mut get_key,
+        )
+        .await
+        .map_err(map_error)?;
     let target = parts
         .headers
         .get("x-amz-target")
@@ -107,7 +123,12 @@ pub async fn verify(
             )
         })?
         .to_owned();
-    Ok(Verified { operation, body })
+    Ok(Verified {
+        operation,
+        body,
+        signature: authenticator.signature().to_owned(),
+        signed_at: authenticator.request_timestamp(),
+    })
 }
 
 fn map_error(e: SignatureError) -> KmsError {
@@ -224,6 +245,14 @@ pub(crate) mod tests {
         let v = rt(verify(&req, Some(&principal()), "us-east-1", now.into())).unwrap();
         assert_eq!(v.operation, "Encrypt");
         assert_eq!(&v.body[..], b"{}");
+        assert_eq!(v.signature.len(), 64);
+        assert!(
+            v.signature
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        let at: DateTime<Utc> = now.into();
+        assert_eq!(v.signed_at.timestamp(), at.timestamp());
     }
 
     #[test]

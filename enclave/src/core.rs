@@ -108,6 +108,8 @@ pub struct Core {
     /// Set when a peer forwarded the domain: this enclave follows that one and serves no KMS
     /// calls (one writer per domain, so there is one view of the state).
     follower: AtomicBool,
+    /// State-changing requests already run (replay refusal).
+    pub(crate) replay: crate::replay::ReplayCache,
 }
 
 fn refused(why: impl Into<Refusal>) -> EnclaveResponse {
@@ -125,6 +127,7 @@ impl Core {
             sessions: Sessions::default(),
             ledger: Mutex::new(Ledger::loading()),
             follower: AtomicBool::new(false),
+            replay: crate::replay::ReplayCache::new(chrono::Utc::now()),
         }
     }
 

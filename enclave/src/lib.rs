@@ -16,6 +16,7 @@ pub mod error;
 pub mod ledger;
 pub mod ops;
 pub mod record;
+pub mod replay;
 pub mod server;
 
 pub use crate::core::{Config, Core};

@@ -21,23 +21,46 @@ pub fn paths(data_dir: &Path) -> (PathBuf, PathBuf) {
     (data_dir.join("credentials"), data_dir.join("config"))
 }
 
-/// Writes the genesis credential (mode 0600) and a config file naming the region.
+/// Fails when `data_dir` already has a credentials file: it may be the only administrator
+/// credential of an existing domain, and is never overwritten.
+pub fn refuse_existing(data_dir: &Path) -> Result<(), HostError> {
+    let (creds, _) = paths(data_dir);
+    if creds.exists() {
+        return Err(already_exists(&creds));
+    }
+    Ok(())
+}
+
+fn already_exists(path: &Path) -> HostError {
+    HostError::Io(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!(
+            "{} already exists: refusing to overwrite an administrator credential",
+            path.display()
+        ),
+    ))
+}
+
+/// Writes the genesis credential (mode 0600; never over an existing one) and a config file
+/// naming the region.
 pub fn write(data_dir: &Path, genesis: &Genesis, region: &str) -> Result<(), HostError> {
     let (creds, config) = paths(data_dir);
+    refuse_existing(data_dir)?;
     let text = zeroize::Zeroizing::new(format!(
         "[{PROFILE}]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
         genesis.access_key_id,
         genesis.secret_access_key.expose()
     ));
-    write_private(&creds, text.as_bytes())?;
+    write_private(&creds, text.as_bytes(), false)?;
     write_private(
         &config,
         format!("[profile {PROFILE}]\nregion = {region}\n").as_bytes(),
+        true,
     )?;
     Ok(())
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<(), HostError> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -48,7 +71,17 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
     f.set_permissions(fs::Permissions::from_mode(0o600))?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    fs::rename(&tmp, path)?;
+    if replace {
+        fs::rename(&tmp, path)?;
+    } else {
+        // A hard link fails when `path` exists, so a credential appearing meanwhile survives.
+        let linked = fs::hard_link(&tmp, path);
+        fs::remove_file(&tmp)?;
+        linked.map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => already_exists(path),
+            _ => HostError::Io(e),
+        })?;
+    }
     Ok(())
 }
 
@@ -94,5 +127,15 @@ mod tests {
                 .unwrap()
                 .contains("region = us-east-1")
         );
+        // A second genesis never replaces the first credential.
+        let other = Genesis {
+            principal: SealedBlob(vec![]),
+            access_key_id: "EKMSBBBB".into(),
+            secret_access_key: Secret::new("other".into()),
+        };
+        let e = write(dir.path(), &other, "us-east-1").unwrap_err();
+        assert!(e.to_string().contains("refusing to overwrite"), "{e}");
+        assert!(fs::read_to_string(&c).unwrap().contains("EKMSAAAA"));
+        assert!(!c.with_extension("tmp").exists());
     }
 }

@@ -164,6 +164,7 @@ impl Custody {
                 "this appliance's store already holds a domain".into(),
             ));
         }
+        credentials::refuse_existing(&self.data_dir)?;
         let reply = self
             .call(&HostRequest::InitDomain {
                 custodians,
@@ -400,6 +401,11 @@ impl Custody {
         match &state {
             CustodyState::Uninitialised => {
                 if let Some(dev) = &self.dev {
+                    let found = crate::data_guard::survey(&self.data_dir, dev, &**self.store())?;
+                    if !found.is_empty() {
+                        let why = crate::data_guard::refusal(&self.data_dir, &found);
+                        return Err(CustodyError::Refused(why));
+                    }
                     self.dev_init(dev).await?;
                     return self.state().await;
                 }
@@ -510,7 +516,14 @@ impl Custody {
             .shares
             .first()
             .ok_or_else(|| CustodyError::Refused("no share returned".into()))?;
-        std::fs::write(&dev.share, share).map_err(HostError::Io)?;
+        // Never over an existing share: that would lose the only way into its domain.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dev.share)
+            .map_err(HostError::Io)?;
+        std::io::Write::write_all(&mut file, share.as_bytes()).map_err(HostError::Io)?;
+        file.sync_all().map_err(HostError::Io)?;
         Ok(())
     }
 

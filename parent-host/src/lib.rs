@@ -11,6 +11,7 @@ pub mod client;
 pub mod credentials;
 pub mod custodian;
 pub mod custody;
+pub mod data_guard;
 pub mod error;
 pub mod fetch;
 pub mod http;

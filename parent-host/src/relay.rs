@@ -1,6 +1,7 @@
 //! The relay: plan a call, fetch its sealed records (cache, then store), send it to the enclave,
-//! make the enclave's writes durable, and only then release the response. Stale records and
-//! lost write races are retried with fresh records.
+//! make the enclave's writes durable, and only then release the response. Stale records are
+//! retried with fresh records; a state-changing request whose write lost a race is answered
+//! with a retryable error (the enclave would refuse the same signed request again).
 
 use std::{
     collections::HashMap,
@@ -249,7 +250,14 @@ impl Relay {
                     }
                     match self.persist(writes, token).await {
                         Ok(()) => return Answer::Ok(body),
-                        Err(HostError::Conflict) => self.invalidate(&key_ids, &alias_ids),
+                        Err(HostError::Conflict) => {
+                            self.invalidate(&key_ids, &alias_ids);
+                            // The enclave runs a state-changing request once: sent again, it
+                            // would be refused as a replay. The client re-signs and retries.
+                            if plan::changes_state(op) {
+                                return lost_race();
+                            }
+                        }
                         Err(e) => return internal(&e),
                     }
                 }
@@ -384,6 +392,15 @@ fn internal(e: &HostError) -> Answer {
     Answer::Err(
         KmsErrorCode::KMSInternalException,
         "An internal error occurred; retry the request.".into(),
+    )
+}
+
+fn lost_race() -> Answer {
+    Answer::Err(
+        KmsErrorCode::KMSInternalException,
+        "Another request changed the same record at the same moment; this one changed nothing. \
+         Retry the request."
+            .into(),
     )
 }
 

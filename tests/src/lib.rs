@@ -74,12 +74,20 @@ impl Appliance {
     #[must_use]
     #[allow(clippy::panic, clippy::expect_used)]
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_stderr(data_dir, extra, Stdio::inherit())
+    }
+
+    /// Like [`Appliance::start_with`], with the host's standard error going to `stderr` (a
+    /// file, to read what `serve` told the operator).
+    #[must_use]
+    #[allow(clippy::panic, clippy::expect_used)]
+    pub fn start_with_stderr(data_dir: &Path, extra: &[&str], stderr: Stdio) -> Self {
         let mut child = Command::new(bin_dir().join("ekms"))
             .args(["serve", "--sim", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn ekms");
         let stdout = child.stdout.take().expect("stdout");

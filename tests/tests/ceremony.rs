@@ -314,8 +314,10 @@ async fn rotation_reseals_every_record_and_old_ciphertexts_still_decrypt() {
     let kms = admin_of(&app);
     let mut blobs = Vec::new();
     for i in 0..5u8 {
+        // A description per key: equal calls in the same second are one signed request.
         let key = kms
             .create_key()
+            .description(format!("r{i}"))
             .send()
             .await
             .unwrap()

@@ -266,10 +266,12 @@ async fn every_operation_works_through_the_sdk() {
         .find(|a| a.alias_name() == Some("alias/app"))
         .unwrap();
     assert_eq!(a.target_key_id(), Some(other.as_str()));
+    // Not the first CreateAlias again: within the same second that would be the same signed
+    // request, which the enclave refuses as a replay.
     let e = kms
         .create_alias()
         .alias_name("alias/app")
-        .target_key_id(&id)
+        .target_key_id(&other)
         .send()
         .await
         .unwrap_err();

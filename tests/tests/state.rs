@@ -85,7 +85,12 @@ fn is_stale(r: &EnclaveResponse) -> bool {
 }
 
 async fn create_key(kms: &aws_sdk_kms::Client) -> String {
+    // Distinct requests: byte-identical state-changing calls in one second are one request to
+    // the enclave (the SDK's throttling retry would sort it out, but slowly).
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     kms.create_key()
+        .description(format!("state test key {n}"))
         .send()
         .await
         .unwrap()

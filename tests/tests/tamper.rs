@@ -23,11 +23,14 @@ use ekms_tests::Appliance;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn edited_or_swapped_records_are_refused() {
+    // Each CreateKey says which key it is: equal state-changing calls in the same second would
+    // be one signed request, which the enclave runs once.
     let dir = tempfile::tempdir().unwrap();
     let mut app = Appliance::start(dir.path());
     let kms = admin(&app);
     let a = kms
         .create_key()
+        .description("a")
         .send()
         .await
         .unwrap()
@@ -37,6 +40,7 @@ async fn edited_or_swapped_records_are_refused() {
         .to_owned();
     let b = kms
         .create_key()
+        .description("b")
         .send()
         .await
         .unwrap()
@@ -46,6 +50,7 @@ async fn edited_or_swapped_records_are_refused() {
         .to_owned();
     let c = kms
         .create_key()
+        .description("c")
         .send()
         .await
         .unwrap()

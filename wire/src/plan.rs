@@ -212,6 +212,47 @@ pub const AWS_KMS_OPERATIONS: &[&str] = &[
     "VerifyMac",
 ];
 
+/// The operations of [`AWS_KMS_OPERATIONS`] that change state (keys, aliases, tags, policies,
+/// grants, rotation, key material, custom key stores). The enclave runs a signed request of one
+/// of these at most once within the `SigV4` skew window (replay refusal); every other operation
+/// only reads, and may be repeated. The one place this is decided: a new state-changing
+/// operation goes here, and a unit test fails until every AWS operation is classified.
+pub const STATE_CHANGING_OPERATIONS: &[&str] = &[
+    "CancelKeyDeletion",
+    "ConnectCustomKeyStore",
+    "CreateAlias",
+    "CreateCustomKeyStore",
+    "CreateGrant",
+    "CreateKey",
+    "DeleteAlias",
+    "DeleteCustomKeyStore",
+    "DeleteImportedKeyMaterial",
+    "DisableKey",
+    "DisableKeyRotation",
+    "DisconnectCustomKeyStore",
+    "EnableKey",
+    "EnableKeyRotation",
+    "ImportKeyMaterial",
+    "PutKeyPolicy",
+    "ReplicateKey",
+    "RetireGrant",
+    "RevokeGrant",
+    "RotateKeyOnDemand",
+    "ScheduleKeyDeletion",
+    "TagResource",
+    "UntagResource",
+    "UpdateAlias",
+    "UpdateCustomKeyStore",
+    "UpdateKeyDescription",
+    "UpdatePrimaryRegion",
+];
+
+/// Whether `op` (an operation name without the `TrentService.` prefix) changes state.
+#[must_use]
+pub fn changes_state(op: &str) -> bool {
+    STATE_CHANGING_OPERATIONS.contains(&op)
+}
+
 /// Operations this appliance implements.
 pub const SUPPORTED_OPERATIONS: &[&str] = &[
     "CancelKeyDeletion",
@@ -277,6 +318,55 @@ mod tests {
         assert_eq!(parse_key_ref("134f2428cec14b25a1ae9048164dba47"), None);
         assert_eq!(parse_key_ref("arn:aws:s3:::bucket"), None);
         assert_eq!(parse_key_ref("arn:aws:kms"), None);
+    }
+
+    #[test]
+    fn every_aws_operation_is_classified_as_read_or_state_changing() {
+        // Reads only: repeating one changes nothing (GetParametersForImport hands out a fresh
+        // wrapping key each time and changes no key).
+        const READS: &[&str] = &[
+            "Decrypt",
+            "DeriveSharedSecret",
+            "DescribeCustomKeyStores",
+            "DescribeKey",
+            "Encrypt",
+            "GenerateDataKey",
+            "GenerateDataKeyPair",
+            "GenerateDataKeyPairWithoutPlaintext",
+            "GenerateDataKeyWithoutPlaintext",
+            "GenerateMac",
+            "GenerateRandom",
+            "GetKeyPolicy",
+            "GetKeyRotationStatus",
+            "GetParametersForImport",
+            "GetPublicKey",
+            "ListAliases",
+            "ListGrants",
+            "ListKeyPolicies",
+            "ListKeyRotations",
+            "ListKeys",
+            "ListResourceTags",
+            "ListRetirableGrants",
+            "ReEncrypt",
+            "Sign",
+            "Verify",
+            "VerifyMac",
+        ];
+        for op in AWS_KMS_OPERATIONS {
+            assert!(
+                changes_state(op) != READS.contains(op),
+                "{op} must be in exactly one of STATE_CHANGING_OPERATIONS and READS"
+            );
+        }
+        for op in STATE_CHANGING_OPERATIONS.iter().chain(READS) {
+            assert!(
+                AWS_KMS_OPERATIONS.contains(op),
+                "{op} is not an AWS operation"
+            );
+        }
+        assert!(changes_state("DisableKey"));
+        assert!(!changes_state("Encrypt"));
+        assert!(!changes_state("Frobnicate"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use ekms_wire::{
     msg::{KmsCall, KmsErrorCode, SealedBlob, StoreWrite},
-    plan::{AWS_KMS_OPERATIONS, KeyRef, parse_key_ref},
+    plan::{self, AWS_KMS_OPERATIONS, KeyRef, parse_key_ref},
 };
 use serde::{Deserialize, de::DeserializeOwned};
 use zeroize::Zeroizing;
@@ -23,6 +23,7 @@ use crate::{
     domain::Keyring,
     ledger::{Change, LedgerError, RecordId, Version, digest_of},
     record::{self, AliasRecord, KeyRecord, KeyState, Kind, PrincipalRecord, TombstoneRecord},
+    replay::RequestId,
 };
 
 /// Why an operation did not produce a response body.
@@ -88,6 +89,18 @@ pub async fn execute(
         None => None,
     };
     let verified = auth::verify(&call.http, principal.as_ref(), &core.config.region, now).await?;
+    // A state-changing request runs at most once (see `replay`); one that then fails (say
+    // NotFound) has still run. Only stale records, which change nothing and make the host
+    // re-read and resend the same request, give it back.
+    let admitted = if plan::changes_state(&verified.operation) {
+        let id = RequestId::of_signature(&verified.signature);
+        core.replay
+            .admit(id, verified.signed_at, now)
+            .map_err(KmsError::from)?;
+        Some(id)
+    } else {
+        None
+    };
     let ctx = Ctx {
         core,
         keys,
@@ -95,7 +108,11 @@ pub async fn execute(
         now_ms: now.timestamp_millis(),
         changes: RefCell::new(Vec::new()),
     };
-    let (body, writes) = ctx.dispatch(&verified.operation, &verified.body)?;
+    let result = ctx.dispatch(&verified.operation, &verified.body);
+    if let (Some(id), Err(OpError::Stale)) = (admitted, &result) {
+        core.replay.release(id, verified.signed_at);
+    }
+    let (body, writes) = result?;
     let changes = ctx.changes.into_inner();
     let token = if changes.is_empty() {
         0

@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use ekms_wire::msg::{KmsCall, KmsErrorCode, SealedBlob, StoreWrite};
+use ekms_wire::msg::{HttpRequest, KmsCall, KmsErrorCode, SealedBlob, StoreWrite};
 use serde_json::{Value, json};
 
 use super::{OpError, execute};
@@ -21,6 +21,9 @@ struct Env {
     principal: SealedBlob,
     keys: Vec<SealedBlob>,
     aliases: Vec<SealedBlob>,
+    /// Calls made: each is signed a second later than the one before, so that two equal
+    /// state-changing calls are two requests, not a replay.
+    calls: u64,
 }
 
 impl Env {
@@ -50,17 +53,25 @@ impl Env {
             principal: SealedBlob(sealed),
             keys: vec![],
             aliases: vec![],
+            calls: 0,
         }
     }
 
     /// Runs an operation like the host would, applying its writes to the in-memory store.
     fn call(&mut self, op: &str, body: Value) -> Result<Value, OpError> {
-        self.call_at(op, &body, SystemTime::now())
+        self.calls += 1;
+        let at = SystemTime::now() + std::time::Duration::from_secs(self.calls);
+        self.call_at(op, &body, at)
     }
 
     fn call_at(&mut self, op: &str, body: &Value, at: SystemTime) -> Result<Value, OpError> {
+        self.run(signed(op, &body.to_string(), SECRET, at), at)
+    }
+
+    /// Sends an already signed request at time `now`.
+    fn run(&mut self, http: HttpRequest, now: SystemTime) -> Result<Value, OpError> {
         let call = KmsCall {
-            http: signed(op, &body.to_string(), SECRET, at),
+            http,
             principal: Some(self.principal.clone()),
             keys: self.keys.clone(),
             aliases: self.aliases.clone(),
@@ -70,7 +81,7 @@ impl Env {
             .build()
             .unwrap();
         let (out, writes, token) =
-            rt.block_on(execute(&self.core, &self.domain, &call, at.into()))?;
+            rt.block_on(execute(&self.core, &self.domain, &call, now.into()))?;
         assert_eq!(writes.is_empty(), token == 0);
         if token != 0 {
             self.core.ledger().unwrap().commit(token).unwrap();
@@ -476,4 +487,78 @@ fn a_hidden_key_is_refused_not_reported_missing() {
     ));
     env.keys = saved;
     env.call("DescribeKey", json!({"KeyId": id})).unwrap();
+}
+
+#[test]
+fn a_replayed_state_changing_request_is_refused_and_changes_nothing() {
+    let mut env = Env::new();
+    let id = env.create();
+    let at = SystemTime::now();
+    let disable = signed("DisableKey", &json!({"KeyId": id}).to_string(), SECRET, at);
+    env.run(disable.clone(), at).unwrap();
+    env.call("EnableKey", json!({"KeyId": id})).unwrap();
+    let (keys, aliases) = (env.keys.clone(), env.aliases.clone());
+    // The host sends the captured DisableKey again, a little later, within the skew window.
+    match env.run(disable, at + std::time::Duration::from_secs(90)) {
+        Err(OpError::Kms(e)) => {
+            assert_eq!(e.code, KmsErrorCode::ThrottlingException);
+            assert_eq!(e.message, crate::replay::MSG_REPLAYED);
+        }
+        other => panic!("a replay ran: {other:?}"),
+    }
+    assert_eq!((env.keys.clone(), env.aliases.clone()), (keys, aliases));
+    let d = env.call("DescribeKey", json!({"KeyId": id})).unwrap();
+    assert_eq!(d["KeyMetadata"]["KeyState"], "Enabled");
+    // A request that failed has still run: it is not run again either.
+    let missing = json!({"KeyId": "11111111-2222-3333-4444-555555555555"}).to_string();
+    let failed = signed("DisableKey", &missing, SECRET, at);
+    assert!(
+        matches!(env.run(failed.clone(), at), Err(OpError::Kms(e)) if e.code == KmsErrorCode::NotFoundException)
+    );
+    assert!(
+        matches!(env.run(failed, at), Err(OpError::Kms(e)) if e.code == KmsErrorCode::ThrottlingException)
+    );
+}
+
+#[test]
+fn reads_may_be_repeated() {
+    let mut env = Env::new();
+    let id = env.create();
+    let at = SystemTime::now();
+    let encrypt = signed(
+        "Encrypt",
+        &json!({"KeyId": id, "Plaintext": "aGk="}).to_string(),
+        SECRET,
+        at,
+    );
+    let describe = signed("DescribeKey", &json!({"KeyId": id}).to_string(), SECRET, at);
+    for _ in 0..2 {
+        env.run(encrypt.clone(), at).unwrap();
+        let d = env.run(describe.clone(), at).unwrap();
+        assert_eq!(d["KeyMetadata"]["KeyState"], "Enabled");
+    }
+    assert_eq!(env.core.replay.len(), 1, "only the CreateKey is remembered");
+}
+
+#[test]
+fn a_request_refused_for_stale_records_may_be_sent_again() {
+    let mut env = Env::new();
+    let id = env.create();
+    let old = env.keys.clone();
+    env.call("DisableKey", json!({"KeyId": id})).unwrap();
+    let current = std::mem::replace(&mut env.keys, old);
+    let at = SystemTime::now();
+    let tag = signed(
+        "TagResource",
+        &json!({"KeyId": id, "Tags": [{"TagKey": "a", "TagValue": "1"}]}).to_string(),
+        SECRET,
+        at,
+    );
+    // The host sent an older record: nothing ran, and it re-reads and resends.
+    assert!(matches!(env.run(tag.clone(), at), Err(OpError::Stale)));
+    env.keys = current;
+    env.run(tag.clone(), at).unwrap();
+    assert!(
+        matches!(env.run(tag, at), Err(OpError::Kms(e)) if e.code == KmsErrorCode::ThrottlingException)
+    );
 }
