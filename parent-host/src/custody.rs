@@ -21,7 +21,9 @@ use ekms_wire::{
 };
 
 use crate::{
-    HostError, credentials,
+    HostError,
+    attested_secret::{AttestedSecret, Freshness},
+    credentials,
     relay::Relay,
     store::{Store, Table},
 };
@@ -55,6 +57,22 @@ pub struct DevCustodian {
 }
 
 impl DevCustodian {
+    /// What the development custodian verifies documents against: the simulation root in the
+    /// data dir and PCR0 = SHA-384 of the enclave executable.
+    fn verification(&self) -> Result<(ekms_attestation::TrustRoot, ekms_attestation::PcrPolicy)> {
+        let refused = |e: String| CustodyError::Refused(e);
+        let pem = std::fs::read_to_string(&self.root)
+            .map_err(|e| refused(format!("{}: {e}", self.root.display())))?;
+        let root = ekms_attestation::TrustRoot::from_operator_pem(&pem, true)
+            .map_err(|e| refused(e.to_string()))?;
+        let exe = std::fs::read(&self.enclave).map_err(HostError::Io)?;
+        let pcr0 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &exe);
+        let policy = ekms_attestation::PcrPolicy::new()
+            .expect_pcr(0, pcr0.as_ref())
+            .map_err(|e| refused(e.to_string()))?;
+        Ok((root, policy))
+    }
+
     /// The development custodian's files in `data_dir`.
     #[must_use]
     pub fn in_dir(data_dir: &Path, enclave: &Path) -> Self {
@@ -68,15 +86,20 @@ impl DevCustodian {
     }
 }
 
-/// What `domain init` made.
+/// What `domain init` made. The admin credential's secret is only in `sealed_secret`,
+/// encrypted to the admin key: the host never holds it.
 #[derive(Debug)]
 pub struct Created {
     /// Domain id (hex).
     pub domain: String,
     /// One share file (JSON) per custodian, in the order given.
     pub shares: Vec<String>,
-    /// Where the administrator credential was written.
-    pub credentials: PathBuf,
+    /// The admin's access key id.
+    pub access_key_id: String,
+    /// The admin's secret, sealed to the admin key.
+    pub sealed_secret: Vec<u8>,
+    /// The attestation document that vouches for `sealed_secret`.
+    pub document: Vec<u8>,
 }
 
 /// Custody driver of one appliance.
@@ -156,9 +179,22 @@ impl Custody {
         }
     }
 
-    /// Creates a domain on an empty enclave: stores its keyring and administrator principal,
-    /// writes the credential, and returns the custodians' share files.
-    pub async fn init(&self, custodians: Vec<String>, threshold: u8) -> Result<Created> {
+    /// The region this appliance serves.
+    #[must_use]
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Creates a domain on an empty enclave: stores its keyring and administrator principal, and
+    /// returns the custodians' share files and the admin credential sealed to `admin_key` with
+    /// a document over the operator's `nonce`. Writes no credential.
+    pub async fn init(
+        &self,
+        custodians: Vec<String>,
+        threshold: u8,
+        admin_key: String,
+        nonce: Vec<u8>,
+    ) -> Result<Created> {
         if self.store().domain()?.is_some() {
             return Err(CustodyError::Refused(
                 "this appliance's store already holds a domain".into(),
@@ -168,6 +204,8 @@ impl Custody {
             .call(&HostRequest::InitDomain {
                 custodians,
                 threshold,
+                admin_key,
+                nonce,
             })
             .await?;
         let EnclaveResponse::DomainCreated(created) = reply else {
@@ -181,17 +219,21 @@ impl Custody {
         let (domain, generation) = (hex::encode(h.domain), h.generation);
         let store = self.store();
         store.put_domain(&created.domain, generation, None)?;
-        store.put_principal(&created.genesis.access_key_id, &created.genesis.principal)?;
-        credentials::write(&self.data_dir, &created.genesis, &self.region)?;
-        let (path, _) = credentials::paths(&self.data_dir);
+        let ekms_wire::msg::DomainCreated {
+            shares, genesis, ..
+        } = *created;
+        store.put_principal(&genesis.access_key_id, &genesis.principal)?;
         eprintln!(
-            "ekms: created domain {domain}; the admin credential is in {}",
-            path.display()
+            "ekms: created domain {domain}; admin credential {} sent to the operator, encrypted \
+             to the admin key",
+            genesis.access_key_id
         );
         Ok(Created {
             domain,
-            shares: created.shares,
-            credentials: path,
+            shares,
+            access_key_id: genesis.access_key_id,
+            sealed_secret: genesis.sealed_secret,
+            document: genesis.document,
         })
     }
 
@@ -356,7 +398,8 @@ impl Custody {
             let line = match &state {
                 Ok(CustodyState::Uninitialised) => Some(
                     "ekms: no key domain yet: create one with `ekms domain init --endpoint URL \
-                     --custodian A.pub ... --threshold M` (KMS calls fail until then)"
+                     --custodian A.pub ... --threshold M --admin-key ADMIN.pub` (KMS calls fail \
+                     until then)"
                         .to_owned(),
                 ),
                 Ok(CustodyState::Sealed { domain, have, need }) => Some(format!(
@@ -422,25 +465,59 @@ impl Custody {
         Ok(state)
     }
 
-    /// Simulation: a one-custodian domain whose custodian lives in the data dir.
+    /// Simulation: a one-custodian domain whose custodian lives in the data dir. The development
+    /// custodian's key is also the admin key, and the host, playing that custodian, verifies
+    /// the document and opens the credential exactly as `ekms domain init` would, then writes it
+    /// to the data dir: the one announced exception to "the host knows no secret".
     async fn dev_init(&self, dev: &DevCustodian) -> Result<()> {
+        let refused = |e: String| CustodyError::Refused(e);
         if !dev.key.exists() {
             crate::custodian::keygen(&dev.key.with_extension(""))
-                .map_err(|e| CustodyError::Refused(format!("{e:#}")))?;
+                .map_err(|e| refused(format!("{e:#}")))?;
         }
         let key =
             CustodianKey::from_pem(&std::fs::read_to_string(&dev.key).map_err(HostError::Io)?)
-                .map_err(|e| CustodyError::Refused(format!("{}: {e}", dev.key.display())))?;
+                .map_err(|e| refused(format!("{}: {e}", dev.key.display())))?;
         let public = key
             .public_key()
             .to_json()
-            .map_err(|e| CustodyError::Refused(e.to_string()))?;
-        let created = self.init(vec![public], 1).await?;
+            .map_err(|e| refused(e.to_string()))?;
+        let nonce = crate::custodian::fresh_nonce().map_err(|e| refused(e.to_string()))?;
+        let created = self
+            .init(vec![public.clone()], 1, public, nonce.clone())
+            .await?;
         let share = created
             .shares
             .first()
-            .ok_or_else(|| CustodyError::Refused("no share returned".into()))?;
+            .ok_or_else(|| refused("no share returned".into()))?;
         std::fs::write(&dev.share, share).map_err(HostError::Io)?;
+        let (root, policy) = dev.verification()?;
+        let now = ekms_attestation::UnixMillis::from_system_time(std::time::SystemTime::now())
+            .map_err(|e| refused(e.to_string()))?;
+        let secret = AttestedSecret::credential(
+            &created.domain,
+            &created.access_key_id,
+            &nonce,
+            created.sealed_secret,
+            created.document,
+        )
+        .and_then(|s| s.verify(&root, policy, Freshness::Now(now), None))
+        .and_then(|v| Ok((v.open_text(key.agreement_key())?, v.summary)));
+        let (secret, verified) = secret.map_err(|e| refused(format!("{e:#}")))?;
+        let (creds, config) = credentials::paths(&self.data_dir);
+        credentials::write(
+            &creds,
+            &config,
+            &created.access_key_id,
+            &secret,
+            &self.region,
+            None,
+        )?;
+        eprintln!(
+            "ekms: SIMULATION: the development custodian's key opened the admin credential \
+             (verified: {verified}); written in clear to {}",
+            creds.display()
+        );
         Ok(())
     }
 
@@ -452,13 +529,7 @@ impl Custody {
         };
         let share = ShareFile::from_json(&read(&dev.share)?).map_err(|e| refused(e.to_string()))?;
         let key = CustodianKey::from_pem(&read(&dev.key)?).map_err(|e| refused(e.to_string()))?;
-        let exe = std::fs::read(&dev.enclave).map_err(HostError::Io)?;
-        let pcr0 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &exe);
-        let policy = ekms_attestation::PcrPolicy::new()
-            .expect_pcr(0, pcr0.as_ref())
-            .map_err(|e| refused(e.to_string()))?;
-        let root = ekms_attestation::TrustRoot::from_operator_pem(&read(&dev.root)?, true)
-            .map_err(|e| refused(e.to_string()))?;
+        let (root, policy) = dev.verification()?;
         let nonce = crate::custodian::fresh_nonce().map_err(|e| refused(e.to_string()))?;
         let document = match self
             .call(&HostRequest::Attest {

@@ -5,7 +5,9 @@
 //! It never sees a domain key or key material in plaintext and cannot mint a request: the
 //! enclave verifies every signature and every record.
 
+pub mod attested_secret;
 pub mod cli_attestation;
+pub mod cli_credential;
 pub mod cli_domain;
 pub mod client;
 pub mod credentials;
