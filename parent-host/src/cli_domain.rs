@@ -19,6 +19,7 @@ use ekms_custody::{CustodianKey, CustodianPublicKey};
 use crate::{
     attested_secret::{AttestedSecret, Freshness, SealedCredentialFile},
     credentials,
+    domain_pin::DomainPin,
 };
 
 /// Arguments of `ekms domain init`.
@@ -60,7 +61,18 @@ pub struct InitArgs {
     pub policy: Option<PathBuf>,
 }
 
-/// Arguments of `ekms domain status` and `ekms domain rotate`.
+/// Arguments of `ekms domain status`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// The appliance, e.g. http://127.0.0.1:8400.
+    #[arg(long)]
+    pub endpoint: String,
+    /// Refuse unless the appliance reports this domain (16 hex).
+    #[arg(long, value_name = "ID")]
+    pub domain: Option<String>,
+}
+
+/// Arguments of `ekms domain rotate`.
 #[derive(clap::Args, Debug)]
 pub struct EndpointArgs {
     /// The appliance, e.g. http://127.0.0.1:8400.
@@ -329,8 +341,15 @@ async fn init(args: &InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(args: &EndpointArgs) -> anyhow::Result<()> {
+async fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let pin = args.domain.as_deref().map(DomainPin::parse).transpose()?;
     let v = crate::http_client::get_json(&args.endpoint, "/ekms/custody").await?;
+    if let Some(pin) = pin {
+        pin.check(
+            v.get("domain").and_then(serde_json::Value::as_str),
+            "the appliance",
+        )?;
+    }
     println!("{}", crate::custodian::describe_state(&v));
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
@@ -378,7 +397,7 @@ pub fn run_init(args: &InitArgs) -> ExitCode {
 }
 
 /// Runs `ekms domain status`.
-pub fn run_status(args: &EndpointArgs) -> ExitCode {
+pub fn run_status(args: &StatusArgs) -> ExitCode {
     run("status", status(args))
 }
 

@@ -13,6 +13,7 @@ pub mod client;
 pub mod credentials;
 pub mod custodian;
 pub mod custody;
+pub mod domain_pin;
 pub mod error;
 pub mod fetch;
 pub mod http;

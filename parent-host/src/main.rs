@@ -56,7 +56,7 @@ enum DomainCommand {
     /// Create the key domain in the enclave and split it among custodians (M of N).
     Init(cli_domain::InitArgs),
     /// Show the custody state (sealed with k of M shares, or unsealed) and re-sealing progress.
-    Status(cli_domain::EndpointArgs),
+    Status(cli_domain::StatusArgs),
     /// Make a new domain key for new records; older records are re-sealed in the background.
     Rotate(cli_domain::EndpointArgs),
 }

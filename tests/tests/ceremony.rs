@@ -200,6 +200,22 @@ async fn three_custodians_threshold_two_unseal_after_a_restart() {
         (state["state"].as_str(), state["have"].as_u64()),
         (Some("sealed"), Some(0))
     );
+    // `--domain` pins the domain: the right one passes, another is refused.
+    let domain = state["domain"].as_str().unwrap().to_owned();
+    let status = |id: &str| {
+        ekms(&[
+            "domain",
+            "status",
+            "--endpoint",
+            &app.endpoint,
+            "--domain",
+            id,
+        ])
+    };
+    assert!(status(&domain).status.success());
+    let o = status("0123456789abcdef");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("names domain"), "{}", text(&o));
 
     let wrong = dir.path().join("wrong.json");
     std::fs::write(&wrong, format!("{{\"PCR0\": \"{}\"}}", "ab".repeat(48))).unwrap();
@@ -216,6 +232,13 @@ async fn three_custodians_threshold_two_unseal_after_a_restart() {
     // Someone else's share with my key: refused locally.
     let o = unseal(&app, &people[0], &share("bob"), &policy);
     assert!(!o.status.success(), "{}", text(&o));
+    // A share pinned to another domain: refused locally.
+    let mut pinned = unseal_args(&app, &people[0], &share("alice"), &policy);
+    pinned.extend(["--domain".to_owned(), "0123456789abcdef".to_owned()]);
+    let o = ekms(&pinned.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!o.status.success());
+    assert!(text(&o).contains("names domain"), "{}", text(&o));
+    assert_eq!(custody(&app)["have"], 0);
 
     // One share is not enough.
     let o = unseal(&app, &people[0], &share("alice"), &policy);
