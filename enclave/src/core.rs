@@ -947,15 +947,16 @@ mod tests {
             .unwrap();
         assert_eq!(secret.len(), 40);
         assert!(secret.iter().all(u8::is_ascii_alphanumeric));
-        // Another custodian's key does not open it; the secret is nowhere else in the answer.
+        // Another custodian's key does not open it; the secret is nowhere in what the host gets
+        // (every field of the answer, as serialized for the wire).
         assert!(
             delivery
                 .open(cer.custodians[1].agreement_key(), &g.sealed_secret)
                 .is_err()
         );
-        for blob in [&g.sealed_secret, &g.document, &g.principal.0, &cer.sealed.0] {
-            assert!(!blob.windows(secret.len()).any(|w| w == &secret[..]));
-        }
+        let answer = serde_cbor::to_vec(&(&cer.sealed, &cer.shares, g)).unwrap();
+        assert!(answer.len() > g.document.len());
+        assert!(!answer.windows(secret.len()).any(|w| w == &secret[..]));
         assert!(!format!("{g:?}").contains(std::str::from_utf8(&secret).unwrap()));
     }
 
