@@ -5,7 +5,7 @@
 //! development custodian.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -14,7 +14,6 @@ use std::{
 };
 
 use base64::Engine as _;
-use ekms_custody::{CustodianKey, ShareFile};
 use ekms_wire::{
     msg::{CustodyState, EnclaveResponse, Fault, HostRequest, SealedBlob},
     sealed::{peek, peek_domain},
@@ -22,11 +21,13 @@ use ekms_wire::{
 
 use crate::{
     HostError,
-    attested_secret::{AttestedSecret, Freshness},
-    credentials,
     relay::Relay,
     store::{Store, Table},
 };
+
+mod dev;
+
+pub use dev::DevCustodian;
 
 /// Why a custody action did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -40,51 +41,6 @@ pub enum CustodyError {
 }
 
 type Result<T> = std::result::Result<T, CustodyError>;
-
-/// The simulation's development custodian, kept in the data dir. NEVER IN PRODUCTION.
-#[derive(Debug, Clone)]
-pub struct DevCustodian {
-    /// Its private key.
-    pub key: PathBuf,
-    /// Its public key.
-    pub public: PathBuf,
-    /// Its share file.
-    pub share: PathBuf,
-    /// The simulation root the enclave's documents chain to.
-    pub root: PathBuf,
-    /// The enclave executable, whose SHA-384 is the expected PCR0.
-    pub enclave: PathBuf,
-}
-
-impl DevCustodian {
-    /// What the development custodian verifies documents against: the simulation root in the
-    /// data dir and PCR0 = SHA-384 of the enclave executable.
-    fn verification(&self) -> Result<(ekms_attestation::TrustRoot, ekms_attestation::PcrPolicy)> {
-        let refused = |e: String| CustodyError::Refused(e);
-        let pem = std::fs::read_to_string(&self.root)
-            .map_err(|e| refused(format!("{}: {e}", self.root.display())))?;
-        let root = ekms_attestation::TrustRoot::from_operator_pem(&pem, true)
-            .map_err(|e| refused(e.to_string()))?;
-        let exe = std::fs::read(&self.enclave).map_err(HostError::Io)?;
-        let pcr0 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &exe);
-        let policy = ekms_attestation::PcrPolicy::new()
-            .expect_pcr(0, pcr0.as_ref())
-            .map_err(|e| refused(e.to_string()))?;
-        Ok((root, policy))
-    }
-
-    /// The development custodian's files in `data_dir`.
-    #[must_use]
-    pub fn in_dir(data_dir: &Path, enclave: &Path) -> Self {
-        Self {
-            key: data_dir.join("SIMULATION-ONLY-dev-custodian.key"),
-            public: data_dir.join("SIMULATION-ONLY-dev-custodian.pub"),
-            share: data_dir.join("SIMULATION-ONLY-dev-custodian.share.json"),
-            root: data_dir.join("simulation-root.pem"),
-            enclave: enclave.to_owned(),
-        }
-    }
-}
 
 /// What `domain init` made. The admin credential's secret is only in `sealed_secret`,
 /// encrypted to the admin key: the host never holds it.
@@ -462,91 +418,6 @@ impl Custody {
                 }
             }
         }
-        Ok(state)
-    }
-
-    /// Simulation: a one-custodian domain whose custodian lives in the data dir. The development
-    /// custodian's key is also the admin key, and the host, playing that custodian, verifies
-    /// the document and opens the credential exactly as `ekms domain init` would, then writes it
-    /// to the data dir: the one announced exception to "the host knows no secret".
-    async fn dev_init(&self, dev: &DevCustodian) -> Result<()> {
-        let refused = |e: String| CustodyError::Refused(e);
-        if !dev.key.exists() {
-            crate::custodian::keygen(&dev.key.with_extension(""))
-                .map_err(|e| refused(format!("{e:#}")))?;
-        }
-        let key =
-            CustodianKey::from_pem(&std::fs::read_to_string(&dev.key).map_err(HostError::Io)?)
-                .map_err(|e| refused(format!("{}: {e}", dev.key.display())))?;
-        let public = key
-            .public_key()
-            .to_json()
-            .map_err(|e| refused(e.to_string()))?;
-        let nonce = crate::custodian::fresh_nonce().map_err(|e| refused(e.to_string()))?;
-        let created = self
-            .init(vec![public.clone()], 1, public, nonce.clone())
-            .await?;
-        let share = created
-            .shares
-            .first()
-            .ok_or_else(|| refused("no share returned".into()))?;
-        std::fs::write(&dev.share, share).map_err(HostError::Io)?;
-        let (root, policy) = dev.verification()?;
-        let now = ekms_attestation::UnixMillis::from_system_time(std::time::SystemTime::now())
-            .map_err(|e| refused(e.to_string()))?;
-        let secret = AttestedSecret::credential(
-            &created.domain,
-            &created.access_key_id,
-            &nonce,
-            created.sealed_secret,
-            created.document,
-        )
-        .and_then(|s| s.verify(&root, policy, Freshness::Now(now), None))
-        .and_then(|v| Ok((v.open_text(key.agreement_key())?, v.summary)));
-        let (secret, verified) = secret.map_err(|e| refused(format!("{e:#}")))?;
-        let (creds, config) = credentials::paths(&self.data_dir);
-        credentials::write(
-            &creds,
-            &config,
-            &created.access_key_id,
-            &secret,
-            &self.region,
-            None,
-        )?;
-        eprintln!(
-            "ekms: SIMULATION: the development custodian's key opened the admin credential \
-             (verified: {verified}); written in clear to {}",
-            creds.display()
-        );
-        Ok(())
-    }
-
-    /// Simulation: the development custodian unseals, exactly as `ekms custodian unseal` would.
-    async fn dev_unseal(&self, dev: &DevCustodian) -> Result<CustodyState> {
-        let refused = |e: String| CustodyError::Refused(e);
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|e| refused(format!("{}: {e}", p.display())))
-        };
-        let share = ShareFile::from_json(&read(&dev.share)?).map_err(|e| refused(e.to_string()))?;
-        let key = CustodianKey::from_pem(&read(&dev.key)?).map_err(|e| refused(e.to_string()))?;
-        let (root, policy) = dev.verification()?;
-        let nonce = crate::custodian::fresh_nonce().map_err(|e| refused(e.to_string()))?;
-        let document = match self
-            .call(&HostRequest::Attest {
-                nonce: nonce.clone(),
-            })
-            .await?
-        {
-            EnclaveResponse::Attestation { document } => document,
-            other => return Err(unexpected(&other)),
-        };
-        let prepared = crate::custodian::prepare(&document, &nonce, &root, policy, &share, &key)
-            .map_err(|e| refused(format!("{e:#}")))?;
-        let state = self.submit_share(nonce, prepared.submission).await?;
-        eprintln!(
-            "ekms: SIMULATION: the development custodian unsealed domain {} (verified: {})",
-            prepared.domain, prepared.verified
-        );
         Ok(state)
     }
 
