@@ -74,6 +74,17 @@ pub enum CustodyError {
         /// The cap.
         limit: usize,
     },
+    /// An attestation document's user data does not vouch for this delivered secret (another
+    /// domain, id or digest). Both values are public.
+    #[error(
+        "the attestation does not vouch for this secret: expected {expected:?}, got {actual:?}"
+    )]
+    NotAttested {
+        /// The user data that would vouch for it.
+        expected: String,
+        /// The document's user data.
+        actual: String,
+    },
     /// The random source or a primitive of aws-lc-rs failed.
     #[error("cryptographic failure")]
     Crypto,

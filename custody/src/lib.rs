@@ -1,9 +1,11 @@
 //! Pure cryptographic core of the M-of-N custody ceremony: Shamir shares of a domain key,
-//! custodian P-384 keys, hybrid encryption to a P-384 key, and the share envelopes.
+//! custodian P-384 keys, hybrid encryption to a P-384 key, the share envelopes, and the binding
+//! of a secret the enclave delivers to a receiver's key.
 //! No I/O: callers pass bytes and keys in. Only aws-lc-rs does cryptography (blahaj does the
 //! GF(256) sharing arithmetic with aws-lc-rs randomness). Never logs or serializes a secret.
 
 mod custodian;
+mod delivery;
 mod domain;
 mod error;
 mod seal;
@@ -12,6 +14,10 @@ mod share_file;
 mod submitted;
 
 pub use custodian::{CustodianKey, CustodianPublicKey, MAX_KEY_FILE_LEN};
+pub use delivery::{
+    DELIVERY_VERSION, Delivery, LABEL_CREDENTIAL, MAX_DELIVERY_ID_LEN, MAX_DELIVERY_NONCE_LEN,
+    SecretKind, sealed_digest_hex,
+};
 pub use domain::{DOMAIN_FINGERPRINT_LEN, DomainSecret, fingerprint};
 pub use error::{CustodyError, Result};
 pub use seal::{

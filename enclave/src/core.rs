@@ -12,11 +12,11 @@ use std::{
 };
 
 use aws_lc_rs::{digest, rand};
-use ekms_custody::{DomainSecret, P384PublicKey, Share, SubmittedShare};
+use ekms_custody::{DomainSecret, P384PublicKey, SecretKind, Share, SubmittedShare};
 use ekms_wire::{
     msg::{
         CustodyState, DomainCreated, EnclaveResponse, Fault, Genesis, HostRequest, KmsCall,
-        KmsErrorCode, KmsOutcome, SealedBlob, Secret, StatusInfo, StoreWrite,
+        KmsErrorCode, KmsOutcome, SealedBlob, StatusInfo, StoreWrite,
     },
     sealed::peek_domain,
 };
@@ -25,7 +25,8 @@ use crate::{
     EnclaveError,
     attest::Attestor,
     custody::{Domain, Refusal},
-    domain::{DomainKey, Keyring, hex},
+    delivery,
+    domain::{Keyring, hex},
     ledger::{Ledger, LedgerError, RecordId, Version, digest_of},
     ops,
     record::{self, AliasRecord, KeyRecord, KeyState, Kind, PrincipalRecord},
@@ -205,7 +206,9 @@ impl Core {
             HostRequest::InitDomain {
                 custodians,
                 threshold,
-            } => self.init_domain(&custodians, threshold),
+                admin_key,
+                nonce,
+            } => self.init_domain(&custodians, threshold, &admin_key, &nonce),
             HostRequest::SubmitShare { session, share } => self.submit_share(&session, &share),
             HostRequest::RotateDomain => self.stage(Domain::rotated),
             HostRequest::RetireDomainKeys => self.stage(Domain::retired),
@@ -445,7 +448,22 @@ impl Core {
         EnclaveResponse::Custody(self.custody_state())
     }
 
-    fn init_domain(&self, custodians: &[String], threshold: u8) -> EnclaveResponse {
+    /// Creates a domain, splits it among `custodians`, and makes the admin credential, whose
+    /// secret leaves the enclave only encrypted to `admin_key`, vouched for by a document over
+    /// the operator's `nonce`.
+    fn init_domain(
+        &self,
+        custodians: &[String],
+        threshold: u8,
+        admin_key: &str,
+        nonce: &[u8],
+    ) -> EnclaveResponse {
+        let Ok(admin_key) = delivery::recipient(admin_key) else {
+            return refused("the admin key is not a P-384 public key file (ekms custodian keygen)");
+        };
+        if nonce.is_empty() || nonce.len() > crate::attest::MAX_NONCE_LEN {
+            return refused("the nonce must be 1 to 512 bytes");
+        }
         let Ok(mut state) = self.state.write() else {
             return EnclaveResponse::Fault(Fault::Internal);
         };
@@ -472,7 +490,7 @@ impl Core {
             Err(why) => return refused(why),
         };
         let created = domain.seal().and_then(|sealed| {
-            let genesis = make_admin(domain.keyring().current())?;
+            let genesis = self.make_admin(&domain, &admin_key, nonce)?;
             Ok(DomainCreated {
                 domain: SealedBlob(sealed),
                 shares,
@@ -868,21 +886,43 @@ fn random_string(alphabet: &[u8], len: usize) -> Result<String, EnclaveError> {
     Ok(out)
 }
 
-fn make_admin(domain: &DomainKey) -> Result<Genesis, EnclaveError> {
-    let access_key_id = format!("EKMS{}", random_string(BASE32, 16)?);
-    let secret = random_string(ALNUM, 40)?;
-    let record = PrincipalRecord {
-        access_key_id: access_key_id.clone(),
-        secret: crate::record::PrincipalSecret(secret.clone()),
-        name: "admin".into(),
-        generation: 0,
-    };
-    let sealed = record::seal(domain, Kind::Principal, &access_key_id, &record)?;
-    Ok(Genesis {
-        principal: SealedBlob(sealed),
-        access_key_id,
-        secret_access_key: Secret::new(secret),
-    })
+impl Core {
+    /// The genesis admin: a principal sealed under the current domain key for the host to store,
+    /// and its secret encrypted to `admin_key` with a document over the operator's `nonce`.
+    fn make_admin(
+        &self,
+        domain: &Domain,
+        admin_key: &P384PublicKey,
+        nonce: &[u8],
+    ) -> Result<Genesis, EnclaveError> {
+        let access_key_id = format!("EKMS{}", random_string(BASE32, 16)?);
+        let record = PrincipalRecord {
+            access_key_id: access_key_id.clone(),
+            secret: crate::record::PrincipalSecret(random_string(ALNUM, 40)?),
+            name: "admin".into(),
+            generation: 0,
+        };
+        let sealed = record::seal(
+            domain.keyring().current(),
+            Kind::Principal,
+            &access_key_id,
+            &record,
+        )?;
+        let delivered = delivery::seal_secret_for(
+            &self.attestor,
+            admin_key,
+            nonce,
+            domain.id(),
+            (SecretKind::Credential, access_key_id.as_str()),
+            record.secret.0.as_bytes(),
+        )?;
+        Ok(Genesis {
+            principal: SealedBlob(sealed),
+            access_key_id,
+            sealed_secret: delivered.sealed,
+            document: delivered.document,
+        })
+    }
 }
 
 /// An attestor over a mock NSM with a fresh simulation CA, for tests.
@@ -952,6 +992,8 @@ mod tests {
                     .map(|k| k.public_key().to_json().unwrap())
                     .collect(),
                 threshold,
+                admin_key: custodians[0].public_key().to_json().unwrap(),
+                nonce: vec![3; 32],
             },
         ) else {
             panic!("init refused")
@@ -1040,7 +1082,9 @@ mod tests {
                 &first,
                 HostRequest::InitDomain {
                     custodians: vec![],
-                    threshold: 1
+                    threshold: 1,
+                    admin_key: cer.custodians[0].public_key().to_json().unwrap(),
+                    nonce: vec![3; 32],
                 }
             ),
             EnclaveResponse::Refused(_)
@@ -1070,6 +1114,72 @@ mod tests {
             panic!()
         };
         assert!(opens_admin(&core, &cer));
+    }
+
+    #[test]
+    fn the_admin_secret_leaves_only_sealed_to_the_admin_key_and_attested() {
+        let (core, cer) = init(2, 3);
+        let g = &cer.genesis;
+        let v = ekms_attestation::verify(
+            &g.document,
+            &cer.ca.trust_root().unwrap(),
+            ekms_attestation::ValidationTime::DocumentTimestamp,
+        )
+        .unwrap();
+        assert_eq!(v.doc().nonce(), Some(&[3u8; 32][..]));
+        let id = peek_domain(&cer.sealed.0).unwrap().domain;
+        assert!(
+            matches!(core.custody_state(), CustodyState::Unsealed { domain, .. } if domain == hex(&id))
+        );
+        let delivery = ekms_custody::Delivery::credential(id, &g.access_key_id, &[3; 32]).unwrap();
+        delivery
+            .check_user_data(&g.sealed_secret, v.doc().user_data())
+            .unwrap();
+        let secret = delivery
+            .open(cer.custodians[0].agreement_key(), &g.sealed_secret)
+            .unwrap();
+        assert_eq!(secret.len(), 40);
+        assert!(secret.iter().all(u8::is_ascii_alphanumeric));
+        // Another custodian's key does not open it; the secret is nowhere in what the host gets
+        // (every field of the answer, as serialized for the wire).
+        assert!(
+            delivery
+                .open(cer.custodians[1].agreement_key(), &g.sealed_secret)
+                .is_err()
+        );
+        let answer = serde_cbor::to_vec(&(&cer.sealed, &cer.shares, g)).unwrap();
+        assert!(answer.len() > g.document.len());
+        assert!(!answer.windows(secret.len()).any(|w| w == &secret[..]));
+        assert!(!format!("{g:?}").contains(std::str::from_utf8(&secret).unwrap()));
+    }
+
+    #[test]
+    fn init_refuses_a_bad_admin_key_or_nonce_and_creates_nothing() {
+        let core = Core::new(config(), test_attestor());
+        let custodian = CustodianKey::generate()
+            .unwrap()
+            .public_key()
+            .to_json()
+            .unwrap();
+        for (admin_key, nonce) in [
+            ("not a key".to_owned(), vec![1; 32]),
+            (custodian.clone(), vec![]),
+            (custodian.clone(), vec![1; 513]),
+        ] {
+            assert!(matches!(
+                call(
+                    &core,
+                    HostRequest::InitDomain {
+                        custodians: vec![custodian.clone()],
+                        threshold: 1,
+                        admin_key,
+                        nonce,
+                    }
+                ),
+                EnclaveResponse::Refused(_)
+            ));
+            assert_eq!(core.custody_state(), CustodyState::Uninitialised);
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod ciphertext;
 pub mod context;
 pub mod core;
 pub mod custody;
+pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod ledger;

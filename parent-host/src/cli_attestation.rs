@@ -12,6 +12,8 @@ use std::time::SystemTime;
 use ekms_attestation::UnixMillis;
 use ekms_attestation::report::{self, VerifyRequest};
 
+use crate::domain_pin::DomainPin;
+
 /// Arguments of `ekms attestation verify`.
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
@@ -41,6 +43,9 @@ pub struct VerifyArgs {
     /// Accept a root other than the AWS Nitro root (a simulation root). Never in production.
     #[arg(long)]
     pub allow_simulation_root: bool,
+    /// Refuse a document whose user data names another key domain (or none); 16 hex.
+    #[arg(long, value_name = "ID")]
+    pub domain: Option<String>,
 }
 
 /// Runs `ekms attestation verify`; prints the decoded document as JSON on success.
@@ -65,10 +70,27 @@ pub fn run_verify(args: &VerifyArgs) -> ExitCode {
         allow_debug: args.allow_debug,
         allow_simulation_root: args.allow_simulation_root,
     };
-    let outcome = report::run_verify(&request, now).and_then(|verified| {
-        let json = verified.to_json()?;
-        Ok((verified.simulation, json))
-    });
+    let pin = match args.domain.as_deref().map(DomainPin::parse).transpose() {
+        Ok(pin) => pin,
+        Err(e) => {
+            warn(&format!("ekms attestation verify: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = report::run_verify(&request, now)
+        .map_err(|e| e.to_string())
+        .and_then(|verified| {
+            if let Some(pin) = &pin {
+                let user_data = verified
+                    .user_data
+                    .as_deref()
+                    .and_then(|h| hex::decode(h).ok());
+                pin.check_user_data(user_data.as_deref())
+                    .map_err(|e| format!("{e:#}"))?;
+            }
+            let json = verified.to_json().map_err(|e| e.to_string())?;
+            Ok((verified.simulation, json))
+        });
     let (simulation, json) = match outcome {
         Ok(done) => done,
         Err(e) => {

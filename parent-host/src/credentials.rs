@@ -1,5 +1,7 @@
-//! The administrator credential: stored once, at domain genesis, in the AWS shared-credentials
-//! format (profile `[ekms]`, mode 0600) with a matching config file for the region.
+//! The administrator credential in the AWS shared-credentials format (profile `[ekms]`, mode
+//! 0600) with a matching config file for the region (and the endpoint, when known). The operator's
+//! CLI writes it after it verified and opened the credential the enclave sealed to the admin key;
+//! the host writes it only in simulation with the development custodian.
 
 use std::{
     fs,
@@ -7,8 +9,6 @@ use std::{
     os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
-
-use ekms_wire::msg::Genesis;
 
 use crate::HostError;
 
@@ -41,26 +41,60 @@ fn already_exists(path: &Path) -> HostError {
     ))
 }
 
-/// Writes the genesis credential (mode 0600; never over an existing one) and a config file
-/// naming the region.
-pub fn write(data_dir: &Path, genesis: &Genesis, region: &str) -> Result<(), HostError> {
-    let (creds, config) = paths(data_dir);
-    refuse_existing(data_dir)?;
+/// The config file that goes with a credentials file: `config` beside a file named
+/// `credentials`, else the credentials path with `.config` appended.
+#[must_use]
+pub fn config_beside(credentials: &Path) -> PathBuf {
+    if credentials.file_name().is_some_and(|n| n == "credentials") {
+        credentials.with_file_name("config")
+    } else {
+        let mut s = credentials.as_os_str().to_owned();
+        s.push(".config");
+        PathBuf::from(s)
+    }
+}
+
+/// Writes a credential to `credentials` (mode 0600; never over an existing file) and a config
+/// file naming the region and, when given, the endpoint (`endpoint_url`) to `config`.
+pub fn write(
+    credentials: &Path,
+    config: &Path,
+    access_key_id: &str,
+    secret_access_key: &str,
+    region: &str,
+    endpoint: Option<&str>,
+) -> Result<(), HostError> {
     let text = zeroize::Zeroizing::new(format!(
-        "[{PROFILE}]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-        genesis.access_key_id,
-        genesis.secret_access_key.expose()
+        "[{PROFILE}]\naws_access_key_id = {access_key_id}\naws_secret_access_key = {secret_access_key}\n"
     ));
-    write_private(&creds, text.as_bytes(), false)?;
-    write_private(
-        &config,
-        format!("[profile {PROFILE}]\nregion = {region}\n").as_bytes(),
-        true,
-    )?;
+    write_new_private(credentials, text.as_bytes())?;
+    let endpoint = endpoint.map_or_else(String::new, |e| format!("endpoint_url = {e}\n"));
+    let cfg = format!("[profile {PROFILE}]\nregion = {region}\n{endpoint}");
+    write_private(config, cfg.as_bytes())?;
     Ok(())
 }
 
-fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<(), HostError> {
+/// Writes `bytes` to a new file `path` with mode 0600; fails if `path` exists (a hard link of a
+/// temporary file, so a credential appearing meanwhile survives too).
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+    let tmp = temp_private(path, bytes)?;
+    let linked = fs::hard_link(&tmp, path);
+    fs::remove_file(&tmp)?;
+    linked.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => already_exists(path),
+        _ => HostError::Io(e),
+    })
+}
+
+/// Writes `bytes` to `path` with mode 0600 (through a temporary file and a rename).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+    let tmp = temp_private(path, bytes)?;
+    fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// `bytes` in a synced temporary file (mode 0600) beside `path`.
+fn temp_private(path: &Path, bytes: &[u8]) -> Result<PathBuf, HostError> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -71,18 +105,7 @@ fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<(), HostErr
     f.set_permissions(fs::Permissions::from_mode(0o600))?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    if replace {
-        fs::rename(&tmp, path)?;
-    } else {
-        // A hard link fails when `path` exists, so a credential appearing meanwhile survives.
-        let linked = fs::hard_link(&tmp, path);
-        fs::remove_file(&tmp)?;
-        linked.map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => already_exists(path),
-            _ => HostError::Io(e),
-        })?;
-    }
-    Ok(())
+    Ok(tmp)
 }
 
 /// The lines `serve` prints so a user can point the AWS tools at the appliance.
@@ -100,18 +123,25 @@ pub fn usage(data_dir: &Path, endpoint: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ekms_wire::msg::{SealedBlob, Secret};
 
     #[test]
     fn written_private_in_the_shared_credentials_format() {
         let dir = tempfile::tempdir().unwrap();
-        let g = Genesis {
-            principal: SealedBlob(vec![]),
-            access_key_id: "EKMSAAAA".into(),
-            secret_access_key: Secret::new("s3cr3t".into()),
-        };
-        write(dir.path(), &g, "us-east-1").unwrap();
         let (c, cfg) = paths(dir.path());
+        assert_eq!(config_beside(&c), cfg);
+        assert_eq!(
+            config_beside(Path::new("/x/admin.creds")),
+            Path::new("/x/admin.creds.config")
+        );
+        write(
+            &c,
+            &cfg,
+            "EKMSAAAA",
+            "s3cr3t",
+            "us-east-1",
+            Some("http://127.0.0.1:1"),
+        )
+        .unwrap();
         let text = fs::read_to_string(&c).unwrap();
         assert!(
             text.starts_with(
@@ -122,20 +152,22 @@ mod tests {
             fs::metadata(&c).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        assert!(
-            fs::read_to_string(cfg)
-                .unwrap()
-                .contains("region = us-east-1")
-        );
-        // A second genesis never replaces the first credential.
-        let other = Genesis {
-            principal: SealedBlob(vec![]),
-            access_key_id: "EKMSBBBB".into(),
-            secret_access_key: Secret::new("other".into()),
-        };
-        let e = write(dir.path(), &other, "us-east-1").unwrap_err();
+        let cfg = fs::read_to_string(cfg).unwrap();
+        assert!(cfg.contains("region = us-east-1"), "{cfg}");
+        assert!(cfg.contains("endpoint_url = http://127.0.0.1:1"), "{cfg}");
+        // A second credential never replaces the first.
+        let e = write(
+            &c,
+            &config_beside(&c),
+            "EKMSBBBB",
+            "other",
+            "us-east-1",
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("refusing to overwrite"), "{e}");
         assert!(fs::read_to_string(&c).unwrap().contains("EKMSAAAA"));
         assert!(!c.with_extension("tmp").exists());
+        assert!(refuse_existing(dir.path()).is_err());
     }
 }

@@ -101,6 +101,9 @@ pub struct UnsealArgs {
     /// Accept a simulation root. Never in production.
     #[arg(long)]
     pub allow_simulation_root: bool,
+    /// Refuse unless the share and the enclave's document are of this domain (16 hex).
+    #[arg(long, value_name = "ID")]
+    pub domain: Option<String>,
 }
 
 /// A share ready to submit, and what was verified to get there.
@@ -191,6 +194,10 @@ pub fn prepare(
 async fn unseal(args: &UnsealArgs) -> anyhow::Result<()> {
     let read = |p: &Path| fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let share = ShareFile::from_json(&read(&args.share)?).context("your share file")?;
+    if let Some(pin) = &args.domain {
+        let pin = crate::domain_pin::DomainPin::parse(pin)?;
+        pin.check(Some(share.domain_id().as_str()), "your share file")?;
+    }
     let key = CustodianKey::from_pem(&read(&args.key)?).context("your key file")?;
     let policy = PcrPolicy::from_json(&read(&args.policy)?).context("your policy file")?;
     let root = match &args.root {

@@ -5,7 +5,7 @@
 //! development custodian.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -14,17 +14,20 @@ use std::{
 };
 
 use base64::Engine as _;
-use ekms_custody::{CustodianKey, ShareFile};
 use ekms_wire::{
     msg::{CustodyState, EnclaveResponse, Fault, HostRequest, SealedBlob},
     sealed::{peek, peek_domain},
 };
 
 use crate::{
-    HostError, credentials,
+    HostError,
     relay::Relay,
     store::{Store, Table},
 };
+
+mod dev;
+
+pub use dev::DevCustodian;
 
 /// Why a custody action did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -39,44 +42,20 @@ pub enum CustodyError {
 
 type Result<T> = std::result::Result<T, CustodyError>;
 
-/// The simulation's development custodian, kept in the data dir. NEVER IN PRODUCTION.
-#[derive(Debug, Clone)]
-pub struct DevCustodian {
-    /// Its private key.
-    pub key: PathBuf,
-    /// Its public key.
-    pub public: PathBuf,
-    /// Its share file.
-    pub share: PathBuf,
-    /// The simulation root the enclave's documents chain to.
-    pub root: PathBuf,
-    /// The enclave executable, whose SHA-384 is the expected PCR0.
-    pub enclave: PathBuf,
-}
-
-impl DevCustodian {
-    /// The development custodian's files in `data_dir`.
-    #[must_use]
-    pub fn in_dir(data_dir: &Path, enclave: &Path) -> Self {
-        Self {
-            key: data_dir.join("SIMULATION-ONLY-dev-custodian.key"),
-            public: data_dir.join("SIMULATION-ONLY-dev-custodian.pub"),
-            share: data_dir.join("SIMULATION-ONLY-dev-custodian.share.json"),
-            root: data_dir.join("simulation-root.pem"),
-            enclave: enclave.to_owned(),
-        }
-    }
-}
-
-/// What `domain init` made.
+/// What `domain init` made. The admin credential's secret is only in `sealed_secret`,
+/// encrypted to the admin key: the host never holds it.
 #[derive(Debug)]
 pub struct Created {
     /// Domain id (hex).
     pub domain: String,
     /// One share file (JSON) per custodian, in the order given.
     pub shares: Vec<String>,
-    /// Where the administrator credential was written.
-    pub credentials: PathBuf,
+    /// The admin's access key id.
+    pub access_key_id: String,
+    /// The admin's secret, sealed to the admin key.
+    pub sealed_secret: Vec<u8>,
+    /// The attestation document that vouches for `sealed_secret`.
+    pub document: Vec<u8>,
 }
 
 /// Custody driver of one appliance.
@@ -156,19 +135,34 @@ impl Custody {
         }
     }
 
-    /// Creates a domain on an empty enclave: stores its keyring and administrator principal,
-    /// writes the credential, and returns the custodians' share files.
-    pub async fn init(&self, custodians: Vec<String>, threshold: u8) -> Result<Created> {
+    /// The region this appliance serves.
+    #[must_use]
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Creates a domain on an empty enclave: stores its keyring and administrator principal, and
+    /// returns the custodians' share files and the admin credential sealed to `admin_key` with
+    /// a document over the operator's `nonce`. Writes no credential.
+    pub async fn init(
+        &self,
+        custodians: Vec<String>,
+        threshold: u8,
+        admin_key: String,
+        nonce: Vec<u8>,
+    ) -> Result<Created> {
         if self.store().domain()?.is_some() {
             return Err(CustodyError::Refused(
                 "this appliance's store already holds a domain".into(),
             ));
         }
-        credentials::refuse_existing(&self.data_dir)?;
+        crate::credentials::refuse_existing(&self.data_dir)?;
         let reply = self
             .call(&HostRequest::InitDomain {
                 custodians,
                 threshold,
+                admin_key,
+                nonce,
             })
             .await?;
         let EnclaveResponse::DomainCreated(created) = reply else {
@@ -182,17 +176,21 @@ impl Custody {
         let (domain, generation) = (hex::encode(h.domain), h.generation);
         let store = self.store();
         store.put_domain(&created.domain, generation, None)?;
-        store.put_principal(&created.genesis.access_key_id, &created.genesis.principal)?;
-        credentials::write(&self.data_dir, &created.genesis, &self.region)?;
-        let (path, _) = credentials::paths(&self.data_dir);
+        let ekms_wire::msg::DomainCreated {
+            shares, genesis, ..
+        } = *created;
+        store.put_principal(&genesis.access_key_id, &genesis.principal)?;
         eprintln!(
-            "ekms: created domain {domain}; the admin credential is in {}",
-            path.display()
+            "ekms: created domain {domain}; admin credential {} sent to the operator, encrypted \
+             to the admin key",
+            genesis.access_key_id
         );
         Ok(Created {
             domain,
-            shares: created.shares,
-            credentials: path,
+            shares,
+            access_key_id: genesis.access_key_id,
+            sealed_secret: genesis.sealed_secret,
+            document: genesis.document,
         })
     }
 
@@ -364,7 +362,8 @@ impl Custody {
             let line = match &state {
                 Ok(CustodyState::Uninitialised) => Some(
                     "ekms: no key domain yet: create one with `ekms domain init --endpoint URL \
-                     --custodian A.pub ... --threshold M` (KMS calls fail until then)"
+                     --custodian A.pub ... --threshold M --admin-key ADMIN.pub` (KMS calls fail \
+                     until then)"
                         .to_owned(),
                 ),
                 Ok(CustodyState::Sealed { domain, have, need }) => Some(format!(
@@ -496,70 +495,6 @@ impl Custody {
             }
             other => Err(unexpected(&other)),
         }
-    }
-
-    /// Simulation: a one-custodian domain whose custodian lives in the data dir.
-    async fn dev_init(&self, dev: &DevCustodian) -> Result<()> {
-        if !dev.key.exists() {
-            crate::custodian::keygen(&dev.key.with_extension(""))
-                .map_err(|e| CustodyError::Refused(format!("{e:#}")))?;
-        }
-        let key =
-            CustodianKey::from_pem(&std::fs::read_to_string(&dev.key).map_err(HostError::Io)?)
-                .map_err(|e| CustodyError::Refused(format!("{}: {e}", dev.key.display())))?;
-        let public = key
-            .public_key()
-            .to_json()
-            .map_err(|e| CustodyError::Refused(e.to_string()))?;
-        let created = self.init(vec![public], 1).await?;
-        let share = created
-            .shares
-            .first()
-            .ok_or_else(|| CustodyError::Refused("no share returned".into()))?;
-        // Never over an existing share: that would lose the only way into its domain.
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&dev.share)
-            .map_err(HostError::Io)?;
-        std::io::Write::write_all(&mut file, share.as_bytes()).map_err(HostError::Io)?;
-        file.sync_all().map_err(HostError::Io)?;
-        Ok(())
-    }
-
-    /// Simulation: the development custodian unseals, exactly as `ekms custodian unseal` would.
-    async fn dev_unseal(&self, dev: &DevCustodian) -> Result<CustodyState> {
-        let refused = |e: String| CustodyError::Refused(e);
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|e| refused(format!("{}: {e}", p.display())))
-        };
-        let share = ShareFile::from_json(&read(&dev.share)?).map_err(|e| refused(e.to_string()))?;
-        let key = CustodianKey::from_pem(&read(&dev.key)?).map_err(|e| refused(e.to_string()))?;
-        let exe = std::fs::read(&dev.enclave).map_err(HostError::Io)?;
-        let pcr0 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &exe);
-        let policy = ekms_attestation::PcrPolicy::new()
-            .expect_pcr(0, pcr0.as_ref())
-            .map_err(|e| refused(e.to_string()))?;
-        let root = ekms_attestation::TrustRoot::from_operator_pem(&read(&dev.root)?, true)
-            .map_err(|e| refused(e.to_string()))?;
-        let nonce = crate::custodian::fresh_nonce().map_err(|e| refused(e.to_string()))?;
-        let document = match self
-            .call(&HostRequest::Attest {
-                nonce: nonce.clone(),
-            })
-            .await?
-        {
-            EnclaveResponse::Attestation { document } => document,
-            other => return Err(unexpected(&other)),
-        };
-        let prepared = crate::custodian::prepare(&document, &nonce, &root, policy, &share, &key)
-            .map_err(|e| refused(format!("{e:#}")))?;
-        let state = self.submit_share(nonce, prepared.submission).await?;
-        eprintln!(
-            "ekms: SIMULATION: the development custodian unsealed domain {} (verified: {})",
-            prepared.domain, prepared.verified
-        );
-        Ok(state)
     }
 
     /// Joining side of peer forwarding: our enclave and the running appliance's attest to each

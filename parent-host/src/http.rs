@@ -347,25 +347,46 @@ async fn custody_share(State(custody): State<Arc<Custody>>, body: axum::body::By
 struct InitBody {
     custodians: Vec<String>,
     threshold: u8,
+    admin_key: String,
+    nonce: String,
 }
 
-/// `POST /ekms/domain/init` (loopback only): a new domain split among custodians.
+/// `POST /ekms/domain/init` (loopback only): a new domain split among custodians. The answer
+/// carries the admin credential sealed to `admin_key` and the attestation document over the
+/// caller's `nonce` that vouches for it; the host never sees the secret.
 async fn domain_init(
     State(custody): State<Arc<Custody>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: axum::body::Bytes,
 ) -> Response {
+    use base64::Engine as _;
     if let Some(r) = loopback_only(peer) {
         return r;
     }
     let Ok(b) = serde_json::from_slice::<InitBody>(&body) else {
-        return bad_request("expected {\"custodians\": [PUBLIC-KEY-JSON...], \"threshold\": N}");
+        return bad_request(
+            "expected {\"custodians\": [PUBLIC-KEY-JSON...], \"threshold\": N, \"admin_key\": \
+             PUBLIC-KEY-JSON, \"nonce\": HEX}",
+        );
     };
-    match custody.init(b.custodians, b.threshold).await {
+    let Some(nonce) = hex::decode(&b.nonce)
+        .ok()
+        .filter(|n| !n.is_empty() && n.len() <= 512)
+    else {
+        return bad_request("nonce must be 1 to 512 bytes of hex");
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match custody
+        .init(b.custodians, b.threshold, b.admin_key, nonce)
+        .await
+    {
         Ok(c) => json(&serde_json::json!({
             "domain": c.domain,
+            "region": custody.region(),
             "shares": c.shares,
-            "credentials": c.credentials.display().to_string(),
+            "access_key_id": c.access_key_id,
+            "sealed_credential": b64.encode(&c.sealed_secret),
+            "document": b64.encode(&c.document),
         })),
         Err(e) => custody_error(&e),
     }

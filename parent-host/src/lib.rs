@@ -5,13 +5,16 @@
 //! It never sees a domain key or key material in plaintext and cannot mint a request: the
 //! enclave verifies every signature and every record.
 
+pub mod attested_secret;
 pub mod cli_attestation;
+pub mod cli_credential;
 pub mod cli_domain;
 pub mod client;
 pub mod credentials;
 pub mod custodian;
 pub mod custody;
 pub mod data_guard;
+pub mod domain_pin;
 pub mod error;
 pub mod fetch;
 pub mod http;

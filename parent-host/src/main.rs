@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use ekms_parent_host::{
-    cli_attestation, cli_domain, custodian, fetch,
+    cli_attestation, cli_credential, cli_domain, custodian, fetch,
     serve::{self, EnclaveMode, ServeConfig},
 };
 
@@ -32,6 +32,15 @@ enum Command {
     /// The key domain: create it, see its custody state, rotate its key.
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Credentials the enclave delivered sealed to your key.
+    #[command(subcommand)]
+    Credential(CredentialCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CredentialCommand {
+    /// Verify a saved sealed credential's attestation, then decrypt it with your key.
+    Open(cli_credential::OpenArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,7 +56,7 @@ enum DomainCommand {
     /// Create the key domain in the enclave and split it among custodians (M of N).
     Init(cli_domain::InitArgs),
     /// Show the custody state (sealed with k of M shares, or unsealed) and re-sealing progress.
-    Status(cli_domain::EndpointArgs),
+    Status(cli_domain::StatusArgs),
     /// Make a new domain key for new records; older records are re-sealed in the background.
     Rotate(cli_domain::EndpointArgs),
 }
@@ -122,6 +131,7 @@ fn main() -> ExitCode {
         Command::Domain(DomainCommand::Init(args)) => cli_domain::run_init(&args),
         Command::Domain(DomainCommand::Status(args)) => cli_domain::run_status(&args),
         Command::Domain(DomainCommand::Rotate(args)) => cli_domain::run_rotate(&args),
+        Command::Credential(CredentialCommand::Open(args)) => cli_credential::run_open(&args),
     }
 }
 

@@ -6,7 +6,7 @@ use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::OnceLock,
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -56,6 +56,7 @@ pub struct Appliance {
     pub access_key: String,
     /// Admin secret.
     pub secret_key: String,
+    output: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Appliance {
@@ -74,29 +75,41 @@ impl Appliance {
     #[must_use]
     #[allow(clippy::panic, clippy::expect_used)]
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
-        Self::start_with_stderr(data_dir, extra, Stdio::inherit())
-    }
-
-    /// Like [`Appliance::start_with`], with the host's standard error going to `stderr` (a
-    /// file, to read what `serve` told the operator).
-    #[must_use]
-    #[allow(clippy::panic, clippy::expect_used)]
-    pub fn start_with_stderr(data_dir: &Path, extra: &[&str], stderr: Stdio) -> Self {
         let mut child = Command::new(bin_dir().join("ekms"))
             .args(["serve", "--sim", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(stderr)
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ekms");
         let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let output = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let out = Arc::clone(&output);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(mut o) = out.lock() {
+                    o.extend_from_slice(line.as_bytes());
+                    o.push(b'\n');
+                }
                 if let Some(ep) = line.strip_prefix("ekms: listening on ") {
                     let _ = tx.send(ep.to_owned());
                 }
+            }
+        });
+        // stderr is shown as before, and kept for tests that check what the host printed.
+        let out = Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                eprint!("{}", String::from_utf8_lossy(&line));
+                if let Ok(mut o) = out.lock() {
+                    o.extend_from_slice(&line);
+                }
+                line.clear();
             }
         });
         let Ok(endpoint) = rx.recv_timeout(Duration::from_secs(60)) else {
@@ -115,7 +128,15 @@ impl Appliance {
             data_dir: data_dir.to_path_buf(),
             access_key,
             secret_key,
+            output,
         }
+    }
+
+    /// Everything the `ekms serve` process (and the enclave it started) wrote to stdout and
+    /// stderr so far.
+    #[must_use]
+    pub fn output(&self) -> Vec<u8> {
+        self.output.lock().map(|o| o.clone()).unwrap_or_default()
     }
 
     /// Pid of the `ekms serve` process.

@@ -1,6 +1,7 @@
 //! Attestation on the wire: a client fetches a fresh document bound to its nonce with the real
 //! `ekms attestation fetch`, and verifies it with `ekms attestation verify`: simulation root,
-//! nonce, PCR0 = SHA-384 of the running `ekms-enclave`, and the per-boot identity key.
+//! nonce, PCR0 = SHA-384 of the running `ekms-enclave`, the per-boot identity key, and the
+//! `--domain` pin.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -140,6 +141,33 @@ fn a_fetched_document_verifies_against_the_simulation_root_only() {
         .success()
     );
     assert!(!verify(&["--root", root_s]).status.success());
+    // --domain pins the key domain named in the document's user data.
+    let user_data = report["user_data"].as_str().unwrap();
+    let user_data = String::from_utf8(
+        (0..user_data.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&user_data[i..i + 2], 16).unwrap())
+            .collect(),
+    )
+    .unwrap();
+    let domain = user_data
+        .split(' ')
+        .find_map(|w| w.strip_prefix("domain="))
+        .unwrap();
+    let pinned = |id: &str| verify(&["--root", root_s, "--allow-simulation-root", "--domain", id]);
+    let out = pinned(domain);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = pinned("0123456789abcdef");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("names domain"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Bad nonces never reach the enclave.
     for bad in ["", "xyz", &"00".repeat(513)] {
         let out = ekms(&[

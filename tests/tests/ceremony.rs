@@ -1,5 +1,6 @@
 //! The custody ceremony end to end, as a user runs it: `ekms custodian keygen`, `ekms domain
-//! init` with 3 custodians and threshold 2, a restart (sealed), `ekms custodian unseal` by two
+//! init` with 3 custodians and threshold 2 (the CLI verifies the enclave's attestation and opens
+//! the admin credential sealed to the first custodian), a restart (sealed), `ekms custodian unseal` by two
 //! custodians (one share is not enough; a wrong policy is refused), old ciphertexts decrypt.
 //! Then peer forwarding between two appliances on one store, refused for other PCRs, and a
 //! domain key rotation with background re-sealing.
@@ -54,27 +55,41 @@ fn policy_for(exe: &Path, out: &Path) {
     std::fs::write(out, format!("{{\"PCR0\": \"{hex}\"}}")).unwrap();
 }
 
-fn unseal(app: &Appliance, base: &Path, share: &Path, policy: &Path) -> Output {
-    ekms(&[
-        "custodian",
-        "unseal",
-        "--share",
-        share.to_str().unwrap(),
-        "--key",
-        &format!("{}.key", base.display()),
-        "--policy",
-        policy.to_str().unwrap(),
-        "--endpoint",
-        &app.endpoint,
-        "--root",
-        app.data_dir.join("simulation-root.pem").to_str().unwrap(),
-        "--allow-simulation-root",
-    ])
+fn unseal_args(app: &Appliance, base: &Path, share: &Path, policy: &Path) -> Vec<String> {
+    vec![
+        "custodian".into(),
+        "unseal".into(),
+        "--share".into(),
+        share.display().to_string(),
+        "--key".into(),
+        format!("{}.key", base.display()),
+        "--policy".into(),
+        policy.display().to_string(),
+        "--endpoint".into(),
+        app.endpoint.clone(),
+        "--root".into(),
+        sim_root(app),
+        "--allow-simulation-root".into(),
+    ]
 }
 
-fn admin_of(app: &Appliance) -> Client {
-    let (a, s) = read_credentials(&app.data_dir.join("credentials"));
+fn unseal(app: &Appliance, base: &Path, share: &Path, policy: &Path) -> Output {
+    let args = unseal_args(app, base, share, policy);
+    ekms(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// A client with the admin credential in `creds` (written by `ekms domain init`, or by the
+/// development custodian in the data dir).
+fn admin_of(app: &Appliance, creds: &Path) -> Client {
+    let (a, s) = read_credentials(creds);
     client(app, &a, &s)
+}
+
+fn sim_root(app: &Appliance) -> String {
+    app.data_dir
+        .join("simulation-root.pem")
+        .display()
+        .to_string()
 }
 
 async fn sealed_error(kms: &Client) -> String {
@@ -104,6 +119,8 @@ async fn three_custodians_threshold_two_unseal_after_a_restart() {
 
     let people = ["alice", "bob", "carol"].map(|n| keygen(dir.path(), n));
     let shares = dir.path().join("shares");
+    let policy = dir.path().join("pcrs.json");
+    policy_for(&bin_dir().join("ekms-enclave"), &policy);
     let mut init = vec![
         "domain".to_owned(),
         "init".into(),
@@ -113,6 +130,11 @@ async fn three_custodians_threshold_two_unseal_after_a_restart() {
         "2".into(),
         "--out-dir".into(),
         shares.display().to_string(),
+        "--root".into(),
+        sim_root(&app),
+        "--allow-simulation-root".into(),
+        "--policy".into(),
+        policy.display().to_string(),
     ];
     for p in &people {
         init.push("--custodian".into());
@@ -122,15 +144,34 @@ async fn three_custodians_threshold_two_unseal_after_a_restart() {
     let o = ekms(&init);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("2-of-3"), "{}", text(&o));
-    // A second init is refused.
+    // The admin credential was encrypted to alice (the first custodian) and opened with
+    // alice.key by the CLI, after it verified the enclave's attestation for it.
+    assert!(text(&o).contains("verified: "), "{}", text(&o));
+    let creds = shares.join("credentials");
+    let config = std::fs::read_to_string(shares.join("config")).unwrap();
+    assert!(
+        config.contains(&format!("endpoint_url = {}", app.endpoint)),
+        "{config}"
+    );
+    assert!(
+        !data.join("credentials").exists(),
+        "the host wrote a credential"
+    );
+    // A second init is refused (the outputs exist); so is one into a fresh directory.
     assert!(!ekms(&init).status.success());
+    let again_dir = dir.path().join("again");
+    let mut again = init.clone();
+    again[7] = again_dir.to_str().unwrap();
+    let o = ekms(&again);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("already"), "{}", text(&o));
     let share = |name: &str| shares.join(format!("{name}.share.json"));
     for name in ["alice", "bob", "carol"] {
         let s = std::fs::read_to_string(share(name)).unwrap();
         assert!(s.contains("ekms-custodian-share"));
     }
 
-    let kms = admin_of(&app);
+    let kms = admin_of(&app, &creds);
     let key = kms
         .create_key()
         .send()
@@ -151,7 +192,7 @@ async fn three_custodians_threshold_two_unseal_after_a_restart() {
 
     assert!(app.terminate());
     let app = Appliance::start_with(&data, &["--no-dev-custodian"]);
-    let kms = admin_of(&app);
+    let kms = admin_of(&app, &creds);
     let msg = sealed_error(&kms).await;
     assert!(msg.contains("sealed"), "{msg}");
     let state = custody(&app);
@@ -159,9 +200,23 @@ async fn three_custodians_threshold_two_unseal_after_a_restart() {
         (state["state"].as_str(), state["have"].as_u64()),
         (Some("sealed"), Some(0))
     );
+    // `--domain` pins the domain: the right one passes, another is refused.
+    let domain = state["domain"].as_str().unwrap().to_owned();
+    let status = |id: &str| {
+        ekms(&[
+            "domain",
+            "status",
+            "--endpoint",
+            &app.endpoint,
+            "--domain",
+            id,
+        ])
+    };
+    assert!(status(&domain).status.success());
+    let o = status("0123456789abcdef");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("names domain"), "{}", text(&o));
 
-    let policy = dir.path().join("pcrs.json");
-    policy_for(&bin_dir().join("ekms-enclave"), &policy);
     let wrong = dir.path().join("wrong.json");
     std::fs::write(&wrong, format!("{{\"PCR0\": \"{}\"}}", "ab".repeat(48))).unwrap();
 
@@ -177,6 +232,13 @@ async fn three_custodians_threshold_two_unseal_after_a_restart() {
     // Someone else's share with my key: refused locally.
     let o = unseal(&app, &people[0], &share("bob"), &policy);
     assert!(!o.status.success(), "{}", text(&o));
+    // A share pinned to another domain: refused locally.
+    let mut pinned = unseal_args(&app, &people[0], &share("alice"), &policy);
+    pinned.extend(["--domain".to_owned(), "0123456789abcdef".to_owned()]);
+    let o = ekms(&pinned.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!o.status.success());
+    assert!(text(&o).contains("names domain"), "{}", text(&o));
+    assert_eq!(custody(&app)["have"], 0);
 
     // One share is not enough.
     let o = unseal(&app, &people[0], &share("alice"), &policy);
@@ -226,9 +288,13 @@ async fn a_peer_appliance_gets_the_domain_by_mutual_attestation() {
         "1",
         "--out-dir",
         dir.path().to_str().unwrap(),
+        "--root",
+        &sim_root(&first),
+        "--allow-simulation-root",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    let kms = admin_of(&first);
+    let creds = dir.path().join("credentials");
+    let kms = admin_of(&first, &creds);
     let key = kms
         .create_key()
         .send()
@@ -263,7 +329,7 @@ async fn a_peer_appliance_gets_the_domain_by_mutual_attestation() {
             == "unsealed"),
         "the peer did not forward the domain"
     );
-    let plain = admin_of(&second)
+    let plain = admin_of(&second, &creds)
         .decrypt()
         .ciphertext_blob(blob)
         .send()
@@ -297,7 +363,7 @@ async fn a_peer_appliance_gets_the_domain_by_mutual_attestation() {
     );
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(custody(&third)["state"], "sealed");
-    let msg = sealed_error(&admin_of(&third)).await;
+    let msg = sealed_error(&admin_of(&third, &creds)).await;
     assert!(msg.contains("sealed"), "{msg}");
     // The running appliance says why when asked directly.
     let o = Command::new(bin_dir().join("ekms"))
@@ -311,7 +377,8 @@ async fn a_peer_appliance_gets_the_domain_by_mutual_attestation() {
 async fn rotation_reseals_every_record_and_old_ciphertexts_still_decrypt() {
     let dir = tempfile::tempdir().unwrap();
     let mut app = Appliance::start(dir.path());
-    let kms = admin_of(&app);
+    let creds = dir.path().join("credentials");
+    let kms = admin_of(&app, &creds);
     let mut blobs = Vec::new();
     for i in 0..5u8 {
         // A description per key: equal calls in the same second are one signed request.
@@ -377,7 +444,7 @@ async fn rotation_reseals_every_record_and_old_ciphertexts_still_decrypt() {
     // The same shares (here the development custodian's) still unseal after a restart.
     assert!(app.terminate());
     let app = Appliance::start(dir.path());
-    let kms = admin_of(&app);
+    let kms = admin_of(&app, &creds);
     for (i, blob) in blobs.into_iter().enumerate() {
         let plain = kms
             .decrypt()

@@ -14,7 +14,6 @@ mod common;
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
-    process::Stdio,
     time::SystemTime,
 };
 
@@ -191,12 +190,7 @@ async fn dev_mode_never_creates_a_domain_over_an_earlier_domains_data() {
         .unwrap();
     db(dir.path()).execute("DELETE FROM domain", []).unwrap();
 
-    let log = dir.path().join("serve.log");
-    let mut app = Appliance::start_with_stderr(
-        dir.path(),
-        &[],
-        Stdio::from(std::fs::File::create(&log).unwrap()),
-    );
+    let mut app = Appliance::start(dir.path());
     // It stays up and answers that there is no domain, without crash-looping.
     let (status, body) = send(&app, &signed_request(&app, "ListKeys", "{}"));
     assert_eq!(status, 500, "{body}");
@@ -207,7 +201,7 @@ async fn dev_mode_never_creates_a_domain_over_an_earlier_domains_data() {
     );
     assert!(ekms_tests::alive(app.pid().unwrap()));
     assert!(app.terminate());
-    let said = std::fs::read_to_string(&log).unwrap();
+    let said = String::from_utf8_lossy(&app.output()).into_owned();
     assert!(
         said.contains("REFUSING to create a new key domain"),
         "{said}"

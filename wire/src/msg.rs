@@ -18,7 +18,7 @@ impl fmt::Debug for SealedBlob {
 /// A request from the host.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum HostRequest {
-    /// Health and identity of the enclave; also delivers the one-time genesis credential.
+    /// Health and identity of the enclave.
     Status,
     /// A client's signed KMS call with the sealed records it needs.
     Kms(Box<KmsCall>),
@@ -46,6 +46,12 @@ pub enum HostRequest {
         custodians: Vec<String>,
         /// Shares needed to unseal.
         threshold: u8,
+        /// The public key file (JSON, custodian format) the admin credential is encrypted to.
+        admin_key: String,
+        /// The operator's fresh nonce, for the attestation document that vouches for the
+        /// encrypted credential (1 to 512 bytes).
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
     },
     /// A custodian's share, re-sealed to this enclave's attested identity key.
     SubmitShare {
@@ -238,7 +244,7 @@ pub enum EnclaveResponse {
 }
 
 /// A new domain: the sealed keyring and principal for the host to store, the custodians' share
-/// files, and the administrator credential (handed out exactly once).
+/// files, and the administrator credential (encrypted to the admin key, handed out once).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DomainCreated {
     /// The sealed keyring.
@@ -324,49 +330,31 @@ pub struct StatusInfo {
     pub follower: bool,
 }
 
-/// The administrator credential created with a new domain.
+/// The administrator credential created with a new domain. The host stores the sealed
+/// principal and passes the rest to the operator; it never holds the secret.
 #[derive(Serialize, Deserialize)]
 pub struct Genesis {
     /// The sealed principal record for the host to store.
     pub principal: SealedBlob,
     /// Access key id.
     pub access_key_id: String,
-    /// Secret access key, handed to the operator once.
-    pub secret_access_key: Secret,
+    /// The secret access key, encrypted to the admin public key (`ekms/v1/credential`).
+    #[serde(with = "serde_bytes")]
+    pub sealed_secret: Vec<u8>,
+    /// An attestation document over the operator's nonce whose user data names the domain, the
+    /// access key id and the SHA-256 of `sealed_secret`.
+    #[serde(with = "serde_bytes")]
+    pub document: Vec<u8>,
 }
 
 impl fmt::Debug for Genesis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Genesis({})", self.access_key_id)
-    }
-}
-
-/// A secret string that is wiped from memory when dropped and never printed.
-#[derive(Serialize, Deserialize, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    #[must_use]
-    pub fn new(s: String) -> Self {
-        Self(s)
-    }
-    /// The secret, for the one place that must write it out.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
+        write!(
+            f,
+            "Genesis({}, {} sealed bytes)",
+            self.access_key_id,
+            self.sealed_secret.len()
+        )
     }
 }
 
@@ -550,9 +538,5 @@ mod tests {
             body: b"c2VjcmV0".to_vec(),
         };
         assert!(!format!("{http:?}").contains("c2VjcmV0"));
-        assert_eq!(
-            format!("{:?}", Secret::new("hunter2".into())),
-            "Secret(<redacted>)"
-        );
     }
 }
