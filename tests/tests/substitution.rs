@@ -201,14 +201,22 @@ async fn a_substituted_domain_gets_nothing_a_client_would_send_it() {
     }));
     // ...the client's credential does not exist in it,
     let kms = client(&victim, &ak, &sk);
-    let e = kms.list_keys().send().await.unwrap_err().into_service_error();
+    let e = kms
+        .list_keys()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
     assert_eq!(e.code(), Some("UnrecognizedClientException"), "{e:?}");
     // and with the host's own admin credential, the client's keys and ciphertexts are useless.
     let (mak, msk) = read_credentials(&mallory_out.join("credentials"));
     let host_kms = client(&victim, &mak, &msk);
     let listed = host_kms.list_keys().send().await.unwrap();
     assert!(
-        listed.keys().iter().all(|k| k.key_id() != Some(key.as_str())),
+        listed
+            .keys()
+            .iter()
+            .all(|k| k.key_id() != Some(key.as_str())),
         "the real domain's key is not in the host's domain"
     );
     let e = host_kms
