@@ -1,0 +1,316 @@
+//! The enclave's state and its request handler: the custody state (empty, sealed, unsealed),
+//! the attestation sessions it issued, and the authenticated view of the latest version of
+//! every record ([`Ledger`]).
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, MutexGuard, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aws_lc_rs::{digest, rand};
+use ekms_custody::{DomainSecret, P384PublicKey, SecretKind, Share, SubmittedShare};
+use ekms_wire::{
+    msg::{
+        CustodyState, DomainCreated, EnclaveResponse, Fault, Genesis, HostRequest, KmsCall,
+        KmsErrorCode, KmsOutcome, SealedBlob, StatusInfo, StoreWrite,
+    },
+    sealed::peek_domain,
+};
+
+use crate::{
+    EnclaveError,
+    attest::Attestor,
+    custody::{Domain, Refusal},
+    delivery,
+    domain::{Keyring, hex},
+    ledger::{Ledger, LedgerError, RecordId, Version, digest_of},
+    ops,
+    record::{self, AliasRecord, KeyRecord, KeyState, Kind, PrincipalRecord},
+};
+
+mod ceremony;
+mod peer;
+mod records;
+
+/// How long an issued attestation nonce stays redeemable.
+const SESSION_TTL: Duration = Duration::from_mins(10);
+/// Most outstanding sessions kept (the oldest are forgotten first).
+const MAX_SESSIONS: usize = 1024;
+
+/// Settings of the enclave.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Region in ARNs and in the SigV4 credential scope.
+    pub region: String,
+    /// Account id in ARNs.
+    pub account: String,
+}
+
+/// Where this enclave is in the custody life cycle.
+#[derive(Debug)]
+enum State {
+    /// No domain: `InitDomain` creates one.
+    Empty,
+    /// The stored keyring is known; shares (or a peer) are awaited.
+    Sealed(Pending),
+    /// Serving.
+    Open(Arc<Domain>),
+}
+
+/// A sealed domain and the shares received so far.
+#[derive(Debug)]
+struct Pending {
+    sealed: Vec<u8>,
+    id: [u8; 8],
+    /// Threshold named by the stored keyring's header (a hint until the keyring opens).
+    threshold: u8,
+    shares: Vec<Share>,
+}
+
+/// Nonces this enclave put in attestation documents, redeemable once (a custodian's share or a
+/// peer's document must answer one of them).
+#[derive(Debug, Default)]
+struct Sessions(Mutex<VecDeque<(Vec<u8>, Instant)>>);
+
+impl Sessions {
+    fn issue(&self, nonce: &[u8]) {
+        if let Ok(mut s) = self.0.lock() {
+            if s.len() >= MAX_SESSIONS {
+                s.pop_front();
+            }
+            s.push_back((nonce.to_vec(), Instant::now()));
+        }
+    }
+
+    /// Redeems `nonce`: true once per issue, within [`SESSION_TTL`].
+    fn redeem(&self, nonce: &[u8]) -> bool {
+        let Ok(mut s) = self.0.lock() else {
+            return false;
+        };
+        s.retain(|(_, at)| at.elapsed() < SESSION_TTL);
+        match s.iter().position(|(n, _)| n == nonce) {
+            Some(i) => s.remove(i).is_some(),
+            None => false,
+        }
+    }
+}
+
+/// The enclave.
+#[derive(Debug)]
+pub struct Core {
+    pub(crate) config: Config,
+    attestor: Attestor,
+    state: RwLock<State>,
+    sessions: Sessions,
+    /// The latest version of every record of the domain.
+    ledger: Mutex<Ledger>,
+    /// Set when a peer forwarded the domain: this enclave follows that one and serves no KMS
+    /// calls (one writer per domain, so there is one view of the state).
+    follower: AtomicBool,
+    /// State-changing requests already run (replay refusal).
+    pub(crate) replay: crate::replay::ReplayCache,
+}
+
+fn refused(why: impl Into<Refusal>) -> EnclaveResponse {
+    EnclaveResponse::Refused(why.into())
+}
+
+impl Core {
+    /// An enclave with no domain yet: the host loads the stored one, or creates one.
+    #[must_use]
+    pub fn new(config: Config, attestor: Attestor) -> Self {
+        Self {
+            config,
+            attestor,
+            state: RwLock::new(State::Empty),
+            sessions: Sessions::default(),
+            ledger: Mutex::new(Ledger::loading()),
+            follower: AtomicBool::new(false),
+            replay: crate::replay::ReplayCache::new(chrono::Utc::now()),
+        }
+    }
+
+    /// The state view.
+    pub(crate) fn ledger(&self) -> Result<MutexGuard<'_, Ledger>, EnclaveError> {
+        self.ledger.lock().map_err(|_| EnclaveError::Crypto)
+    }
+
+    pub(crate) fn reset_ledger(&self, ledger: Ledger) {
+        if let Ok(mut l) = self.ledger.lock() {
+            *l = ledger;
+        }
+    }
+
+    /// The unsealed domain, if any.
+    fn domain(&self) -> Option<Arc<Domain>> {
+        match &*self.state.read().ok()? {
+            State::Open(d) => Some(Arc::clone(d)),
+            _ => None,
+        }
+    }
+
+    /// The public custody state.
+    pub fn custody_state(&self) -> CustodyState {
+        let Ok(state) = self.state.read() else {
+            return CustodyState::Uninitialised;
+        };
+        match &*state {
+            State::Empty => CustodyState::Uninitialised,
+            State::Sealed(p) => CustodyState::Sealed {
+                domain: hex(&p.id),
+                have: u8::try_from(p.shares.len()).unwrap_or(u8::MAX),
+                need: Some(p.shares.first().map_or(p.threshold, Share::threshold)),
+            },
+            State::Open(d) => d.state(),
+        }
+    }
+
+    /// Handles one host request.
+    pub async fn handle(&self, req: HostRequest) -> EnclaveResponse {
+        match req {
+            HostRequest::Status => EnclaveResponse::Status(StatusInfo {
+                region: self.config.region.clone(),
+                account: self.config.account.clone(),
+                custody: self.custody_state(),
+                simulation: self.attestor.is_simulation(),
+                ledger_ready: self.ledger().is_ok_and(|l| l.is_ready()),
+                follower: self.follower.load(Ordering::Relaxed),
+            }),
+            HostRequest::Kms(call) => self.kms(&call).await,
+            HostRequest::Attest { nonce } => {
+                let (domain, state) = match self.custody_state() {
+                    CustodyState::Uninitialised => ("none".to_owned(), "uninitialised"),
+                    CustodyState::Sealed { domain, .. } => (domain, "sealed"),
+                    CustodyState::Unsealed { domain, .. } => (domain, "unsealed"),
+                };
+                let user_data = format!("ekms/v1 domain={domain} state={state}");
+                match self.attestor.document(&nonce, user_data.as_bytes()) {
+                    Ok(document) => {
+                        self.sessions.issue(&nonce);
+                        EnclaveResponse::Attestation { document }
+                    }
+                    Err(EnclaveError::BadInput) => EnclaveResponse::Fault(Fault::BadInput),
+                    Err(_) => EnclaveResponse::Fault(Fault::Internal),
+                }
+            }
+            HostRequest::Open { sealed } => match self.domain() {
+                Some(d) => match records::open_any(d.keyring(), &sealed) {
+                    Ok((kind, id)) => EnclaveResponse::Opened { kind, id },
+                    Err(_) => EnclaveResponse::Fault(Fault::BadRecord),
+                },
+                None => EnclaveResponse::Fault(Fault::Sealed),
+            },
+            HostRequest::LoadDomain { domain } => self.load_domain(domain.0),
+            HostRequest::InitDomain {
+                custodians,
+                threshold,
+                admin_key,
+                nonce,
+            } => self.init_domain(&custodians, threshold, &admin_key, &nonce),
+            HostRequest::SubmitShare { session, share } => self.submit_share(&session, &share),
+            HostRequest::RotateDomain => self.stage(Domain::rotated),
+            HostRequest::RetireDomainKeys => self.stage(Domain::retired),
+            HostRequest::Reseal { sealed } => match self.domain() {
+                Some(d) => match self.reseal(d.keyring(), &sealed) {
+                    Ok(w) => EnclaveResponse::Resealed(w),
+                    Err(EnclaveError::StaleRecord) => EnclaveResponse::Fault(Fault::StaleRecord),
+                    Err(_) => EnclaveResponse::Fault(Fault::BadRecord),
+                },
+                None => EnclaveResponse::Fault(Fault::Sealed),
+            },
+            HostRequest::PeerChallenge => self.peer_challenge(),
+            HostRequest::PeerHello { challenge } => self.peer_hello(&challenge),
+            HostRequest::PeerGrant {
+                document,
+                challenge,
+            } => self.peer_grant(&document, &challenge),
+            HostRequest::PeerAccept { document, grant } => self.peer_accept(&document, &grant),
+            HostRequest::Commit { tokens } => self.commit(&tokens),
+            HostRequest::LoadRecords { records, done } => self.load_records(&records, done),
+            HostRequest::Sweep { keys } => match self.domain() {
+                Some(d) => match self.sweep(d.keyring(), &keys, chrono::Utc::now()) {
+                    Ok((writes, token)) => EnclaveResponse::Swept { writes, token },
+                    Err(_) => EnclaveResponse::Fault(Fault::Internal),
+                },
+                None => EnclaveResponse::Fault(Fault::Sealed),
+            },
+        }
+    }
+
+    async fn kms(&self, call: &KmsCall) -> EnclaveResponse {
+        let Some(domain) = self.domain() else {
+            let why = match self.custody_state() {
+                CustodyState::Sealed { have, need, .. } => format!(
+                    "The key domain is sealed: this enclave restarted and holds {have} of {} \
+                     custodian shares. Retry after the custodians unseal it (ekms custodian unseal) \
+                     or a peer forwards it.",
+                    need.map_or_else(|| "the needed".to_owned(), |n| n.to_string())
+                ),
+                _ => "The appliance has no key domain yet: run `ekms domain init`. Retry after."
+                    .to_owned(),
+            };
+            return EnclaveResponse::Kms(KmsOutcome::Err {
+                code: KmsErrorCode::KMSInternalException,
+                message: why,
+            });
+        };
+        if self.follower.load(Ordering::Relaxed) {
+            return EnclaveResponse::Fault(Fault::NotWriter);
+        }
+        if !self.ledger().is_ok_and(|l| l.is_ready()) {
+            return EnclaveResponse::Fault(Fault::NotLoaded);
+        }
+        let now = chrono::Utc::now();
+        match ops::execute(self, domain.keyring(), call, now).await {
+            Ok((body, writes, token)) => EnclaveResponse::Kms(KmsOutcome::Ok {
+                body,
+                writes,
+                token,
+            }),
+            Err(ops::OpError::Kms(e)) => EnclaveResponse::Kms(KmsOutcome::Err {
+                code: e.code,
+                message: e.message,
+            }),
+            Err(ops::OpError::Stale) => EnclaveResponse::Fault(Fault::StaleRecord),
+        }
+    }
+}
+
+pub(super) fn fresh_nonce() -> Result<Vec<u8>, EnclaveError> {
+    let mut n = vec![0u8; 32];
+    rand::fill(&mut n)?;
+    Ok(n)
+}
+
+/// An attestor over a mock NSM with a fresh simulation CA, for tests.
+#[cfg(test)]
+pub(crate) fn test_attestor() -> Attestor {
+    test_attestor_for(
+        &ekms_attestation::SimulationCa::generate().unwrap(),
+        b"test",
+    )
+}
+
+/// An attestor over a mock NSM signing with `ca`, measuring `executable`, for tests.
+#[cfg(test)]
+pub(crate) fn test_attestor_for(
+    ca: &ekms_attestation::SimulationCa,
+    executable: &[u8],
+) -> Attestor {
+    let ca = ekms_attestation::SimulationCa::from_bytes(&ca.to_bytes().unwrap()).unwrap();
+    let root = ca.trust_root().unwrap();
+    Attestor::new(
+        Box::new(ekms_attestation::MockNsm::from_executable_bytes(
+            ca, executable,
+        )),
+        root,
+    )
+    .unwrap()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+//! The host's requests about the state view: commit prepared writes, load the stored records
+//! after an unseal, decide deletions, re-seal a record under the current domain key.
+
+use super::{
+    AliasRecord, Core, EnclaveError, EnclaveResponse, Fault, KeyRecord, KeyState, Keyring, Kind,
+    LedgerError, PrincipalRecord, RecordId, SealedBlob, StoreWrite, Version, digest_of, ops,
+    record,
+};
+
+impl Core {
+    /// Applies prepared writes the host made durable.
+    pub(super) fn commit(&self, tokens: &[u64]) -> EnclaveResponse {
+        let Ok(mut ledger) = self.ledger() else {
+            return EnclaveResponse::Fault(Fault::Internal);
+        };
+        let mut refused = 0usize;
+        for t in tokens {
+            if ledger.commit(*t).is_err() {
+                refused += 1;
+            }
+        }
+        drop(ledger);
+        if refused > 0 {
+            tracing::warn!(
+                refused,
+                "commits that do not apply to the current state were refused"
+            );
+            return EnclaveResponse::Fault(Fault::StaleRecord);
+        }
+        EnclaveResponse::Committed
+    }
+
+    /// Builds the state view from the stored records after an unseal.
+    pub(super) fn load_records(&self, records: &[SealedBlob], done: bool) -> EnclaveResponse {
+        let Some(d) = self.domain() else {
+            return EnclaveResponse::Fault(Fault::Sealed);
+        };
+        let Ok(mut ledger) = self.ledger() else {
+            return EnclaveResponse::Fault(Fault::Internal);
+        };
+        if ledger.is_ready() {
+            return EnclaveResponse::Loaded {
+                records: ledger.len() as u64,
+                ready: true,
+            };
+        }
+        for sealed in records {
+            // A record that does not open is not part of the state: it is refused when shown.
+            if let Ok(i) = record::index(d.keyring(), &sealed.0) {
+                ledger.ingest(
+                    i.id,
+                    Version {
+                        seq: i.generation,
+                        digest: digest_of(&sealed.0),
+                    },
+                    i.live,
+                    i.target,
+                );
+            } else {
+                tracing::warn!("a stored record does not open; it is left out");
+            }
+        }
+        if done {
+            ledger.finish_load();
+            tracing::info!(
+                records = ledger.len(),
+                seq = ledger.seq(),
+                "state view loaded; serving"
+            );
+        }
+        EnclaveResponse::Loaded {
+            records: ledger.len() as u64,
+            ready: ledger.is_ready(),
+        }
+    }
+
+    /// The deletions due among `keys` by this enclave's clock: each key and its aliases become
+    /// tombstones. Keys not due, not current, or not this domain's are left alone.
+    pub(crate) fn sweep(
+        &self,
+        keys: &Keyring,
+        candidates: &[SealedBlob],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(Vec<StoreWrite>, u64), EnclaveError> {
+        let now_ms = now.timestamp_millis();
+        let mut writes = Vec::new();
+        let mut changes = Vec::new();
+        for sealed in candidates {
+            let Ok(rec) = record::open::<KeyRecord>(keys, Kind::Key, None, &sealed.0) else {
+                continue;
+            };
+            let Some(id) = RecordId::key(&rec.key_id) else {
+                continue;
+            };
+            let Ok(version) = self.ledger()?.check(&id, rec.generation, &sealed.0) else {
+                continue;
+            };
+            if rec.state != KeyState::PendingDeletion || rec.deletion_ms.is_none_or(|d| d > now_ms)
+            {
+                continue;
+            }
+            let RecordId::Key(target) = id else { continue };
+            let aliases = {
+                let l = self.ledger()?;
+                let (names, _) = l.aliases_of(target, None, usize::MAX);
+                names
+                    .into_iter()
+                    .filter_map(|n| l.current(&RecordId::Alias(n.clone())).map(|v| (n, v)))
+                    .collect::<Vec<_>>()
+            };
+            for (name, v) in aliases {
+                let (w, c) = ops::tombstone_write(self, keys, Kind::Alias, &name, v, now_ms)?;
+                writes.push(w);
+                changes.push(c);
+            }
+            let (w, c) = ops::tombstone_write(self, keys, Kind::Key, &rec.key_id, version, now_ms)?;
+            writes.push(w);
+            changes.push(c);
+        }
+        if changes.is_empty() {
+            return Ok((writes, 0));
+        }
+        let token = self.ledger()?.prepare(changes);
+        Ok((writes, token))
+    }
+
+    /// The write that re-seals `sealed` under the current domain key, if another key sealed it.
+    pub(super) fn reseal(
+        &self,
+        keys: &Keyring,
+        sealed: &SealedBlob,
+    ) -> Result<Option<(StoreWrite, u64)>, EnclaveError> {
+        let h = record::peek(&sealed.0).ok_or(EnclaveError::BadRecord)?;
+        let current = keys.current();
+        if h.domain == current.fingerprint() {
+            return Ok(None);
+        }
+        let id = h.id.to_owned();
+        let (write, change) = match h.kind {
+            1 => {
+                let mut rec: KeyRecord = record::open(keys, Kind::Key, Some(&id), &sealed.0)?;
+                let rid = RecordId::key(&id).ok_or(EnclaveError::BadRecord)?;
+                rec.opened = Some(self.check_current(&rid, rec.generation, &sealed.0)?);
+                ops::key_write(self, keys, &mut rec)?
+            }
+            2 => {
+                let mut rec: AliasRecord = record::open(keys, Kind::Alias, Some(&id), &sealed.0)?;
+                rec.opened =
+                    Some(self.check_current(&RecordId::alias(&id), rec.generation, &sealed.0)?);
+                ops::alias_write(self, keys, &mut rec)?
+            }
+            3 => {
+                let mut rec: PrincipalRecord =
+                    record::open(keys, Kind::Principal, Some(&id), &sealed.0)?;
+                let rid = RecordId::principal(&id);
+                let opened = self.check_current(&rid, rec.generation, &sealed.0)?;
+                rec.generation = self.ledger()?.next_seq();
+                let resealed = record::seal(current, Kind::Principal, &id, &rec)?;
+                let change = crate::ledger::Change {
+                    id: rid,
+                    expected: Some(opened),
+                    new: Version {
+                        seq: rec.generation,
+                        digest: digest_of(&resealed),
+                    },
+                    live: true,
+                    target: None,
+                };
+                (
+                    StoreWrite::PutPrincipal {
+                        sealed: SealedBlob(resealed),
+                        access_key_id: id,
+                    },
+                    change,
+                )
+            }
+            _ => return Err(EnclaveError::BadRecord),
+        };
+        let token = self.ledger()?.prepare(vec![change]);
+        Ok(Some((write, token)))
+    }
+
+    /// Checks that `sealed` is the current copy of `id` in the state view.
+    pub(crate) fn check_current(
+        &self,
+        id: &RecordId,
+        generation: u64,
+        sealed: &[u8],
+    ) -> Result<Version, EnclaveError> {
+        self.ledger()?
+            .check(id, generation, sealed)
+            .map_err(|_: LedgerError| EnclaveError::StaleRecord)
+    }
+}
+
+pub(super) fn open_any(
+    keys: &Keyring,
+    sealed: &SealedBlob,
+) -> Result<(String, String), EnclaveError> {
+    let h = record::peek(&sealed.0).ok_or(EnclaveError::BadRecord)?;
+    let id = h.id.to_owned();
+    let kind = match h.kind {
+        1 => {
+            record::open::<KeyRecord>(keys, Kind::Key, None, &sealed.0)?;
+            "key"
+        }
+        2 => {
+            record::open::<AliasRecord>(keys, Kind::Alias, None, &sealed.0)?;
+            "alias"
+        }
+        3 => {
+            record::open::<PrincipalRecord>(keys, Kind::Principal, None, &sealed.0)?;
+            "principal"
+        }
+        _ => return Err(EnclaveError::BadRecord),
+    };
+    Ok((kind.to_owned(), id))
+}
