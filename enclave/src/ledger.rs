@@ -253,6 +253,26 @@ impl Ledger {
         }
     }
 
+    /// Checks that `sealed` is the current tombstone of `id`; returns its version.
+    pub fn check_tombstone(
+        &self,
+        id: &RecordId,
+        seq: u64,
+        sealed: &[u8],
+    ) -> Result<Version, LedgerError> {
+        if !self.ready {
+            return Err(LedgerError::NotReady);
+        }
+        let version = Version {
+            seq,
+            digest: digest_of(sealed),
+        };
+        match self.entries.get(id) {
+            Some(e) if !e.live && e.version == version => Ok(version),
+            _ => Err(LedgerError::Stale),
+        }
+    }
+
     /// Checks the host's claim that `id` does not exist.
     pub fn check_absent(&self, id: &RecordId) -> Result<(), LedgerError> {
         if !self.ready {

@@ -297,7 +297,7 @@ impl Custody {
     /// Records not sealed under `current` (a domain-key fingerprint).
     pub fn count_on_older_keys(&self, current: &str) -> Result<usize> {
         let mut n = 0;
-        for table in [Table::Keys, Table::Aliases, Table::Principals] {
+        for table in crate::store::RECORD_TABLES {
             let mut after: Option<String> = None;
             loop {
                 let (older, next) = self.older_page(table, after.as_deref(), current)?;
@@ -320,7 +320,7 @@ impl Custody {
             return Ok(0);
         };
         let mut written = 0;
-        for table in [Table::Keys, Table::Aliases, Table::Principals] {
+        for table in crate::store::RECORD_TABLES {
             let mut after: Option<String> = None;
             loop {
                 let (older, next) = self.older_page(table, after.as_deref(), &current)?;

@@ -55,12 +55,7 @@ pub fn survey(
     if creds.exists() {
         found.push(Leftover::Credentials(creds));
     }
-    for table in [
-        Table::Keys,
-        Table::Aliases,
-        Table::Principals,
-        Table::Tombstones,
-    ] {
+    for table in crate::store::RECORD_TABLES {
         if !store.scan(table, None, 1)?.records.is_empty() {
             found.push(Leftover::Records(table));
         }

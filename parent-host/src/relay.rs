@@ -356,6 +356,7 @@ impl Relay {
                     remember(&self.cache.aliases, name, (sealed.clone(), key_id.clone()));
                 }
                 StoreWrite::DeleteAlias { name, .. } => forget(&self.cache.aliases, name),
+                StoreWrite::PutTombstone { .. } => {}
                 StoreWrite::DeleteKey { key_id, .. } => {
                     self.forget_keys(std::slice::from_ref(key_id));
                 }

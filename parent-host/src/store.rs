@@ -59,6 +59,14 @@ pub trait Store: Send + Sync + 'static {
     fn scan(&self, table: Table, after: Option<&str>, limit: usize) -> Result<Page, HostError>;
 }
 
+/// Every table of sealed records, in the order the enclave loads them.
+pub const RECORD_TABLES: [Table; 4] = [
+    Table::Keys,
+    Table::Aliases,
+    Table::Principals,
+    Table::Tombstones,
+];
+
 /// The record tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -295,6 +303,10 @@ impl Store for SqliteStore {
                         put_tombstone(&tx, &format!("2:{name}"), *generation, tombstone)?;
                         n
                     }
+                    StoreWrite::PutTombstone { id, generation, expected, sealed } => tx.execute(
+                        "UPDATE tombstones SET generation = ?2, sealed = ?3 WHERE id = ?1 AND generation = ?4",
+                        params![id, sql(*generation), sealed.0, sql(*expected)],
+                    )?,
                     StoreWrite::DeleteKey { key_id, expected, generation, tombstone } => {
                         let n = tx.execute(
                             "DELETE FROM keys WHERE key_id = ?1 AND generation = ?2",

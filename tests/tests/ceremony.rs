@@ -373,6 +373,17 @@ async fn a_peer_appliance_gets_the_domain_by_mutual_attestation() {
     assert!(o.status.success());
 }
 
+async fn blobs_key(kms: &Client, alias: &str) -> String {
+    kms.describe_key()
+        .key_id(alias)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rotation_reseals_every_record_and_old_ciphertexts_still_decrypt() {
     let dir = tempfile::tempdir().unwrap();
@@ -408,6 +419,18 @@ async fn rotation_reseals_every_record_and_old_ciphertexts_still_decrypt() {
             .unwrap();
         blobs.push(blob);
     }
+    // A deleted alias leaves a tombstone, which is re-sealed like any record.
+    kms.create_alias()
+        .alias_name("alias/gone")
+        .target_key_id(blobs_key(&kms, "alias/r0").await)
+        .send()
+        .await
+        .unwrap();
+    kms.delete_alias()
+        .alias_name("alias/gone")
+        .send()
+        .await
+        .unwrap();
     let before = custody(&app);
     let o = ekms(&["domain", "rotate", "--endpoint", &app.endpoint]);
     assert!(o.status.success(), "{}", text(&o));
@@ -427,7 +450,7 @@ async fn rotation_reseals_every_record_and_old_ciphertexts_still_decrypt() {
     // Every record in the store is now sealed under the new key.
     let db = rusqlite::Connection::open(dir.path().join("ekms.sqlite3")).unwrap();
     let fp = after["keys"][0].as_str().unwrap().to_owned();
-    for table in ["keys", "aliases", "principals"] {
+    for table in ["keys", "aliases", "principals", "tombstones"] {
         let rows: Vec<Vec<u8>> = db
             .prepare(&format!("SELECT sealed FROM {table}"))
             .unwrap()

@@ -441,6 +441,17 @@ pub enum StoreWrite {
         /// The sealed tombstone.
         tombstone: SealedBlob,
     },
+    /// Replace a tombstone by its copy re-sealed under the current domain key.
+    PutTombstone {
+        /// The tombstone's sealed id (`"<kind>:<id>"`).
+        id: String,
+        /// Generation of the new copy.
+        generation: u64,
+        /// Generation the store must hold now.
+        expected: u64,
+        /// The sealed tombstone.
+        sealed: SealedBlob,
+    },
     /// Replace a key by its sealed tombstone (the enclave decided that its deletion date passed).
     DeleteKey {
         /// Key id.

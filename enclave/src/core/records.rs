@@ -3,8 +3,8 @@
 
 use super::{
     AliasRecord, Core, EnclaveError, EnclaveResponse, Fault, KeyRecord, KeyState, Keyring, Kind,
-    LedgerError, PrincipalRecord, RecordId, SealedBlob, StoreWrite, Version, digest_of, ops,
-    record,
+    LedgerError, PrincipalRecord, RecordId, SealedBlob, StoreWrite, TombstoneRecord, Version,
+    digest_of, ops, record,
 };
 
 impl Core {
@@ -170,6 +170,40 @@ impl Core {
                     StoreWrite::PutPrincipal {
                         sealed: SealedBlob(resealed),
                         access_key_id: id,
+                    },
+                    change,
+                )
+            }
+            4 => {
+                let mut t: TombstoneRecord =
+                    record::open(keys, Kind::Tombstone, Some(&id), &sealed.0)?;
+                let rid = match t.kind {
+                    1 => RecordId::key(&t.id).ok_or(EnclaveError::BadRecord)?,
+                    2 => RecordId::alias(&t.id),
+                    _ => return Err(EnclaveError::BadRecord),
+                };
+                let opened = self
+                    .ledger()?
+                    .check_tombstone(&rid, t.generation, &sealed.0)
+                    .map_err(|_: LedgerError| EnclaveError::StaleRecord)?;
+                t.generation = self.ledger()?.next_seq();
+                let resealed = record::seal(current, Kind::Tombstone, &id, &t)?;
+                let change = crate::ledger::Change {
+                    id: rid,
+                    expected: None,
+                    new: Version {
+                        seq: t.generation,
+                        digest: digest_of(&resealed),
+                    },
+                    live: false,
+                    target: None,
+                };
+                (
+                    StoreWrite::PutTombstone {
+                        id,
+                        generation: t.generation,
+                        expected: opened.seq,
+                        sealed: SealedBlob(resealed),
                     },
                     change,
                 )

@@ -106,7 +106,9 @@ impl Env {
                     self.keys
                         .retain(|k| record::peek(&k.0).unwrap().id != key_id);
                 }
-                StoreWrite::PutPrincipal { .. } => panic!("no operation writes principals"),
+                StoreWrite::PutPrincipal { .. } | StoreWrite::PutTombstone { .. } => {
+                    panic!("no operation writes principals or re-seals tombstones")
+                }
             }
         }
         Ok(serde_json::from_slice(&out).unwrap())
