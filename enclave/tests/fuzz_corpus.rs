@@ -20,6 +20,7 @@ fn sealed_record_seeds() {
         let _ = record::peek(&data);
         assert!(record::open::<KeyRecord>(&d, Kind::Key, None, &data).is_err());
         assert!(record::open::<AliasRecord>(&d, Kind::Alias, None, &data).is_err());
+        assert!(record::index(&d, &data).is_err());
         let secret = ekms_custody::DomainSecret::new([9u8; 32]);
         assert!(Domain::open(secret, &data).is_err());
         n += 1;
