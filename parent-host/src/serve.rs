@@ -156,6 +156,12 @@ async fn serve_with(
     let local = listener.local_addr()?;
     let endpoint = format!("http://{local}");
     eprintln!("ekms: region {}, account {}", cfg.region, cfg.account);
+    // Said at every start until witnesses exist (docs/state.md).
+    eprintln!(
+        "ekms: NOTE: no witnesses: after an enclave restart the enclave rebuilds its view of the\n\
+         ekms: NOTE: latest state from this host's store unchecked, so a store rolled back while the\n\
+         ekms: NOTE: enclave was down is believed (rollback across a restart is possible)."
+    );
     if credentials::paths(&cfg.data_dir).0.exists() {
         eprintln!(
             "ekms: use it with:\n{}",

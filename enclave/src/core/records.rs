@@ -65,7 +65,7 @@ impl Core {
             tracing::info!(
                 records = ledger.len(),
                 seq = ledger.seq(),
-                "state view loaded; serving"
+                "state view loaded from the host's store (unchecked: no witnesses); serving"
             );
         }
         EnclaveResponse::Loaded {
