@@ -168,6 +168,29 @@ fn boto3_session() {
     );
 }
 
+/// Identical state-changing calls from boto3 in the same second: the replay answer is a
+/// throttling error, so boto3 re-signs and every call goes through.
+#[test]
+fn boto3_identical_calls_go_through_by_retrying() {
+    if !have("python3", &["-c", "import boto3"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/identical_calls.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args([&app.endpoint, &app.access_key, &app.secret_key])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "boto3 identical calls failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
