@@ -90,6 +90,9 @@ fn json_answer(status: http::StatusCode, bytes: &[u8]) -> anyhow::Result<serde_j
     value.ok_or_else(|| anyhow!("the appliance's answer is not JSON"))
 }
 
+/// Marks a request one appliance forwarded to another (the domain's writer).
+pub const FORWARDED: &str = "x-ekms-forwarded";
+
 /// Headers of a hop, not of the request: never forwarded.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -116,6 +119,9 @@ pub async fn forward(
             builder = builder.header(name.as_str(), value.as_slice());
         }
     }
+    // Unsigned, so the signature still verifies; it stops a forwarding loop between two
+    // followers that each think the other is the writer.
+    builder = builder.header(FORWARDED, "1");
     let request = builder.body(Full::new(Bytes::from(req.body.clone())))?;
     let resp = sender.send_request(request).await?;
     let status = resp.status().as_u16();

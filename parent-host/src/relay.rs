@@ -277,12 +277,17 @@ impl Relay {
                     }
                 }
                 Ok(EnclaveResponse::Fault(Fault::NotWriter)) => {
+                    let forwarded = http
+                        .headers
+                        .iter()
+                        .any(|(k, _)| k == crate::http_client::FORWARDED);
                     return match &self.writer {
-                        Some(w) => forward(w, &http).await,
-                        None => Answer::Err(
+                        Some(w) if !forwarded => forward(w, &http).await,
+                        _ => Answer::Err(
                             KmsErrorCode::KMSInternalException,
                             "This appliance's enclave follows another enclave of its domain and \
-                             serves no KMS calls; send them to the domain's writer."
+                             serves no KMS calls (and does not forward a forwarded call again); \
+                             send them to the domain's writer."
                                 .into(),
                         ),
                     };

@@ -458,6 +458,20 @@ async fn a_second_enclave_of_the_domain_serves_nothing_from_its_own_view() {
             "{r:?}"
         );
     }
+    // A call another appliance already forwarded is not forwarded again (no loop between two
+    // followers that each take the other for the writer).
+    let (status, _, body) = ekms_parent_host::http_client::forward(
+        &second.endpoint,
+        &signed(&second, "DescribeKey", &json!({"KeyId": k})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 500);
+    assert!(
+        String::from_utf8_lossy(&body).contains("does not forward a forwarded call"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     // The honest second host forwards calls, exactly as signed, to the writer.
     let via_second = admin(&second);
     let e = via_second
