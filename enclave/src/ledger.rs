@@ -11,6 +11,9 @@
 //! - A write is *prepared* when the enclave seals it and *committed* only when the host says it
 //!   is durable; commit is a compare-and-swap on the versions the operation read. A write the
 //!   host lost never enters the view; one the host committed replaces its predecessor for good.
+//!   Showing a prepared write's record (or, for a deletion, showing the record absent) says the
+//!   same as committing it, so it commits it: a host that restarted between its store commit
+//!   and its `Commit` (the enclave kept running) finds its records accepted, not stuck.
 //! - A record the host shows must be the current copy, byte for byte (by digest); a record the
 //!   host says is missing must be absent or a tombstone in the view; a page of a listing must be
 //!   exactly the live records of that range.
@@ -32,7 +35,10 @@ pub const DIGEST_LEN: usize = 16;
 /// A record digest.
 pub type Digest = [u8; DIGEST_LEN];
 /// How long a prepared write waits for the host's commit before it is forgotten.
-const PREPARED_TTL: Duration = Duration::from_mins(5);
+const PREPARED_TTL: Duration = Duration::from_mins(15);
+/// Tokens remembered as committed because the host showed their result first (its `Commit` of
+/// them then succeeds).
+const MAX_SHOWN: usize = 4096;
 /// Most prepared writes kept; the oldest are forgotten first (they can then never commit).
 const MAX_PREPARED: usize = 65_536;
 
@@ -152,6 +158,8 @@ pub struct Ledger {
     targets: HashMap<Box<str>, u128>,
     prepared: HashMap<u64, (Instant, Vec<Change>)>,
     next_token: u64,
+    /// Tokens committed because the host showed their result before it sent `Commit`.
+    shown: std::collections::VecDeque<u64>,
 }
 
 impl Ledger {
@@ -175,6 +183,7 @@ impl Ledger {
             targets: HashMap::new(),
             prepared: HashMap::new(),
             next_token: 1,
+            shown: std::collections::VecDeque::new(),
         }
     }
 
@@ -238,8 +247,14 @@ impl Ledger {
         self.seq
     }
 
-    /// Checks that `sealed` is the current copy of `id`; returns its version.
-    pub fn check(&self, id: &RecordId, seq: u64, sealed: &[u8]) -> Result<Version, LedgerError> {
+    /// Checks that `sealed` is the current copy of `id` (or the result of a prepared write, which
+    /// showing commits); returns its version.
+    pub fn check(
+        &mut self,
+        id: &RecordId,
+        seq: u64,
+        sealed: &[u8],
+    ) -> Result<Version, LedgerError> {
         if !self.ready {
             return Err(LedgerError::NotReady);
         }
@@ -247,10 +262,43 @@ impl Ledger {
             seq,
             digest: digest_of(sealed),
         };
-        match self.entries.get(id) {
-            Some(e) if e.live && e.version == version => Ok(version),
-            _ => Err(LedgerError::Stale),
+        let current = self
+            .entries
+            .get(id)
+            .is_some_and(|e| e.live && e.version == version);
+        if current || self.commit_shown(id, Some(version)) {
+            Ok(version)
+        } else {
+            Err(LedgerError::Stale)
         }
+    }
+
+    /// Commits the prepared write whose result for `id` is `shown` (`None`: a deletion), if any
+    /// still applies. The host showing it claims it durable, exactly as `Commit` would.
+    fn commit_shown(&mut self, id: &RecordId, shown: Option<Version>) -> bool {
+        let token = self.prepared.iter().find_map(|(t, (_, changes))| {
+            changes
+                .iter()
+                .any(|c| {
+                    c.id == *id
+                        && match shown {
+                            Some(v) => c.live && c.new == v,
+                            None => !c.live,
+                        }
+                })
+                .then_some(*t)
+        });
+        let Some(token) = token else {
+            return false;
+        };
+        if self.commit(token).is_err() {
+            return false;
+        }
+        if self.shown.len() >= MAX_SHOWN {
+            self.shown.pop_front();
+        }
+        self.shown.push_back(token);
+        true
     }
 
     /// Checks that `sealed` is the current tombstone of `id`; returns its version.
@@ -273,14 +321,17 @@ impl Ledger {
         }
     }
 
-    /// Checks the host's claim that `id` does not exist.
-    pub fn check_absent(&self, id: &RecordId) -> Result<(), LedgerError> {
+    /// Checks the host's claim that `id` does not exist (true too when a prepared deletion of it
+    /// is shown done, which commits it).
+    pub fn check_absent(&mut self, id: &RecordId) -> Result<(), LedgerError> {
         if !self.ready {
             return Err(LedgerError::NotReady);
         }
-        match self.entries.get(id) {
-            Some(e) if e.live => Err(LedgerError::Stale),
-            _ => Ok(()),
+        let live = self.entries.get(id).is_some_and(|e| e.live);
+        if live && !self.commit_shown(id, None) {
+            Err(LedgerError::Stale)
+        } else {
+            Ok(())
         }
     }
 
@@ -304,8 +355,13 @@ impl Ledger {
         token
     }
 
-    /// Applies a prepared write, if every version it read is still current.
+    /// Applies a prepared write, if every version it read is still current (or says it was
+    /// applied already, when the host showed its result first).
     pub fn commit(&mut self, token: u64) -> Result<(), LedgerError> {
+        if let Some(i) = self.shown.iter().position(|t| *t == token) {
+            self.shown.remove(i);
+            return Ok(());
+        }
         let (_, changes) = self.prepared.remove(&token).ok_or(LedgerError::Conflict)?;
         for c in &changes {
             let current = self
@@ -499,7 +555,7 @@ mod tests {
         assert_eq!(l.commit(t3), Err(LedgerError::Conflict));
         assert!(l.check(&k, s3, b"k3").is_ok());
         assert!(l.check(&k, s2, b"k2").is_err());
-        // A prepared write that is never committed changes nothing.
+        // A prepared write that is never committed (nor shown) changes nothing.
         let s4 = l.next_seq();
         l.prepare(vec![Change {
             id: k.clone(),
@@ -509,7 +565,45 @@ mod tests {
             target: None,
         }]);
         assert!(l.check(&k, s3, b"k3").is_ok());
-        assert!(l.check(&k, s4, b"k4").is_err());
+        assert_eq!(l.current(&k), Some(v(s3, b"k3")));
+    }
+
+    #[test]
+    fn a_prepared_write_shown_by_the_host_counts_as_committed() {
+        let mut l = Ledger::new_ready();
+        let k = RecordId::Key(9);
+        let v1 = put(&mut l, &k, b"k1", None);
+        let s2 = l.next_seq();
+        let t = l.prepare(vec![Change {
+            id: k.clone(),
+            expected: Some(v1),
+            new: v(s2, b"k2"),
+            live: true,
+            target: None,
+        }]);
+        // The host restarted after its store commit and shows the new record: accepted, and
+        // from now on the old one is not.
+        assert!(l.check(&k, s2, b"k2").is_ok());
+        assert!(l.check(&k, v1.seq, b"k1").is_err());
+        // A late Commit of the same token still succeeds (once).
+        l.commit(t).unwrap();
+        assert!(l.commit(t).is_err());
+        // A prepared deletion shown done (the record absent) commits it too.
+        let s3 = l.next_seq();
+        let t = l.prepare(vec![Change {
+            id: k.clone(),
+            expected: Some(v(s2, b"k2")),
+            new: v(s3, b"tomb"),
+            live: false,
+            target: None,
+        }]);
+        l.check_absent(&k).unwrap();
+        assert!(l.check(&k, s2, b"k2").is_err());
+        l.commit(t).unwrap();
+        // Nothing prepared: hiding stays refused.
+        let v4 = put(&mut l, &k, b"k4", None);
+        assert_eq!(l.check_absent(&k), Err(LedgerError::Stale));
+        assert!(l.check(&k, v4.seq, b"k4").is_ok());
     }
 
     #[test]

@@ -497,3 +497,71 @@ async fn a_second_enclave_of_the_domain_serves_nothing_from_its_own_view() {
         .unwrap();
     assert_eq!(plain.as_ref(), b"fleet");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_made_durable_but_never_committed_is_accepted_when_shown() {
+    // A host that crashed between its store commit and its Commit, while the enclave (on Nitro)
+    // kept running: the new host shows the durable record, and the enclave takes that as the
+    // commit instead of refusing the record for good.
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let kms = admin(&app);
+    let k = create_key(&kms).await;
+    let before = key_record(&app, &k);
+    let r = hostile(
+        &app,
+        16,
+        "DisableKey",
+        json!({"KeyId": k}),
+        vec![before.clone()],
+        vec![],
+    )
+    .await;
+    let EnclaveResponse::Kms(KmsOutcome::Ok { writes, token, .. }) = r else {
+        panic!("{r:?}")
+    };
+    let disabled = match &writes[0] {
+        ekms_wire::msg::StoreWrite::PutKey { sealed, .. } => sealed.clone(),
+        other => panic!("{other:?}"),
+    };
+    // Shown before any Commit: the Disabled copy is the state now...
+    let r = hostile(
+        &app,
+        16,
+        "Encrypt",
+        json!({"KeyId": k, "Plaintext": "eA=="}),
+        vec![disabled],
+        vec![],
+    )
+    .await;
+    let EnclaveResponse::Kms(KmsOutcome::Err { code, .. }) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(code.name(), "DisabledException");
+    // ...the Enabled copy is refused from now on, and the late Commit still succeeds once.
+    let r = hostile(
+        &app,
+        16,
+        "Encrypt",
+        json!({"KeyId": k, "Plaintext": "eA=="}),
+        vec![before],
+        vec![],
+    )
+    .await;
+    assert!(is_stale(&r), "{r:?}");
+    let enclave = enclave_of(&app, 16);
+    let r = enclave
+        .call(&HostRequest::Commit {
+            tokens: vec![token],
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r, EnclaveResponse::Committed), "{r:?}");
+    let r = enclave
+        .call(&HostRequest::Commit {
+            tokens: vec![token],
+        })
+        .await
+        .unwrap();
+    assert!(is_stale(&r), "{r:?}");
+}
