@@ -255,13 +255,7 @@ impl Ledger {
         seq: u64,
         sealed: &[u8],
     ) -> Result<Version, LedgerError> {
-        if !self.ready {
-            return Err(LedgerError::NotReady);
-        }
-        let version = Version {
-            seq,
-            digest: digest_of(sealed),
-        };
+        let version = self.shown(seq, sealed)?;
         let current = self
             .entries
             .get(id)
@@ -271,6 +265,17 @@ impl Ledger {
         } else {
             Err(LedgerError::Stale)
         }
+    }
+
+    /// The version of a record the host shows, once the view is loaded.
+    fn shown(&self, seq: u64, sealed: &[u8]) -> Result<Version, LedgerError> {
+        if !self.ready {
+            return Err(LedgerError::NotReady);
+        }
+        Ok(Version {
+            seq,
+            digest: digest_of(sealed),
+        })
     }
 
     /// Commits the prepared write whose result for `id` is `shown` (`None`: a deletion), if any
@@ -308,13 +313,7 @@ impl Ledger {
         seq: u64,
         sealed: &[u8],
     ) -> Result<Version, LedgerError> {
-        if !self.ready {
-            return Err(LedgerError::NotReady);
-        }
-        let version = Version {
-            seq,
-            digest: digest_of(sealed),
-        };
+        let version = self.shown(seq, sealed)?;
         match self.entries.get(id) {
             Some(e) if !e.live && e.version == version => Ok(version),
             _ => Err(LedgerError::Stale),

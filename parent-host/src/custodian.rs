@@ -199,11 +199,11 @@ async fn unseal(args: &UnsealArgs) -> anyhow::Result<()> {
         pin.check(Some(share.domain_id().as_str()), "your share file")?;
     }
     let key = CustodianKey::from_pem(&read(&args.key)?).context("your key file")?;
-    let policy = PcrPolicy::from_json(&read(&args.policy)?).context("your policy file")?;
-    let root = match &args.root {
-        Some(p) => TrustRoot::from_operator_pem(&read(p)?, args.allow_simulation_root)?,
-        None => TrustRoot::aws_nitro()?,
-    };
+    let (root, policy) = crate::cli_domain::root_and_policy(
+        args.root.as_deref(),
+        args.allow_simulation_root,
+        Some(&args.policy),
+    )?;
     println!(
         "share {} of a {}-of-{} sharing of domain {}",
         share.index(),

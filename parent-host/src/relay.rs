@@ -266,14 +266,12 @@ impl Relay {
                 }
                 Ok(EnclaveResponse::Fault(Fault::StaleRecord)) => {
                     // A record was not the current one (a stale cache, a write not yet
-                    // committed) or was missing: read the store again.
+                    // committed) or was missing: read the store again. Listing pages and
+                    // records the store did not have are not cached, so forgetting what was
+                    // sent (and the principal) is enough.
                     self.invalidate(&key_ids, &alias_ids);
-                    if matches!(
-                        ekms_wire::plan::plan(op, &http.body).listing,
-                        Some(Listing::Keys { .. } | Listing::Aliases { .. })
-                    ) || key_ids.is_empty() && alias_ids.is_empty()
-                    {
-                        self.clear_cache();
+                    if let Some(a) = akid {
+                        forget(&self.cache.principals, a);
                     }
                 }
                 Ok(EnclaveResponse::Fault(Fault::NotWriter)) => {
@@ -308,18 +306,6 @@ impl Relay {
             }
         }
         internal(&HostError::Conflict)
-    }
-
-    fn clear_cache(&self) {
-        if let Ok(mut m) = self.cache.keys.write() {
-            m.clear();
-        }
-        if let Ok(mut m) = self.cache.aliases.write() {
-            m.clear();
-        }
-        if let Ok(mut m) = self.cache.principals.write() {
-            m.clear();
-        }
     }
 
     /// Makes `writes` durable, tells the enclave (`token` commits them to its state view), then

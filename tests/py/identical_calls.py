@@ -9,14 +9,20 @@ import boto3
 import botocore
 
 endpoint, access_key, secret_key = sys.argv[1:4]
-kms = boto3.client(
-    "kms",
-    endpoint_url=endpoint,
-    region_name="us-east-1",
-    aws_access_key_id=access_key,
-    aws_secret_access_key=secret_key,
-    config=botocore.config.Config(retries={"max_attempts": 8, "mode": "standard"}),
-)
+
+
+def client(max_attempts):
+    return boto3.client(
+        "kms",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=botocore.config.Config(retries={"max_attempts": max_attempts, "mode": "standard"}),
+    )
+
+
+kms = client(8)
 results = []
 
 
@@ -38,14 +44,7 @@ assert all(r[0] == "ok" for r in results), results
 assert len({r[1] for r in results}) == 3, "each call made its own key"
 
 # Without retries, a same-second duplicate gets the replay answer itself.
-bare = boto3.client(
-    "kms",
-    endpoint_url=endpoint,
-    region_name="us-east-1",
-    aws_access_key_id=access_key,
-    aws_secret_access_key=secret_key,
-    config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}),
-)
+bare = client(1)
 seen = set()
 for _ in range(20):
     errors = []

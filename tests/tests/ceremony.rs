@@ -15,81 +15,17 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output},
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use aws_sdk_kms::{Client, primitives::Blob};
-use common::client;
+use common::{client, ekms, keygen, policy_for, sim_root, text, unseal, unseal_args};
 use ekms_tests::{Appliance, bin_dir, read_credentials, wait_until};
-
-fn ekms(args: &[&str]) -> Output {
-    Command::new(bin_dir().join("ekms"))
-        .args(args)
-        .output()
-        .expect("run ekms")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn keygen(dir: &Path, name: &str) -> PathBuf {
-    let base = dir.join(name);
-    let o = ekms(&["custodian", "keygen", "--out", base.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
-    base
-}
-
-/// The simulation policy a custodian pins: PCR0 = SHA-384 of the enclave executable.
-fn policy_for(exe: &Path, out: &Path) {
-    let digest =
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &std::fs::read(exe).unwrap());
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(out, format!("{{\"PCR0\": \"{hex}\"}}")).unwrap();
-}
-
-fn unseal_args(app: &Appliance, base: &Path, share: &Path, policy: &Path) -> Vec<String> {
-    vec![
-        "custodian".into(),
-        "unseal".into(),
-        "--share".into(),
-        share.display().to_string(),
-        "--key".into(),
-        format!("{}.key", base.display()),
-        "--policy".into(),
-        policy.display().to_string(),
-        "--endpoint".into(),
-        app.endpoint.clone(),
-        "--root".into(),
-        sim_root(app),
-        "--allow-simulation-root".into(),
-    ]
-}
-
-fn unseal(app: &Appliance, base: &Path, share: &Path, policy: &Path) -> Output {
-    let args = unseal_args(app, base, share, policy);
-    ekms(&args.iter().map(String::as_str).collect::<Vec<_>>())
-}
 
 /// A client with the admin credential in `creds` (written by `ekms domain init`, or by the
 /// development custodian in the data dir).
 fn admin_of(app: &Appliance, creds: &Path) -> Client {
     let (a, s) = read_credentials(creds);
     client(app, &a, &s)
-}
-
-fn sim_root(app: &Appliance) -> String {
-    app.data_dir
-        .join("simulation-root.pem")
-        .display()
-        .to_string()
 }
 
 async fn sealed_error(kms: &Client) -> String {

@@ -152,17 +152,24 @@ fn boto3_session() {
     if !have("python3", &["-c", "import boto3"]) {
         return;
     }
+    run_python("boto3_session.py");
+}
+
+/// Runs `tests/py/SCRIPT ENDPOINT ACCESS_KEY SECRET_KEY` against a fresh appliance.
+fn run_python(script: &str) {
     let dir = tempfile::tempdir().unwrap();
     let app = Appliance::start(dir.path());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/boto3_session.py");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("py")
+        .join(script);
     let out = Command::new("python3")
-        .arg(script)
+        .arg(path)
         .args([&app.endpoint, &app.access_key, &app.secret_key])
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "boto3 session failed:\n{}\n{}",
+        "{script} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -175,20 +182,7 @@ fn boto3_identical_calls_go_through_by_retrying() {
     if !have("python3", &["-c", "import boto3"]) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let app = Appliance::start(dir.path());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/identical_calls.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args([&app.endpoint, &app.access_key, &app.secret_key])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "boto3 identical calls failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python("identical_calls.py");
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -22,34 +22,11 @@ mod common;
 use std::{
     io::{Read as _, Seek as _, SeekFrom},
     path::{Path, PathBuf},
-    process::{Command, Output},
 };
 
 use aws_sdk_kms::primitives::Blob;
-use common::client;
-use ekms_tests::{Appliance, bin_dir, read_credentials};
-
-fn ekms(args: &[&str]) -> Output {
-    Command::new(bin_dir().join("ekms"))
-        .args(args)
-        .output()
-        .expect("run ekms")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn keygen(dir: &Path, name: &str) -> PathBuf {
-    let base = dir.join(name);
-    let o = ekms(&["custodian", "keygen", "--out", base.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
-    base
-}
+use common::{client, ekms, keygen, text};
+use ekms_tests::{Appliance, read_credentials};
 
 /// A raw `POST` with a JSON body; returns the status and the body.
 fn post(endpoint: &str, path: &str, body: &serde_json::Value) -> (u16, String) {

@@ -14,56 +14,27 @@ mod common;
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
-    time::SystemTime,
 };
 
-use aws_credential_types::Credentials;
 use aws_sdk_kms::primitives::Blob;
-use aws_sigv4::{
-    http_request::{SignableBody, SignableRequest, SigningSettings, sign},
-    sign::v4,
-};
 use common::admin;
 use ekms_tests::Appliance;
 
 /// The bytes of a signed KMS request exactly as a client puts them on the wire (and as the
 /// host receives them).
 fn signed_request(app: &Appliance, op: &str, body: &str) -> Vec<u8> {
-    let hostport = app.endpoint.trim_start_matches("http://").to_owned();
-    let identity = Credentials::new(&app.access_key, &app.secret_key, None, None, "t").into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name("kms")
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .unwrap()
-        .into();
-    let target = format!("TrentService.{op}");
-    let headers = [
-        ("host", hostport.as_str()),
-        ("content-type", "application/x-amz-json-1.1"),
-        ("x-amz-target", target.as_str()),
-    ];
-    let signable = SignableRequest::new(
-        "POST",
-        format!("{}/", app.endpoint),
-        headers.iter().copied(),
-        SignableBody::Bytes(body.as_bytes()),
-    )
-    .unwrap();
-    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let signed = common::signed(app, op, &serde_json::from_str(body).unwrap());
     let mut req = format!(
         "POST / HTTP/1.1\r\ncontent-length: {}\r\nconnection: close\r\n",
-        body.len()
+        signed.body.len()
     );
-    for (k, v) in headers.iter().copied().chain(instructions.headers()) {
-        req.push_str(&format!("{k}: {v}\r\n"));
+    for (k, v) in &signed.headers {
+        req.push_str(&format!("{k}: {}\r\n", String::from_utf8_lossy(v)));
     }
     req.push_str("\r\n");
-    req.push_str(body);
-    req.into_bytes()
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(&signed.body);
+    bytes
 }
 
 /// Sends raw request bytes; returns the status and the JSON body.

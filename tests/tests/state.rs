@@ -80,6 +80,18 @@ async fn hostile(
         .unwrap()
 }
 
+/// Encrypt under `key_id` (an id or alias), with exactly the records the hostile host chose.
+async fn encrypt_as_host(
+    app: &Appliance,
+    cid: u32,
+    key_id: &str,
+    keys: Vec<SealedBlob>,
+    aliases: Vec<SealedBlob>,
+) -> EnclaveResponse {
+    let body = json!({"KeyId": key_id, "Plaintext": "eA=="});
+    hostile(app, cid, "Encrypt", body, keys, aliases).await
+}
+
 fn is_stale(r: &EnclaveResponse) -> bool {
     matches!(r, EnclaveResponse::Fault(Fault::StaleRecord))
 }
@@ -127,11 +139,10 @@ async fn an_old_alias_copy_is_refused_after_delete_and_recreate() {
         .unwrap();
     assert_eq!(tombstones, 1);
     // While deleted, the old copy does not resurrect it.
-    let r = hostile(
+    let r = encrypt_as_host(
         &app,
         16,
-        "Encrypt",
-        json!({"KeyId": "alias/app", "Plaintext": "eA=="}),
+        "alias/app",
         vec![key_record(&app, &a)],
         vec![old.clone()],
     )
@@ -155,37 +166,13 @@ async fn an_old_alias_copy_is_refused_after_delete_and_recreate() {
     };
     assert!(gen_of(&new) > 0);
     // The host replays the alias's first life: refused, never encrypted under key a.
-    let r = hostile(
-        &app,
-        16,
-        "Encrypt",
-        json!({"KeyId": "alias/app", "Plaintext": "eA=="}),
-        vec![key_record(&app, &a)],
-        vec![old],
-    )
-    .await;
+    let r = encrypt_as_host(&app, 16, "alias/app", vec![key_record(&app, &a)], vec![old]).await;
     assert!(is_stale(&r), "{r:?}");
     // Hiding the alias is refused too (not answered with NotFound).
-    let r = hostile(
-        &app,
-        16,
-        "Encrypt",
-        json!({"KeyId": "alias/app", "Plaintext": "eA=="}),
-        vec![],
-        vec![],
-    )
-    .await;
+    let r = encrypt_as_host(&app, 16, "alias/app", vec![], vec![]).await;
     assert!(is_stale(&r), "{r:?}");
     // The current copy works, through the host and directly.
-    let r = hostile(
-        &app,
-        16,
-        "Encrypt",
-        json!({"KeyId": "alias/app", "Plaintext": "eA=="}),
-        vec![key_record(&app, &b)],
-        vec![new],
-    )
-    .await;
+    let r = encrypt_as_host(&app, 16, "alias/app", vec![key_record(&app, &b)], vec![new]).await;
     let EnclaveResponse::Kms(KmsOutcome::Ok { body, .. }) = r else {
         panic!("{r:?}")
     };
@@ -240,15 +227,7 @@ async fn a_write_that_lost_the_race_and_older_copies_are_refused() {
     assert!(is_stale(&r), "{r:?}");
     // Neither the Enabled copy it read nor the Enabled copy it wrote can be used.
     for copy in [enabled, late] {
-        let r = hostile(
-            &app,
-            16,
-            "Encrypt",
-            json!({"KeyId": k, "Plaintext": "eA=="}),
-            vec![copy],
-            vec![],
-        )
-        .await;
+        let r = encrypt_as_host(&app, 16, &k, vec![copy], vec![]).await;
         assert!(is_stale(&r), "{r:?}");
     }
     // A commit token never issued, or replayed, is refused too.
@@ -260,15 +239,7 @@ async fn a_write_that_lost_the_race_and_older_copies_are_refused() {
         .unwrap();
     assert!(is_stale(&r), "{r:?}");
     // The current copy says Disabled.
-    let r = hostile(
-        &app,
-        16,
-        "Encrypt",
-        json!({"KeyId": k, "Plaintext": "eA=="}),
-        vec![disabled],
-        vec![],
-    )
-    .await;
+    let r = encrypt_as_host(&app, 16, &k, vec![disabled], vec![]).await;
     let EnclaveResponse::Kms(KmsOutcome::Err { code, .. }) = r else {
         panic!("{r:?}")
     };
@@ -444,15 +415,7 @@ async fn a_second_enclave_of_the_domain_serves_nothing_from_its_own_view() {
     // The hostile host shows the second enclave the Enabled copy: it serves no KMS call at all,
     // so there is no second view to roll back or fork.
     for copy in [enabled, key_record(&first, &k)] {
-        let r = hostile(
-            &second,
-            17,
-            "Encrypt",
-            json!({"KeyId": k, "Plaintext": "eA=="}),
-            vec![copy],
-            vec![],
-        )
-        .await;
+        let r = encrypt_as_host(&second, 17, &k, vec![copy], vec![]).await;
         assert!(
             matches!(r, EnclaveResponse::Fault(Fault::NotWriter)),
             "{r:?}"
@@ -525,29 +488,13 @@ async fn a_write_made_durable_but_never_committed_is_accepted_when_shown() {
         other => panic!("{other:?}"),
     };
     // Shown before any Commit: the Disabled copy is the state now...
-    let r = hostile(
-        &app,
-        16,
-        "Encrypt",
-        json!({"KeyId": k, "Plaintext": "eA=="}),
-        vec![disabled],
-        vec![],
-    )
-    .await;
+    let r = encrypt_as_host(&app, 16, &k, vec![disabled], vec![]).await;
     let EnclaveResponse::Kms(KmsOutcome::Err { code, .. }) = r else {
         panic!("{r:?}")
     };
     assert_eq!(code.name(), "DisabledException");
     // ...the Enabled copy is refused from now on, and the late Commit still succeeds once.
-    let r = hostile(
-        &app,
-        16,
-        "Encrypt",
-        json!({"KeyId": k, "Plaintext": "eA=="}),
-        vec![before],
-        vec![],
-    )
-    .await;
+    let r = encrypt_as_host(&app, 16, &k, vec![before], vec![]).await;
     assert!(is_stale(&r), "{r:?}");
     let enclave = enclave_of(&app, 16);
     let r = enclave

@@ -13,44 +13,11 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output},
-    time::Duration,
-};
+use std::{path::Path, process::Output, time::Duration};
 
 use aws_sdk_kms::{error::ProvideErrorMetadata, primitives::Blob};
-use common::client;
+use common::{client, ekms, keygen, policy_for, sim_root, text};
 use ekms_tests::{Appliance, bin_dir, read_credentials, wait_until};
-
-fn ekms(args: &[&str]) -> Output {
-    Command::new(bin_dir().join("ekms"))
-        .args(args)
-        .output()
-        .expect("run ekms")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn keygen(dir: &Path, name: &str) -> PathBuf {
-    let base = dir.join(name);
-    let o = ekms(&["custodian", "keygen", "--out", base.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
-    base
-}
-
-fn sim_root(app: &Appliance) -> String {
-    app.data_dir
-        .join("simulation-root.pem")
-        .display()
-        .to_string()
-}
 
 /// `ekms domain init` with one custodian (also the admin); returns the domain id.
 fn init(app: &Appliance, custodian: &Path, out: &Path) -> String {
@@ -75,40 +42,11 @@ fn init(app: &Appliance, custodian: &Path, out: &Path) -> String {
     t[at..at + 16].to_owned()
 }
 
+/// `ekms custodian unseal` with the simulation policy of the built enclave.
 fn unseal(app: &Appliance, custodian: &Path, share: &Path) -> Output {
     let policy = app.data_dir.join("pcrs.json");
-    let digest = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA384,
-        &std::fs::read(bin_dir().join("ekms-enclave")).unwrap(),
-    );
-    std::fs::write(
-        &policy,
-        format!("{{\"PCR0\": \"{}\"}}", hex(digest.as_ref())),
-    )
-    .unwrap();
-    ekms(&[
-        "custodian",
-        "unseal",
-        "--share",
-        share.to_str().unwrap(),
-        "--key",
-        &format!("{}.key", custodian.display()),
-        "--policy",
-        policy.to_str().unwrap(),
-        "--endpoint",
-        &app.endpoint,
-        "--root",
-        &sim_root(app),
-        "--allow-simulation-root",
-    ])
-}
-
-fn hex(b: &[u8]) -> String {
-    use std::fmt::Write as _;
-    b.iter().fold(String::new(), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
+    policy_for(&bin_dir().join("ekms-enclave"), &policy);
+    common::unseal(app, custodian, share, &policy)
 }
 
 fn state(app: &Appliance, pin: Option<&str>) -> Output {

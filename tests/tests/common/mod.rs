@@ -5,7 +5,12 @@ use aws_sdk_kms::{
     Client,
     config::{BehaviorVersion, Credentials, Region},
 };
-use ekms_tests::Appliance;
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use ekms_tests::{Appliance, bin_dir};
 
 /// An SDK client for `app` with the given credentials.
 pub(crate) fn client(app: &Appliance, access: &str, secret: &str) -> Client {
@@ -97,4 +102,79 @@ pub(crate) fn signed(
             .collect(),
         body: body.into_bytes(),
     }
+}
+
+/// Runs the `ekms` operator binary.
+pub(crate) fn ekms(args: &[&str]) -> Output {
+    Command::new(bin_dir().join("ekms"))
+        .args(args)
+        .output()
+        .expect("run ekms")
+}
+
+/// What a command printed, stdout then stderr.
+pub(crate) fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `ekms custodian keygen --out DIR/NAME`; returns the base path (NAME.key, NAME.pub).
+pub(crate) fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let base = dir.join(name);
+    let o = ekms(&["custodian", "keygen", "--out", base.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    base
+}
+
+/// The simulation policy a custodian pins: PCR0 = SHA-384 of the enclave executable.
+pub(crate) fn policy_for(exe: &Path, out: &Path) {
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &std::fs::read(exe).unwrap());
+    let hex = digest.as_ref().iter().fold(String::new(), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    std::fs::write(out, format!("{{\"PCR0\": \"{hex}\"}}")).unwrap();
+}
+
+/// The appliance's simulation root certificate.
+pub(crate) fn sim_root(app: &Appliance) -> String {
+    app.data_dir
+        .join("simulation-root.pem")
+        .display()
+        .to_string()
+}
+
+/// The arguments of `ekms custodian unseal` against a simulated appliance.
+pub(crate) fn unseal_args(
+    app: &Appliance,
+    base: &Path,
+    share: &Path,
+    policy: &Path,
+) -> Vec<String> {
+    vec![
+        "custodian".into(),
+        "unseal".into(),
+        "--share".into(),
+        share.display().to_string(),
+        "--key".into(),
+        format!("{}.key", base.display()),
+        "--policy".into(),
+        policy.display().to_string(),
+        "--endpoint".into(),
+        app.endpoint.clone(),
+        "--root".into(),
+        sim_root(app),
+        "--allow-simulation-root".into(),
+    ]
+}
+
+/// `ekms custodian unseal` with custodian `base`'s share and key.
+pub(crate) fn unseal(app: &Appliance, base: &Path, share: &Path, policy: &Path) -> Output {
+    let args = unseal_args(app, base, share, policy);
+    ekms(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
