@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use aws_lc_rs::{
     aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
-    hkdf, rand,
+    hkdf, hmac, rand,
 };
 use ekms_custody::{CustodianPublicKey, DomainSecret, ShareFile};
 use ekms_wire::{
@@ -43,6 +43,10 @@ use crate::{
 };
 
 const KEYRING_INFO: &[u8] = b"ekms/v1/keyring";
+const WITNESS_INFO: &[u8] = b"ekms/v1/witness";
+const STATE_INFO: &[u8] = b"ekms/v1/state-accumulator";
+/// Most witnesses a domain can name.
+pub const MAX_WITNESSES: u8 = 9;
 
 /// PCR values a peer enclave of this domain must show (those of the enclave that created it).
 pub type PcrValues = BTreeMap<u8, Vec<u8>>;
@@ -58,6 +62,10 @@ struct KeyringPlain {
     custodians: Vec<String>,
     /// The domain's PCR policy for peers.
     policy: BTreeMap<u8, serde_bytes::ByteBuf>,
+    /// Witnesses the domain needs (0: none). Set at creation and carried by every keyring, so
+    /// no older or newer keyring the host shows lacks it.
+    #[serde(default)]
+    witnesses: u8,
 }
 
 impl Drop for KeyringPlain {
@@ -78,6 +86,11 @@ pub struct Domain {
     total: u8,
     custodians: Vec<String>,
     policy: PcrValues,
+    witnesses: u8,
+    /// MAC key of witness messages and of the state accumulator (derived from the custody
+    /// secret, so every enclave of the domain has it and no host does).
+    witness_key: hmac::Key,
+    state_key: hmac::Key,
 }
 
 impl std::fmt::Debug for Domain {
@@ -102,7 +115,13 @@ impl Domain {
         custodians: &[String],
         threshold: u8,
         policy: PcrValues,
+        witnesses: u8,
     ) -> Result<(Self, Vec<String>), Refusal> {
+        if witnesses > MAX_WITNESSES {
+            return Err(format!(
+                "a domain names at most {MAX_WITNESSES} witnesses (got {witnesses})"
+            ));
+        }
         let total = u8::try_from(custodians.len())
             .ok()
             .filter(|n| (1..=ekms_custody::MAX_SHARES).contains(n))
@@ -145,7 +164,12 @@ impl Domain {
                     .map_err(|e| format!("sealing a share: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let (witness_key, state_key) =
+            mac_keys(&secret).map_err(|_| "deriving keys failed".to_owned())?;
         let domain = Self {
+            witness_key,
+            state_key,
+            witnesses,
             secret,
             id,
             generation: 1,
@@ -195,7 +219,11 @@ impl Domain {
             keys.push(DomainKey::from_bytes(DomainKeyBytes::new(bytes))?);
             bytes.zeroize();
         }
+        let (witness_key, state_key) = mac_keys(&secret)?;
         Ok(Self {
+            witness_key,
+            state_key,
+            witnesses: plain.witnesses,
             id: h.domain,
             generation: h.generation,
             keyring: Keyring::new(keys).ok_or(EnclaveError::BadRecord)?,
@@ -223,6 +251,7 @@ impl Domain {
                 .iter()
                 .map(|(i, v)| (*i, serde_bytes::ByteBuf::from(v.clone())))
                 .collect(),
+            witnesses: self.witnesses,
         };
         let mut buf =
             Zeroizing::new(serde_cbor::to_vec(&plain).map_err(|_| EnclaveError::Encoding)?);
@@ -266,7 +295,11 @@ impl Domain {
     }
 
     fn next(&self, keys: Vec<DomainKey>) -> Result<Self, EnclaveError> {
+        let (witness_key, state_key) = mac_keys(&self.secret)?;
         Ok(Self {
+            witness_key,
+            state_key,
+            witnesses: self.witnesses,
             secret: DomainSecret::new(*self.secret.expose()),
             id: self.id,
             generation: self.generation + 1,
@@ -302,6 +335,30 @@ impl Domain {
         &self.keyring
     }
 
+    /// Witnesses the domain needs (0: none).
+    #[must_use]
+    pub fn witnesses(&self) -> u8 {
+        self.witnesses
+    }
+
+    /// Witness acknowledgements needed: a majority of the domain's witnesses.
+    #[must_use]
+    pub fn quorum(&self) -> usize {
+        usize::from(self.witnesses) / 2 + 1
+    }
+
+    /// MAC key of witness messages.
+    #[must_use]
+    pub fn witness_key(&self) -> &hmac::Key {
+        &self.witness_key
+    }
+
+    /// MAC key of the state accumulator.
+    #[must_use]
+    pub fn state_key(&self) -> &hmac::Key {
+        &self.state_key
+    }
+
     /// PCR values a peer must show.
     #[must_use]
     pub fn policy(&self) -> &PcrValues {
@@ -323,6 +380,19 @@ impl Domain {
                 .collect(),
         }
     }
+}
+
+/// HMAC keys derived from the custody secret: witness messages, state accumulator.
+fn mac_keys(secret: &DomainSecret) -> Result<(hmac::Key, hmac::Key), EnclaveError> {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(secret.expose());
+    let derive = |info: &[u8]| -> Result<hmac::Key, EnclaveError> {
+        let info = [info];
+        let okm = prk
+            .expand(&info, hmac::HMAC_SHA256)
+            .map_err(|_| EnclaveError::Crypto)?;
+        Ok(hmac::Key::from(okm))
+    };
+    Ok((derive(WITNESS_INFO)?, derive(STATE_INFO)?))
 }
 
 fn copy_key(k: &DomainKey) -> Result<DomainKey, EnclaveError> {
@@ -352,7 +422,7 @@ mod tests {
     #[test]
     fn shares_reconstruct_the_secret_that_opens_the_keyring() {
         let (keys, pubs) = custodians(3);
-        let (d, files) = Domain::create(&pubs, 2, PcrValues::new()).unwrap();
+        let (d, files) = Domain::create(&pubs, 2, PcrValues::new(), 0).unwrap();
         let sealed = d.seal().unwrap();
         let shares: Vec<_> = files
             .iter()
@@ -378,7 +448,7 @@ mod tests {
     #[test]
     fn rotation_keeps_old_keys_and_retirement_drops_them() {
         let (_, pubs) = custodians(1);
-        let (d, _) = Domain::create(&pubs, 1, PcrValues::new()).unwrap();
+        let (d, _) = Domain::create(&pubs, 1, PcrValues::new(), 0).unwrap();
         let r = d.rotated().unwrap();
         assert_eq!((r.generation(), r.keyring().keys().count()), (2, 2));
         assert!(
@@ -400,16 +470,18 @@ mod tests {
     #[test]
     fn tampered_keyrings_and_bad_custodian_lists_are_refused() {
         let (_, pubs) = custodians(2);
-        let (d, _) = Domain::create(&pubs, 2, PcrValues::new()).unwrap();
+        let (d, _) = Domain::create(&pubs, 2, PcrValues::new(), 0).unwrap();
         let sealed = d.seal().unwrap();
         for i in [5, 13, 21, 22, 27, sealed.len() - 1] {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
             assert!(Domain::open(DomainSecret::new(*d.secret().expose()), &bad).is_err());
         }
-        assert!(Domain::create(&[], 1, PcrValues::new()).is_err());
-        assert!(Domain::create(&[pubs[0].clone(), pubs[0].clone()], 2, PcrValues::new()).is_err());
-        assert!(Domain::create(&pubs, 3, PcrValues::new()).is_err());
-        assert!(Domain::create(&["{}".into()], 1, PcrValues::new()).is_err());
+        assert!(Domain::create(&[], 1, PcrValues::new(), 0).is_err());
+        assert!(
+            Domain::create(&[pubs[0].clone(), pubs[0].clone()], 2, PcrValues::new(), 0).is_err()
+        );
+        assert!(Domain::create(&pubs, 3, PcrValues::new(), 0).is_err());
+        assert!(Domain::create(&["{}".into()], 1, PcrValues::new(), 0).is_err());
     }
 }

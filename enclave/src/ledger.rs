@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aws_lc_rs::digest;
+use aws_lc_rs::{digest, hmac};
 
 /// Bytes of a record digest kept in the view (truncated SHA-256; the host cannot make the
 /// enclave seal chosen records, so only second preimages matter).
@@ -146,10 +146,22 @@ pub enum LedgerError {
     Conflict,
 }
 
+/// A keyed accumulator of the whole view: `Σ HMAC_k(kind ‖ id ‖ generation ‖ digest ‖ live)`
+/// mod 2^256 over every entry. O(1) to update per change; equal for two views exactly when they
+/// hold the same entries (the host knows neither `k` nor any summand, so it cannot build a
+/// different set with the same sum). It is what witnesses hold (`docs/state.md`).
+pub type Accumulator = [u8; 32];
+
 /// The view.
-#[derive(Debug)]
 pub struct Ledger {
     ready: bool,
+    /// Accumulator key (`None` in tests that need no accumulator).
+    acc_key: Option<hmac::Key>,
+    /// Accumulator as four little-endian 64-bit limbs.
+    acc: [u64; 4],
+    /// Whether showing a prepared write's result commits it (off for a witnessed domain: only a
+    /// witnessed round may advance the view).
+    auto_commit: bool,
     seq: u64,
     entries: BTreeMap<RecordId, Entry>,
     /// Live aliases by target key, for listings by key and deletions.
@@ -160,6 +172,29 @@ pub struct Ledger {
     next_token: u64,
     /// Tokens committed because the host showed their result before it sent `Commit`.
     shown: std::collections::VecDeque<u64>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("ready", &self.ready)
+            .field("seq", &self.seq)
+            .field("entries", &self.entries.len())
+            .field("prepared", &self.prepared.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a witnessed round would do: the tokens that apply in order, those that conflict, and
+/// the accumulator after the ones that apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Simulated {
+    /// Tokens that apply, in order.
+    pub ok: Vec<u64>,
+    /// Tokens that conflict with the view or an earlier token of the round, or are unknown.
+    pub refused: Vec<u64>,
+    /// The accumulator after `ok`.
+    pub acc: Accumulator,
 }
 
 impl Ledger {
@@ -177,6 +212,9 @@ impl Ledger {
     pub fn loading() -> Self {
         Self {
             ready: false,
+            acc_key: None,
+            acc: [0; 4],
+            auto_commit: true,
             seq: 0,
             entries: BTreeMap::new(),
             by_target: BTreeSet::new(),
@@ -185,6 +223,21 @@ impl Ledger {
             next_token: 1,
             shown: std::collections::VecDeque::new(),
         }
+    }
+
+    /// The same view, accumulating under `key` (set before anything is added).
+    #[must_use]
+    pub fn keyed(mut self, key: hmac::Key, witnessed: bool) -> Self {
+        debug_assert!(self.entries.is_empty());
+        self.acc_key = Some(key);
+        self.auto_commit = !witnessed;
+        self
+    }
+
+    /// The accumulator of the whole view.
+    #[must_use]
+    pub fn acc(&self) -> Accumulator {
+        to_bytes(self.acc)
     }
 
     /// Whether the view is complete.
@@ -281,6 +334,9 @@ impl Ledger {
     /// Commits the prepared write whose result for `id` is `shown` (`None`: a deletion), if any
     /// still applies. The host showing it claims it durable, exactly as `Commit` would.
     fn commit_shown(&mut self, id: &RecordId, shown: Option<Version>) -> bool {
+        if !self.auto_commit {
+            return false;
+        }
         let token = self.prepared.iter().find_map(|(t, (_, changes))| {
             changes
                 .iter()
@@ -385,7 +441,62 @@ impl Ledger {
         Ok(())
     }
 
+    /// What committing `tokens` in order would do, without doing it.
+    #[must_use]
+    pub fn simulate(&self, tokens: &[u64]) -> Simulated {
+        let mut overlay: HashMap<&RecordId, Option<Entry>> = HashMap::new();
+        let mut acc = self.acc;
+        let (mut ok, mut refused) = (Vec::new(), Vec::new());
+        for t in tokens {
+            let Some((_, changes)) = self.prepared.get(t) else {
+                refused.push(*t);
+                continue;
+            };
+            let current = |overlay: &HashMap<&RecordId, Option<Entry>>, id: &RecordId| {
+                overlay
+                    .get(id)
+                    .copied()
+                    .unwrap_or_else(|| self.entries.get(id).copied())
+            };
+            let applies = changes.iter().all(|c| {
+                current(&overlay, &c.id)
+                    .filter(|e| e.live)
+                    .map(|e| e.version)
+                    == c.expected
+            }) && !ok.contains(t);
+            if !applies {
+                refused.push(*t);
+                continue;
+            }
+            for c in changes {
+                let new = Entry {
+                    version: c.new,
+                    live: c.live,
+                };
+                if let Some(key) = &self.acc_key {
+                    if let Some(old) = current(&overlay, &c.id) {
+                        acc = sub(acc, summand(key, &c.id, &old));
+                    }
+                    acc = add(acc, summand(key, &c.id, &new));
+                }
+                overlay.insert(&c.id, Some(new));
+            }
+            ok.push(*t);
+        }
+        Simulated {
+            ok,
+            refused,
+            acc: to_bytes(acc),
+        }
+    }
+
     fn set(&mut self, id: RecordId, entry: Entry, target: Option<u128>) {
+        if let Some(key) = &self.acc_key {
+            if let Some(old) = self.entries.get(&id) {
+                self.acc = sub(self.acc, summand(key, &id, old));
+            }
+            self.acc = add(self.acc, summand(key, &id, &entry));
+        }
         if let RecordId::Alias(name) = &id {
             if let Some(old) = self.targets.remove(name) {
                 self.by_target.remove(&(old, name.clone()));
@@ -463,6 +574,70 @@ impl Ledger {
     pub fn current(&self, id: &RecordId) -> Option<Version> {
         self.entries.get(id).filter(|e| e.live).map(|e| e.version)
     }
+}
+
+/// One entry's term of the accumulator.
+fn summand(key: &hmac::Key, id: &RecordId, e: &Entry) -> [u64; 4] {
+    let mut ctx = hmac::Context::with_key(key);
+    match id {
+        RecordId::Key(u) => {
+            ctx.update(&[1]);
+            ctx.update(&u.to_be_bytes());
+        }
+        RecordId::Alias(n) => {
+            ctx.update(&[2]);
+            ctx.update(n.as_bytes());
+        }
+        RecordId::Principal(n) => {
+            ctx.update(&[3]);
+            ctx.update(n.as_bytes());
+        }
+    }
+    // The id above has a fixed length (keys) or is followed by a 0 byte that no name holds.
+    ctx.update(&[0]);
+    ctx.update(&e.version.seq.to_be_bytes());
+    ctx.update(&e.version.digest);
+    ctx.update(&[u8::from(e.live)]);
+    let tag = ctx.sign();
+    let mut limbs = [0u64; 4];
+    for (limb, chunk) in limbs.iter_mut().zip(tag.as_ref().chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        *limb = u64::from_le_bytes(b);
+    }
+    limbs
+}
+
+fn add(a: [u64; 4], b: [u64; 4]) -> [u64; 4] {
+    let mut out = [0u64; 4];
+    let mut carry = false;
+    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+        let (s1, c1) = x.overflowing_add(y);
+        let (s2, c2) = s1.overflowing_add(u64::from(carry));
+        *o = s2;
+        carry = c1 || c2;
+    }
+    out
+}
+
+fn sub(a: [u64; 4], b: [u64; 4]) -> [u64; 4] {
+    let mut out = [0u64; 4];
+    let mut borrow = false;
+    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+        let (d1, b1) = x.overflowing_sub(y);
+        let (d2, b2) = d1.overflowing_sub(u64::from(borrow));
+        *o = d2;
+        borrow = b1 || b2;
+    }
+    out
+}
+
+fn to_bytes(limbs: [u64; 4]) -> Accumulator {
+    let mut out = [0u8; 32];
+    for (chunk, limb) in out.chunks_exact_mut(8).zip(limbs) {
+        chunk.copy_from_slice(&limb.to_le_bytes());
+    }
+    out
 }
 
 #[cfg(test)]

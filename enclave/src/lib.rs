@@ -19,6 +19,7 @@ pub mod ops;
 pub mod record;
 pub mod replay;
 pub mod server;
+pub mod witness;
 
 pub use crate::core::{Config, Core};
 pub use error::{EnclaveError, KmsError};

@@ -34,6 +34,10 @@ pub struct InitArgs {
     /// Shares needed to unseal the domain after a restart.
     #[arg(long)]
     pub threshold: u8,
+    /// Witnesses the domain needs for ever (0: none, and rollback across a restart is
+    /// possible). The appliance must be started with as many --witness URLs (docs/state.md).
+    #[arg(long, default_value_t = 0)]
+    pub witnesses: u8,
     /// Where to write the share files (NAME.share.json, one per custodian).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub out_dir: PathBuf,
@@ -297,6 +301,7 @@ async fn init(args: &InitArgs) -> anyhow::Result<()> {
             "threshold": args.threshold,
             "admin_key": admin.public,
             "nonce": hex::encode(&nonce),
+            "witnesses": args.witnesses,
         }),
     )
     .await?;

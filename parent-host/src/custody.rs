@@ -67,6 +67,8 @@ pub struct Custody {
     dev: Option<DevCustodian>,
     peer: Option<String>,
     resealing: AtomicBool,
+    /// Witnesses a domain created here needs (the number of `--witness` URLs).
+    witnesses: u8,
 }
 
 fn unexpected(r: &EnclaveResponse) -> CustodyError {
@@ -97,7 +99,15 @@ impl Custody {
             dev,
             peer,
             resealing: AtomicBool::new(false),
+            witnesses: 0,
         }
+    }
+
+    /// A domain this appliance creates needs `n` witnesses.
+    #[must_use]
+    pub fn with_witnesses(mut self, n: u8) -> Self {
+        self.witnesses = n;
+        self
     }
 
     fn store(&self) -> &Arc<dyn Store> {
@@ -150,6 +160,7 @@ impl Custody {
         threshold: u8,
         admin_key: String,
         nonce: Vec<u8>,
+        witnesses: u8,
     ) -> Result<Created> {
         if self.store().domain()?.is_some() {
             return Err(CustodyError::Refused(
@@ -163,6 +174,7 @@ impl Custody {
                 threshold,
                 admin_key,
                 nonce,
+                witnesses,
             })
             .await?;
         let EnclaveResponse::DomainCreated(created) = reply else {
@@ -399,6 +411,11 @@ impl Custody {
         let state = self.load().await?;
         match &state {
             CustodyState::Uninitialised => {
+                if let Some(peer) = &self.peer {
+                    // A follower (a witness) on another machine: its store has no domain; the
+                    // writer's host hands over the sealed keyring with its challenge.
+                    return self.join_logged(peer).await;
+                }
                 if let Some(dev) = &self.dev {
                     let found = crate::data_guard::survey(&self.data_dir, dev, &**self.store())?;
                     if !found.is_empty() {
@@ -411,13 +428,7 @@ impl Custody {
             }
             CustodyState::Sealed { .. } => {
                 if let Some(peer) = &self.peer {
-                    match self.join(peer).await {
-                        Ok(s) => return Ok(s),
-                        Err(e) => {
-                            eprintln!("ekms: peer forwarding from {peer} failed: {e}");
-                            tokio::time::sleep(Duration::from_secs(2)).await;
-                        }
-                    }
+                    return self.join_logged(peer).await;
                 } else if let Some(dev) = &self.dev
                     && dev.share.exists()
                 {
@@ -435,6 +446,17 @@ impl Custody {
         Ok(state)
     }
 
+    async fn join_logged(&self, peer: &str) -> Result<CustodyState> {
+        match self.join(peer).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                eprintln!("ekms: peer forwarding from {peer} failed: {e}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                self.state().await
+            }
+        }
+    }
+
     /// After an unseal, gives the enclave every stored record so it can build its view of the
     /// latest state; until then it serves no KMS call. A follower (peer-forwarded) enclave needs
     /// none: it serves no KMS call at all.
@@ -443,6 +465,8 @@ impl Custody {
         let EnclaveResponse::Status(status) = self.call(&HostRequest::Status).await? else {
             return Err(CustodyError::Host(HostError::Fault(Fault::Internal)));
         };
+        self.relay
+            .set_witnessed(status.witnesses > 0 && !status.follower);
         if status.ledger_ready || status.follower {
             return Ok(());
         }
@@ -488,9 +512,16 @@ impl Custody {
             .await?
         {
             EnclaveResponse::Loaded { ready: true, .. } => {
-                eprintln!(
-                    "ekms: the enclave loaded its view of {loaded} stored records and serves"
-                );
+                if status.witnesses > 0 {
+                    eprintln!(
+                        "ekms: the enclave loaded its view of {loaded} stored records; it serves \
+                         once a quorum of its witnesses confirms they are the latest"
+                    );
+                } else {
+                    eprintln!(
+                        "ekms: the enclave loaded its view of {loaded} stored records and serves"
+                    );
+                }
                 Ok(())
             }
             other => Err(unexpected(&other)),
@@ -504,6 +535,10 @@ impl Custody {
             crate::http_client::post_json(peer, "/ekms/peer/challenge", &serde_json::json!({}))
                 .await
                 .map_err(|e| CustodyError::Refused(format!("{e:#}")))?;
+        if matches!(self.state().await?, CustodyState::Uninitialised) {
+            let domain = b64_field(&challenge, "domain")?;
+            self.load_blob(SealedBlob(domain)).await?;
+        }
         let challenge = b64_field(&challenge, "challenge")?;
         let reply = self.call(&HostRequest::PeerHello { challenge }).await?;
         let EnclaveResponse::PeerHello {
@@ -538,10 +573,19 @@ impl Custody {
         }
     }
 
-    /// Running side of peer forwarding, step 1: a challenge from our enclave.
-    pub async fn peer_challenge(&self) -> Result<Vec<u8>> {
+    /// Running side of peer forwarding, step 1: a challenge from our enclave, and the stored
+    /// keyring (sealed) for a joiner whose store has none.
+    pub async fn peer_challenge(&self) -> Result<(Vec<u8>, Option<SealedBlob>)> {
         match self.call(&HostRequest::PeerChallenge).await? {
-            EnclaveResponse::Challenge { nonce } => Ok(nonce),
+            EnclaveResponse::Challenge { nonce } => Ok((nonce, self.store().domain()?)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// On a witness: a message from the domain's writer for our enclave; its reply.
+    pub async fn witness(&self, message: Vec<u8>) -> Result<Vec<u8>> {
+        match self.call(&HostRequest::Witness { message }).await? {
+            EnclaveResponse::Witnessed { message } => Ok(message),
             other => Err(unexpected(&other)),
         }
     }

@@ -25,6 +25,23 @@ pub enum HostError {
     /// Startup could not complete.
     #[error("{0}")]
     Startup(String),
+    /// A witnessed round did not complete (public text from the enclave); retryable.
+    #[error("witnesses: {0}")]
+    Witness(String),
+}
+
+impl HostError {
+    /// The same failure for another waiting client (store and I/O errors keep only their text).
+    #[must_use]
+    pub fn clone_for_client(&self) -> Self {
+        match self {
+            Self::Conflict => Self::Conflict,
+            Self::Fault(f) => Self::Fault(*f),
+            Self::Witness(w) => Self::Witness(w.clone()),
+            Self::Unavailable(u) => Self::Unavailable(u.clone()),
+            other => Self::Startup(other.to_string()),
+        }
+    }
 }
 
 /// HTTP status AWS uses for an error code: 400 for client errors, 5xx only for retryable faults.

@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ekms/domain/rotate", post(domain_rotate))
         .route("/ekms/peer/challenge", post(peer_challenge))
         .route("/ekms/peer/grant", post(peer_grant))
+        .route("/ekms/witness", post(witness))
         .fallback(fallback)
         .with_state(state)
 }
@@ -349,6 +350,8 @@ struct InitBody {
     threshold: u8,
     admin_key: String,
     nonce: String,
+    #[serde(default)]
+    witnesses: u8,
 }
 
 /// `POST /ekms/domain/init` (loopback only): a new domain split among custodians. The answer
@@ -377,7 +380,7 @@ async fn domain_init(
     };
     let b64 = base64::engine::general_purpose::STANDARD;
     match custody
-        .init(b.custodians, b.threshold, b.admin_key, nonce)
+        .init(b.custodians, b.threshold, b.admin_key, nonce, b.witnesses)
         .await
     {
         Ok(c) => json(&serde_json::json!({
@@ -421,10 +424,30 @@ async fn domain_rotate(
 /// `POST /ekms/peer/challenge`: step 1 of forwarding the domain to a joining appliance.
 async fn peer_challenge(State(custody): State<Arc<Custody>>) -> Response {
     use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
     match custody.peer_challenge().await {
-        Ok(n) => json(&serde_json::json!({
-            "challenge": base64::engine::general_purpose::STANDARD.encode(n),
+        Ok((n, domain)) => json(&serde_json::json!({
+            "challenge": b64.encode(n),
+            "domain": domain.map(|d| b64.encode(d.0)),
         })),
+        Err(e) => custody_error(&e),
+    }
+}
+
+/// `POST /ekms/witness`: on a witness, a message from the domain's writer (relayed by its
+/// host) for our enclave. Opaque here: the enclaves authenticate each other's messages.
+async fn witness(State(custody): State<Arc<Custody>>, body: axum::body::Bytes) -> Response {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Some(message) = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+        .and_then(|m| b64.decode(m).ok())
+    else {
+        return bad_request("expected {\"message\": BASE64}");
+    };
+    match custody.witness(message).await {
+        Ok(reply) => json(&serde_json::json!({ "message": b64.encode(reply) })),
         Err(e) => custody_error(&e),
     }
 }

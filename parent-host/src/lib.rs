@@ -23,5 +23,6 @@ pub mod relay;
 pub mod serve;
 pub mod store;
 pub mod supervisor;
+pub mod witness;
 
 pub use error::HostError;

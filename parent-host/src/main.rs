@@ -110,6 +110,12 @@ struct ServeArgs {
     /// enclave is sealed it gets the domain from that one by mutual attestation.
     #[arg(long, value_name = "URL")]
     peer: Option<String>,
+    /// A witness: an appliance whose enclave follows this domain (started with --peer pointing
+    /// here) and holds its latest checkpoint. Repeat for each. A domain created by this appliance
+    /// needs that many witnesses for ever: writes commit, and a restarted enclave serves, only
+    /// with a majority of them (docs/state.md).
+    #[arg(long = "witness", value_name = "URL")]
+    witnesses: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -172,6 +178,7 @@ fn serve_cmd(args: ServeArgs) -> ExitCode {
         account: args.account,
         connections: args.enclave_connections,
         peer: args.peer,
+        witnesses: args.witnesses,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

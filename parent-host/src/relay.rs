@@ -5,7 +5,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, OnceLock, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use ekms_wire::{
@@ -92,6 +95,10 @@ pub struct Relay {
     cache: Cache,
     /// The domain's writer, when this appliance's enclave follows it.
     writer: Option<String>,
+    /// Witnessed rounds, when the domain has witnesses.
+    committer: OnceLock<crate::witness::Committer>,
+    /// Whether the domain has witnesses (its writes commit through rounds).
+    witnessed: AtomicBool,
 }
 
 impl std::fmt::Debug for Relay {
@@ -109,6 +116,8 @@ impl Relay {
             enclave,
             cache: Cache::default(),
             writer: None,
+            committer: OnceLock::new(),
+            witnessed: AtomicBool::new(false),
         }
     }
 
@@ -124,6 +133,22 @@ impl Relay {
     #[must_use]
     pub fn enclave(&self) -> &EnclaveClient {
         &self.enclave
+    }
+
+    /// The enclave client, shared.
+    #[must_use]
+    pub fn enclave_arc(&self) -> Arc<EnclaveClient> {
+        Arc::clone(&self.enclave)
+    }
+
+    /// Commits through `committer` from now on (set once).
+    pub fn set_committer(&self, committer: crate::witness::Committer) {
+        let _ = self.committer.set(committer);
+    }
+
+    /// Records whether the domain has witnesses (from the enclave's status).
+    pub fn set_witnessed(&self, witnessed: bool) {
+        self.witnessed.store(witnessed, Ordering::Relaxed);
     }
 
     /// The store.
@@ -258,6 +283,8 @@ impl Relay {
                                 return lost_race();
                             }
                         }
+                        Err(HostError::Witness(why)) => return unwitnessed(&why),
+                        Err(HostError::Fault(Fault::NotFresh)) => return not_fresh(),
                         Err(e) => return internal(&e),
                     }
                 }
@@ -290,6 +317,7 @@ impl Relay {
                         ),
                     };
                 }
+                Ok(EnclaveResponse::Fault(Fault::NotFresh)) => return not_fresh(),
                 Ok(EnclaveResponse::Fault(Fault::NotLoaded)) => {
                     return Answer::Err(
                         KmsErrorCode::KMSInternalException,
@@ -311,6 +339,17 @@ impl Relay {
     /// Makes `writes` durable, tells the enclave (`token` commits them to its state view), then
     /// updates the cache.
     pub async fn persist(&self, writes: Vec<StoreWrite>, token: u64) -> Result<(), HostError> {
+        if self.witnessed.load(Ordering::Relaxed) {
+            let Some(committer) = self.committer.get() else {
+                return Err(HostError::Witness(
+                    "this domain has witnesses and this appliance was started without --witness"
+                        .into(),
+                ));
+            };
+            committer.commit(writes.clone(), token).await?;
+            self.remember_writes(&writes);
+            return Ok(());
+        }
         let store = Arc::clone(&self.store);
         let writes = Arc::new(writes);
         let w = Arc::clone(&writes);
@@ -333,7 +372,13 @@ impl Relay {
                 }
             }
         }
-        for w in writes.iter() {
+        self.remember_writes(&writes);
+        Ok(())
+    }
+
+    /// Updates the cache with writes that were committed.
+    fn remember_writes(&self, writes: &[StoreWrite]) {
+        for w in writes {
             match w {
                 StoreWrite::PutKey { key_id, sealed, .. } => {
                     remember(&self.cache.keys, key_id, sealed.clone());
@@ -357,7 +402,6 @@ impl Relay {
                 } => remember(&self.cache.principals, access_key_id, sealed.clone()),
             }
         }
-        Ok(())
     }
 }
 
@@ -384,6 +428,26 @@ fn internal(e: &HostError) -> Answer {
     Answer::Err(
         KmsErrorCode::KMSInternalException,
         "An internal error occurred; retry the request.".into(),
+    )
+}
+
+fn not_fresh() -> Answer {
+    Answer::Err(
+        KmsErrorCode::KMSInternalException,
+        "The key enclave restarted and waits for a quorum of its witnesses to confirm that it \
+         holds the latest state; retry the request."
+            .into(),
+    )
+}
+
+fn unwitnessed(why: &str) -> Answer {
+    tracing::warn!(%why, "a write was not committed");
+    Answer::Err(
+        KmsErrorCode::KMSInternalException,
+        format!(
+            "The write could not be confirmed by a quorum of the domain's witnesses ({why}); \
+             retry the request."
+        ),
     )
 }
 

@@ -56,6 +56,8 @@ pub struct ServeConfig {
     pub connections: usize,
     /// A running appliance of the same domain to get the domain from (peer forwarding).
     pub peer: Option<String>,
+    /// The witnesses' appliance URLs (a domain created here needs as many witnesses).
+    pub witnesses: Vec<String>,
 }
 
 /// Runs until Ctrl-C or SIGTERM.
@@ -120,6 +122,12 @@ async fn serve_with(
 ) -> Result<(), HostError> {
     client.wait_ready(Duration::from_secs(30)).await?;
     let relay = Arc::new(Relay::new(Arc::clone(&store), client).with_writer(cfg.peer.clone()));
+    let (committer, committer_task) = crate::witness::Committer::start(
+        Arc::clone(&store),
+        relay.enclave_arc(),
+        crate::witness::Witnesses::new(cfg.witnesses.clone()),
+    );
+    relay.set_committer(committer);
     let dev = match &cfg.mode {
         EnclaveMode::Simulation {
             program,
@@ -140,13 +148,16 @@ async fn serve_with(
         }
         _ => None,
     };
-    let custody = Arc::new(Custody::new(
-        Arc::clone(&relay),
-        cfg.data_dir.clone(),
-        cfg.region.clone(),
-        dev,
-        cfg.peer.clone(),
-    ));
+    let custody = Arc::new(
+        Custody::new(
+            Arc::clone(&relay),
+            cfg.data_dir.clone(),
+            cfg.region.clone(),
+            dev,
+            cfg.peer.clone(),
+        )
+        .with_witnesses(u8::try_from(cfg.witnesses.len()).unwrap_or(u8::MAX)),
+    );
     // One step before listening, so a simulation appliance serves from its first request.
     if let Err(e) = custody.step().await {
         eprintln!("ekms: custody: {e}");
@@ -156,12 +167,7 @@ async fn serve_with(
     let local = listener.local_addr()?;
     let endpoint = format!("http://{local}");
     eprintln!("ekms: region {}, account {}", cfg.region, cfg.account);
-    // Said at every start until witnesses exist (docs/state.md).
-    eprintln!(
-        "ekms: NOTE: no witnesses: after an enclave restart the enclave rebuilds its view of the\n\
-         ekms: NOTE: latest state from this host's store unchecked, so a store rolled back while the\n\
-         ekms: NOTE: enclave was down is believed (rollback across a restart is possible)."
-    );
+    announce_witnesses(&relay, &cfg.witnesses).await;
     if credentials::paths(&cfg.data_dir).0.exists() {
         eprintln!(
             "ekms: use it with:\n{}",
@@ -180,8 +186,49 @@ async fn serve_with(
     .await;
     sweeper.abort();
     watch.abort();
+    committer_task.abort();
     eprintln!("ekms: shutting down");
     served.map_err(HostError::Io)
+}
+
+/// Says at every start whether the domain's state is witnessed (docs/state.md).
+async fn announce_witnesses(relay: &Relay, urls: &[String]) {
+    use ekms_wire::msg::{EnclaveResponse, HostRequest};
+    let status = match relay.enclave().call(&HostRequest::Status).await {
+        Ok(EnclaveResponse::Status(s)) => Some(s),
+        _ => None,
+    };
+    match status {
+        Some(s) if s.follower => {}
+        Some(s) if s.witnesses > 0 => {
+            relay.set_witnessed(true);
+            eprintln!(
+                "ekms: the domain has {} witnesses: a write commits, and a restarted enclave \
+                 serves, only with {} of them",
+                s.witnesses,
+                usize::from(s.witnesses) / 2 + 1
+            );
+            if urls.is_empty() {
+                eprintln!(
+                    "ekms: WARNING: no --witness given: this appliance cannot commit writes or \
+                     prove its state after a restart"
+                );
+            }
+        }
+        _ => {
+            eprintln!(
+                "ekms: NOTE: no witnesses: after an enclave restart the enclave rebuilds its view of the\n\
+                 ekms: NOTE: latest state from this host's store unchecked, so a store rolled back while the\n\
+                 ekms: NOTE: enclave was down is believed (rollback across a restart is possible).\n\
+                 ekms: NOTE: A domain gets witnesses when it is created (--witness URL, several)."
+            );
+            if !urls.is_empty() {
+                eprintln!(
+                    "ekms: WARNING: --witness is ignored: this domain was created without witnesses"
+                );
+            }
+        }
+    }
 }
 
 /// Deletes keys whose deletion date passed. The host's state and date columns only nominate

@@ -75,8 +75,16 @@ impl Appliance {
     #[must_use]
     #[allow(clippy::panic, clippy::expect_used)]
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_at(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts `ekms serve --sim` listening on `listen` (for appliances that must know each
+    /// other's URLs before they start, like a writer and its witnesses).
+    #[must_use]
+    #[allow(clippy::panic, clippy::expect_used)]
+    pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(bin_dir().join("ekms"))
-            .args(["serve", "--sim", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--sim", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .stdout(Stdio::piped())
@@ -195,6 +203,19 @@ impl Drop for Appliance {
                 .status();
         }
     }
+}
+
+/// A local TCP port that was free a moment ago.
+///
+/// # Panics
+/// When no port can be bound.
+#[must_use]
+#[allow(clippy::expect_used)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// Reads the `[ekms]` profile of a shared-credentials file.

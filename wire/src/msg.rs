@@ -52,6 +52,10 @@ pub enum HostRequest {
         /// encrypted credential (1 to 512 bytes).
         #[serde(with = "serde_bytes")]
         nonce: Vec<u8>,
+        /// Witnesses the domain needs for ever (0: none; then rollback across a restart is
+        /// possible). Fixed at creation: the keyring carries it, so no host can drop it later.
+        #[serde(default)]
+        witnesses: u8,
     },
     /// A custodian's share, re-sealed to this enclave's attested identity key.
     SubmitShare {
@@ -118,6 +122,49 @@ pub enum HostRequest {
     Sweep {
         /// Sealed key records.
         keys: Vec<SealedBlob>,
+    },
+    /// Witnessed domain, on the writer: start a round that commits these prepared writes (the
+    /// host has not made them durable yet). Answered with the intent for the witnesses.
+    Propose {
+        /// Tokens of prepared writes.
+        tokens: Vec<u64>,
+    },
+    /// Witnessed domain, on the writer: a quorum of witnesses acknowledged the round's intent;
+    /// answered with the confirmation to send them once the writes are durable.
+    Confirm {
+        /// The round.
+        round: u64,
+        /// Witness acknowledgements of the intent (opaque, authenticated in the enclave).
+        acks: Vec<Vec<u8>>,
+    },
+    /// Witnessed domain, on the writer: a quorum of witnesses holds the round's checkpoint; the
+    /// state view advances.
+    Ratify {
+        /// The round.
+        round: u64,
+        /// Witness acknowledgements of the confirmation.
+        acks: Vec<Vec<u8>>,
+    },
+    /// Witnessed domain, on the writer: drop a round whose intent found no quorum (allowed only
+    /// before its confirmation was released).
+    Abandon {
+        /// The round.
+        round: u64,
+    },
+    /// Witnessed domain, on the writer: a fresh query for the witnesses (their answers prove the
+    /// latest state after a restart, and enrol new witnesses).
+    WitnessQuery,
+    /// Witnessed domain, on the writer: the witnesses' answers to the last query.
+    WitnessAnswers {
+        /// Opaque answers, authenticated in the enclave.
+        answers: Vec<Vec<u8>>,
+    },
+    /// On a witness (a follower of the domain): a message from the domain's writer, relayed
+    /// from another host. Opaque to every host.
+    Witness {
+        /// The message.
+        #[serde(with = "serde_bytes")]
+        message: Vec<u8>,
     },
 }
 
@@ -231,6 +278,36 @@ pub enum EnclaveResponse {
         #[serde(with = "serde_bytes")]
         challenge: Vec<u8>,
     },
+    /// Answer to [`HostRequest::Propose`].
+    Proposed {
+        /// The round to run, if any token applies.
+        round: Option<Round>,
+        /// Tokens that conflict with the state (their writes must not be made durable).
+        refused: Vec<u64>,
+    },
+    /// Answer to [`HostRequest::Confirm`]: send this to the witnesses after the writes are
+    /// durable.
+    Confirmation {
+        /// The confirmation (opaque).
+        #[serde(with = "serde_bytes")]
+        message: Vec<u8>,
+    },
+    /// Answer to [`HostRequest::Abandon`].
+    Abandoned,
+    /// Answer to [`HostRequest::WitnessQuery`]: send this to every witness.
+    WitnessQuery {
+        /// The query (opaque).
+        #[serde(with = "serde_bytes")]
+        message: Vec<u8>,
+    },
+    /// Answer to [`HostRequest::WitnessAnswers`].
+    WitnessStatus(WitnessStatus),
+    /// Answer to [`HostRequest::Witness`]: the witness's reply, for the writer.
+    Witnessed {
+        /// The reply (opaque).
+        #[serde(with = "serde_bytes")]
+        message: Vec<u8>,
+    },
     /// Answer to [`HostRequest::PeerGrant`].
     PeerGranted {
         /// The running enclave's document, over the joining enclave's challenge; its user data
@@ -308,12 +385,48 @@ pub enum Fault {
     /// The enclave is unsealed but its view of the stored records is not loaded yet: send
     /// [`HostRequest::LoadRecords`].
     NotLoaded,
+    /// A witnessed writer has not yet proved (to a quorum of its witnesses) that it holds the
+    /// latest state, or cannot commit because too few witnesses are enrolled.
+    NotFresh,
+    /// A witnessed domain commits through witnessed rounds (`Propose`), not `Commit`.
+    Witnessed,
+    /// A witnessed round is still in flight: finish it before proposing another.
+    Busy,
     /// An internal failure; retryable.
     Internal,
 }
 
+/// A witnessed commit round: the writer's intent for the witnesses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Round {
+    /// Round number (for `Confirm`, `Ratify`, `Abandon`).
+    pub id: u64,
+    /// The intent to send to every witness (opaque).
+    #[serde(with = "serde_bytes")]
+    pub intent: Vec<u8>,
+    /// The confirmation, when the enclave already released it (a round resumed after a failed
+    /// ratification): send it, then ratify.
+    #[serde(default, with = "serde_bytes")]
+    pub confirm: Vec<u8>,
+}
+
+/// What the writer concluded from its witnesses' answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WitnessStatus {
+    /// Whether the enclave knows the latest state and serves.
+    pub fresh: bool,
+    /// A round to run (enrolment of new witnesses, or finishing a write the store holds).
+    pub round: Option<Round>,
+    /// Witnesses counted, witnesses needed, and what is missing (public text).
+    pub note: String,
+}
+
 /// Identity and state of an enclave.
 #[derive(Debug, Serialize, Deserialize)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent facts reported side by side, not a state machine"
+)]
 pub struct StatusInfo {
     /// Region the enclave serves.
     pub region: String,
@@ -328,6 +441,12 @@ pub struct StatusInfo {
     /// Whether this enclave got its domain from a peer and follows it (it serves no KMS calls;
     /// the domain has one writer).
     pub follower: bool,
+    /// Witnesses the domain needs (0: an unwitnessed domain).
+    #[serde(default)]
+    pub witnesses: u8,
+    /// Whether a witnessed writer has proved it holds the latest state (always true otherwise).
+    #[serde(default)]
+    pub fresh: bool,
 }
 
 /// The administrator credential created with a new domain. The host stores the sealed
@@ -393,7 +512,7 @@ impl fmt::Debug for KmsOutcome {
 }
 
 /// A durable change the enclave asks the host to make.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum StoreWrite {
     /// Insert or replace a key record.
     PutKey {

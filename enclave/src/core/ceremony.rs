@@ -3,9 +3,9 @@
 
 use super::{
     Arc, Core, Domain, DomainCreated, DomainSecret, EnclaveError, EnclaveResponse, Fault, Genesis,
-    Kind, Ledger, Ordering, P384PublicKey, Pending, PrincipalRecord, RecordId, SealedBlob,
-    SecretKind, Share, State, SubmittedShare, Version, delivery, digest_of, hex, peek_domain, rand,
-    record, refused,
+    Kind, Ordering, P384PublicKey, Pending, PrincipalRecord, RecordId, SealedBlob, SecretKind,
+    Share, State, SubmittedShare, Version, delivery, digest_of, hex, peek_domain, rand, record,
+    refused,
 };
 
 impl Core {
@@ -73,6 +73,7 @@ impl Core {
         threshold: u8,
         admin_key: &str,
         nonce: &[u8],
+        witnesses: u8,
     ) -> EnclaveResponse {
         let Ok(admin_key) = delivery::recipient(admin_key) else {
             return refused("the admin key is not a P-384 public key file (ekms custodian keygen)");
@@ -101,7 +102,7 @@ impl Core {
         let Ok(policy) = self.attestor.pcrs() else {
             return EnclaveResponse::Fault(Fault::Internal);
         };
-        let (domain, shares) = match Domain::create(custodians, threshold, policy) {
+        let (domain, shares) = match Domain::create(custodians, threshold, policy, witnesses) {
             Ok(done) => done,
             Err(why) => return refused(why),
         };
@@ -116,7 +117,7 @@ impl Core {
         match created {
             Ok(created) => {
                 tracing::info!(domain = %hex(&domain.id()), threshold, "created a new domain");
-                let mut ledger = Ledger::new_ready();
+                let mut ledger = self.open_view(&domain, true);
                 if let Some(h) = record::peek(&created.genesis.principal.0) {
                     ledger.insert_own(
                         RecordId::principal(h.id),
@@ -127,6 +128,7 @@ impl Core {
                     );
                 }
                 self.reset_ledger(ledger);
+                self.genesis_checkpoint(&domain);
                 self.follower.store(false, Ordering::Relaxed);
                 *state = State::Open(Arc::new(domain));
                 EnclaveResponse::DomainCreated(Box::new(created))
@@ -188,7 +190,8 @@ impl Core {
             match combined {
                 Ok(domain) => {
                     tracing::info!(domain = %hex(&domain.id()), "unsealed by the custodians");
-                    self.reset_ledger(Ledger::loading());
+                    let view = self.open_view(&domain, false);
+                    self.reset_ledger(view);
                     self.follower.store(false, Ordering::Relaxed);
                     *state = State::Open(Arc::new(domain));
                 }

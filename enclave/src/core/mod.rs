@@ -35,6 +35,7 @@ use crate::{
 mod ceremony;
 mod peer;
 mod records;
+mod witness;
 
 /// How long an issued attestation nonce stays redeemable.
 const SESSION_TTL: Duration = Duration::from_mins(10);
@@ -113,6 +114,8 @@ pub struct Core {
     follower: AtomicBool,
     /// State-changing requests already run (replay refusal).
     pub(crate) replay: crate::replay::ReplayCache,
+    /// Witnessed rounds (as the writer) and the checkpoint held (as a witness).
+    rounds: Mutex<witness::Rounds>,
 }
 
 fn refused(why: impl Into<Refusal>) -> EnclaveResponse {
@@ -131,6 +134,7 @@ impl Core {
             ledger: Mutex::new(Ledger::loading()),
             follower: AtomicBool::new(false),
             replay: crate::replay::ReplayCache::new(chrono::Utc::now()),
+            rounds: Mutex::new(witness::Rounds::new()),
         }
     }
 
@@ -179,6 +183,8 @@ impl Core {
                 simulation: self.attestor.is_simulation(),
                 ledger_ready: self.ledger().is_ok_and(|l| l.is_ready()),
                 follower: self.follower.load(Ordering::Relaxed),
+                witnesses: self.domain().map_or(0, |d| d.witnesses()),
+                fresh: self.domain().is_some_and(|d| self.is_fresh(&d)),
             }),
             HostRequest::Kms(call) => self.kms(&call).await,
             HostRequest::Attest { nonce } => {
@@ -210,7 +216,8 @@ impl Core {
                 threshold,
                 admin_key,
                 nonce,
-            } => self.init_domain(&custodians, threshold, &admin_key, &nonce),
+                witnesses,
+            } => self.init_domain(&custodians, threshold, &admin_key, &nonce, witnesses),
             HostRequest::SubmitShare { session, share } => self.submit_share(&session, &share),
             HostRequest::RotateDomain => self.stage(Domain::rotated),
             HostRequest::RetireDomainKeys => self.stage(Domain::retired),
@@ -229,7 +236,17 @@ impl Core {
                 challenge,
             } => self.peer_grant(&document, &challenge),
             HostRequest::PeerAccept { document, grant } => self.peer_accept(&document, &grant),
-            HostRequest::Commit { tokens } => self.commit(&tokens),
+            HostRequest::Commit { tokens } => match self.domain() {
+                Some(d) if d.witnesses() > 0 => EnclaveResponse::Fault(Fault::Witnessed),
+                _ => self.commit(&tokens),
+            },
+            HostRequest::Propose { tokens } => self.propose(&tokens),
+            HostRequest::Confirm { round, acks } => self.confirm_round(round, &acks),
+            HostRequest::Ratify { round, acks } => self.ratify(round, &acks),
+            HostRequest::Abandon { round } => self.abandon(round),
+            HostRequest::WitnessQuery => self.witness_query(),
+            HostRequest::WitnessAnswers { answers } => self.witness_answers(&answers),
+            HostRequest::Witness { message } => self.witness_message(&message),
             HostRequest::LoadRecords { records, done } => self.load_records(&records, done),
             HostRequest::Sweep { keys } => match self.domain() {
                 Some(d) => match self.sweep(d.keyring(), &keys, chrono::Utc::now()) {
@@ -263,6 +280,9 @@ impl Core {
         }
         if !self.ledger().is_ok_and(|l| l.is_ready()) {
             return EnclaveResponse::Fault(Fault::NotLoaded);
+        }
+        if !self.is_fresh(&domain) {
+            return EnclaveResponse::Fault(Fault::NotFresh);
         }
         let now = chrono::Utc::now();
         match ops::execute(self, domain.keyring(), call, now).await {
@@ -314,3 +334,5 @@ pub(crate) fn test_attestor_for(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod witness_tests;

@@ -2,8 +2,8 @@
 //! the custody secret travels sealed to the joiner's attested identity key.
 
 use super::{
-    Arc, Core, Domain, DomainSecret, EnclaveError, EnclaveResponse, Fault, Ledger, Ordering,
-    P384PublicKey, State, digest, fresh_nonce, hex, refused,
+    Arc, Core, Domain, DomainSecret, EnclaveError, EnclaveResponse, Fault, Ordering, P384PublicKey,
+    State, digest, fresh_nonce, hex, refused,
 };
 
 /// Label and AAD prefix of a custody secret forwarded to a peer enclave.
@@ -155,7 +155,8 @@ impl Core {
                     domain = %hex(&domain.id()),
                     "unsealed by an attested peer; following it (it serves the domain's KMS calls)"
                 );
-                self.reset_ledger(Ledger::loading());
+                let view = self.open_view(&domain, false);
+                self.reset_ledger(view);
                 self.follower.store(true, Ordering::Relaxed);
                 *state = State::Open(Arc::new(domain));
                 drop(state);

@@ -62,11 +62,20 @@ impl Core {
         }
         if done {
             ledger.finish_load();
-            tracing::info!(
-                records = ledger.len(),
-                seq = ledger.seq(),
-                "state view loaded from the host's store (unchecked: no witnesses); serving"
-            );
+            if d.witnesses() > 0 {
+                tracing::info!(
+                    records = ledger.len(),
+                    seq = ledger.seq(),
+                    "state view loaded from the host's store; serving once a quorum of witnesses \
+                     confirms it is the latest"
+                );
+            } else {
+                tracing::info!(
+                    records = ledger.len(),
+                    seq = ledger.seq(),
+                    "state view loaded from the host's store (unchecked: no witnesses); serving"
+                );
+            }
         }
         EnclaveResponse::Loaded {
             records: ledger.len() as u64,

@@ -4,29 +4,33 @@ use super::*;
 use ekms_attestation::SimulationCa;
 use ekms_custody::{CustodianKey, P384PublicKey, ShareFile};
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     Config {
         region: "us-east-1".into(),
         account: "111122223333".into(),
     }
 }
 
-fn call(c: &Core, req: HostRequest) -> EnclaveResponse {
+pub(super) fn call(c: &Core, req: HostRequest) -> EnclaveResponse {
     tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()
         .block_on(c.handle(req))
 }
 
-struct Ceremony {
+pub(super) struct Ceremony {
     ca: SimulationCa,
     custodians: Vec<CustodianKey>,
     shares: Vec<String>,
-    sealed: SealedBlob,
-    genesis: Genesis,
+    pub(super) sealed: SealedBlob,
+    pub(super) genesis: Genesis,
 }
 
 fn init(threshold: u8, n: usize) -> (Core, Ceremony) {
+    init_with(threshold, n, 0)
+}
+
+pub(super) fn init_with(threshold: u8, n: usize, witnesses: u8) -> (Core, Ceremony) {
     let ca = SimulationCa::generate().unwrap();
     let core = Core::new(config(), test_attestor_for(&ca, b"enclave v1"));
     let custodians: Vec<CustodianKey> = (0..n).map(|_| CustodianKey::generate().unwrap()).collect();
@@ -40,6 +44,7 @@ fn init(threshold: u8, n: usize) -> (Core, Ceremony) {
             threshold,
             admin_key: custodians[0].public_key().to_json().unwrap(),
             nonce: vec![3; 32],
+            witnesses,
         },
     ) else {
         panic!("init refused")
@@ -63,7 +68,7 @@ fn init(threshold: u8, n: usize) -> (Core, Ceremony) {
 
 /// What `ekms custodian unseal` does: attest with a fresh nonce, re-seal the share to the
 /// attested key, submit.
-fn submit(core: &Core, cer: &Ceremony, i: usize) -> EnclaveResponse {
+pub(super) fn submit(core: &Core, cer: &Ceremony, i: usize) -> EnclaveResponse {
     let nonce = fresh_nonce().unwrap();
     let EnclaveResponse::Attestation { document } = call(
         core,
@@ -93,7 +98,7 @@ fn submit(core: &Core, cer: &Ceremony, i: usize) -> EnclaveResponse {
     )
 }
 
-fn restarted(cer: &Ceremony, exe: &[u8]) -> Core {
+pub(super) fn restarted(cer: &Ceremony, exe: &[u8]) -> Core {
     let core = Core::new(config(), test_attestor_for(&cer.ca, exe));
     assert!(matches!(
         call(
@@ -131,6 +136,7 @@ fn two_of_three_custodians_unseal_a_restarted_enclave() {
                 threshold: 1,
                 admin_key: cer.custodians[0].public_key().to_json().unwrap(),
                 nonce: vec![3; 32],
+                witnesses: 0,
             }
         ),
         EnclaveResponse::Refused(_)
@@ -220,6 +226,7 @@ fn init_refuses_a_bad_admin_key_or_nonce_and_creates_nothing() {
                     threshold: 1,
                     admin_key,
                     nonce,
+                    witnesses: 0,
                 }
             ),
             EnclaveResponse::Refused(_)
@@ -299,7 +306,7 @@ fn a_peer_with_other_measurements_is_refused() {
     assert!(!opens_admin(&joining, &cer));
 }
 
-fn peer(running: &Core, joining: &Core) -> EnclaveResponse {
+pub(super) fn peer(running: &Core, joining: &Core) -> EnclaveResponse {
     let EnclaveResponse::Challenge { nonce } = call(running, HostRequest::PeerChallenge) else {
         panic!()
     };

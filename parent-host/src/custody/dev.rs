@@ -80,7 +80,13 @@ impl Custody {
             .map_err(|e| refused(e.to_string()))?;
         let nonce = crate::custodian::fresh_nonce().map_err(|e| refused(e.to_string()))?;
         let created = self
-            .init(vec![public.clone()], 1, public, nonce.clone())
+            .init(
+                vec![public.clone()],
+                1,
+                public,
+                nonce.clone(),
+                self.witnesses,
+            )
             .await?;
         let share = created
             .shares
