@@ -84,6 +84,55 @@ pub struct EndpointArgs {
     pub endpoint: String,
 }
 
+/// Arguments of `ekms domain accept-state`.
+#[derive(clap::Args, Debug)]
+pub struct AcceptStateArgs {
+    /// The domain's writer, e.g. http://127.0.0.1:8400.
+    #[arg(long)]
+    pub endpoint: String,
+    /// AWS profile whose credential (a principal of the domain) signs the request; default: the
+    /// environment's credential, else the default profile.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Region the appliance serves.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Required: says you accept that a store rolled back while the appliance was down would
+    /// now be served as the latest state.
+    #[arg(long)]
+    pub i_accept_rollback: bool,
+}
+
+/// Runs `ekms domain accept-state`.
+pub fn run_accept_state(args: &AcceptStateArgs) -> ExitCode {
+    run("accept-state", accept_state(args))
+}
+
+async fn accept_state(args: &AcceptStateArgs) -> anyhow::Result<()> {
+    if !args.i_accept_rollback {
+        anyhow::bail!(
+            "this makes the writer serve the state its store holds without the witnesses' proof \
+             that it is the latest (use it when a quorum of witnesses is lost for good). Add \
+             --i-accept-rollback to go on."
+        );
+    }
+    let creds = crate::signed_client::credentials(args.profile.as_deref()).await?;
+    let answer = crate::signed_client::call(
+        &args.endpoint,
+        &args.region,
+        "EkmsAcceptUnwitnessedState",
+        &serde_json::json!({}),
+        creds,
+    )
+    .await?;
+    println!("{answer}");
+    eprintln!(
+        "ekms: the writer serves its loaded state; writes commit again once a quorum of \
+         witnesses is enrolled (start them with --peer and list them with --witness)"
+    );
+    Ok(())
+}
+
 fn share_path(out_dir: &Path, custodian: &Path) -> PathBuf {
     let stem = custodian
         .file_stem()

@@ -14,10 +14,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use ekms_wire::{
-    msg::{CustodyState, EnclaveResponse, HostRequest, HttpRequest, KmsErrorCode},
-    plan::AWS_KMS_OPERATIONS,
-};
+use ekms_wire::msg::{CustodyState, EnclaveResponse, HostRequest, HttpRequest, KmsErrorCode};
 
 use crate::{
     custody::{Custody, CustodyError},
@@ -119,7 +116,7 @@ async fn kms(State(relay): State<Arc<Relay>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|t| t.strip_prefix("TrentService."))
         .map(str::to_owned);
-    let Some(op) = op.filter(|o| AWS_KMS_OPERATIONS.contains(&o.as_str())) else {
+    let Some(op) = op.filter(|o| ekms_wire::plan::is_known(o)) else {
         return error_response(KmsErrorCode::UnknownOperationException, "");
     };
     let Ok(body) = to_bytes(body, MAX_BODY).await else {

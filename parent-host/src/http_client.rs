@@ -51,6 +51,29 @@ pub async fn request(
     Ok((status, body))
 }
 
+/// Sends a prepared request (its headers as given, a `host` header included) and returns the
+/// status and body.
+pub async fn send(
+    endpoint: &str,
+    req: http::Request<Vec<u8>>,
+) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    let (_, mut sender) = connect(endpoint).await?;
+    let (parts, body) = req.into_parts();
+    let resp = sender
+        .send_request(http::Request::from_parts(
+            parts,
+            Full::new(Bytes::from(body)),
+        ))
+        .await?;
+    let status = resp.status();
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|e| anyhow!("reading the answer: {e}"))?
+        .to_bytes();
+    Ok((status, body))
+}
+
 /// Posts JSON and returns the JSON answer; an error answer (`{"__type","message"}`) becomes an
 /// error carrying its message.
 pub async fn post_json(
@@ -74,7 +97,9 @@ pub async fn get_json(endpoint: &str, path: &str) -> anyhow::Result<serde_json::
     json_answer(status, &bytes)
 }
 
-fn json_answer(status: http::StatusCode, bytes: &[u8]) -> anyhow::Result<serde_json::Value> {
+/// The JSON of an answer; an error answer (`{"__type","message"}`) becomes an error carrying
+/// its type and message.
+pub fn json_answer(status: http::StatusCode, bytes: &[u8]) -> anyhow::Result<serde_json::Value> {
     let value: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
     if !status.is_success() {
         let msg = value

@@ -21,6 +21,7 @@ pub mod http;
 pub mod http_client;
 pub mod relay;
 pub mod serve;
+pub mod signed_client;
 pub mod store;
 pub mod supervisor;
 pub mod witness;

@@ -59,6 +59,9 @@ enum DomainCommand {
     Status(cli_domain::StatusArgs),
     /// Make a new domain key for new records; older records are re-sealed in the background.
     Rotate(cli_domain::EndpointArgs),
+    /// Disaster recovery of a witnessed domain whose witnesses are lost: make the writer serve
+    /// the state its store holds (signed by a principal of the domain, never by the host).
+    AcceptState(cli_domain::AcceptStateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
         Command::Domain(DomainCommand::Init(args)) => cli_domain::run_init(&args),
         Command::Domain(DomainCommand::Status(args)) => cli_domain::run_status(&args),
         Command::Domain(DomainCommand::Rotate(args)) => cli_domain::run_rotate(&args),
+        Command::Domain(DomainCommand::AcceptState(args)) => cli_domain::run_accept_state(&args),
         Command::Credential(CredentialCommand::Open(args)) => cli_credential::run_open(&args),
     }
 }

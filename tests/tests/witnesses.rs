@@ -223,7 +223,7 @@ async fn a_store_rolled_back_while_the_writer_was_down_is_refused_and_the_latest
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn losing_a_witness_stops_nothing_and_a_restarted_one_is_enrolled_again() {
+async fn losing_witnesses_restarting_them_and_accepting_the_state_when_a_quorum_is_lost() {
     let (mut fleet, mut writer) = Fleet::start();
     let kms = admin(&writer);
     let first = create_key_when_ready(&kms).await;
@@ -297,4 +297,65 @@ async fn losing_a_witness_stops_nothing_and_a_restarted_one_is_enrolled_again() 
     );
     assert_eq!(keys(kms.clone()).await, before);
     encrypts(&kms, &first).await.unwrap();
+
+    // The writer restarts now: one witness cannot prove its state, so it does not serve...
+    drop(writer);
+    let writer = fleet.writer();
+    let kms = admin(&writer);
+    assert!(
+        wait_until(Duration::from_secs(30), || output(&writer)
+            .contains("1 of the 2 witnesses needed")),
+        "{}",
+        output(&writer)
+    );
+    let e = encrypts(&kms, &first).await.unwrap_err();
+    assert!(e.contains("witnesses"), "{e}");
+    // ...until a principal (never the host) accepts the state the store holds.
+    let refused = accept_state(&writer, &writer.access_key, "not-the-secret", true);
+    assert!(!refused.status.success());
+    let unconfirmed = accept_state(&writer, &writer.access_key, &writer.secret_key, false);
+    assert!(!unconfirmed.status.success());
+    let accepted = accept_state(&writer, &writer.access_key, &writer.secret_key, true);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&accepted.stdout).contains("\"Accepted\":true"));
+    encrypts(&kms, &first).await.unwrap();
+    encrypts(&kms, &third).await.unwrap();
+    // A second acceptance is refused: the writer serves already. (A second later: the same
+    // request signed in the same second would be refused as a replay.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = accept_state(&writer, &writer.access_key, &writer.secret_key, true);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("KMSInvalidStateException"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // Writes wait for a quorum of witnesses enrolled afresh; new ones come up and they commit.
+    fleet.start_witness(0);
+    fleet.start_witness(1);
+    create_key_when_ready(&kms).await;
+}
+
+fn accept_state(
+    writer: &Appliance,
+    access: &str,
+    secret: &str,
+    confirm: bool,
+) -> std::process::Output {
+    let mut args = vec!["domain", "accept-state", "--endpoint", &writer.endpoint];
+    if confirm {
+        args.push("--i-accept-rollback");
+    }
+    std::process::Command::new(ekms_tests::bin_dir().join("ekms"))
+        .args(&args)
+        .env("AWS_ACCESS_KEY_ID", access)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap()
 }

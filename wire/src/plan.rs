@@ -247,10 +247,24 @@ pub const STATE_CHANGING_OPERATIONS: &[&str] = &[
     "UpdatePrimaryRegion",
 ];
 
+/// Operations of this appliance beyond AWS KMS's, on the same protocol (`TrentService.<Op>`,
+/// `SigV4` for service `kms`). All of them change state.
+pub const APPLIANCE_OPERATIONS: &[&str] = &[
+    // A witnessed writer that cannot prove its state (a quorum of witnesses lost) serves the
+    // state it loaded, on a signed request of a principal; docs/state.md.
+    "EkmsAcceptUnwitnessedState",
+];
+
+/// Whether `op` is an operation of AWS KMS or of this appliance.
+#[must_use]
+pub fn is_known(op: &str) -> bool {
+    AWS_KMS_OPERATIONS.contains(&op) || APPLIANCE_OPERATIONS.contains(&op)
+}
+
 /// Whether `op` (an operation name without the `TrentService.` prefix) changes state.
 #[must_use]
 pub fn changes_state(op: &str) -> bool {
-    STATE_CHANGING_OPERATIONS.contains(&op)
+    STATE_CHANGING_OPERATIONS.contains(&op) || APPLIANCE_OPERATIONS.contains(&op)
 }
 
 /// Operations this appliance implements.

@@ -45,6 +45,8 @@ pub(crate) struct Rounds {
     /// The nonce of the last query.
     query: Option<[u8; 32]>,
     next_round: u64,
+    /// The highest counter any witness answered with since this enclave started.
+    seen: u64,
 }
 
 impl Rounds {
@@ -59,6 +61,7 @@ impl Rounds {
             inflight: None,
             query: None,
             next_round: 1,
+            seen: 0,
         }
     }
 
@@ -413,6 +416,17 @@ impl Core {
                 _ => None,
             })
             .collect();
+        let highest = verified
+            .iter()
+            .flat_map(|a| {
+                a.confirmed
+                    .iter()
+                    .chain(a.pending.iter().map(|(_, next)| next))
+            })
+            .map(|c| c.counter)
+            .max()
+            .unwrap_or(0);
+        r.seen = r.seen.max(highest);
         if let Some(f) = &r.inflight {
             return Self::inflight_status(&r, f, &d);
         }
@@ -495,7 +509,17 @@ impl Core {
         verified: &[Answer],
     ) -> EnclaveResponse {
         let target = usize::from(d.witnesses());
-        let answered: BTreeSet<WitnessId> = verified.iter().map(|a| a.witness).collect();
+        // A witness holding a higher counter than ours (one that held an older life of this
+        // domain before a principal accepted an unwitnessed state) cannot take our rounds.
+        let answered: BTreeSet<WitnessId> = verified
+            .iter()
+            .filter(|a| {
+                a.confirmed
+                    .as_ref()
+                    .is_none_or(|c| c.counter <= current.counter)
+            })
+            .map(|a| a.witness)
+            .collect();
         let mut members: Vec<Member> = current
             .members
             .iter()
@@ -540,6 +564,29 @@ impl Core {
             round: Some(round),
             note: format!("enrolling witnesses ({enrolled} of {target} enrolled)"),
         })
+    }
+
+    /// A principal's decision (`EkmsAcceptUnwitnessedState`): serve the loaded state without
+    /// proof, at a checkpoint above every counter a witness answered with, and enrol witnesses
+    /// afresh (writes wait until a quorum is enrolled). Returns the records and the counter.
+    pub(crate) fn accept_unwitnessed_state(&self) -> Result<(usize, u64), String> {
+        self.witnessed_writer()
+            .map_err(|_| "this enclave is not the writer of a witnessed domain".to_owned())?;
+        let ledger = self.ledger().map_err(|_| "internal error".to_owned())?;
+        let mut r = self.rounds().ok_or_else(|| "internal error".to_owned())?;
+        if r.current.is_some() {
+            return Err(
+                "the enclave already serves the latest state its witnesses confirmed".into(),
+            );
+        }
+        let counter = r.seen + 1;
+        r.inflight = None;
+        r.current = Some(Checkpoint {
+            counter,
+            acc: ledger.acc(),
+            members: Vec::new(),
+        });
+        Ok((ledger.len(), counter))
     }
 
     /// `Witness`: a message from the writer, on a witness (a follower of the domain).

@@ -5,6 +5,7 @@
 mod aliases;
 mod crypto;
 mod keys;
+mod recovery;
 mod tags;
 
 use std::cell::RefCell;
@@ -157,6 +158,7 @@ impl Ctx<'_> {
             "GenerateDataKey" => crypto::generate_data_key(self, body, true),
             "GenerateDataKeyWithoutPlaintext" => crypto::generate_data_key(self, body, false),
             "GenerateRandom" => crypto::generate_random(self, body),
+            "EkmsAcceptUnwitnessedState" => recovery::accept_unwitnessed_state(self, body),
             other if AWS_KMS_OPERATIONS.contains(&other) => Err(KmsError::new(
                 KmsErrorCode::UnsupportedOperationException,
                 format!("{other} is not supported by this appliance yet."),
