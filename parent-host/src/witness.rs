@@ -122,6 +122,7 @@ impl Committer {
                 enclave,
                 witnesses,
                 note: String::new(),
+                unfinished: None,
             }
             .run(rx),
         );
@@ -150,6 +151,9 @@ struct Worker {
     witnesses: Witnesses,
     /// The last witness note printed (printed again only when it changes).
     note: String,
+    /// A round whose writes are durable but that a quorum has not confirmed yet: it is retried
+    /// before anything else (the enclave takes no other round meanwhile).
+    unfinished: Option<(u64, Vec<u8>)>,
 }
 
 /// Why a batch failed, for its clients.
@@ -167,6 +171,11 @@ impl Worker {
                 },
                 () = tokio::time::sleep(SYNC_EVERY) => None,
             };
+            if let Some((round, confirm)) = self.unfinished.take()
+                && let Err(e) = self.ratify(round, &confirm, 1).await
+            {
+                tracing::debug!(error = %e, "an unfinished round is still not confirmed");
+            }
             let Some(first) = first else {
                 self.sync().await;
                 continue;
@@ -193,9 +202,15 @@ impl Worker {
             Ok(EnclaveResponse::Proposed { round, refused }) => (round, refused),
             Ok(EnclaveResponse::Refused(why)) => return finish(jobs, &Err(refused(&why))),
             Ok(EnclaveResponse::Fault(Fault::Busy)) => {
-                // A round from before this host restarted: finish it first.
-                self.sync().await;
-                return finish(jobs, &Err(HostError::Fault(Fault::Busy)));
+                // A round this committer does not know: left by a host that restarted while the
+                // enclave kept running. Only an enclave restart resolves it safely.
+                return finish(
+                    jobs,
+                    &Err(refused(
+                        "a round from before this host restarted is unresolved; restart the \
+                         enclave",
+                    )),
+                );
             }
             Ok(EnclaveResponse::Fault(f)) => return finish(jobs, &Err(HostError::Fault(f))),
             Ok(other) => {
@@ -253,25 +268,24 @@ impl Worker {
         } else {
             round.confirm.clone()
         };
+        self.ratify(round.id, &confirm, RATIFY_ATTEMPTS).await
+    }
+
+    /// Sends the confirmation and ratifies, up to `attempts` times. A round still unconfirmed
+    /// after them is kept to retry (its writes are durable); the clients get a retryable error.
+    async fn ratify(&mut self, round: u64, confirm: &[u8], attempts: u32) -> Result<(), HostError> {
         let mut attempt = 0;
         loop {
-            let acks = self.witnesses.broadcast(&confirm).await;
-            match self
-                .call(&HostRequest::Ratify {
-                    round: round.id,
-                    acks,
-                })
-                .await?
-            {
+            let acks = self.witnesses.broadcast(confirm).await;
+            match self.call(&HostRequest::Ratify { round, acks }).await? {
                 EnclaveResponse::Committed => return Ok(()),
                 EnclaveResponse::Refused(why) => {
                     attempt += 1;
                     self.say(&format!(
                         "ekms: a durable write waits for its witnesses: {why}"
                     ));
-                    if attempt >= RATIFY_ATTEMPTS {
-                        // The clients hear a retryable error; the round stays in flight and the
-                        // next sync finishes it.
+                    if attempt >= attempts {
+                        self.unfinished = Some((round, confirm.to_vec()));
                         return Err(refused(&why));
                     }
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(10))))

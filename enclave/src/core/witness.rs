@@ -427,6 +427,10 @@ impl Core {
             .max()
             .unwrap_or(0);
         r.seen = r.seen.max(highest);
+        // An enrolment that did not finish changes no record: drop it and decide afresh.
+        if r.inflight.as_ref().is_some_and(|f| f.kind == Kind::Enrol) {
+            r.inflight = None;
+        }
         if let Some(f) = &r.inflight {
             return Self::inflight_status(&r, f, &d);
         }
@@ -436,27 +440,36 @@ impl Core {
         }
     }
 
-    /// The round in flight, to finish (after a host restart, or a failed ratification).
+    /// A round in flight when the host queries: a `Finish` round is handed out again (its writes
+    /// are durable: the loaded state proved it). A batch round is its committer's to finish; a
+    /// host that restarted meanwhile cannot know whether it made the writes durable, so it is not
+    /// handed out: restarting the enclave resolves it from the witnesses.
     fn inflight_status(r: &Rounds, f: &Inflight, d: &Domain) -> EnclaveResponse {
-        let note = format!("round {} is in flight", f.id);
-        let round = (f.kind == Kind::Finish || f.confirm_released).then(|| Round {
-            id: f.id,
-            intent: witness::seal(
-                d.witness_key(),
-                &Body::Intent {
-                    domain: d.id(),
-                    base: f.base.clone(),
-                    next: f.next.clone(),
-                },
-            ),
-            confirm: witness::seal(
-                d.witness_key(),
-                &Body::Confirm {
-                    domain: d.id(),
-                    next: f.next.clone(),
-                },
-            ),
-        });
+        let (round, note) = if f.kind == Kind::Finish {
+            let round = Round {
+                id: f.id,
+                intent: Vec::new(),
+                confirm: witness::seal(
+                    d.witness_key(),
+                    &Body::Confirm {
+                        domain: d.id(),
+                        next: f.next.clone(),
+                    },
+                ),
+            };
+            (
+                Some(round),
+                "confirming the round the store already holds".to_owned(),
+            )
+        } else {
+            (
+                None,
+                format!(
+                    "round {} is in flight; if its host restarted, restart the enclave too",
+                    f.id
+                ),
+            )
+        };
         EnclaveResponse::WitnessStatus(WitnessStatus {
             fresh: r.fresh(),
             round,

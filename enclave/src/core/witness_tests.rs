@@ -478,3 +478,43 @@ fn a_witness_refuses_what_its_writer_did_not_make() {
     assert!(relay(&all[1..2], &answers[0]).is_empty());
     let _ = cer;
 }
+
+#[test]
+fn a_batch_round_in_flight_is_never_handed_to_a_query() {
+    // A host that restarted while its enclave kept running cannot know whether it made the
+    // round's writes durable: the enclave does not hand the round out for ratification.
+    let (writer, cer, w) = witnessed();
+    let all: Vec<&Core> = w.iter().collect();
+    sync(&writer, &all);
+    let (_, token) = touch(&writer, &cer.genesis.principal);
+    let EnclaveResponse::Proposed {
+        round: Some(round), ..
+    } = call(
+        &writer,
+        HostRequest::Propose {
+            tokens: vec![token],
+        },
+    )
+    else {
+        panic!()
+    };
+    let acks = relay(&all, &round.intent);
+    let EnclaveResponse::Confirmation { .. } = call(
+        &writer,
+        HostRequest::Confirm {
+            round: round.id,
+            acks,
+        },
+    ) else {
+        panic!()
+    };
+    let st = sync(&writer, &all);
+    assert!(
+        st.round.is_none() && st.note.contains("restart the enclave"),
+        "{st:?}"
+    );
+    assert!(matches!(
+        call(&writer, HostRequest::Propose { tokens: vec![] }),
+        EnclaveResponse::Fault(Fault::Busy)
+    ));
+}
