@@ -117,6 +117,36 @@ fn touch(writer: &Core, current: &SealedBlob) -> (SealedBlob, u64) {
     (SealedBlob(sealed), token)
 }
 
+/// The round `Propose` starts for `token`.
+fn proposed(writer: &Core, token: u64) -> Round {
+    let EnclaveResponse::Proposed {
+        round: Some(round), ..
+    } = call(
+        writer,
+        HostRequest::Propose {
+            tokens: vec![token],
+        },
+    )
+    else {
+        panic!("not proposed")
+    };
+    round
+}
+
+/// The confirmation `Confirm` releases for `round` with `acks`.
+fn confirmed(writer: &Core, round: &Round, acks: Vec<Vec<u8>>) -> Vec<u8> {
+    let EnclaveResponse::Confirmation { message } = call(
+        writer,
+        HostRequest::Confirm {
+            round: round.id,
+            acks,
+        },
+    ) else {
+        panic!("not confirmed")
+    };
+    message
+}
+
 /// Writes through a full round; returns the new record.
 fn write(writer: &Core, witnesses: &[&Core], current: &SealedBlob) -> SealedBlob {
     let (sealed, token) = touch(writer, current);
@@ -210,17 +240,7 @@ fn a_witnessed_domain_commits_only_with_a_quorum_of_its_witnesses() {
     assert!(relay(&[&writer], b"x").is_empty());
 
     let (sealed, token) = touch(&writer, &cer.genesis.principal);
-    let EnclaveResponse::Proposed {
-        round: Some(round), ..
-    } = call(
-        &writer,
-        HostRequest::Propose {
-            tokens: vec![token],
-        },
-    )
-    else {
-        panic!()
-    };
+    let round = proposed(&writer, token);
     // One round at a time.
     assert!(matches!(
         call(&writer, HostRequest::Propose { tokens: vec![] }),
@@ -254,15 +274,7 @@ fn a_witnessed_domain_commits_only_with_a_quorum_of_its_witnesses() {
         EnclaveResponse::Refused(_)
     ));
     let acks = relay(&all[..2], &round.intent);
-    let EnclaveResponse::Confirmation { message } = call(
-        &writer,
-        HostRequest::Confirm {
-            round: round.id,
-            acks,
-        },
-    ) else {
-        panic!()
-    };
+    let message = confirmed(&writer, &round, acks);
     // Intent acknowledgements are not confirmations; the view has not moved yet.
     let intent_acks = relay(&all[2..], &round.intent);
     assert!(matches!(
@@ -374,27 +386,9 @@ fn a_store_one_acknowledged_round_ahead_is_finished_not_refused() {
     sync(&writer, &all);
     let v1 = write(&writer, &all, &cer.genesis.principal);
     let (v2, token) = touch(&writer, &v1);
-    let EnclaveResponse::Proposed {
-        round: Some(round), ..
-    } = call(
-        &writer,
-        HostRequest::Propose {
-            tokens: vec![token],
-        },
-    )
-    else {
-        panic!()
-    };
+    let round = proposed(&writer, token);
     let acks = relay(&all, &round.intent);
-    let EnclaveResponse::Confirmation { .. } = call(
-        &writer,
-        HostRequest::Confirm {
-            round: round.id,
-            acks,
-        },
-    ) else {
-        panic!()
-    };
+    confirmed(&writer, &round, acks);
     // The host crashed here. Had it made v2 durable, the restarted writer finishes the round.
     let ahead = restart(&cer, vec![v2.clone()]);
     let st = sync(&ahead, &all);
@@ -408,17 +402,7 @@ fn a_store_one_acknowledged_round_ahead_is_finished_not_refused() {
     sync(&writer, &all);
     let v1 = write(&writer, &all, &cer.genesis.principal);
     let (_, token) = touch(&writer, &v1);
-    let EnclaveResponse::Proposed {
-        round: Some(round), ..
-    } = call(
-        &writer,
-        HostRequest::Propose {
-            tokens: vec![token],
-        },
-    )
-    else {
-        panic!()
-    };
+    let round = proposed(&writer, token);
     relay(&all, &round.intent);
     let behind = restart(&cer, vec![v1.clone()]);
     assert!(sync(&behind, &all).fresh);
@@ -487,27 +471,9 @@ fn a_batch_round_in_flight_is_never_handed_to_a_query() {
     let all: Vec<&Core> = w.iter().collect();
     sync(&writer, &all);
     let (_, token) = touch(&writer, &cer.genesis.principal);
-    let EnclaveResponse::Proposed {
-        round: Some(round), ..
-    } = call(
-        &writer,
-        HostRequest::Propose {
-            tokens: vec![token],
-        },
-    )
-    else {
-        panic!()
-    };
+    let round = proposed(&writer, token);
     let acks = relay(&all, &round.intent);
-    let EnclaveResponse::Confirmation { .. } = call(
-        &writer,
-        HostRequest::Confirm {
-            round: round.id,
-            acks,
-        },
-    ) else {
-        panic!()
-    };
+    confirmed(&writer, &round, acks);
     let st = sync(&writer, &all);
     assert!(
         st.round.is_none() && st.note.contains("restart the enclave"),

@@ -29,6 +29,34 @@ pub(crate) fn admin(app: &Appliance) -> Client {
     client(app, &app.access_key, &app.secret_key)
 }
 
+/// Encrypts `plain` under `key`; the ciphertext blob.
+pub(crate) async fn encrypt(
+    kms: &Client,
+    key: &str,
+    plain: &[u8],
+) -> aws_sdk_kms::primitives::Blob {
+    kms.encrypt()
+        .key_id(key)
+        .plaintext(aws_sdk_kms::primitives::Blob::new(plain.to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap()
+}
+
+/// Decrypts `blob`; the plaintext.
+pub(crate) async fn decrypt(kms: &Client, blob: aws_sdk_kms::primitives::Blob) -> Vec<u8> {
+    kms.decrypt()
+        .ciphertext_blob(blob)
+        .send()
+        .await
+        .unwrap()
+        .plaintext
+        .unwrap()
+        .into_inner()
+}
+
 /// The enclave of `app` reached directly on the vsock mock, as a hostile host can.
 pub(crate) fn enclave_of(app: &Appliance, cid: u32) -> ekms_parent_host::client::EnclaveClient {
     ekms_parent_host::client::EnclaveClient::new(
