@@ -92,6 +92,7 @@ mod tests {
             version: v,
             id: "m".into(),
             secret: KeyMaterial([u8::try_from(v).unwrap(); 32]),
+            private: None,
         }
     }
 

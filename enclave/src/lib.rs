@@ -5,6 +5,7 @@
 //! It must never write a key in plaintext, log a secret, or trust anything the host says that
 //! it has not authenticated. No HTTP and no disk here.
 
+pub mod asymmetric;
 pub mod attest;
 pub mod auth;
 pub mod ciphertext;
@@ -14,6 +15,7 @@ pub mod custody;
 pub mod delivery;
 pub mod domain;
 pub mod error;
+pub mod keyspec;
 pub mod ledger;
 pub mod ops;
 pub mod record;

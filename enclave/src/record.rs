@@ -118,6 +118,16 @@ impl fmt::Debug for KeyMaterial {
     }
 }
 
+/// Variable-length secret key material: a PKCS#8 DER private key or an HMAC key.
+#[derive(Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
+pub struct SecretBytes(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretBytes(<redacted>)")
+    }
+}
+
 /// One version of a key's material.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Material {
@@ -125,8 +135,11 @@ pub struct Material {
     pub version: u32,
     /// AWS-style key material id (64 hex digits).
     pub id: String,
-    /// The secret.
+    /// The AES-256 key of a symmetric key (random and unused for other specs).
     pub secret: KeyMaterial,
+    /// The private key (PKCS#8 DER) of an asymmetric key, or the key of an HMAC key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<SecretBytes>,
 }
 
 /// A tag.

@@ -280,16 +280,21 @@ pub const SUPPORTED_OPERATIONS: &[&str] = &[
     "Encrypt",
     "GenerateDataKey",
     "GenerateDataKeyWithoutPlaintext",
+    "GenerateMac",
     "GenerateRandom",
+    "GetPublicKey",
     "ListAliases",
     "ListKeys",
     "ListResourceTags",
     "ReEncrypt",
     "ScheduleKeyDeletion",
+    "Sign",
     "TagResource",
     "UntagResource",
     "UpdateAlias",
     "UpdateKeyDescription",
+    "Verify",
+    "VerifyMac",
 ];
 
 /// Encodes a list position as an opaque marker.

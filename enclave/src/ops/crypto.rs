@@ -6,7 +6,10 @@ use ekms_wire::{blob::BlobHeader, msg::KmsErrorCode};
 use serde::{Deserialize, Serialize, Serializer};
 use zeroize::Zeroizing;
 
-use super::{Ctx, OpError, OpResult, b64, out_of_range, parse, reply, require_enabled};
+use super::{
+    Ctx, OpError, OpResult, b64, dry_run, out_of_range, parse, reply, require_enabled,
+    require_usage,
+};
 use crate::{EnclaveError, KmsError, ciphertext, context::EncryptionContext, record::KeyRecord};
 
 const MAX_PLAINTEXT: usize = 4096;
@@ -48,30 +51,6 @@ fn check_algorithm(
             ALGORITHMS.join(", ")
         ))),
     }
-}
-
-fn check_usage(ctx: &Ctx<'_>, key: &KeyRecord, op: &str) -> Result<(), KmsError> {
-    if key.usage != "ENCRYPT_DECRYPT" {
-        return Err(KmsError::new(
-            KmsErrorCode::InvalidKeyUsageException,
-            format!(
-                "{} key usage is {} which is not valid for {op}.",
-                ctx.key_arn(&key.key_id),
-                key.usage
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn dry_run(dry: Option<bool>) -> Result<(), KmsError> {
-    if dry == Some(true) {
-        return Err(KmsError::new(
-            KmsErrorCode::DryRunOperationException,
-            "The request would have succeeded, but the DryRun option is set.",
-        ));
-    }
-    Ok(())
 }
 
 fn key_bytes(key: &KeyRecord) -> Result<[u8; 16], KmsError> {
@@ -135,7 +114,7 @@ pub(crate) fn encrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         return Err(KmsError::validation("1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length less than or equal to 4096").into());
     }
     let key = ctx.resolve(key_id)?;
-    check_usage(ctx, &key, "Encrypt")?;
+    require_usage(ctx, &key, "ENCRYPT_DECRYPT", "Encrypt")?;
     check_algorithm(
         ctx,
         input.encryption_algorithm.as_deref(),
@@ -209,7 +188,7 @@ fn open_blob(
             .key_by_id(&blob_key_id)?
             .ok_or_else(KmsError::invalid_ciphertext)?,
     };
-    check_usage(ctx, &key, op)?;
+    require_usage(ctx, &key, "ENCRYPT_DECRYPT", op)?;
     check_algorithm(ctx, alg, "encryptionAlgorithm", &key)?;
     require_enabled(ctx, &key)?;
     let material = key
@@ -331,7 +310,7 @@ pub(crate) fn re_encrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         "ReEncrypt",
     )?;
     let dest = ctx.resolve(dest_id)?;
-    check_usage(ctx, &dest, "ReEncrypt")?;
+    require_usage(ctx, &dest, "ENCRYPT_DECRYPT", "ReEncrypt")?;
     check_algorithm(
         ctx,
         input.destination_encryption_algorithm.as_deref(),
@@ -415,7 +394,7 @@ pub(crate) fn generate_data_key(ctx: &Ctx<'_>, body: &[u8], with_plaintext: bool
     } else {
         "GenerateDataKeyWithoutPlaintext"
     };
-    check_usage(ctx, &key, op)?;
+    require_usage(ctx, &key, "ENCRYPT_DECRYPT", op)?;
     require_enabled(ctx, &key)?;
     dry_run(input.dry_run)?;
     let mut data_key = Zeroizing::new(vec![0u8; len]);

@@ -7,51 +7,27 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Ctx, KeyIdInput, OpError, OpResult, out_of_range, parse, reply, require_not_pending,
+    Ctx, KeyIdInput, OpError, OpResult, enum_error, out_of_range, parse, reply,
+    require_not_pending,
     tags::{TagInput, apply_tags},
     too_long,
 };
 use crate::{
-    EnclaveError, KmsError,
+    EnclaveError, KmsError, asymmetric,
     domain::hex,
+    keyspec::{self, Family},
     ledger::{RecordId, key_name},
-    record::{KeyMaterial, KeyRecord, KeyState, Material},
+    record::{KeyMaterial, KeyRecord, KeyState, Material, SecretBytes},
 };
 
-const KEY_SPECS: &[&str] = &[
-    "RSA_2048",
-    "RSA_3072",
-    "RSA_4096",
-    "ECC_NIST_P256",
-    "ECC_NIST_P384",
-    "ECC_NIST_P521",
-    "ECC_SECG_P256K1",
-    "SYMMETRIC_DEFAULT",
-    "HMAC_224",
-    "HMAC_256",
-    "HMAC_384",
-    "HMAC_512",
-    "SM2",
-    "ML_DSA_44",
-    "ML_DSA_65",
-    "ML_DSA_87",
-    "ECC_NIST_EDWARDS25519",
-];
 const KEY_USAGES: &[&str] = &[
-    "SIGN_VERIFY",
     "ENCRYPT_DECRYPT",
+    "SIGN_VERIFY",
     "GENERATE_VERIFY_MAC",
     "KEY_AGREEMENT",
 ];
 const ORIGINS: &[&str] = &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
 const MAX_DESCRIPTION: usize = 8192;
-
-fn enum_error(value: &str, member: &str, set: &[&str]) -> KmsError {
-    KmsError::validation(format!(
-        "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
-        set.join(", ")
-    ))
-}
 
 /// `KeyMetadata` of a record, as AWS returns it.
 pub(crate) fn key_metadata(ctx: &Ctx<'_>, r: &KeyRecord) -> Value {
@@ -68,9 +44,17 @@ pub(crate) fn key_metadata(ctx: &Ctx<'_>, r: &KeyRecord) -> Value {
         "KeyManager": "CUSTOMER",
         "CustomerMasterKeySpec": r.spec,
         "KeySpec": r.spec,
-        "EncryptionAlgorithms": ["SYMMETRIC_DEFAULT"],
         "MultiRegion": false,
     });
+    if let Some(spec) = keyspec::find(&r.spec) {
+        let member = match r.usage.as_str() {
+            "SIGN_VERIFY" => "SigningAlgorithms",
+            "GENERATE_VERIFY_MAC" => "MacAlgorithms",
+            "KEY_AGREEMENT" => "KeyAgreementAlgorithms",
+            _ => "EncryptionAlgorithms",
+        };
+        super::set(&mut m, member, json!(spec.algorithms(&r.usage)));
+    }
     if let Some(material) = r.current_material() {
         super::set(&mut m, "CurrentKeyMaterialId", json!(material.id));
     }
@@ -96,7 +80,35 @@ pub(crate) fn new_material(version: u32) -> Result<Material, EnclaveError> {
         version,
         id: hex(&id),
         secret,
+        private: None,
     })
+}
+
+/// The private material of a new key of `family` (none for a symmetric key). RSA generation
+/// takes tens to hundreds of milliseconds: on the multi-threaded runtime it runs as blocking
+/// work, so other requests go on meanwhile.
+fn private_material(family: Family) -> Result<Option<SecretBytes>, EnclaveError> {
+    let generate = || -> Result<Option<SecretBytes>, EnclaveError> {
+        match family {
+            Family::Symmetric => Ok(None),
+            Family::Hmac(len) => {
+                let mut key = vec![0u8; len];
+                rand::fill(&mut key)?;
+                Ok(Some(SecretBytes(key)))
+            }
+            other => {
+                let pkcs8 = asymmetric::generate(other)?;
+                Ok(Some(SecretBytes(pkcs8.to_vec())))
+            }
+        }
+    };
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread && matches!(family, Family::Rsa(_)) {
+        tokio::task::block_in_place(generate)
+    } else {
+        generate()
+    }
 }
 
 #[derive(Deserialize)]
@@ -114,20 +126,22 @@ struct CreateKeyInput {
     tags: Option<Vec<TagInput>>,
 }
 
-pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
-    let input: CreateKeyInput = parse(body)?;
-    let spec = input
+/// The spec, usage and origin of a CreateKey request, checked as AWS checks them.
+fn kind_of(input: &CreateKeyInput) -> Result<(&'static keyspec::Spec, String, String), OpError> {
+    let spec_name = input
         .key_spec
-        .or(input.customer_master_key_spec)
+        .clone()
+        .or_else(|| input.customer_master_key_spec.clone())
         .unwrap_or_else(|| "SYMMETRIC_DEFAULT".into());
-    if !KEY_SPECS.contains(&spec.as_str()) {
-        return Err(enum_error(&spec, "keySpec", KEY_SPECS).into());
+    let Some(spec) = keyspec::find(&spec_name) else {
+        return Err(enum_error(&spec_name, "keySpec", &keyspec::names()).into());
+    };
+    if let Some(u) = &input.key_usage
+        && !KEY_USAGES.contains(&u.as_str())
+    {
+        return Err(enum_error(u, "keyUsage", KEY_USAGES).into());
     }
-    let usage = input.key_usage.unwrap_or_else(|| "ENCRYPT_DECRYPT".into());
-    if !KEY_USAGES.contains(&usage.as_str()) {
-        return Err(enum_error(&usage, "keyUsage", KEY_USAGES).into());
-    }
-    let origin = input.origin.unwrap_or_else(|| "AWS_KMS".into());
+    let origin = input.origin.clone().unwrap_or_else(|| "AWS_KMS".into());
     if !ORIGINS.contains(&origin.as_str()) {
         return Err(enum_error(&origin, "origin", ORIGINS).into());
     }
@@ -138,14 +152,34 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         )
         .into()
     };
-    if spec != "SYMMETRIC_DEFAULT" {
-        return Err(unsupported(format!("KeySpec {spec}")));
+    let usage = match &input.key_usage {
+        Some(u) => u.clone(),
+        None if spec.family == Family::Symmetric => "ENCRYPT_DECRYPT".into(),
+        None => {
+            return Err(KmsError::validation(
+                "You must specify a KeyUsage value for all KMS keys except for symmetric \
+                 encryption keys.",
+            )
+            .into());
+        }
+    };
+    if spec.family == Family::Sm2 {
+        return Err(KmsError::new(
+            KmsErrorCode::UnsupportedOperationException,
+            "KeySpec SM2 is available only in the AWS China Regions.",
+        )
+        .into());
     }
-    if usage != "ENCRYPT_DECRYPT" {
+    if !spec.usages.contains(&usage.as_str()) {
         return Err(KmsError::validation(format!(
-            "KeyUsage {usage} is not compatible with KeySpec {spec}."
+            "KeyUsage {usage} is not compatible with KeySpec {spec_name}."
         ))
         .into());
+    }
+    if !spec.supported_usages.contains(&usage.as_str()) {
+        return Err(unsupported(format!(
+            "KeySpec {spec_name} with KeyUsage {usage}"
+        )));
     }
     if origin != "AWS_KMS" {
         return Err(unsupported(format!("Origin {origin}")));
@@ -156,6 +190,12 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     if input.custom_key_store_id.is_some() || input.xks_key_id.is_some() {
         return Err(unsupported("A custom key store".into()));
     }
+    Ok((spec, usage, origin))
+}
+
+pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: CreateKeyInput = parse(body)?;
+    let (spec, usage, origin) = kind_of(&input)?;
     let description = input.description.unwrap_or_default();
     if description.len() > MAX_DESCRIPTION {
         return Err(too_long(&description, "description", MAX_DESCRIPTION).into());
@@ -170,6 +210,8 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .into_uuid()
         .hyphenated()
         .to_string();
+    let mut material = new_material(1)?;
+    material.private = private_material(spec.family)?;
     let mut rec = KeyRecord {
         key_id,
         account: ctx.core.config.account.clone(),
@@ -178,12 +220,12 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         description,
         state: KeyState::Enabled,
         deletion_ms: None,
-        spec,
+        spec: spec.name.to_owned(),
         usage,
         origin,
         policy: input.policy,
         tags,
-        materials: vec![new_material(1)?],
+        materials: vec![material],
         current: 1,
         generation: 0,
         opened: None,

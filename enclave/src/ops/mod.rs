@@ -5,7 +5,10 @@
 mod aliases;
 mod crypto;
 mod keys;
+mod mac;
+mod public_key;
 mod recovery;
+mod sign;
 mod tags;
 
 use std::cell::RefCell;
@@ -158,6 +161,11 @@ impl Ctx<'_> {
             "GenerateDataKey" => crypto::generate_data_key(self, body, true),
             "GenerateDataKeyWithoutPlaintext" => crypto::generate_data_key(self, body, false),
             "GenerateRandom" => crypto::generate_random(self, body),
+            "Sign" => sign::sign(self, body),
+            "Verify" => sign::verify(self, body),
+            "GenerateMac" => mac::generate_mac(self, body),
+            "VerifyMac" => mac::verify_mac(self, body),
+            "GetPublicKey" => public_key::get_public_key(self, body),
             "EkmsAcceptUnwitnessedState" => recovery::accept_unwitnessed_state(self, body),
             other if AWS_KMS_OPERATIONS.contains(&other) => Err(KmsError::new(
                 KmsErrorCode::UnsupportedOperationException,
@@ -508,6 +516,72 @@ pub(crate) fn out_of_range(value: i64, member: &str, min: i64, max: i64) -> KmsE
     KmsError::validation(format!(
         "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: Member must have value {cmp} {bound}"
     ))
+}
+
+/// AWS's error for a value outside an enum.
+pub(crate) fn enum_error(value: &str, member: &str, set: &[&str]) -> KmsError {
+    KmsError::validation(format!(
+        "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+        set.join(", ")
+    ))
+}
+
+/// AWS's error for a blob member of `len` bytes outside 1..=`max`.
+pub(crate) fn length_error(member: &str, len: usize, max: usize) -> KmsError {
+    let (cmp, bound) = if len == 0 {
+        ("greater than or equal to", 1)
+    } else {
+        ("less than or equal to", max)
+    };
+    KmsError::validation(format!(
+        "1 validation error detected: Value at '{member}' failed to satisfy constraint: Member must have length {cmp} {bound}"
+    ))
+}
+
+/// Largest `Message` of Sign, Verify, GenerateMac and VerifyMac.
+pub(crate) const MAX_MESSAGE: usize = 4096;
+
+/// The decoded `Message` member (required, 1 to 4096 bytes).
+pub(crate) fn message_input(message: Option<&str>) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    let m = b64(
+        "Message",
+        message.ok_or_else(|| KmsError::required("message"))?,
+    )?;
+    if m.is_empty() || m.len() > MAX_MESSAGE {
+        return Err(length_error("message", m.len(), MAX_MESSAGE));
+    }
+    Ok(m)
+}
+
+/// `InvalidKeyUsageException` unless the key's usage is `usage`.
+pub(crate) fn require_usage(
+    ctx: &Ctx<'_>,
+    key: &KeyRecord,
+    usage: &str,
+    op: &str,
+) -> Result<(), KmsError> {
+    if key.usage != usage {
+        return Err(KmsError::new(
+            KmsErrorCode::InvalidKeyUsageException,
+            format!(
+                "{} key usage is {} which is not valid for {op}.",
+                ctx.key_arn(&key.key_id),
+                key.usage
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `DryRunOperationException` when `DryRun` is set (after every other check passed).
+pub(crate) fn dry_run(dry: Option<bool>) -> Result<(), KmsError> {
+    if dry == Some(true) {
+        return Err(KmsError::new(
+            KmsErrorCode::DryRunOperationException,
+            "The request would have succeeded, but the DryRun option is set.",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks that a key may be used for cryptography.

@@ -365,7 +365,7 @@ fn validation_messages_match_aws() {
         KmsErrorCode::DryRunOperationException
     );
     assert_eq!(
-        env.err("Sign", json!({})).0,
+        env.err("DeriveSharedSecret", json!({})).0,
         KmsErrorCode::UnsupportedOperationException
     );
     assert_eq!(
@@ -563,4 +563,174 @@ fn a_request_refused_for_stale_records_may_be_sent_again() {
     assert!(
         matches!(env.run(tag, at), Err(OpError::Kms(e)) if e.code == KmsErrorCode::ThrottlingException)
     );
+}
+
+#[test]
+fn signing_keys_sign_and_verify_raw_and_digest_messages() {
+    let mut env = Env::new();
+    let (code, msg) = env.err("CreateKey", json!({"KeySpec": "ECC_NIST_P256"}));
+    assert_eq!(code, KmsErrorCode::ValidationException);
+    assert_eq!(
+        msg,
+        "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys."
+    );
+    assert_eq!(
+        env.err(
+            "CreateKey",
+            json!({"KeySpec": "ECC_NIST_P256", "KeyUsage": "GENERATE_VERIFY_MAC"})
+        )
+        .1,
+        "KeyUsage GENERATE_VERIFY_MAC is not compatible with KeySpec ECC_NIST_P256."
+    );
+    let meta = env
+        .call(
+            "CreateKey",
+            json!({"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY"}),
+        )
+        .unwrap()["KeyMetadata"]
+        .clone();
+    assert_eq!(meta["SigningAlgorithms"], json!(["ECDSA_SHA_256"]));
+    assert!(meta.get("EncryptionAlgorithms").is_none());
+    let id = meta["KeyId"].as_str().unwrap().to_owned();
+    let msg = b64e(b"hello");
+    let signed = env
+        .call(
+            "Sign",
+            json!({"KeyId": id, "Message": msg, "SigningAlgorithm": "ECDSA_SHA_256"}),
+        )
+        .unwrap();
+    assert_eq!(signed["SigningAlgorithm"], "ECDSA_SHA_256");
+    assert!(
+        signed["KeyId"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:kms:")
+    );
+    let sig = signed["Signature"].as_str().unwrap().to_owned();
+    let ok = env
+        .call(
+            "Verify",
+            json!({"KeyId": id, "Message": msg, "Signature": sig, "SigningAlgorithm": "ECDSA_SHA_256"}),
+        )
+        .unwrap();
+    assert_eq!(ok["SignatureValid"], true);
+    // The same signature verifies as a signature of the digest: DIGEST is not hashed again.
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"hello");
+    let d = b64e(digest.as_ref());
+    env.call(
+        "Verify",
+        json!({"KeyId": id, "Message": d, "MessageType": "DIGEST", "Signature": sig, "SigningAlgorithm": "ECDSA_SHA_256"}),
+    )
+    .unwrap();
+    let (code, _) = env.err(
+        "Verify",
+        json!({"KeyId": id, "Message": b64e(b"other"), "Signature": sig, "SigningAlgorithm": "ECDSA_SHA_256"}),
+    );
+    assert_eq!(code, KmsErrorCode::KMSInvalidSignatureException);
+    assert_eq!(
+        env.err(
+            "Sign",
+            json!({"KeyId": id, "Message": b64e(&[1; 20]), "MessageType": "DIGEST", "SigningAlgorithm": "ECDSA_SHA_256"}),
+        )
+        .1,
+        "Digest is invalid length for algorithm ECDSA_SHA_256."
+    );
+    assert_eq!(
+        env.err(
+            "Sign",
+            json!({"KeyId": id, "Message": msg, "SigningAlgorithm": "ECDSA_SHA_384"}),
+        ),
+        (
+            KmsErrorCode::InvalidKeyUsageException,
+            "Algorithm ECDSA_SHA_384 is incompatible with key spec ECC_NIST_P256.".into()
+        )
+    );
+    assert_eq!(
+        env.err("Encrypt", json!({"KeyId": id, "Plaintext": msg})).0,
+        KmsErrorCode::InvalidKeyUsageException
+    );
+    let public = env.call("GetPublicKey", json!({"KeyId": id})).unwrap();
+    assert_eq!(public["KeySpec"], "ECC_NIST_P256");
+    assert_eq!(public["SigningAlgorithms"], json!(["ECDSA_SHA_256"]));
+    let symmetric = env.call("CreateKey", json!({})).unwrap()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        env.err("GetPublicKey", json!({"KeyId": symmetric})).0,
+        KmsErrorCode::UnsupportedOperationException
+    );
+    assert_eq!(
+        env.err(
+            "Sign",
+            json!({"KeyId": symmetric, "Message": msg, "SigningAlgorithm": "ECDSA_SHA_256"}),
+        )
+        .0,
+        KmsErrorCode::InvalidKeyUsageException
+    );
+}
+
+#[test]
+fn hmac_keys_generate_and_verify_macs_with_aws_messages() {
+    let mut env = Env::new();
+    let meta = env
+        .call(
+            "CreateKey",
+            json!({"KeySpec": "HMAC_224", "KeyUsage": "GENERATE_VERIFY_MAC"}),
+        )
+        .unwrap()["KeyMetadata"]
+        .clone();
+    assert_eq!(meta["MacAlgorithms"], json!(["HMAC_SHA_224"]));
+    let id = meta["KeyId"].as_str().unwrap().to_owned();
+    let msg = b64e(b"some important message");
+    assert_eq!(
+        env.err(
+            "GenerateMac",
+            json!({"KeyId": id, "Message": msg, "MacAlgorithm": "HMAC_SHA_256"})
+        ),
+        (
+            KmsErrorCode::InvalidKeyUsageException,
+            "Algorithm HMAC_SHA_256 is incompatible with key spec HMAC_224.".into()
+        )
+    );
+    assert_eq!(
+        env.err(
+            "GenerateMac",
+            json!({"KeyId": id, "Message": msg, "MacAlgorithm": "INVALID"})
+        )
+        .1,
+        "1 validation error detected: Value 'INVALID' at 'macAlgorithm' failed to satisfy constraint: Member must satisfy enum value set: [HMAC_SHA_384, HMAC_SHA_256, HMAC_SHA_224, HMAC_SHA_512]"
+    );
+    let mac = env
+        .call(
+            "GenerateMac",
+            json!({"KeyId": id, "Message": msg, "MacAlgorithm": "HMAC_SHA_224"}),
+        )
+        .unwrap()["Mac"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(mac.len(), 40); // 28 bytes in base64
+    let ok = env
+        .call(
+            "VerifyMac",
+            json!({"KeyId": id, "Message": msg, "Mac": mac, "MacAlgorithm": "HMAC_SHA_224"}),
+        )
+        .unwrap();
+    assert_eq!(ok["MacValid"], true);
+    assert_eq!(
+        env.err(
+            "VerifyMac",
+            json!({"KeyId": id, "Message": b64e(b"some different important message"), "Mac": mac, "MacAlgorithm": "HMAC_SHA_224"}),
+        ),
+        (KmsErrorCode::KMSInvalidMacException, String::new())
+    );
+    assert_eq!(
+        env.err("GetPublicKey", json!({"KeyId": id})).0,
+        KmsErrorCode::UnsupportedOperationException
+    );
+}
+
+fn b64e(bytes: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
 }

@@ -1,0 +1,237 @@
+//! Asymmetric key material: generation (PKCS#8 DER, kept only in sealed records), the public key
+//! (DER `SubjectPublicKeyInfo`), signing and verification, all with aws-lc-rs. A `DIGEST`
+//! message is signed as the digest it is (never hashed again).
+
+use aws_lc_rs::{
+    digest,
+    encoding::AsDer as _,
+    rand::SystemRandom,
+    rsa,
+    signature::{self, EcdsaKeyPair, KeyPair as _, RsaEncoding, UnparsedPublicKey},
+};
+use zeroize::Zeroizing;
+
+use crate::{
+    EnclaveError,
+    keyspec::{Curve, Family},
+};
+
+/// What is signed or verified.
+#[derive(Debug, Clone, Copy)]
+pub enum Message<'a> {
+    /// The message itself (hashed by the algorithm).
+    Raw(&'a [u8]),
+    /// The digest of the message, of the algorithm's hash.
+    Digest(&'a [u8]),
+}
+
+/// A new private key of `family`, PKCS#8 DER.
+pub fn generate(family: Family) -> Result<Zeroizing<Vec<u8>>, EnclaveError> {
+    let rng = SystemRandom::new();
+    match family {
+        Family::Ecc(curve) => {
+            let doc = EcdsaKeyPair::generate_pkcs8(ecdsa_signing(curve), &rng)?;
+            Ok(Zeroizing::new(doc.as_ref().to_vec()))
+        }
+        Family::Rsa(bits) => {
+            let size = match bits {
+                2048 => rsa::KeySize::Rsa2048,
+                3072 => rsa::KeySize::Rsa3072,
+                4096 => rsa::KeySize::Rsa4096,
+                _ => return Err(EnclaveError::BadInput),
+            };
+            let key = rsa::KeyPair::generate(size)?;
+            let der = key.as_der()?;
+            Ok(Zeroizing::new(der.as_ref().to_vec()))
+        }
+        _ => Err(EnclaveError::BadInput),
+    }
+}
+
+/// The public key of a private key, DER `SubjectPublicKeyInfo`.
+pub fn public_key(family: Family, pkcs8: &[u8]) -> Result<Vec<u8>, EnclaveError> {
+    match family {
+        Family::Ecc(curve) => {
+            let key = EcdsaKeyPair::from_pkcs8(ecdsa_signing(curve), pkcs8)
+                .map_err(|_| EnclaveError::BadRecord)?;
+            Ok(key.public_key().as_der()?.as_ref().to_vec())
+        }
+        Family::Rsa(_) => {
+            let key = rsa::KeyPair::from_pkcs8(pkcs8).map_err(|_| EnclaveError::BadRecord)?;
+            Ok(key.public_key().as_der()?.as_ref().to_vec())
+        }
+        _ => Err(EnclaveError::BadInput),
+    }
+}
+
+/// Signs `message` with `algorithm` (an AWS signing algorithm that fits the key's spec).
+pub fn sign(
+    family: Family,
+    algorithm: &str,
+    pkcs8: &[u8],
+    message: Message<'_>,
+) -> Result<Vec<u8>, EnclaveError> {
+    let hash = hash_of(algorithm).ok_or(EnclaveError::BadInput)?;
+    match family {
+        Family::Ecc(curve) => {
+            let key = EcdsaKeyPair::from_pkcs8(ecdsa_signing(curve), pkcs8)
+                .map_err(|_| EnclaveError::BadRecord)?;
+            let sig = match message {
+                Message::Raw(m) => key.sign(&SystemRandom::new(), m)?,
+                Message::Digest(d) => {
+                    key.sign_digest(&digest::Digest::import_less_safe(d, hash)?)?
+                }
+            };
+            Ok(sig.as_ref().to_vec())
+        }
+        Family::Rsa(_) => {
+            let key = rsa::KeyPair::from_pkcs8(pkcs8).map_err(|_| EnclaveError::BadRecord)?;
+            let padding = rsa_padding(algorithm).ok_or(EnclaveError::BadInput)?;
+            let mut sig = vec![0u8; key.public_modulus_len()];
+            match message {
+                Message::Raw(m) => key.sign(padding, &SystemRandom::new(), m, &mut sig)?,
+                Message::Digest(d) => key.sign_digest(
+                    padding,
+                    &digest::Digest::import_less_safe(d, hash)?,
+                    &mut sig,
+                )?,
+            }
+            Ok(sig)
+        }
+        _ => Err(EnclaveError::BadInput),
+    }
+}
+
+/// Whether `sig` is a valid signature of `message` under the public key `spki`.
+pub fn verify(
+    family: Family,
+    algorithm: &str,
+    spki: &[u8],
+    message: Message<'_>,
+    sig: &[u8],
+) -> Result<bool, EnclaveError> {
+    let hash = hash_of(algorithm).ok_or(EnclaveError::BadInput)?;
+    let alg: &'static dyn signature::VerificationAlgorithm = match family {
+        Family::Ecc(curve) => ecdsa_verification(curve),
+        Family::Rsa(_) => rsa_verification(algorithm).ok_or(EnclaveError::BadInput)?,
+        _ => return Err(EnclaveError::BadInput),
+    };
+    let key = UnparsedPublicKey::new(alg, spki);
+    Ok(match message {
+        Message::Raw(m) => key.verify(m, sig).is_ok(),
+        Message::Digest(d) => key
+            .verify_digest(&digest::Digest::import_less_safe(d, hash)?, sig)
+            .is_ok(),
+    })
+}
+
+fn ecdsa_signing(curve: Curve) -> &'static signature::EcdsaSigningAlgorithm {
+    match curve {
+        Curve::P256 => &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        Curve::P384 => &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+        Curve::P521 => &signature::ECDSA_P521_SHA512_ASN1_SIGNING,
+        Curve::K256 => &signature::ECDSA_P256K1_SHA256_ASN1_SIGNING,
+    }
+}
+
+fn ecdsa_verification(curve: Curve) -> &'static signature::EcdsaVerificationAlgorithm {
+    match curve {
+        Curve::P256 => &signature::ECDSA_P256_SHA256_ASN1,
+        Curve::P384 => &signature::ECDSA_P384_SHA384_ASN1,
+        Curve::P521 => &signature::ECDSA_P521_SHA512_ASN1,
+        Curve::K256 => &signature::ECDSA_P256K1_SHA256_ASN1,
+    }
+}
+
+fn hash_of(algorithm: &str) -> Option<&'static digest::Algorithm> {
+    match crate::keyspec::digest_len(algorithm)? {
+        32 => Some(&digest::SHA256),
+        48 => Some(&digest::SHA384),
+        64 => Some(&digest::SHA512),
+        _ => None,
+    }
+}
+
+fn rsa_padding(algorithm: &str) -> Option<&'static dyn RsaEncoding> {
+    Some(match algorithm {
+        "RSASSA_PSS_SHA_256" => &signature::RSA_PSS_SHA256,
+        "RSASSA_PSS_SHA_384" => &signature::RSA_PSS_SHA384,
+        "RSASSA_PSS_SHA_512" => &signature::RSA_PSS_SHA512,
+        "RSASSA_PKCS1_V1_5_SHA_256" => &signature::RSA_PKCS1_SHA256,
+        "RSASSA_PKCS1_V1_5_SHA_384" => &signature::RSA_PKCS1_SHA384,
+        "RSASSA_PKCS1_V1_5_SHA_512" => &signature::RSA_PKCS1_SHA512,
+        _ => return None,
+    })
+}
+
+fn rsa_verification(algorithm: &str) -> Option<&'static signature::RsaParameters> {
+    Some(match algorithm {
+        "RSASSA_PSS_SHA_256" => &signature::RSA_PSS_2048_8192_SHA256,
+        "RSASSA_PSS_SHA_384" => &signature::RSA_PSS_2048_8192_SHA384,
+        "RSASSA_PSS_SHA_512" => &signature::RSA_PSS_2048_8192_SHA512,
+        "RSASSA_PKCS1_V1_5_SHA_256" => &signature::RSA_PKCS1_2048_8192_SHA256,
+        "RSASSA_PKCS1_V1_5_SHA_384" => &signature::RSA_PKCS1_2048_8192_SHA384,
+        "RSASSA_PKCS1_V1_5_SHA_512" => &signature::RSA_PKCS1_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ecdsa_curve_signs_raw_and_digest_and_verifies() {
+        for (curve, alg) in [
+            (Curve::P256, "ECDSA_SHA_256"),
+            (Curve::P384, "ECDSA_SHA_384"),
+            (Curve::P521, "ECDSA_SHA_512"),
+            (Curve::K256, "ECDSA_SHA_256"),
+        ] {
+            let f = Family::Ecc(curve);
+            let key = generate(f).unwrap();
+            let spki = public_key(f, &key).unwrap();
+            let msg = b"message";
+            let d = digest::digest(hash_of(alg).unwrap(), msg);
+            let raw = sign(f, alg, &key, Message::Raw(msg)).unwrap();
+            let pre = sign(f, alg, &key, Message::Digest(d.as_ref())).unwrap();
+            for sig in [&raw, &pre] {
+                // A signature of the digest is a signature of the message: DIGEST is not hashed
+                // again.
+                assert!(verify(f, alg, &spki, Message::Raw(msg), sig).unwrap());
+                assert!(verify(f, alg, &spki, Message::Digest(d.as_ref()), sig).unwrap());
+                assert!(!verify(f, alg, &spki, Message::Raw(b"other"), sig).unwrap());
+            }
+            assert!(sign(f, alg, &key, Message::Digest(&[0u8; 5])).is_err());
+            let mut bad = raw.clone();
+            *bad.last_mut().unwrap() ^= 1;
+            assert!(!verify(f, alg, &spki, Message::Raw(msg), &bad).unwrap());
+        }
+    }
+
+    #[test]
+    fn rsa_signs_pss_and_pkcs1_over_raw_and_digest() {
+        let f = Family::Rsa(2048);
+        let key = generate(f).unwrap();
+        let spki = public_key(f, &key).unwrap();
+        for alg in [
+            "RSASSA_PSS_SHA_256",
+            "RSASSA_PSS_SHA_512",
+            "RSASSA_PKCS1_V1_5_SHA_256",
+            "RSASSA_PKCS1_V1_5_SHA_384",
+        ] {
+            let msg = b"message";
+            let d = digest::digest(hash_of(alg).unwrap(), msg);
+            let raw = sign(f, alg, &key, Message::Raw(msg)).unwrap();
+            assert_eq!(raw.len(), 256);
+            let pre = sign(f, alg, &key, Message::Digest(d.as_ref())).unwrap();
+            for sig in [&raw, &pre] {
+                assert!(
+                    verify(f, alg, &spki, Message::Raw(msg), sig).unwrap(),
+                    "{alg}"
+                );
+                assert!(!verify(f, alg, &spki, Message::Raw(b"x"), sig).unwrap());
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Sign and Verify with asymmetric `SIGN_VERIFY` keys (ECDSA, RSA PSS and PKCS#1 v1.5).
+//! `DIGEST` messages are signed as given, never hashed again.
+
+use ekms_wire::msg::KmsErrorCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    Ctx, OpError, OpResult, b64, dry_run, message_input, parse, reply, require_enabled,
+    require_usage, to_b64,
+};
+use crate::{
+    KmsError,
+    asymmetric::{self, Message},
+    keyspec::{self, SIGNING_ALGORITHMS},
+    record::KeyRecord,
+};
+
+/// Largest signature accepted by Verify.
+const MAX_SIGNATURE: usize = 6144;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SignInput {
+    key_id: Option<String>,
+    message: Option<String>,
+    message_type: Option<String>,
+    signing_algorithm: Option<String>,
+    signature: Option<String>,
+    dry_run: Option<bool>,
+    #[allow(dead_code)]
+    grant_tokens: Option<Vec<String>>,
+}
+
+/// The checked pieces of a Sign or Verify request.
+struct Checked {
+    key: KeyRecord,
+    algorithm: String,
+    digest: bool,
+    message: zeroize::Zeroizing<Vec<u8>>,
+}
+
+fn check(ctx: &Ctx<'_>, input: &SignInput, op: &str) -> Result<Checked, OpError> {
+    let key_id = input
+        .key_id
+        .as_deref()
+        .ok_or_else(|| KmsError::required("keyId"))?;
+    let message = message_input(input.message.as_deref())?;
+    let algorithm = input
+        .signing_algorithm
+        .clone()
+        .ok_or_else(|| KmsError::required("signingAlgorithm"))?;
+    if !SIGNING_ALGORITHMS.contains(&algorithm.as_str()) {
+        return Err(super::enum_error(&algorithm, "signingAlgorithm", SIGNING_ALGORITHMS).into());
+    }
+    let digest = match input.message_type.as_deref() {
+        None | Some("RAW") => false,
+        Some("DIGEST") => true,
+        Some(other) => {
+            return Err(
+                super::enum_error(other, "messageType", &["RAW", "DIGEST", "EXTERNAL_MU"]).into(),
+            );
+        }
+    };
+    let key = ctx.resolve(key_id)?;
+    require_enabled(ctx, &key)?;
+    require_usage(ctx, &key, "SIGN_VERIFY", op)?;
+    let spec = keyspec::find(&key.spec).ok_or_else(KmsError::internal)?;
+    if !spec.signing.contains(&algorithm.as_str()) {
+        return Err(KmsError::new(
+            KmsErrorCode::InvalidKeyUsageException,
+            format!(
+                "Algorithm {algorithm} is incompatible with key spec {}.",
+                key.spec
+            ),
+        )
+        .into());
+    }
+    if digest && keyspec::digest_len(&algorithm) != Some(message.len()) {
+        return Err(KmsError::validation(format!(
+            "Digest is invalid length for algorithm {algorithm}."
+        ))
+        .into());
+    }
+    Ok(Checked {
+        key,
+        algorithm,
+        digest,
+        message,
+    })
+}
+
+fn private_key(key: &KeyRecord) -> Result<&[u8], KmsError> {
+    key.current_material()
+        .and_then(|m| m.private.as_ref())
+        .map(|p| p.0.as_slice())
+        .ok_or_else(KmsError::internal)
+}
+
+fn family(key: &KeyRecord) -> Result<keyspec::Family, KmsError> {
+    keyspec::find(&key.spec)
+        .map(|s| s.family)
+        .ok_or_else(KmsError::internal)
+}
+
+fn as_message(c: &Checked) -> Message<'_> {
+    if c.digest {
+        Message::Digest(&c.message)
+    } else {
+        Message::Raw(&c.message)
+    }
+}
+
+pub(crate) fn sign(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: SignInput = parse(body)?;
+    let c = check(ctx, &input, "Sign")?;
+    dry_run(input.dry_run)?;
+    let sig = asymmetric::sign(
+        family(&c.key)?,
+        &c.algorithm,
+        private_key(&c.key)?,
+        as_message(&c),
+    )
+    .map_err(|_| KmsError::internal())?;
+    reply(
+        &json!({
+            "KeyId": ctx.key_arn(&c.key.key_id),
+            "Signature": to_b64(&sig),
+            "SigningAlgorithm": c.algorithm,
+        }),
+        vec![],
+    )
+}
+
+pub(crate) fn verify(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: SignInput = parse(body)?;
+    let signature = b64(
+        "Signature",
+        input
+            .signature
+            .as_deref()
+            .ok_or_else(|| KmsError::required("signature"))?,
+    )?;
+    if signature.is_empty() || signature.len() > MAX_SIGNATURE {
+        return Err(super::length_error("signature", signature.len(), MAX_SIGNATURE).into());
+    }
+    let c = check(ctx, &input, "Verify")?;
+    dry_run(input.dry_run)?;
+    let f = family(&c.key)?;
+    let spki = asymmetric::public_key(f, private_key(&c.key)?).map_err(|_| KmsError::internal())?;
+    let valid = asymmetric::verify(f, &c.algorithm, &spki, as_message(&c), &signature)
+        .map_err(|_| KmsError::internal())?;
+    if !valid {
+        return Err(KmsError::new(KmsErrorCode::KMSInvalidSignatureException, "").into());
+    }
+    reply(
+        &json!({
+            "KeyId": ctx.key_arn(&c.key.key_id),
+            "SignatureValid": true,
+            "SigningAlgorithm": c.algorithm,
+        }),
+        vec![],
+    )
+}

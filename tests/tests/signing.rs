@@ -1,0 +1,284 @@
+//! Asymmetric signing and HMAC keys through the real `aws-sdk-kms`, every signature checked by an
+//! independent implementation (RustCrypto's `p256`, `p384`, `k256`, `rsa`) against the public
+//! key the appliance hands out.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::too_many_lines
+)] // test code
+
+mod common;
+
+use aws_sdk_kms::{
+    Client,
+    error::ProvideErrorMetadata as _,
+    primitives::Blob,
+    types::{KeySpec, KeyUsageType, MacAlgorithmSpec, MessageType, SigningAlgorithmSpec},
+};
+use common::admin;
+use ekms_tests::Appliance;
+use sha2::Digest as _;
+
+async fn create(kms: &Client, spec: KeySpec, usage: KeyUsageType) -> String {
+    kms.create_key()
+        .key_spec(spec)
+        .key_usage(usage)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id
+}
+
+async fn public_key(kms: &Client, key: &str) -> Vec<u8> {
+    kms.get_public_key()
+        .key_id(key)
+        .send()
+        .await
+        .unwrap()
+        .public_key
+        .unwrap()
+        .into_inner()
+}
+
+async fn sign(
+    kms: &Client,
+    key: &str,
+    alg: SigningAlgorithmSpec,
+    message: &[u8],
+    digest: bool,
+) -> Vec<u8> {
+    kms.sign()
+        .key_id(key)
+        .signing_algorithm(alg)
+        .message(Blob::new(message.to_vec()))
+        .message_type(if digest {
+            MessageType::Digest
+        } else {
+            MessageType::Raw
+        })
+        .send()
+        .await
+        .unwrap()
+        .signature
+        .unwrap()
+        .into_inner()
+}
+
+async fn verifies(
+    kms: &Client,
+    key: &str,
+    alg: SigningAlgorithmSpec,
+    message: &[u8],
+    sig: &[u8],
+) -> Result<bool, String> {
+    kms.verify()
+        .key_id(key)
+        .signing_algorithm(alg)
+        .message(Blob::new(message.to_vec()))
+        .signature(Blob::new(sig.to_vec()))
+        .send()
+        .await
+        .map(|r| r.signature_valid)
+        .map_err(|e| e.into_service_error().code().unwrap_or("?").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ecdsa_signatures_verify_with_rustcrypto_for_raw_and_digest_messages() {
+    use p256::pkcs8::DecodePublicKey as _;
+    use signature_traits::*;
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let kms = admin(&app);
+    let message = b"the release manifest";
+
+    // P-256 / ECDSA_SHA_256.
+    let key = create(&kms, KeySpec::EccNistP256, KeyUsageType::SignVerify).await;
+    let spki = public_key(&kms, &key).await;
+    let vk = p256::ecdsa::VerifyingKey::from_public_key_der(&spki).unwrap();
+    let alg = SigningAlgorithmSpec::EcdsaSha256;
+    let raw = sign(&kms, &key, alg.clone(), message, false).await;
+    let digest = sha2::Sha256::digest(message);
+    let pre = sign(&kms, &key, alg.clone(), &digest, true).await;
+    for sig in [&raw, &pre] {
+        let s = p256::ecdsa::Signature::from_der(sig).unwrap();
+        vk.verify(message, &s).unwrap();
+        vk.verify_prehash(&digest, &s).unwrap();
+    }
+    // A signature made outside, with another key, does not verify in the appliance; the
+    // appliance's own one does, and one for another message does not.
+    assert_eq!(
+        verifies(&kms, &key, alg.clone(), message, &raw).await,
+        Ok(true)
+    );
+    assert_eq!(
+        verifies(&kms, &key, alg.clone(), b"another manifest", &raw).await,
+        Err("KMSInvalidSignatureException".into())
+    );
+    let stranger = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+    let theirs: p256::ecdsa::Signature = stranger.sign(message);
+    assert_eq!(
+        verifies(&kms, &key, alg, message, theirs.to_der().as_bytes()).await,
+        Err("KMSInvalidSignatureException".into())
+    );
+
+    // P-384 / ECDSA_SHA_384, DIGEST.
+    let key = create(&kms, KeySpec::EccNistP384, KeyUsageType::SignVerify).await;
+    let vk = p384::ecdsa::VerifyingKey::from_public_key_der(&public_key(&kms, &key).await).unwrap();
+    let digest = sha2::Sha384::digest(message);
+    let sig = sign(&kms, &key, SigningAlgorithmSpec::EcdsaSha384, &digest, true).await;
+    vk.verify(message, &p384::ecdsa::Signature::from_der(&sig).unwrap())
+        .unwrap();
+
+    // secp256k1 / ECDSA_SHA_256.
+    let key = create(&kms, KeySpec::EccSecgP256K1, KeyUsageType::SignVerify).await;
+    let vk = k256::ecdsa::VerifyingKey::from_public_key_der(&public_key(&kms, &key).await).unwrap();
+    let sig = sign(
+        &kms,
+        &key,
+        SigningAlgorithmSpec::EcdsaSha256,
+        message,
+        false,
+    )
+    .await;
+    // k256 verifies only low-S signatures (BIP 62); like AWS KMS, the appliance returns either
+    // half, so normalize as every secp256k1 user of AWS KMS does.
+    let sig = k256::ecdsa::Signature::from_der(&sig).unwrap();
+    vk.verify(message, &sig.normalize_s().unwrap_or(sig))
+        .unwrap();
+
+    // P-521: signs and verifies in the appliance (no independent P-521 crate in the tests).
+    let key = create(&kms, KeySpec::EccNistP521, KeyUsageType::SignVerify).await;
+    let sig = sign(
+        &kms,
+        &key,
+        SigningAlgorithmSpec::EcdsaSha512,
+        message,
+        false,
+    )
+    .await;
+    assert_eq!(
+        verifies(&kms, &key, SigningAlgorithmSpec::EcdsaSha512, message, &sig).await,
+        Ok(true)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rsa_pss_and_pkcs1_signatures_verify_with_rustcrypto() {
+    use rsa::{pkcs8::DecodePublicKey as _, signature::Verifier as _};
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let kms = admin(&app);
+    let key = create(&kms, KeySpec::Rsa2048, KeyUsageType::SignVerify).await;
+    let meta = kms
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(meta.signing_algorithms().len(), 6);
+    assert!(meta.encryption_algorithms().is_empty());
+    let public = rsa::RsaPublicKey::from_public_key_der(&public_key(&kms, &key).await).unwrap();
+    let message = b"firmware image";
+    let pss = sign(
+        &kms,
+        &key,
+        SigningAlgorithmSpec::RsassaPssSha256,
+        message,
+        false,
+    )
+    .await;
+    rsa::pss::VerifyingKey::<sha2::Sha256>::new(public.clone())
+        .verify(
+            message,
+            &rsa::pss::Signature::try_from(pss.as_slice()).unwrap(),
+        )
+        .unwrap();
+    let digest = sha2::Sha512::digest(message);
+    let pkcs1 = sign(
+        &kms,
+        &key,
+        SigningAlgorithmSpec::RsassaPkcs1V15Sha512,
+        &digest,
+        true,
+    )
+    .await;
+    rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(public)
+        .verify(
+            message,
+            &rsa::pkcs1v15::Signature::try_from(pkcs1.as_slice()).unwrap(),
+        )
+        .unwrap();
+    // A digest of the wrong length, as AWS words it.
+    let e = kms
+        .sign()
+        .key_id(&key)
+        .signing_algorithm(SigningAlgorithmSpec::RsassaPssSha256)
+        .message(Blob::new(vec![0u8; 20]))
+        .message_type(MessageType::Digest)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(
+        e.message(),
+        Some("Digest is invalid length for algorithm RSASSA_PSS_SHA_256.")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hmac_keys_make_and_check_macs() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let kms = admin(&app);
+    for (spec, alg, len) in [
+        (KeySpec::Hmac224, MacAlgorithmSpec::HmacSha224, 28),
+        (KeySpec::Hmac256, MacAlgorithmSpec::HmacSha256, 32),
+        (KeySpec::Hmac384, MacAlgorithmSpec::HmacSha384, 48),
+        (KeySpec::Hmac512, MacAlgorithmSpec::HmacSha512, 64),
+    ] {
+        let key = create(&kms, spec, KeyUsageType::GenerateVerifyMac).await;
+        let mac = kms
+            .generate_mac()
+            .key_id(&key)
+            .mac_algorithm(alg.clone())
+            .message(Blob::new(b"token".to_vec()))
+            .send()
+            .await
+            .unwrap()
+            .mac
+            .unwrap();
+        assert_eq!(mac.as_ref().len(), len);
+        let ok = kms
+            .verify_mac()
+            .key_id(&key)
+            .mac_algorithm(alg.clone())
+            .message(Blob::new(b"token".to_vec()))
+            .mac(mac.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(ok.mac_valid);
+        let e = kms
+            .verify_mac()
+            .key_id(&key)
+            .mac_algorithm(alg)
+            .message(Blob::new(b"tokem".to_vec()))
+            .mac(mac)
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        assert_eq!(e.code(), Some("KMSInvalidMacException"));
+    }
+}
+
+/// The RustCrypto signature traits, in one place.
+mod signature_traits {
+    pub(crate) use p256::ecdsa::signature::{Signer, Verifier, hazmat::PrehashVerifier};
+}
