@@ -3,7 +3,7 @@
 //! message is signed as the digest it is (never hashed again).
 
 use aws_lc_rs::{
-    digest,
+    agreement, digest,
     encoding::AsDer as _,
     rand::SystemRandom,
     rsa,
@@ -125,6 +125,29 @@ pub fn verify(
     })
 }
 
+/// The ECDH shared secret of the private key and a peer's public key (DER
+/// `SubjectPublicKeyInfo` on the same curve); `None` for a peer key that is not one.
+pub fn agree(
+    curve: Curve,
+    pkcs8: &[u8],
+    peer_spki: &[u8],
+) -> Result<Option<Zeroizing<Vec<u8>>>, EnclaveError> {
+    let alg = match curve {
+        Curve::P256 => &agreement::ECDH_P256,
+        Curve::P384 => &agreement::ECDH_P384,
+        Curve::P521 => &agreement::ECDH_P521,
+        Curve::K256 => return Err(EnclaveError::BadInput),
+    };
+    let key = agreement::PrivateKey::from_private_key_der(alg, pkcs8)
+        .map_err(|_| EnclaveError::BadRecord)?;
+    // AWS takes the peer key as DER SubjectPublicKeyInfo only (a SEQUENCE), not a bare point.
+    if peer_spki.first() != Some(&0x30) {
+        return Ok(None);
+    }
+    let peer = agreement::UnparsedPublicKey::new(alg, peer_spki);
+    Ok(agreement::agree(&key, peer, (), |secret| Ok(Zeroizing::new(secret.to_vec()))).ok())
+}
+
 fn ecdsa_signing(curve: Curve) -> &'static signature::EcdsaSigningAlgorithm {
     match curve {
         Curve::P256 => &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
@@ -207,6 +230,30 @@ mod tests {
             *bad.last_mut().unwrap() ^= 1;
             assert!(!verify(f, alg, &spki, Message::Raw(msg), &bad).unwrap());
         }
+    }
+
+    #[test]
+    fn ecdh_secrets_agree_both_ways_and_refuse_other_curves() {
+        let f = Family::Ecc(Curve::P256);
+        let (a, b) = (generate(f).unwrap(), generate(f).unwrap());
+        let (pa, pb) = (public_key(f, &a).unwrap(), public_key(f, &b).unwrap());
+        let ab = agree(Curve::P256, &a, &pb).unwrap().unwrap();
+        let ba = agree(Curve::P256, &b, &pa).unwrap().unwrap();
+        assert_eq!(ab.as_slice(), ba.as_slice());
+        assert_eq!(ab.len(), 32);
+        let other = public_key(
+            Family::Ecc(Curve::P384),
+            &generate(Family::Ecc(Curve::P384)).unwrap(),
+        )
+        .unwrap();
+        assert!(agree(Curve::P256, &a, &other).unwrap().is_none());
+        assert!(agree(Curve::P256, &a, b"garbage").unwrap().is_none());
+        // A bare point is not DER SPKI.
+        assert!(
+            agree(Curve::P256, &a, &pb[pb.len() - 65..])
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

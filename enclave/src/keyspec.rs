@@ -161,7 +161,11 @@ const fn ecc(name: &'static str, curve: Curve, agreement: bool) -> Spec {
         encryption: NONE,
         mac: NONE,
         agreement: if agreement { &["ECDH"] } else { NONE },
-        supported_usages: SIGN,
+        supported_usages: if agreement {
+            &["SIGN_VERIFY", "KEY_AGREEMENT"]
+        } else {
+            SIGN
+        },
     }
 }
 

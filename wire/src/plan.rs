@@ -274,6 +274,7 @@ pub const SUPPORTED_OPERATIONS: &[&str] = &[
     "CreateKey",
     "Decrypt",
     "DeleteAlias",
+    "DeriveSharedSecret",
     "DescribeKey",
     "DisableKey",
     "EnableKey",

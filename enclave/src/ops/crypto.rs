@@ -3,11 +3,11 @@
 
 use aws_lc_rs::rand;
 use ekms_wire::{blob::BlobHeader, msg::KmsErrorCode};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{
-    Ctx, OpError, OpResult, b64, dry_run, out_of_range, parse, reply, require_enabled,
+    Ctx, OpError, OpResult, SecretB64, b64, dry_run, out_of_range, parse, reply, require_enabled,
     require_usage,
 };
 use crate::{EnclaveError, KmsError, ciphertext, context::EncryptionContext, record::KeyRecord};
@@ -20,16 +20,6 @@ const ALGORITHMS: &[&str] = &[
     "RSAES_OAEP_SHA_256",
     "SM2PKE",
 ];
-
-/// Plaintext in a response: base64 written straight into the JSON, never kept in a `String`.
-struct SecretB64<'a>(&'a [u8]);
-
-impl Serialize for SecretB64<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let text = Zeroizing::new(super::to_b64(self.0));
-        s.serialize_str(&text)
-    }
-}
 
 fn check_algorithm(
     ctx: &Ctx<'_>,

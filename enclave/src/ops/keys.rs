@@ -172,7 +172,7 @@ fn kind_of(input: &CreateKeyInput) -> Result<(&'static keyspec::Spec, String, St
     }
     if !spec.usages.contains(&usage.as_str()) {
         return Err(KmsError::validation(format!(
-            "KeyUsage {usage} is not compatible with KeySpec {spec_name}."
+            "KeyUsage {usage} is not compatible with KeySpec {spec_name}"
         ))
         .into());
     }

@@ -2,6 +2,7 @@
 //! name. Every operation reads the sealed records the host supplied, checks key state from the
 //! sealed metadata, and returns its JSON body and the store writes to make durable.
 
+mod agree;
 mod aliases;
 mod crypto;
 mod keys;
@@ -166,6 +167,7 @@ impl Ctx<'_> {
             "GenerateMac" => mac::generate_mac(self, body),
             "VerifyMac" => mac::verify_mac(self, body),
             "GetPublicKey" => public_key::get_public_key(self, body),
+            "DeriveSharedSecret" => agree::derive_shared_secret(self, body),
             "EkmsAcceptUnwitnessedState" => recovery::accept_unwitnessed_state(self, body),
             other if AWS_KMS_OPERATIONS.contains(&other) => Err(KmsError::new(
                 KmsErrorCode::UnsupportedOperationException,
@@ -516,6 +518,16 @@ pub(crate) fn out_of_range(value: i64, member: &str, min: i64, max: i64) -> KmsE
     KmsError::validation(format!(
         "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: Member must have value {cmp} {bound}"
     ))
+}
+
+/// Plaintext in a response: base64 written straight into the JSON, never kept in a `String`.
+pub(crate) struct SecretB64<'a>(pub(crate) &'a [u8]);
+
+impl serde::Serialize for SecretB64<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = Zeroizing::new(to_b64(self.0));
+        s.serialize_str(&text)
+    }
 }
 
 /// AWS's error for a value outside an enum.

@@ -365,7 +365,7 @@ fn validation_messages_match_aws() {
         KmsErrorCode::DryRunOperationException
     );
     assert_eq!(
-        env.err("DeriveSharedSecret", json!({})).0,
+        env.err("GenerateDataKeyPair", json!({})).0,
         KmsErrorCode::UnsupportedOperationException
     );
     assert_eq!(
@@ -580,7 +580,7 @@ fn signing_keys_sign_and_verify_raw_and_digest_messages() {
             json!({"KeySpec": "ECC_NIST_P256", "KeyUsage": "GENERATE_VERIFY_MAC"})
         )
         .1,
-        "KeyUsage GENERATE_VERIFY_MAC is not compatible with KeySpec ECC_NIST_P256."
+        "KeyUsage GENERATE_VERIFY_MAC is not compatible with KeySpec ECC_NIST_P256"
     );
     let meta = env
         .call(

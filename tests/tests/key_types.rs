@@ -1,6 +1,6 @@
-//! Asymmetric signing and HMAC keys through the real `aws-sdk-kms`, every signature checked by an
-//! independent implementation (RustCrypto's `p256`, `p384`, `k256`, `rsa`) against the public
-//! key the appliance hands out.
+//! Asymmetric and HMAC keys through the real `aws-sdk-kms`: every signature and shared secret
+//! checked by an independent implementation (RustCrypto's `p256`, `p384`, `k256`, `rsa`) against
+//! the public key the appliance hands out.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -276,6 +276,80 @@ async fn hmac_keys_make_and_check_macs() {
             .into_service_error();
         assert_eq!(e.code(), Some("KMSInvalidMacException"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ecdh_shared_secrets_equal_an_independent_ecdh() {
+    use p256::pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let kms = admin(&app);
+    let key = create(&kms, KeySpec::EccNistP256, KeyUsageType::KeyAgreement).await;
+    let meta = kms
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(meta.key_agreement_algorithms().len(), 1);
+    let ours = p256::PublicKey::from_public_key_der(&public_key(&kms, &key).await).unwrap();
+    let peer = p256::SecretKey::from_slice(&[9u8; 32]).unwrap();
+    let peer_der = peer.public_key().to_public_key_der().unwrap();
+    let derived = kms
+        .derive_shared_secret()
+        .key_id(&key)
+        .key_agreement_algorithm(aws_sdk_kms::types::KeyAgreementAlgorithmSpec::Ecdh)
+        .public_key(Blob::new(peer_der.as_bytes().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        derived.key_origin(),
+        Some(&aws_sdk_kms::types::OriginType::AwsKms)
+    );
+    let expected = p256::ecdh::diffie_hellman(peer.to_nonzero_scalar(), ours.as_affine());
+    assert_eq!(
+        derived.shared_secret.unwrap().as_ref(),
+        expected.raw_secret_bytes().as_slice()
+    );
+    // A peer key on another curve: ValidationException, as AWS.
+    let p384_peer = p384::SecretKey::from_slice(&[9u8; 48]).unwrap();
+    let e = kms
+        .derive_shared_secret()
+        .key_id(&key)
+        .key_agreement_algorithm(aws_sdk_kms::types::KeyAgreementAlgorithmSpec::Ecdh)
+        .public_key(Blob::new(
+            p384_peer
+                .public_key()
+                .to_public_key_der()
+                .unwrap()
+                .as_bytes()
+                .to_vec(),
+        ))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(e.code(), Some("ValidationException"));
+    // A signing key cannot agree.
+    let signing = create(&kms, KeySpec::EccNistP256, KeyUsageType::SignVerify).await;
+    let e = kms
+        .derive_shared_secret()
+        .key_id(&signing)
+        .key_agreement_algorithm(aws_sdk_kms::types::KeyAgreementAlgorithmSpec::Ecdh)
+        .public_key(Blob::new(peer_der.as_bytes().to_vec()))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(e.code(), Some("InvalidKeyUsageException"));
+    assert!(
+        e.message()
+            .unwrap()
+            .ends_with("key usage is SIGN_VERIFY which is not valid for DeriveSharedSecret.")
+    );
 }
 
 /// The RustCrypto signature traits, in one place.

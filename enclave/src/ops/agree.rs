@@ -1,0 +1,93 @@
+//! DeriveSharedSecret: ECDH between a `KEY_AGREEMENT` key and a peer's public key.
+
+use ekms_wire::msg::KmsErrorCode;
+use serde::Deserialize;
+
+use super::{
+    Ctx, OpResult, SecretB64, b64, dry_run, enum_error, parse, reply, require_enabled,
+    require_usage,
+};
+use crate::{
+    KmsError, asymmetric,
+    keyspec::{self, Family},
+};
+
+/// Largest peer public key accepted (a P-521 SPKI is 158 bytes).
+const MAX_PUBLIC_KEY: usize = 8192;
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Output<'a> {
+    key_id: String,
+    shared_secret: SecretB64<'a>,
+    key_origin: &'a str,
+    key_agreement_algorithm: &'static str,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Input {
+    key_id: Option<String>,
+    key_agreement_algorithm: Option<String>,
+    public_key: Option<String>,
+    dry_run: Option<bool>,
+    #[allow(dead_code)]
+    grant_tokens: Option<Vec<String>>,
+    recipient: Option<serde_json::Value>,
+}
+
+pub(crate) fn derive_shared_secret(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: Input = parse(body)?;
+    let key_id = input
+        .key_id
+        .as_deref()
+        .ok_or_else(|| KmsError::required("keyId"))?;
+    let algorithm = input
+        .key_agreement_algorithm
+        .as_deref()
+        .ok_or_else(|| KmsError::required("keyAgreementAlgorithm"))?;
+    if algorithm != "ECDH" {
+        return Err(enum_error(algorithm, "keyAgreementAlgorithm", &["ECDH"]).into());
+    }
+    let peer = b64(
+        "PublicKey",
+        input
+            .public_key
+            .as_deref()
+            .ok_or_else(|| KmsError::required("publicKey"))?,
+    )?;
+    if peer.is_empty() || peer.len() > MAX_PUBLIC_KEY {
+        return Err(super::length_error("publicKey", peer.len(), MAX_PUBLIC_KEY).into());
+    }
+    if input.recipient.is_some() {
+        return Err(KmsError::new(
+            KmsErrorCode::UnsupportedOperationException,
+            "Recipient is not supported by this appliance yet.",
+        )
+        .into());
+    }
+    let key = ctx.resolve(key_id)?;
+    require_enabled(ctx, &key)?;
+    require_usage(ctx, &key, "KEY_AGREEMENT", "DeriveSharedSecret")?;
+    dry_run(input.dry_run)?;
+    let Some(Family::Ecc(curve)) = keyspec::find(&key.spec).map(|s| s.family) else {
+        return Err(KmsError::internal().into());
+    };
+    let private = key
+        .current_material()
+        .and_then(|m| m.private.as_ref())
+        .ok_or_else(KmsError::internal)?;
+    let secret = asymmetric::agree(curve, &private.0, &peer)
+        .map_err(|_| KmsError::internal())?
+        // AWS answers a peer key that is not on the key's curve with an empty message.
+        .ok_or_else(|| KmsError::validation(""))?;
+    reply(
+        &Output {
+            key_id: ctx.key_arn(&key.key_id),
+            shared_secret: SecretB64(&secret),
+            key_origin: &key.origin,
+            key_agreement_algorithm: "ECDH",
+        },
+        vec![],
+    )
+}
