@@ -148,6 +148,66 @@ pub fn agree(
     Ok(agreement::agree(&key, peer, (), |secret| Ok(Zeroizing::new(secret.to_vec()))).ok())
 }
 
+/// The OAEP algorithm of an AWS encryption algorithm name.
+fn oaep(algorithm: &str) -> Option<&'static rsa::OaepAlgorithm> {
+    match algorithm {
+        "RSAES_OAEP_SHA_1" => Some(&rsa::OAEP_SHA1_MGF1SHA1),
+        "RSAES_OAEP_SHA_256" => Some(&rsa::OAEP_SHA256_MGF1SHA256),
+        _ => None,
+    }
+}
+
+/// Largest plaintext RSAES-OAEP encrypts under a key of `bits` with `algorithm`'s hash
+/// (`k - 2·hLen - 2`, RFC 8017).
+#[must_use]
+pub fn oaep_max_plaintext(bits: u32, algorithm: &str) -> usize {
+    let k = usize::try_from(bits / 8).unwrap_or(0);
+    let h = if algorithm == "RSAES_OAEP_SHA_1" {
+        20
+    } else {
+        32
+    };
+    k.saturating_sub(2 * h + 2)
+}
+
+/// RSAES-OAEP encryption with the public half of `pkcs8`: the raw ciphertext, as AWS returns
+/// it.
+pub fn rsa_encrypt(
+    pkcs8: &[u8],
+    algorithm: &str,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, EnclaveError> {
+    let alg = oaep(algorithm).ok_or(EnclaveError::BadInput)?;
+    let private =
+        rsa::PrivateDecryptingKey::from_pkcs8(pkcs8).map_err(|_| EnclaveError::BadRecord)?;
+    let public = rsa::OaepPublicEncryptingKey::new(private.public_key())?;
+    let mut out = vec![0u8; public.ciphertext_size()];
+    let len = public.encrypt(alg, plaintext, &mut out, None)?.len();
+    out.truncate(len);
+    Ok(out)
+}
+
+/// RSAES-OAEP decryption; `None` when the ciphertext does not decrypt.
+pub fn rsa_decrypt(
+    pkcs8: &[u8],
+    algorithm: &str,
+    ciphertext: &[u8],
+) -> Result<Option<Zeroizing<Vec<u8>>>, EnclaveError> {
+    let alg = oaep(algorithm).ok_or(EnclaveError::BadInput)?;
+    let private =
+        rsa::PrivateDecryptingKey::from_pkcs8(pkcs8).map_err(|_| EnclaveError::BadRecord)?;
+    let key = rsa::OaepPrivateDecryptingKey::new(private)?;
+    let mut out = Zeroizing::new(vec![0u8; key.min_output_size()]);
+    let Ok(len) = key
+        .decrypt(alg, ciphertext, &mut out, None)
+        .map(|p| p.len())
+    else {
+        return Ok(None);
+    };
+    out.truncate(len);
+    Ok(Some(out))
+}
+
 fn ecdsa_signing(curve: Curve) -> &'static signature::EcdsaSigningAlgorithm {
     match curve {
         Curve::P256 => &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
@@ -254,6 +314,31 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn rsa_oaep_round_trips_up_to_the_aws_limits() {
+        let key = generate(Family::Rsa(2048)).unwrap();
+        for (alg, max) in [("RSAES_OAEP_SHA_1", 214), ("RSAES_OAEP_SHA_256", 190)] {
+            assert_eq!(oaep_max_plaintext(2048, alg), max);
+            let ct = rsa_encrypt(&key, alg, &vec![7u8; max]).unwrap();
+            assert_eq!(ct.len(), 256);
+            assert_eq!(
+                rsa_decrypt(&key, alg, &ct).unwrap().unwrap().as_slice(),
+                &vec![7u8; max][..]
+            );
+            assert!(rsa_encrypt(&key, alg, &vec![7u8; max + 1]).is_err());
+            let mut bad = ct.clone();
+            bad[10] ^= 1;
+            assert!(rsa_decrypt(&key, alg, &bad).unwrap().is_none());
+        }
+        let ct = rsa_encrypt(&key, "RSAES_OAEP_SHA_1", b"x").unwrap();
+        assert!(
+            rsa_decrypt(&key, "RSAES_OAEP_SHA_256", &ct)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(oaep_max_plaintext(4096, "RSAES_OAEP_SHA_256"), 446);
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub static SPECS: &[Spec] = &[
         encryption: RSA_ENCRYPTION,
         mac: NONE,
         agreement: NONE,
-        supported_usages: SIGN,
+        supported_usages: &["ENCRYPT_DECRYPT", "SIGN_VERIFY"],
     },
     ecc("ECC_NIST_P384", Curve::P384, true),
     ecc("ECC_NIST_P256", Curve::P256, true),
@@ -93,7 +93,7 @@ pub static SPECS: &[Spec] = &[
         encryption: RSA_ENCRYPTION,
         mac: NONE,
         agreement: NONE,
-        supported_usages: SIGN,
+        supported_usages: &["ENCRYPT_DECRYPT", "SIGN_VERIFY"],
     },
     ecc("ECC_SECG_P256K1", Curve::K256, false),
     Spec {
@@ -104,7 +104,7 @@ pub static SPECS: &[Spec] = &[
         encryption: RSA_ENCRYPTION,
         mac: NONE,
         agreement: NONE,
-        supported_usages: SIGN,
+        supported_usages: &["ENCRYPT_DECRYPT", "SIGN_VERIFY"],
     },
     Spec {
         name: "SYMMETRIC_DEFAULT",

@@ -352,6 +352,133 @@ async fn ecdh_shared_secrets_equal_an_independent_ecdh() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn rsa_oaep_encryption_interoperates_with_rustcrypto_and_reencrypts_both_ways() {
+    use aws_sdk_kms::types::EncryptionAlgorithmSpec as Alg;
+    use rsa::pkcs8::DecodePublicKey as _;
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let kms = admin(&app);
+    let key = create(&kms, KeySpec::Rsa2048, KeyUsageType::EncryptDecrypt).await;
+    let public = rsa::RsaPublicKey::from_public_key_der(&public_key(&kms, &key).await).unwrap();
+    let decrypt = |blob: Vec<u8>, alg: Alg| {
+        let kms = kms.clone();
+        let key = key.clone();
+        async move {
+            kms.decrypt()
+                .key_id(key)
+                .encryption_algorithm(alg)
+                .ciphertext_blob(Blob::new(blob))
+                .send()
+                .await
+                .map(|r| r.plaintext.unwrap().into_inner())
+                .map_err(|e| e.into_service_error().code().unwrap_or("?").to_owned())
+        }
+    };
+    // A ciphertext made offline with the downloaded public key decrypts in the appliance.
+    let mut rng = rand_core::OsRng;
+    let offline = public
+        .encrypt(&mut rng, rsa::Oaep::new::<sha2::Sha256>(), b"made offline")
+        .unwrap();
+    assert_eq!(
+        decrypt(offline.clone(), Alg::RsaesOaepSha256)
+            .await
+            .unwrap(),
+        b"made offline"
+    );
+    // The wrong hash, or no KeyId, does not decrypt it.
+    assert_eq!(
+        decrypt(offline.clone(), Alg::RsaesOaepSha1).await,
+        Err("InvalidCiphertextException".into())
+    );
+    let e = kms
+        .decrypt()
+        .ciphertext_blob(Blob::new(offline))
+        .encryption_algorithm(Alg::RsaesOaepSha256)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(e.code(), Some("InvalidCiphertextException"));
+    // The appliance's own ciphertext is raw OAEP of the key's size.
+    let ct = kms
+        .encrypt()
+        .key_id(&key)
+        .encryption_algorithm(Alg::RsaesOaepSha1)
+        .plaintext(Blob::new(vec![1u8; 214]))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap()
+        .into_inner();
+    assert_eq!(ct.len(), 256);
+    assert_eq!(
+        decrypt(ct, Alg::RsaesOaepSha1).await.unwrap(),
+        vec![1u8; 214]
+    );
+    let e = kms
+        .encrypt()
+        .key_id(&key)
+        .encryption_algorithm(Alg::RsaesOaepSha1)
+        .plaintext(Blob::new(vec![1u8; 215]))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(
+        e.message(),
+        Some(
+            "Algorithm RSAES_OAEP_SHA_1 and key spec RSA_2048 cannot encrypt data larger than 214 bytes."
+        )
+    );
+    // ReEncrypt from a symmetric key to the RSA key and back.
+    let sym = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let blob = common::encrypt(&kms, &sym, b"moving").await;
+    let to_rsa = kms
+        .re_encrypt()
+        .ciphertext_blob(blob)
+        .destination_key_id(&key)
+        .destination_encryption_algorithm(Alg::RsaesOaepSha256)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        to_rsa.destination_encryption_algorithm(),
+        Some(&Alg::RsaesOaepSha256)
+    );
+    let back = kms
+        .re_encrypt()
+        .ciphertext_blob(to_rsa.ciphertext_blob.unwrap())
+        .source_key_id(&key)
+        .source_encryption_algorithm(Alg::RsaesOaepSha256)
+        .destination_key_id(&sym)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        common::decrypt(&kms, back.ciphertext_blob.unwrap()).await,
+        b"moving"
+    );
+    // No data keys under an RSA key.
+    let e = kms
+        .generate_data_key()
+        .key_id(&key)
+        .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(e.code(), Some("InvalidKeyUsageException"));
+}
+
 /// The RustCrypto signature traits, in one place.
 mod signature_traits {
     pub(crate) use p256::ecdsa::signature::{Signer, Verifier, hazmat::PrehashVerifier};

@@ -10,7 +10,12 @@ use super::{
     Ctx, OpError, OpResult, SecretB64, b64, dry_run, out_of_range, parse, reply, require_enabled,
     require_usage,
 };
-use crate::{EnclaveError, KmsError, ciphertext, context::EncryptionContext, record::KeyRecord};
+use crate::{
+    EnclaveError, KmsError, asymmetric, ciphertext,
+    context::EncryptionContext,
+    keyspec::{self, Family},
+    record::KeyRecord,
+};
 
 const MAX_PLAINTEXT: usize = 4096;
 const MAX_CIPHERTEXT: usize = 6144;
@@ -21,26 +26,83 @@ const ALGORITHMS: &[&str] = &[
     "SM2PKE",
 ];
 
+/// The effective encryption algorithm of a request for `key` (default `SYMMETRIC_DEFAULT`):
+/// one of the key spec's, else AWS's error.
 fn check_algorithm(
     ctx: &Ctx<'_>,
     alg: Option<&str>,
     member: &str,
     key: &KeyRecord,
-) -> Result<(), KmsError> {
-    match alg {
-        None | Some("SYMMETRIC_DEFAULT") => Ok(()),
-        Some(a) if ALGORITHMS.contains(&a) => Err(KmsError::new(
-            KmsErrorCode::InvalidKeyUsageException,
-            format!(
-                "The encryption algorithm {a} is not valid for {}.",
-                ctx.key_arn(&key.key_id)
-            ),
-        )),
-        Some(a) => Err(KmsError::validation(format!(
+) -> Result<&'static str, KmsError> {
+    let a = alg.unwrap_or("SYMMETRIC_DEFAULT");
+    let Some(known) = ALGORITHMS.iter().copied().find(|k| *k == a) else {
+        return Err(KmsError::validation(format!(
             "1 validation error detected: Value '{a}' at '{member}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
             ALGORITHMS.join(", ")
-        ))),
+        )));
+    };
+    if keyspec::find(&key.spec).is_some_and(|s| s.encryption.contains(&known)) {
+        return Ok(known);
     }
+    Err(KmsError::new(
+        KmsErrorCode::InvalidKeyUsageException,
+        format!(
+            "The encryption algorithm {known} is not valid for {}.",
+            ctx.key_arn(&key.key_id)
+        ),
+    ))
+}
+
+/// The RSA private key of an RSA `ENCRYPT_DECRYPT` key.
+fn rsa_private(key: &KeyRecord) -> Result<&[u8], KmsError> {
+    key.current_material()
+        .and_then(|m| m.private.as_ref())
+        .map(|p| p.0.as_slice())
+        .ok_or_else(KmsError::internal)
+}
+
+/// AWS's limits for encrypting `len` bytes under `key` with `alg`: an RSA key takes at most
+/// the OAEP limit of its size and hash, and no encryption context.
+fn check_limits(
+    key: &KeyRecord,
+    alg: &str,
+    ec: &EncryptionContext,
+    len: usize,
+) -> Result<(), KmsError> {
+    if alg == "SYMMETRIC_DEFAULT" {
+        return Ok(());
+    }
+    let Some(Family::Rsa(bits)) = keyspec::find(&key.spec).map(|s| s.family) else {
+        return Err(KmsError::internal());
+    };
+    let max = asymmetric::oaep_max_plaintext(bits, alg);
+    if len > max {
+        return Err(KmsError::validation(format!(
+            "Algorithm {alg} and key spec {} cannot encrypt data larger than {max} bytes.",
+            key.spec
+        )));
+    }
+    if !ec.is_empty() {
+        return Err(KmsError::validation(
+            "EncryptionContext is supported only with symmetric encryption KMS keys.",
+        ));
+    }
+    Ok(())
+}
+
+/// Encrypts `plaintext` under `key` with `alg` (checked with [`check_limits`]): a symmetric
+/// blob, or a raw RSAES-OAEP ciphertext.
+fn encrypt_with(
+    key: &KeyRecord,
+    alg: &str,
+    ec: &EncryptionContext,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, OpError> {
+    if alg == "SYMMETRIC_DEFAULT" {
+        return seal_for(key, ec, plaintext);
+    }
+    asymmetric::rsa_encrypt(rsa_private(key)?, alg, plaintext)
+        .map_err(|_| KmsError::internal().into())
 }
 
 fn key_bytes(key: &KeyRecord) -> Result<[u8; 16], KmsError> {
@@ -105,21 +167,22 @@ pub(crate) fn encrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     }
     let key = ctx.resolve(key_id)?;
     require_usage(ctx, &key, "ENCRYPT_DECRYPT", "Encrypt")?;
-    check_algorithm(
+    let alg = check_algorithm(
         ctx,
         input.encryption_algorithm.as_deref(),
         "encryptionAlgorithm",
         &key,
     )?;
     require_enabled(ctx, &key)?;
-    dry_run(input.dry_run)?;
     let ec = input.encryption_context.unwrap_or_default();
-    let blob = seal_for(&key, &ec, &plaintext)?;
+    check_limits(&key, alg, &ec, plaintext.len())?;
+    dry_run(input.dry_run)?;
+    let blob = encrypt_with(&key, alg, &ec, &plaintext)?;
     reply(
         &EncryptOutput {
             ciphertext_blob: super::to_b64(&blob),
             key_id: ctx.key_arn(&key.key_id),
-            encryption_algorithm: "SYMMETRIC_DEFAULT",
+            encryption_algorithm: alg,
         },
         vec![],
     )
@@ -130,6 +193,7 @@ struct Opened {
     key: KeyRecord,
     material_id: String,
     plaintext: Zeroizing<Vec<u8>>,
+    algorithm: &'static str,
 }
 
 /// Decrypts a blob, checking the optional `KeyId` against the key the blob names.
@@ -158,6 +222,29 @@ fn open_blob(
         Some(k) => Some(ctx.resolve(k)?),
         None => None,
     };
+    if let Some(key) = requested.as_ref().filter(|k| k.spec.starts_with("RSA_")) {
+        // An RSA ciphertext is raw OAEP: only a request naming its key can decrypt it.
+        require_usage(ctx, key, "ENCRYPT_DECRYPT", op)?;
+        let algorithm = check_algorithm(ctx, alg, "encryptionAlgorithm", key)?;
+        require_enabled(ctx, key)?;
+        if algorithm == "SYMMETRIC_DEFAULT" || !ec.is_empty() {
+            return Err(KmsError::invalid_ciphertext().into());
+        }
+        let plaintext = asymmetric::rsa_decrypt(rsa_private(key)?, algorithm, &blob)
+            .map_err(|_| KmsError::internal())?
+            .ok_or_else(KmsError::invalid_ciphertext)?;
+        let key = requested.ok_or_else(KmsError::internal)?;
+        let material_id = key
+            .current_material()
+            .map(|m| m.id.clone())
+            .unwrap_or_default();
+        return Ok(Opened {
+            key,
+            material_id,
+            plaintext,
+            algorithm,
+        });
+    }
     let (header, body) = BlobHeader::parse(&blob).ok_or_else(KmsError::invalid_ciphertext)?;
     let blob_key_id = uuid::Uuid::from_bytes(header.key_id)
         .hyphenated()
@@ -193,7 +280,23 @@ fn open_blob(
         key,
         material_id,
         plaintext,
+        algorithm: "SYMMETRIC_DEFAULT",
     })
+}
+
+/// `InvalidKeyUsageException` for an operation that needs a symmetric encryption key.
+fn require_symmetric(ctx: &Ctx<'_>, key: &KeyRecord, op: &str) -> Result<(), KmsError> {
+    if key.spec == "SYMMETRIC_DEFAULT" {
+        return Ok(());
+    }
+    Err(KmsError::new(
+        KmsErrorCode::InvalidKeyUsageException,
+        format!(
+            "{} key spec is {} which is not valid for {op}.",
+            ctx.key_arn(&key.key_id),
+            key.spec
+        ),
+    ))
 }
 
 fn lower_first(s: &str) -> String {
@@ -251,7 +354,7 @@ pub(crate) fn decrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         &DecryptOutput {
             key_id: ctx.key_arn(&opened.key.key_id),
             plaintext: SecretB64(&opened.plaintext),
-            encryption_algorithm: "SYMMETRIC_DEFAULT",
+            encryption_algorithm: opened.algorithm,
             key_material_id: opened.material_id,
         },
         vec![],
@@ -301,16 +404,17 @@ pub(crate) fn re_encrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     )?;
     let dest = ctx.resolve(dest_id)?;
     require_usage(ctx, &dest, "ENCRYPT_DECRYPT", "ReEncrypt")?;
-    check_algorithm(
+    let dest_alg = check_algorithm(
         ctx,
         input.destination_encryption_algorithm.as_deref(),
         "destinationEncryptionAlgorithm",
         &dest,
     )?;
     require_enabled(ctx, &dest)?;
-    dry_run(input.dry_run)?;
     let dest_ec = input.destination_encryption_context.unwrap_or_default();
-    let blob = seal_for(&dest, &dest_ec, &opened.plaintext)?;
+    check_limits(&dest, dest_alg, &dest_ec, opened.plaintext.len())?;
+    dry_run(input.dry_run)?;
+    let blob = encrypt_with(&dest, dest_alg, &dest_ec, &opened.plaintext)?;
     let dest_material = dest
         .current_material()
         .map(|m| m.id.clone())
@@ -320,8 +424,8 @@ pub(crate) fn re_encrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
             ciphertext_blob: super::to_b64(&blob),
             source_key_id: ctx.key_arn(&opened.key.key_id),
             key_id: ctx.key_arn(&dest.key_id),
-            source_encryption_algorithm: "SYMMETRIC_DEFAULT",
-            destination_encryption_algorithm: "SYMMETRIC_DEFAULT",
+            source_encryption_algorithm: opened.algorithm,
+            destination_encryption_algorithm: dest_alg,
             source_key_material_id: opened.material_id,
             destination_key_material_id: dest_material,
         },
@@ -385,6 +489,7 @@ pub(crate) fn generate_data_key(ctx: &Ctx<'_>, body: &[u8], with_plaintext: bool
         "GenerateDataKeyWithoutPlaintext"
     };
     require_usage(ctx, &key, "ENCRYPT_DECRYPT", op)?;
+    require_symmetric(ctx, &key, op)?;
     require_enabled(ctx, &key)?;
     dry_run(input.dry_run)?;
     let mut data_key = Zeroizing::new(vec![0u8; len]);
