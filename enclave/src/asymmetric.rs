@@ -33,6 +33,12 @@ pub fn generate(family: Family) -> Result<Zeroizing<Vec<u8>>, EnclaveError> {
             let doc = EcdsaKeyPair::generate_pkcs8(ecdsa_signing(curve), &rng)?;
             Ok(Zeroizing::new(doc.as_ref().to_vec()))
         }
+        Family::Ed25519 => {
+            let key = signature::Ed25519KeyPair::generate()?;
+            let der =
+                aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&key)?;
+            Ok(Zeroizing::new(der.as_ref().to_vec()))
+        }
         Family::Rsa(bits) => {
             let size = match bits {
                 2048 => rsa::KeySize::Rsa2048,
@@ -58,6 +64,11 @@ pub fn public_key(family: Family, pkcs8: &[u8]) -> Result<Vec<u8>, EnclaveError>
         }
         Family::Rsa(_) => {
             let key = rsa::KeyPair::from_pkcs8(pkcs8).map_err(|_| EnclaveError::BadRecord)?;
+            Ok(key.public_key().as_der()?.as_ref().to_vec())
+        }
+        Family::Ed25519 => {
+            let key = signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+                .map_err(|_| EnclaveError::BadRecord)?;
             Ok(key.public_key().as_der()?.as_ref().to_vec())
         }
         _ => Err(EnclaveError::BadInput),
@@ -314,6 +325,18 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn ed25519_pairs_have_pkcs8_and_spki() {
+        let key = generate(Family::Ed25519).unwrap();
+        let spki = public_key(Family::Ed25519, &key).unwrap();
+        assert_eq!(spki.len(), 44);
+        let pair = signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&key).unwrap();
+        let sig = pair.sign(b"m");
+        UnparsedPublicKey::new(&signature::ED25519, &spki[12..])
+            .verify(b"m", sig.as_ref())
+            .unwrap();
     }
 
     #[test]

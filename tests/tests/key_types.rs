@@ -479,6 +479,96 @@ async fn rsa_oaep_encryption_interoperates_with_rustcrypto_and_reencrypts_both_w
     assert_eq!(e.code(), Some("InvalidKeyUsageException"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn data_key_pairs_are_real_pairs_and_their_private_keys_decrypt_with_the_context() {
+    use aws_sdk_kms::types::DataKeyPairSpec;
+    use p256::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _};
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let kms = admin(&app);
+    let wrapping = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let pair = kms
+        .generate_data_key_pair()
+        .key_id(&wrapping)
+        .key_pair_spec(DataKeyPairSpec::EccNistP256)
+        .encryption_context("purpose", "device-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pair.key_pair_spec(), Some(&DataKeyPairSpec::EccNistP256));
+    let private = pair.private_key_plaintext.clone().unwrap().into_inner();
+    let secret = p256::SecretKey::from_pkcs8_der(&private).unwrap();
+    let public =
+        p256::PublicKey::from_public_key_der(pair.public_key.as_ref().unwrap().as_ref()).unwrap();
+    assert_eq!(secret.public_key(), public);
+    // The encrypted private key decrypts to the same PKCS#8, only with the context.
+    let blob = pair.private_key_ciphertext_blob.clone().unwrap();
+    let e = kms
+        .decrypt()
+        .ciphertext_blob(blob.clone())
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(e.code(), Some("InvalidCiphertextException"));
+    let opened = kms
+        .decrypt()
+        .ciphertext_blob(blob)
+        .encryption_context("purpose", "device-42")
+        .send()
+        .await
+        .unwrap()
+        .plaintext
+        .unwrap()
+        .into_inner();
+    assert_eq!(opened, private);
+
+    // RSA and Ed25519 pairs, without plaintext.
+    let pair = kms
+        .generate_data_key_pair_without_plaintext()
+        .key_id(&wrapping)
+        .key_pair_spec(DataKeyPairSpec::Rsa2048)
+        .send()
+        .await
+        .unwrap();
+    let private = common::decrypt(&kms, pair.private_key_ciphertext_blob.unwrap()).await;
+    let secret = {
+        use rsa::pkcs8::DecodePrivateKey as _;
+        rsa::RsaPrivateKey::from_pkcs8_der(&private).unwrap()
+    };
+    let public = {
+        use rsa::pkcs8::DecodePublicKey as _;
+        rsa::RsaPublicKey::from_public_key_der(pair.public_key.unwrap().as_ref()).unwrap()
+    };
+    assert_eq!(secret.to_public_key(), public);
+    let ed = kms
+        .generate_data_key_pair()
+        .key_id(&wrapping)
+        .key_pair_spec(DataKeyPairSpec::EccNistEdwards25519)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ed.public_key.unwrap().as_ref().len(), 44);
+    // Only under a symmetric key.
+    let signing = create(&kms, KeySpec::EccNistP256, KeyUsageType::SignVerify).await;
+    let e = kms
+        .generate_data_key_pair()
+        .key_id(&signing)
+        .key_pair_spec(DataKeyPairSpec::EccNistP256)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(e.code(), Some("InvalidKeyUsageException"));
+}
+
 /// The RustCrypto signature traits, in one place.
 mod signature_traits {
     pub(crate) use p256::ecdsa::signature::{Signer, Verifier, hazmat::PrehashVerifier};

@@ -280,6 +280,8 @@ pub const SUPPORTED_OPERATIONS: &[&str] = &[
     "EnableKey",
     "Encrypt",
     "GenerateDataKey",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
     "GenerateDataKeyWithoutPlaintext",
     "GenerateMac",
     "GenerateRandom",

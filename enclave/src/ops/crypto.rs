@@ -112,7 +112,7 @@ fn key_bytes(key: &KeyRecord) -> Result<[u8; 16], KmsError> {
 }
 
 /// Encrypts under the key's current material.
-fn seal_for(
+pub(crate) fn seal_for(
     key: &KeyRecord,
     ctx_ec: &EncryptionContext,
     plaintext: &[u8],
@@ -284,8 +284,20 @@ fn open_blob(
     })
 }
 
+/// Runs `f` as blocking work on the multi-threaded runtime (RSA key generation takes tens to
+/// hundreds of milliseconds), so other requests go on meanwhile; directly elsewhere.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
 /// `InvalidKeyUsageException` for an operation that needs a symmetric encryption key.
-fn require_symmetric(ctx: &Ctx<'_>, key: &KeyRecord, op: &str) -> Result<(), KmsError> {
+pub(crate) fn require_symmetric(ctx: &Ctx<'_>, key: &KeyRecord, op: &str) -> Result<(), KmsError> {
     if key.spec == "SYMMETRIC_DEFAULT" {
         return Ok(());
     }
@@ -326,7 +338,7 @@ struct DecryptOutput<'a> {
     key_material_id: String,
 }
 
-fn no_recipient(r: Option<&serde_json::Value>) -> Result<(), KmsError> {
+pub(crate) fn no_recipient(r: Option<&serde_json::Value>) -> Result<(), KmsError> {
     if r.is_some() {
         return Err(KmsError::new(
             KmsErrorCode::UnsupportedOperationException,

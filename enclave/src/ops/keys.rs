@@ -102,10 +102,8 @@ fn private_material(family: Family) -> Result<Option<SecretBytes>, EnclaveError>
             }
         }
     };
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi_thread && matches!(family, Family::Rsa(_)) {
-        tokio::task::block_in_place(generate)
+    if matches!(family, Family::Rsa(_)) {
+        super::crypto::blocking(generate)
     } else {
         generate()
     }

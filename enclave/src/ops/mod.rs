@@ -5,6 +5,7 @@
 mod agree;
 mod aliases;
 mod crypto;
+mod data_key_pair;
 mod keys;
 mod mac;
 mod public_key;
@@ -168,6 +169,10 @@ impl Ctx<'_> {
             "VerifyMac" => mac::verify_mac(self, body),
             "GetPublicKey" => public_key::get_public_key(self, body),
             "DeriveSharedSecret" => agree::derive_shared_secret(self, body),
+            "GenerateDataKeyPair" => data_key_pair::generate_data_key_pair(self, body, true),
+            "GenerateDataKeyPairWithoutPlaintext" => {
+                data_key_pair::generate_data_key_pair(self, body, false)
+            }
             "EkmsAcceptUnwitnessedState" => recovery::accept_unwitnessed_state(self, body),
             other if AWS_KMS_OPERATIONS.contains(&other) => Err(KmsError::new(
                 KmsErrorCode::UnsupportedOperationException,

@@ -365,7 +365,7 @@ fn validation_messages_match_aws() {
         KmsErrorCode::DryRunOperationException
     );
     assert_eq!(
-        env.err("GenerateDataKeyPair", json!({})).0,
+        env.err("CreateCustomKeyStore", json!({})).0,
         KmsErrorCode::UnsupportedOperationException
     );
     assert_eq!(
