@@ -95,6 +95,7 @@ pub fn sign(
             };
             Ok(sig.as_ref().to_vec())
         }
+        Family::Ed25519 => ed25519_sign(pkcs8, message),
         Family::Rsa(_) => {
             let key = rsa::KeyPair::from_pkcs8(pkcs8).map_err(|_| EnclaveError::BadRecord)?;
             let padding = rsa_padding(algorithm).ok_or(EnclaveError::BadInput)?;
@@ -122,6 +123,9 @@ pub fn verify(
     sig: &[u8],
 ) -> Result<bool, EnclaveError> {
     let hash = hash_of(algorithm).ok_or(EnclaveError::BadInput)?;
+    if family == Family::Ed25519 {
+        return ed25519_verify(spki, message, sig);
+    }
     let alg: &'static dyn signature::VerificationAlgorithm = match family {
         Family::Ecc(curve) => ecdsa_verification(curve),
         Family::Rsa(_) => rsa_verification(algorithm).ok_or(EnclaveError::BadInput)?,
@@ -157,6 +161,88 @@ pub fn agree(
     }
     let peer = agreement::UnparsedPublicKey::new(alg, peer_spki);
     Ok(agreement::agree(&key, peer, (), |secret| Ok(Zeroizing::new(secret.to_vec()))).ok())
+}
+
+/// Ed25519 (`RAW`, RFC 8032 pure) with aws-lc-rs, or Ed25519ph (`DIGEST`: a SHA-512 digest,
+/// empty context) with ed25519-dalek.
+fn ed25519_sign(pkcs8: &[u8], message: Message<'_>) -> Result<Vec<u8>, EnclaveError> {
+    let key = signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+        .map_err(|_| EnclaveError::BadRecord)?;
+    match message {
+        Message::Raw(m) => Ok(key.sign(m).as_ref().to_vec()),
+        Message::Digest(d) => {
+            let seed = key.seed()?;
+            let seed = aws_lc_rs::encoding::AsBigEndian::as_be_bytes(&seed)?;
+            let mut bytes = Zeroizing::new([0u8; 32]);
+            if seed.as_ref().len() != 32 {
+                return Err(EnclaveError::Crypto);
+            }
+            bytes.copy_from_slice(seed.as_ref());
+            let signing = ed25519_dalek::SigningKey::from_bytes(&bytes);
+            let sig = signing
+                .sign_prehashed(Prehashed::of(d)?, None)
+                .map_err(|_| EnclaveError::Crypto)?;
+            Ok(sig.to_bytes().to_vec())
+        }
+    }
+}
+
+fn ed25519_verify(spki: &[u8], message: Message<'_>, sig: &[u8]) -> Result<bool, EnclaveError> {
+    // An Ed25519 SubjectPublicKeyInfo is a 12-byte header and the 32-byte key.
+    let raw: [u8; 32] = spki
+        .get(12..)
+        .and_then(|k| k.try_into().ok())
+        .ok_or(EnclaveError::BadInput)?;
+    Ok(match message {
+        Message::Raw(m) => UnparsedPublicKey::new(&signature::ED25519, raw)
+            .verify(m, sig)
+            .is_ok(),
+        Message::Digest(d) => {
+            let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&raw) else {
+                return Ok(false);
+            };
+            let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else {
+                return Ok(false);
+            };
+            vk.verify_prehashed(Prehashed::of(d)?, None, &sig).is_ok()
+        }
+    })
+}
+
+/// A SHA-512 digest computed by the caller, handed to ed25519-dalek's Ed25519ph as the finished
+/// hash state: dalek only calls `finalize` on it (checked by the unit test that signs the same
+/// message through dalek's own hashing).
+#[derive(Clone)]
+struct Prehashed([u8; 64]);
+
+impl Prehashed {
+    fn of(d: &[u8]) -> Result<Self, EnclaveError> {
+        Ok(Self(d.try_into().map_err(|_| EnclaveError::BadInput)?))
+    }
+}
+
+impl Default for Prehashed {
+    fn default() -> Self {
+        Self([0; 64])
+    }
+}
+
+impl ::digest::HashMarker for Prehashed {}
+
+impl ::digest::OutputSizeUser for Prehashed {
+    type OutputSize = ::digest::consts::U64;
+}
+
+impl ::digest::Update for Prehashed {
+    fn update(&mut self, _data: &[u8]) {
+        // The digest is given whole; there is nothing to absorb.
+    }
+}
+
+impl ::digest::FixedOutput for Prehashed {
+    fn finalize_into(self, out: &mut ::digest::Output<Self>) {
+        out.copy_from_slice(&self.0);
+    }
 }
 
 /// The OAEP algorithm of an AWS encryption algorithm name.
@@ -324,6 +410,70 @@ mod tests {
             agree(Curve::P256, &a, &pb[pb.len() - 65..])
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn ed25519_signs_pure_and_prehashed_as_rfc_8032() {
+        use sha2::Digest as _;
+        let f = Family::Ed25519;
+        let key = generate(f).unwrap();
+        let spki = public_key(f, &key).unwrap();
+        let raw = sign(f, "ED25519_SHA_512", &key, Message::Raw(b"abc")).unwrap();
+        assert!(verify(f, "ED25519_SHA_512", &spki, Message::Raw(b"abc"), &raw).unwrap());
+        assert!(!verify(f, "ED25519_SHA_512", &spki, Message::Raw(b"abd"), &raw).unwrap());
+        let d = sha2::Sha512::digest(b"abc");
+        let ph = sign(f, "ED25519_PH_SHA_512", &key, Message::Digest(&d)).unwrap();
+        assert_ne!(ph, raw);
+        // The same signature as dalek's own Ed25519ph over the message (deterministic), so the
+        // given digest is used exactly as the finished hash.
+        let pair = signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&key).unwrap();
+        let seed = aws_lc_rs::encoding::AsBigEndian::as_be_bytes(&pair.seed().unwrap()).unwrap();
+        let dalek = ed25519_dalek::SigningKey::from_bytes(&seed.as_ref().try_into().unwrap());
+        let mut h = sha2::Sha512::new();
+        h.update(b"abc");
+        assert_eq!(
+            dalek.sign_prehashed(h, None).unwrap().to_bytes().to_vec(),
+            ph
+        );
+        assert!(verify(f, "ED25519_PH_SHA_512", &spki, Message::Digest(&d), &ph).unwrap());
+        let other = sha2::Sha512::digest(b"abd");
+        assert!(!verify(f, "ED25519_PH_SHA_512", &spki, Message::Digest(&other), &ph).unwrap());
+        assert!(!verify(f, "ED25519_PH_SHA_512", &spki, Message::Digest(&d), &raw).unwrap());
+    }
+
+    #[test]
+    fn ed25519ph_matches_the_rfc_8032_vector() {
+        use sha2::Digest as _;
+        // RFC 8032 section 7.3, TEST abc.
+        let hex = |s: &str| {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>()
+        };
+        let seed = hex("833fe62409237b9d62ec77587520911e9a759cec1d19755b7da901b96dca3d42");
+        let expected = hex(
+            "98a70222f0b8121aa9d30f813d683f809e462b469c7ff87639499bb94e6dae41\
+             31f85042463c2a355a2003d062adf5aaa10b8c61e636062aaad11c2a26083406",
+        );
+        let pair = signature::Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+        let pkcs8 =
+            aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&pair)
+                .unwrap();
+        let d = sha2::Sha512::digest(b"abc");
+        let sig = sign(
+            Family::Ed25519,
+            "ED25519_PH_SHA_512",
+            pkcs8.as_ref(),
+            Message::Digest(&d),
+        )
+        .unwrap();
+        assert_eq!(sig, expected);
+        let spki = public_key(Family::Ed25519, pkcs8.as_ref()).unwrap();
+        assert_eq!(
+            spki[12..],
+            hex("ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf")[..]
         );
     }
 

@@ -127,7 +127,7 @@ pub static SPECS: &[Spec] = &[
         encryption: NONE,
         mac: NONE,
         agreement: NONE,
-        supported_usages: NONE,
+        supported_usages: SIGN,
     },
     ml_dsa("ML_DSA_44", 44),
     ml_dsa("ML_DSA_65", 65),

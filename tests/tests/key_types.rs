@@ -569,6 +569,61 @@ async fn data_key_pairs_are_real_pairs_and_their_private_keys_decrypt_with_the_c
     assert_eq!(e.code(), Some("InvalidKeyUsageException"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn ed25519_pure_signatures_verify_with_dalek_and_prehashed_ones_in_the_appliance() {
+    use ed25519_dalek::pkcs8::DecodePublicKey as _;
+    use signature_traits::Verifier as _;
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let kms = admin(&app);
+    let key = create(&kms, KeySpec::EccNistEdwards25519, KeyUsageType::SignVerify).await;
+    let vk =
+        ed25519_dalek::VerifyingKey::from_public_key_der(&public_key(&kms, &key).await).unwrap();
+    let message = b"a commit to sign";
+    let sig = sign(
+        &kms,
+        &key,
+        SigningAlgorithmSpec::Ed25519Sha512,
+        message,
+        false,
+    )
+    .await;
+    vk.verify(
+        message,
+        &ed25519_dalek::Signature::from_slice(&sig).unwrap(),
+    )
+    .unwrap();
+    let digest = sha2::Sha512::digest(message);
+    let ph = sign(
+        &kms,
+        &key,
+        SigningAlgorithmSpec::Ed25519PhSha512,
+        &digest,
+        true,
+    )
+    .await;
+    let mut state = <sha2::Sha512 as sha2::Digest>::new();
+    sha2::Digest::update(&mut state, message);
+    vk.verify_prehashed(
+        state,
+        None,
+        &ed25519_dalek::Signature::from_slice(&ph).unwrap(),
+    )
+    .unwrap();
+    // Pure Ed25519 takes RAW only.
+    let e = kms
+        .sign()
+        .key_id(&key)
+        .signing_algorithm(SigningAlgorithmSpec::Ed25519Sha512)
+        .message(Blob::new(digest.to_vec()))
+        .message_type(MessageType::Digest)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(e.code(), Some("ValidationException"));
+}
+
 /// The RustCrypto signature traits, in one place.
 mod signature_traits {
     pub(crate) use p256::ecdsa::signature::{Signer, Verifier, hazmat::PrehashVerifier};

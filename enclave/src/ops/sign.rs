@@ -76,6 +76,22 @@ fn check(ctx: &Ctx<'_>, input: &SignInput, op: &str) -> Result<Checked, OpError>
         )
         .into());
     }
+    match (algorithm.as_str(), digest) {
+        ("ED25519_SHA_512", true) => {
+            return Err(KmsError::validation(
+                "The ED25519_SHA_512 signing algorithm takes MessageType RAW.",
+            )
+            .into());
+        }
+        ("ED25519_PH_SHA_512", false) => {
+            return Err(KmsError::validation(
+                "The ED25519_PH_SHA_512 signing algorithm takes MessageType DIGEST (a SHA-512 \
+                 digest).",
+            )
+            .into());
+        }
+        _ => {}
+    }
     if digest && keyspec::digest_len(&algorithm) != Some(message.len()) {
         return Err(KmsError::validation(format!(
             "Digest is invalid length for algorithm {algorithm}."
