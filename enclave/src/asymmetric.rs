@@ -33,6 +33,11 @@ pub fn generate(family: Family) -> Result<Zeroizing<Vec<u8>>, EnclaveError> {
             let doc = EcdsaKeyPair::generate_pkcs8(ecdsa_signing(curve), &rng)?;
             Ok(Zeroizing::new(doc.as_ref().to_vec()))
         }
+        Family::MlDsa(level) => {
+            let key = signature::PqdsaKeyPair::generate(ml_dsa_signing(level)?)?;
+            let der = key.to_pkcs8v1()?;
+            Ok(Zeroizing::new(der.as_ref().to_vec()))
+        }
         Family::Ed25519 => {
             let key = signature::Ed25519KeyPair::generate()?;
             let der =
@@ -71,6 +76,11 @@ pub fn public_key(family: Family, pkcs8: &[u8]) -> Result<Vec<u8>, EnclaveError>
                 .map_err(|_| EnclaveError::BadRecord)?;
             Ok(key.public_key().as_der()?.as_ref().to_vec())
         }
+        Family::MlDsa(level) => {
+            let key = signature::PqdsaKeyPair::from_pkcs8(ml_dsa_signing(level)?, pkcs8)
+                .map_err(|_| EnclaveError::BadRecord)?;
+            Ok(key.public_key().as_der()?.as_ref().to_vec())
+        }
         _ => Err(EnclaveError::BadInput),
     }
 }
@@ -82,7 +92,7 @@ pub fn sign(
     pkcs8: &[u8],
     message: Message<'_>,
 ) -> Result<Vec<u8>, EnclaveError> {
-    let hash = hash_of(algorithm).ok_or(EnclaveError::BadInput)?;
+    let hash = || hash_of(algorithm).ok_or(EnclaveError::BadInput);
     match family {
         Family::Ecc(curve) => {
             let key = EcdsaKeyPair::from_pkcs8(ecdsa_signing(curve), pkcs8)
@@ -90,12 +100,25 @@ pub fn sign(
             let sig = match message {
                 Message::Raw(m) => key.sign(&SystemRandom::new(), m)?,
                 Message::Digest(d) => {
-                    key.sign_digest(&digest::Digest::import_less_safe(d, hash)?)?
+                    key.sign_digest(&digest::Digest::import_less_safe(d, hash()?)?)?
                 }
             };
             Ok(sig.as_ref().to_vec())
         }
         Family::Ed25519 => ed25519_sign(pkcs8, message),
+        Family::MlDsa(level) => {
+            // ML-DSA signs the message itself (FIPS 204, empty context); an external mu is
+            // not offered by aws-lc-rs.
+            let Message::Raw(m) = message else {
+                return Err(EnclaveError::BadInput);
+            };
+            let key = signature::PqdsaKeyPair::from_pkcs8(ml_dsa_signing(level)?, pkcs8)
+                .map_err(|_| EnclaveError::BadRecord)?;
+            let mut sig = vec![0u8; 4627];
+            let len = key.sign(m, &mut sig)?;
+            sig.truncate(len);
+            Ok(sig)
+        }
         Family::Rsa(_) => {
             let key = rsa::KeyPair::from_pkcs8(pkcs8).map_err(|_| EnclaveError::BadRecord)?;
             let padding = rsa_padding(algorithm).ok_or(EnclaveError::BadInput)?;
@@ -104,7 +127,7 @@ pub fn sign(
                 Message::Raw(m) => key.sign(padding, &SystemRandom::new(), m, &mut sig)?,
                 Message::Digest(d) => key.sign_digest(
                     padding,
-                    &digest::Digest::import_less_safe(d, hash)?,
+                    &digest::Digest::import_less_safe(d, hash()?)?,
                     &mut sig,
                 )?,
             }
@@ -122,6 +145,17 @@ pub fn verify(
     message: Message<'_>,
     sig: &[u8],
 ) -> Result<bool, EnclaveError> {
+    if let Family::MlDsa(level) = family {
+        let Message::Raw(m) = message else {
+            return Err(EnclaveError::BadInput);
+        };
+        let alg = match level {
+            44 => &signature::ML_DSA_44,
+            65 => &signature::ML_DSA_65,
+            _ => &signature::ML_DSA_87,
+        };
+        return Ok(UnparsedPublicKey::new(alg, spki).verify(m, sig).is_ok());
+    }
     let hash = hash_of(algorithm).ok_or(EnclaveError::BadInput)?;
     if family == Family::Ed25519 {
         return ed25519_verify(spki, message, sig);
@@ -161,6 +195,15 @@ pub fn agree(
     }
     let peer = agreement::UnparsedPublicKey::new(alg, peer_spki);
     Ok(agreement::agree(&key, peer, (), |secret| Ok(Zeroizing::new(secret.to_vec()))).ok())
+}
+
+fn ml_dsa_signing(level: u16) -> Result<&'static signature::PqdsaSigningAlgorithm, EnclaveError> {
+    match level {
+        44 => Ok(&signature::ML_DSA_44_SIGNING),
+        65 => Ok(&signature::ML_DSA_65_SIGNING),
+        87 => Ok(&signature::ML_DSA_87_SIGNING),
+        _ => Err(EnclaveError::BadInput),
+    }
 }
 
 /// Ed25519 (`RAW`, RFC 8032 pure) with aws-lc-rs, or Ed25519ph (`DIGEST`: a SHA-512 digest,
@@ -475,6 +518,19 @@ mod tests {
             spki[12..],
             hex("ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf")[..]
         );
+    }
+
+    #[test]
+    fn ml_dsa_signs_and_verifies_at_every_level() {
+        for level in [44, 65, 87] {
+            let f = Family::MlDsa(level);
+            let key = generate(f).unwrap();
+            let spki = public_key(f, &key).unwrap();
+            let sig = sign(f, "ML_DSA_SHAKE_256", &key, Message::Raw(b"m")).unwrap();
+            assert!(verify(f, "ML_DSA_SHAKE_256", &spki, Message::Raw(b"m"), &sig).unwrap());
+            assert!(!verify(f, "ML_DSA_SHAKE_256", &spki, Message::Raw(b"n"), &sig).unwrap());
+            assert!(sign(f, "ML_DSA_SHAKE_256", &key, Message::Digest(&[0; 64])).is_err());
+        }
     }
 
     #[test]

@@ -196,7 +196,7 @@ const fn ml_dsa(name: &'static str, level: u16) -> Spec {
         encryption: NONE,
         mac: NONE,
         agreement: NONE,
-        supported_usages: NONE,
+        supported_usages: SIGN,
     }
 }
 

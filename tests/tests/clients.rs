@@ -155,6 +155,107 @@ fn boto3_session() {
     run_python("boto3_session.py");
 }
 
+/// A signing key with the aws CLI, the signature checked by `openssl dgst -verify` against the
+/// public key `get-public-key` downloaded.
+#[test]
+fn aws_cli_signatures_verify_with_openssl() {
+    if !have("aws", &["--version"]) || !have("openssl", &["version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let key = json(&aws(
+        &app,
+        &[
+            "kms",
+            "create-key",
+            "--key-spec",
+            "ECC_NIST_P384",
+            "--key-usage",
+            "SIGN_VERIFY",
+        ],
+    ));
+    let id = key["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        key["KeyMetadata"]["SigningAlgorithms"],
+        serde_json::json!(["ECDSA_SHA_384"])
+    );
+    let msg = dir.path().join("release.txt");
+    std::fs::write(&msg, b"release 1.2.3").unwrap();
+    let signed = json(&aws(
+        &app,
+        &[
+            "kms",
+            "sign",
+            "--key-id",
+            &id,
+            "--signing-algorithm",
+            "ECDSA_SHA_384",
+            "--message",
+            &format!("fileb://{}", msg.display()),
+        ],
+    ));
+    let sig = dir.path().join("release.sig");
+    std::fs::write(&sig, base64_decode(signed["Signature"].as_str().unwrap())).unwrap();
+    let public = json(&aws(&app, &["kms", "get-public-key", "--key-id", &id]));
+    let der = dir.path().join("pub.der");
+    std::fs::write(&der, base64_decode(public["PublicKey"].as_str().unwrap())).unwrap();
+    let pem = dir.path().join("pub.pem");
+    let conv = Command::new("openssl")
+        .args(["pkey", "-pubin", "-inform", "DER", "-in"])
+        .arg(&der)
+        .arg("-out")
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert!(conv.status.success());
+    let verify = |file: &Path| {
+        Command::new("openssl")
+            .args(["dgst", "-sha384", "-verify"])
+            .arg(&pem)
+            .arg("-signature")
+            .arg(&sig)
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&msg);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let other = dir.path().join("other.txt");
+    std::fs::write(&other, b"release 1.2.4").unwrap();
+    assert!(!verify(&other).status.success());
+    // And the appliance verifies it too.
+    let v = json(&aws(
+        &app,
+        &[
+            "kms",
+            "verify",
+            "--key-id",
+            &id,
+            "--signing-algorithm",
+            "ECDSA_SHA_384",
+            "--message",
+            &format!("fileb://{}", msg.display()),
+            "--signature",
+            &format!("fileb://{}", sig.display()),
+        ],
+    ));
+    assert_eq!(v["SignatureValid"], true);
+}
+
+/// Every key type through boto3, each result checked with Python's `cryptography`.
+#[test]
+fn boto3_key_types_checked_with_cryptography() {
+    if !have("python3", &["-c", "import boto3, cryptography"]) {
+        return;
+    }
+    run_python("key_types.py");
+}
+
 /// Runs `tests/py/SCRIPT ENDPOINT ACCESS_KEY SECRET_KEY` against a fresh appliance.
 fn run_python(script: &str) {
     let dir = tempfile::tempdir().unwrap();

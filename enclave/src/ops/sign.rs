@@ -56,6 +56,20 @@ fn check(ctx: &Ctx<'_>, input: &SignInput, op: &str) -> Result<Checked, OpError>
     let digest = match input.message_type.as_deref() {
         None | Some("RAW") => false,
         Some("DIGEST") => true,
+        Some("EXTERNAL_MU") => {
+            return Err(if algorithm == "ML_DSA_SHAKE_256" {
+                KmsError::new(
+                    KmsErrorCode::UnsupportedOperationException,
+                    "MessageType EXTERNAL_MU is not supported by this appliance yet; sign the \
+                     message itself (RAW, up to 4096 bytes).",
+                )
+            } else {
+                KmsError::validation(format!(
+                    "MessageType EXTERNAL_MU is valid only with ML_DSA_SHAKE_256, not {algorithm}."
+                ))
+            }
+            .into());
+        }
         Some(other) => {
             return Err(
                 super::enum_error(other, "messageType", &["RAW", "DIGEST", "EXTERNAL_MU"]).into(),
@@ -80,6 +94,12 @@ fn check(ctx: &Ctx<'_>, input: &SignInput, op: &str) -> Result<Checked, OpError>
         ("ED25519_SHA_512", true) => {
             return Err(KmsError::validation(
                 "The ED25519_SHA_512 signing algorithm takes MessageType RAW.",
+            )
+            .into());
+        }
+        ("ML_DSA_SHAKE_256", true) => {
+            return Err(KmsError::validation(
+                "The ML_DSA_SHAKE_256 signing algorithm takes MessageType RAW or EXTERNAL_MU.",
             )
             .into());
         }
