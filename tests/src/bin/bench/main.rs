@@ -1,7 +1,7 @@
 //! `ekms-bench`: drives any AWS-KMS-compatible endpoint with SigV4-signed Encrypt (32 B),
-//! Decrypt and GenerateDataKey requests at several connection counts for a fixed time, prints
-//! ops/s and p50/p99 latency, and beside them the same operations done in-process with aws-lc-rs
-//! (the crypto ceiling).
+//! Decrypt, GenerateDataKey, CreateKey, Sign (ECDSA P-256, RSA-2048 PSS), Verify and GenerateMac
+//! requests at several connection counts for a fixed time, prints ops/s and p50/p99 latency, and
+//! beside them the same cryptography done in-process with aws-lc-rs (the ceiling).
 
 use std::{
     path::PathBuf,
@@ -11,18 +11,18 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 use aws_credential_types::Credentials;
-use aws_lc_rs::{
-    aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey},
-    rand,
-};
 use aws_sigv4::{
     http_request::{SignableBody, SignableRequest, SigningSettings, sign},
     sign::v4,
 };
-use base64::Engine as _;
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt as _, Full};
+
+mod ceiling;
+mod fixture;
+
+use fixture::Fixture;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,7 +57,8 @@ struct Args {
     /// Warm-up seconds before each measurement.
     #[arg(long, default_value_t = 1)]
     warmup_secs: u64,
-    /// Operations: encrypt, decrypt, generate-data-key, create-key.
+    /// Operations: encrypt, decrypt, generate-data-key, create-key, sign-ecdsa, verify-ecdsa,
+    /// sign-rsa, generate-mac.
     #[arg(
         long,
         value_delimiter = ',',
@@ -291,153 +292,6 @@ fn profile_credentials(text: &str, profile: &str) -> Option<(String, String)> {
     Some((ak?, sk?))
 }
 
-/// One in-process operation of the ceiling, run `n` times.
-fn ceiling_op(
-    key: &LessSafeKey,
-    op: &str,
-    sealed: &[u8],
-    sealed_nonce: [u8; 12],
-    n: usize,
-) -> anyhow::Result<()> {
-    let rng = || anyhow!("rng failed");
-    for _ in 0..n {
-        let mut nonce = [0u8; 12];
-        if op == "decrypt" {
-            {
-                let mut buf = [0u8; 48];
-                buf.copy_from_slice(sealed);
-                let pt = key
-                    .open_in_place(
-                        Nonce::assume_unique_for_key(sealed_nonce),
-                        Aad::empty(),
-                        &mut buf,
-                    )
-                    .map_err(|_| anyhow!("open failed"))?;
-                std::hint::black_box(pt);
-            }
-        } else {
-            {
-                let mut pt = [7u8; 32];
-                if op == "generate-data-key" {
-                    rand::fill(&mut pt).map_err(|_| rng())?;
-                }
-                rand::fill(&mut nonce).map_err(|_| rng())?;
-                let tag = key
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::empty(),
-                        &mut pt,
-                    )
-                    .map_err(|_| anyhow!("seal failed"))?;
-                std::hint::black_box(&pt);
-                std::hint::black_box(tag.as_ref());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The crypto ceiling: each operation's AES-256-GCM work in-process, on one thread and on all.
-fn ceiling(dur: Duration) -> anyhow::Result<Vec<(String, f64)>> {
-    let mut key_bytes = [0u8; 32];
-    rand::fill(&mut key_bytes).map_err(|_| anyhow!("rng failed"))?;
-    let key = Arc::new(LessSafeKey::new(
-        UnboundKey::new(&AES_256_GCM, &key_bytes).map_err(|_| anyhow!("bad key"))?,
-    ));
-    let nonce = [1u8; 12];
-    let mut sealed = vec![7u8; 32];
-    key.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::empty(),
-        &mut sealed,
-    )
-    .map_err(|_| anyhow!("seal failed"))?;
-    let sealed = Arc::new(sealed);
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let mut out = Vec::new();
-    for op in ["encrypt", "decrypt", "generate-data-key"] {
-        for workers in [1, threads] {
-            let end = Instant::now() + dur;
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    let (key, sealed) = (Arc::clone(&key), Arc::clone(&sealed));
-                    std::thread::spawn(move || -> anyhow::Result<usize> {
-                        let mut n = 0;
-                        while Instant::now() < end {
-                            ceiling_op(&key, op, &sealed, nonce, 1024)?;
-                            n += 1024;
-                        }
-                        Ok(n)
-                    })
-                })
-                .collect();
-            let mut total = 0usize;
-            for h in handles {
-                total += h.join().map_err(|_| anyhow!("ceiling thread panicked"))??;
-            }
-            #[allow(clippy::cast_precision_loss)]
-            out.push((
-                format!(
-                    "{op} ({workers} thread{})",
-                    if workers == 1 { "" } else { "s" }
-                ),
-                total as f64 / dur.as_secs_f64(),
-            ));
-        }
-    }
-    Ok(out)
-}
-
-fn body_for(op: &str, key_id: &str, blob: &str) -> (&'static str, String) {
-    match op {
-        "decrypt" => ("Decrypt", serde_json::json!({ "CiphertextBlob": blob }).to_string()),
-        "generate-data-key" => ("GenerateDataKey", serde_json::json!({ "KeyId": key_id, "KeySpec": "AES_256" }).to_string()),
-        "create-key" => ("CreateKey", r#"{"Description":"ekms-bench"}"#.to_owned()),
-        _ => (
-            "Encrypt",
-            serde_json::json!({ "KeyId": key_id, "Plaintext": base64::engine::general_purpose::STANDARD.encode([0x42u8; 32]) }).to_string(),
-        ),
-    }
-}
-
-async fn setup(t: &Target, key_id: Option<String>) -> anyhow::Result<(String, String)> {
-    let mut s = connect(t).await?;
-    let key_id = if let Some(k) = key_id {
-        k
-    } else {
-        {
-            let (status, body) =
-                call(t, &mut s, "CreateKey", r#"{"Description":"ekms-bench"}"#).await?;
-            if status != 200 {
-                bail!(
-                    "CreateKey failed: HTTP {status}: {}",
-                    String::from_utf8_lossy(&body)
-                );
-            }
-            let v: serde_json::Value = serde_json::from_slice(&body)?;
-            v.pointer("/KeyMetadata/KeyId")
-                .and_then(serde_json::Value::as_str)
-                .ok_or_else(|| anyhow!("no KeyId in CreateKey reply"))?
-                .to_owned()
-        }
-    };
-    let (_, enc) = body_for("encrypt", &key_id, "");
-    let (status, body) = call(t, &mut s, "Encrypt", &enc).await?;
-    if status != 200 {
-        bail!(
-            "Encrypt failed: HTTP {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body)?;
-    let blob = v
-        .get("CiphertextBlob")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| anyhow!("no CiphertextBlob"))?
-        .to_owned();
-    Ok((key_id, blob))
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (ak, sk) = credentials(&args)?;
@@ -457,17 +311,20 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (key_id, blob) = rt.block_on(setup(&t, args.key_id.clone()))?;
+    let fixture = rt.block_on(Fixture::setup(&t, args.key_id.clone(), &args.ops))?;
     println!(
-        "endpoint {}  key {key_id}  duration {}s (+{}s warm-up)",
-        args.endpoint, args.duration_secs, args.warmup_secs
+        "endpoint {}  key {}  duration {}s (+{}s warm-up)",
+        args.endpoint,
+        fixture.key_id(),
+        args.duration_secs,
+        args.warmup_secs
     );
     println!(
         "{:<20} {:>6} {:>10} {:>9} {:>9} {:>7}",
         "op", "conns", "ops/s", "p50(ms)", "p99(ms)", "errors"
     );
     for op in &args.ops {
-        let (name, body) = body_for(op, &key_id, &blob);
+        let (name, body) = fixture.body_for(op);
         let body = Arc::new(body);
         for &conns in &args.connections {
             let m = rt.block_on(measure(
@@ -495,8 +352,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if !args.no_ceiling {
-        println!("\nin-process aws-lc-rs ceiling (AES-256-GCM, 32-byte messages):");
-        for (name, rate) in ceiling(Duration::from_secs(2))? {
+        println!("\nin-process aws-lc-rs ceiling (32-byte messages):");
+        for (name, rate) in ceiling::ceiling(&args.ops, Duration::from_secs(2))? {
             println!("{name:<32} {rate:>12.0} ops/s");
         }
     }

@@ -1,0 +1,159 @@
+//! The keys and request bodies of each benchmarked operation, made once before measuring.
+
+use anyhow::{anyhow, bail};
+use base64::Engine as _;
+
+use crate::{Target, call, connect};
+
+/// Operations the bench knows.
+pub(crate) const OPS: &[&str] = &[
+    "encrypt",
+    "decrypt",
+    "generate-data-key",
+    "create-key",
+    "sign-ecdsa",
+    "verify-ecdsa",
+    "sign-rsa",
+    "generate-mac",
+];
+
+/// The 32-byte message every signing and MAC operation uses.
+const MESSAGE: [u8; 32] = [0x42; 32];
+
+/// What the measured requests need.
+#[derive(Default)]
+pub(crate) struct Fixture {
+    key_id: String,
+    blob: String,
+    ecdsa_key: String,
+    ecdsa_sig: String,
+    rsa_key: String,
+    mac_key: String,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+impl Fixture {
+    /// Makes the keys `ops` need (the symmetric one is `key_id` when given).
+    pub(crate) async fn setup(
+        t: &Target,
+        key_id: Option<String>,
+        ops: &[String],
+    ) -> anyhow::Result<Self> {
+        if let Some(op) = ops.iter().find(|o| !OPS.contains(&o.as_str())) {
+            bail!("unknown operation {op}; known: {}", OPS.join(", "));
+        }
+        let wants = |names: &[&str]| ops.iter().any(|o| names.contains(&o.as_str()));
+        let mut f = Self {
+            key_id: match key_id {
+                Some(k) => k,
+                None => create(t, r#"{"Description":"ekms-bench"}"#).await?,
+            },
+            ..Self::default()
+        };
+        let (_, enc) = f.body_for("encrypt");
+        f.blob = request(t, "Encrypt", &enc, "CiphertextBlob").await?;
+        if wants(&["sign-ecdsa", "verify-ecdsa"]) {
+            f.ecdsa_key =
+                create(t, r#"{"KeySpec":"ECC_NIST_P256","KeyUsage":"SIGN_VERIFY"}"#).await?;
+            let (_, sign) = f.body_for("sign-ecdsa");
+            f.ecdsa_sig = request(t, "Sign", &sign, "Signature").await?;
+        }
+        if wants(&["sign-rsa"]) {
+            f.rsa_key = create(t, r#"{"KeySpec":"RSA_2048","KeyUsage":"SIGN_VERIFY"}"#).await?;
+        }
+        if wants(&["generate-mac"]) {
+            f.mac_key = create(
+                t,
+                r#"{"KeySpec":"HMAC_256","KeyUsage":"GENERATE_VERIFY_MAC"}"#,
+            )
+            .await?;
+        }
+        Ok(f)
+    }
+
+    /// The symmetric key.
+    pub(crate) fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The operation name and body of a measured request.
+    pub(crate) fn body_for(&self, op: &str) -> (&'static str, String) {
+        let json = |v: serde_json::Value| v.to_string();
+        match op {
+            "decrypt" => (
+                "Decrypt",
+                json(serde_json::json!({ "CiphertextBlob": self.blob })),
+            ),
+            "generate-data-key" => (
+                "GenerateDataKey",
+                json(serde_json::json!({ "KeyId": self.key_id, "KeySpec": "AES_256" })),
+            ),
+            "create-key" => ("CreateKey", r#"{"Description":"ekms-bench"}"#.to_owned()),
+            "sign-ecdsa" => (
+                "Sign",
+                json(serde_json::json!({
+                    "KeyId": self.ecdsa_key, "Message": b64(&MESSAGE),
+                    "SigningAlgorithm": "ECDSA_SHA_256",
+                })),
+            ),
+            "verify-ecdsa" => (
+                "Verify",
+                json(serde_json::json!({
+                    "KeyId": self.ecdsa_key, "Message": b64(&MESSAGE),
+                    "Signature": self.ecdsa_sig, "SigningAlgorithm": "ECDSA_SHA_256",
+                })),
+            ),
+            "sign-rsa" => (
+                "Sign",
+                json(serde_json::json!({
+                    "KeyId": self.rsa_key, "Message": b64(&MESSAGE),
+                    "SigningAlgorithm": "RSASSA_PSS_SHA_256",
+                })),
+            ),
+            "generate-mac" => (
+                "GenerateMac",
+                json(serde_json::json!({
+                    "KeyId": self.mac_key, "Message": b64(&MESSAGE), "MacAlgorithm": "HMAC_SHA_256",
+                })),
+            ),
+            _ => (
+                "Encrypt",
+                json(serde_json::json!({ "KeyId": self.key_id, "Plaintext": b64(&MESSAGE) })),
+            ),
+        }
+    }
+}
+
+/// Creates a key; its id.
+async fn create(t: &Target, body: &str) -> anyhow::Result<String> {
+    let v = request_json(t, "CreateKey", body).await?;
+    v.pointer("/KeyMetadata/KeyId")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no KeyId in CreateKey reply"))
+}
+
+/// Sends one request; the string member `field` of its answer.
+async fn request(t: &Target, op: &str, body: &str, field: &str) -> anyhow::Result<String> {
+    request_json(t, op, body)
+        .await?
+        .get(field)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no {field} in the {op} reply"))
+}
+
+async fn request_json(t: &Target, op: &str, body: &str) -> anyhow::Result<serde_json::Value> {
+    let mut s = connect(t).await?;
+    let (status, reply) = call(t, &mut s, op, body).await?;
+    if status != 200 {
+        bail!(
+            "{op} failed: HTTP {status}: {}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    Ok(serde_json::from_slice(&reply)?)
+}
