@@ -399,6 +399,66 @@ fn rsa_verification(algorithm: &str) -> Option<&'static signature::RsaParameters
     })
 }
 
+/// Feeds `data` as client input to every parser of this module, as the fuzz target
+/// `peer_input` and its corpus test do: a peer public key (ECDH), a signature (every family, raw
+/// and digest), an RSA ciphertext. Nothing may panic, verify or decrypt.
+///
+/// # Panics
+/// When fuzzed input verifies, agrees or decrypts (the fuzzer's finding).
+pub fn peer_input(data: &[u8]) {
+    use std::sync::OnceLock;
+    /// A throwaway key of the fuzz run: family, private key, public key.
+    type FuzzKey = (Family, Zeroizing<Vec<u8>>, Vec<u8>);
+    static KEYS: OnceLock<Vec<FuzzKey>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        [
+            Family::Ecc(Curve::P256),
+            Family::Ecc(Curve::P384),
+            Family::Ecc(Curve::K256),
+            Family::Rsa(2048),
+            Family::Ed25519,
+            Family::MlDsa(44),
+        ]
+        .into_iter()
+        .filter_map(|f| {
+            let private = generate(f).ok()?;
+            let public = public_key(f, &private).ok()?;
+            Some((f, private, public))
+        })
+        .collect()
+    });
+    for (f, private, public) in keys {
+        let algs: &[&str] = match f {
+            Family::Ecc(Curve::P384) => &["ECDSA_SHA_384"],
+            Family::Ecc(_) => &["ECDSA_SHA_256"],
+            Family::Rsa(_) => &["RSASSA_PSS_SHA_256", "RSASSA_PKCS1_V1_5_SHA_512"],
+            Family::Ed25519 => &["ED25519_SHA_512", "ED25519_PH_SHA_512"],
+            _ => &["ML_DSA_SHAKE_256"],
+        };
+        let zeros = [0u8; 64];
+        for alg in algs {
+            let digest = crate::keyspec::digest_len(alg).and_then(|n| zeros.get(..n));
+            let messages = [Some(Message::Raw(b"fuzz")), digest.map(Message::Digest)];
+            for msg in messages.into_iter().flatten() {
+                assert!(!verify(*f, alg, public, msg, data).unwrap_or(false));
+                // The fuzzed bytes as the public key too.
+                let _ = verify(*f, alg, data, msg, b"signature");
+            }
+        }
+        match f {
+            Family::Ecc(c @ (Curve::P256 | Curve::P384)) => {
+                let _ = agree(*c, private, data);
+            }
+            Family::Rsa(_) => {
+                for alg in ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"] {
+                    assert!(rsa_decrypt(private, alg, data).is_ok_and(|p| p.is_none()));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

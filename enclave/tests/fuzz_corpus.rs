@@ -1,5 +1,5 @@
-//! Runs the `fuzz/corpus/sealed_record` seeds as a regression test: no input panics, and none
-//! opens under a domain key that did not seal it.
+//! Runs fuzz corpora as regression tests: no `sealed_record` seed panics or opens under a domain
+//! key that did not seal it; no `peer_input` seed panics, verifies, agrees or decrypts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::path::Path;
@@ -26,4 +26,15 @@ fn sealed_record_seeds() {
         n += 1;
     }
     assert!(n >= 3);
+}
+
+#[test]
+fn peer_input_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/peer_input");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        ekms_enclave::asymmetric::peer_input(&std::fs::read(e.unwrap().path()).unwrap());
+        n += 1;
+    }
+    assert!(n >= 5);
 }
