@@ -93,6 +93,7 @@ mod tests {
             id: "m".into(),
             secret: KeyMaterial([u8::try_from(v).unwrap(); 32]),
             private: None,
+            public: None,
         }
     }
 

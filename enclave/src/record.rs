@@ -140,6 +140,24 @@ pub struct Material {
     /// The private key (PKCS#8 DER) of an asymmetric key, or the key of an HMAC key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private: Option<SecretBytes>,
+    /// The public key (DER `SubjectPublicKeyInfo`) of an asymmetric key, kept so that Verify and
+    /// GetPublicKey need not parse the private key.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub public: Option<Vec<u8>>,
+}
+
+impl Material {
+    /// The public key of an asymmetric key of `family`: the stored one, else derived.
+    pub fn public_key(
+        &self,
+        family: crate::keyspec::Family,
+    ) -> Result<std::borrow::Cow<'_, [u8]>, EnclaveError> {
+        if let Some(p) = &self.public {
+            return Ok(std::borrow::Cow::Borrowed(p));
+        }
+        let private = self.private.as_ref().ok_or(EnclaveError::BadRecord)?;
+        crate::asymmetric::public_key(family, &private.0).map(std::borrow::Cow::Owned)
+    }
 }
 
 /// A tag.

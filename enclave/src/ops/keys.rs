@@ -81,6 +81,7 @@ pub(crate) fn new_material(version: u32) -> Result<Material, EnclaveError> {
         id: hex(&id),
         secret,
         private: None,
+        public: None,
     })
 }
 
@@ -210,6 +211,12 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .to_string();
     let mut material = new_material(1)?;
     material.private = private_material(spec.family)?;
+    if let (Some(private), false) = (
+        &material.private,
+        matches!(spec.family, Family::Symmetric | Family::Hmac(_)),
+    ) {
+        material.public = Some(asymmetric::public_key(spec.family, &private.0)?);
+    }
     let mut rec = KeyRecord {
         key_id,
         account: ctx.core.config.account.clone(),

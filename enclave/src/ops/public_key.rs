@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{Ctx, KeyIdInput, OpResult, parse, reply, require_enabled, to_b64};
 use crate::{
-    KmsError, asymmetric,
+    KmsError,
     keyspec::{self, Family},
 };
 
@@ -25,11 +25,11 @@ pub(crate) fn get_public_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         )
         .into());
     }
-    let private = key
+    let spki = key
         .current_material()
-        .and_then(|m| m.private.as_ref())
-        .ok_or_else(KmsError::internal)?;
-    let spki = asymmetric::public_key(spec.family, &private.0).map_err(|_| KmsError::internal())?;
+        .ok_or_else(KmsError::internal)?
+        .public_key(spec.family)
+        .map_err(|_| KmsError::internal())?;
     let mut out = json!({
         "KeyId": ctx.key_arn(&key.key_id),
         "PublicKey": to_b64(&spki),

@@ -183,7 +183,12 @@ pub(crate) fn verify(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let c = check(ctx, &input, "Verify")?;
     dry_run(input.dry_run)?;
     let f = family(&c.key)?;
-    let spki = asymmetric::public_key(f, private_key(&c.key)?).map_err(|_| KmsError::internal())?;
+    let spki = c
+        .key
+        .current_material()
+        .ok_or_else(KmsError::internal)?
+        .public_key(f)
+        .map_err(|_| KmsError::internal())?;
     let valid = asymmetric::verify(f, &c.algorithm, &spki, as_message(&c), &signature)
         .map_err(|_| KmsError::internal())?;
     if !valid {
