@@ -33,6 +33,16 @@ async fn create(kms: &Client, spec: KeySpec, usage: KeyUsageType) -> String {
         .key_id
 }
 
+async fn describe(kms: &Client, key: &str) -> aws_sdk_kms::types::KeyMetadata {
+    kms.describe_key()
+        .key_id(key)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+}
+
 async fn public_key(kms: &Client, key: &str) -> Vec<u8> {
     kms.get_public_key()
         .key_id(key)
@@ -173,14 +183,7 @@ async fn rsa_pss_and_pkcs1_signatures_verify_with_rustcrypto() {
     let app = Appliance::start(dir.path());
     let kms = admin(&app);
     let key = create(&kms, KeySpec::Rsa2048, KeyUsageType::SignVerify).await;
-    let meta = kms
-        .describe_key()
-        .key_id(&key)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap();
+    let meta = describe(&kms, &key).await;
     assert_eq!(meta.signing_algorithms().len(), 6);
     assert!(meta.encryption_algorithms().is_empty());
     let public = rsa::RsaPublicKey::from_public_key_der(&public_key(&kms, &key).await).unwrap();
@@ -285,14 +288,7 @@ async fn ecdh_shared_secrets_equal_an_independent_ecdh() {
     let app = Appliance::start(dir.path());
     let kms = admin(&app);
     let key = create(&kms, KeySpec::EccNistP256, KeyUsageType::KeyAgreement).await;
-    let meta = kms
-        .describe_key()
-        .key_id(&key)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap();
+    let meta = describe(&kms, &key).await;
     assert_eq!(meta.key_agreement_algorithms().len(), 1);
     let ours = p256::PublicKey::from_public_key_der(&public_key(&kms, &key).await).unwrap();
     let peer = p256::SecretKey::from_slice(&[9u8; 32]).unwrap();

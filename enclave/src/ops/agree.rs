@@ -4,8 +4,7 @@ use ekms_wire::msg::KmsErrorCode;
 use serde::Deserialize;
 
 use super::{
-    Ctx, OpResult, SecretB64, b64, dry_run, enum_error, parse, reply, require_enabled,
-    require_usage,
+    Ctx, OpResult, SecretB64, dry_run, enum_error, parse, reply, require_enabled, require_usage,
 };
 use crate::{
     KmsError, asymmetric,
@@ -49,16 +48,7 @@ pub(crate) fn derive_shared_secret(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     if algorithm != "ECDH" {
         return Err(enum_error(algorithm, "keyAgreementAlgorithm", &["ECDH"]).into());
     }
-    let peer = b64(
-        "PublicKey",
-        input
-            .public_key
-            .as_deref()
-            .ok_or_else(|| KmsError::required("publicKey"))?,
-    )?;
-    if peer.is_empty() || peer.len() > MAX_PUBLIC_KEY {
-        return Err(super::length_error("publicKey", peer.len(), MAX_PUBLIC_KEY).into());
-    }
+    let peer = super::blob_input("PublicKey", input.public_key.as_deref(), MAX_PUBLIC_KEY)?;
     if input.recipient.is_some() {
         return Err(KmsError::new(
             KmsErrorCode::UnsupportedOperationException,

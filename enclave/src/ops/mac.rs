@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Ctx, OpError, OpResult, b64, dry_run, message_input, parse, reply, require_enabled,
-    require_usage, to_b64,
+    Ctx, OpError, OpResult, dry_run, message_input, parse, reply, require_enabled, require_usage,
+    to_b64,
 };
 use crate::{
     KmsError,
@@ -92,16 +92,7 @@ pub(crate) fn generate_mac(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
 
 pub(crate) fn verify_mac(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: MacInput = parse(body)?;
-    let mac = b64(
-        "Mac",
-        input
-            .mac
-            .as_deref()
-            .ok_or_else(|| KmsError::required("mac"))?,
-    )?;
-    if mac.is_empty() || mac.len() > MAX_MAC {
-        return Err(super::length_error("mac", mac.len(), MAX_MAC).into());
-    }
+    let mac = super::blob_input("Mac", input.mac.as_deref(), MAX_MAC)?;
     let (key, algorithm, tag) = compute(ctx, &input, "VerifyMac")?;
     dry_run(input.dry_run)?;
     if aws_lc_rs::constant_time::verify_slices_are_equal(tag.as_ref(), &mac).is_err() {

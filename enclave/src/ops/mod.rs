@@ -558,16 +558,26 @@ pub(crate) fn length_error(member: &str, len: usize, max: usize) -> KmsError {
 /// Largest `Message` of Sign, Verify, GenerateMac and VerifyMac.
 pub(crate) const MAX_MESSAGE: usize = 4096;
 
+/// A required base64 blob member (`Member`, 1 to `max` bytes), decoded into wiped memory.
+pub(crate) fn blob_input(
+    member: &str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    let lower = member
+        .get(..1)
+        .map(|f| f.to_ascii_lowercase() + member.get(1..).unwrap_or_default())
+        .unwrap_or_default();
+    let bytes = b64(member, value.ok_or_else(|| KmsError::required(&lower))?)?;
+    if bytes.is_empty() || bytes.len() > max {
+        return Err(length_error(&lower, bytes.len(), max));
+    }
+    Ok(bytes)
+}
+
 /// The decoded `Message` member (required, 1 to 4096 bytes).
 pub(crate) fn message_input(message: Option<&str>) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-    let m = b64(
-        "Message",
-        message.ok_or_else(|| KmsError::required("message"))?,
-    )?;
-    if m.is_empty() || m.len() > MAX_MESSAGE {
-        return Err(length_error("message", m.len(), MAX_MESSAGE));
-    }
-    Ok(m)
+    blob_input("Message", message, MAX_MESSAGE)
 }
 
 /// `InvalidKeyUsageException` unless the key's usage is `usage`.

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Ctx, OpError, OpResult, b64, dry_run, message_input, parse, reply, require_enabled,
-    require_usage, to_b64,
+    Ctx, OpError, OpResult, dry_run, message_input, parse, reply, require_enabled, require_usage,
+    to_b64,
 };
 use crate::{
     KmsError,
@@ -170,16 +170,7 @@ pub(crate) fn sign(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
 
 pub(crate) fn verify(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: SignInput = parse(body)?;
-    let signature = b64(
-        "Signature",
-        input
-            .signature
-            .as_deref()
-            .ok_or_else(|| KmsError::required("signature"))?,
-    )?;
-    if signature.is_empty() || signature.len() > MAX_SIGNATURE {
-        return Err(super::length_error("signature", signature.len(), MAX_SIGNATURE).into());
-    }
+    let signature = super::blob_input("Signature", input.signature.as_deref(), MAX_SIGNATURE)?;
     let c = check(ctx, &input, "Verify")?;
     dry_run(input.dry_run)?;
     let f = family(&c.key)?;
