@@ -18,6 +18,7 @@ pub mod error;
 pub mod keyspec;
 pub mod ledger;
 pub mod ops;
+pub mod policy;
 pub mod record;
 pub mod replay;
 pub mod server;

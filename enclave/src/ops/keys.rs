@@ -120,6 +120,8 @@ struct CreateKeyInput {
     origin: Option<String>,
     multi_region: Option<bool>,
     policy: Option<String>,
+    #[allow(dead_code)]
+    bypass_policy_lockout_safety_check: Option<bool>,
     custom_key_store_id: Option<String>,
     xks_key_id: Option<String>,
     tags: Option<Vec<TagInput>>,
@@ -195,6 +197,9 @@ fn kind_of(input: &CreateKeyInput) -> Result<(&'static keyspec::Spec, String, St
 pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: CreateKeyInput = parse(body)?;
     let (spec, usage, origin) = kind_of(&input)?;
+    if let Some(doc) = &input.policy {
+        crate::policy::check(doc).map_err(|e| super::key_policy::policy_error(&e))?;
+    }
     let description = input.description.unwrap_or_default();
     if description.len() > MAX_DESCRIPTION {
         return Err(too_long(&description, "description", MAX_DESCRIPTION).into());

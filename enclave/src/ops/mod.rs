@@ -6,6 +6,7 @@ mod agree;
 mod aliases;
 mod crypto;
 mod data_key_pair;
+mod key_policy;
 mod keys;
 mod mac;
 mod public_key;
@@ -168,6 +169,9 @@ impl Ctx<'_> {
             "GenerateMac" => mac::generate_mac(self, body),
             "VerifyMac" => mac::verify_mac(self, body),
             "GetPublicKey" => public_key::get_public_key(self, body),
+            "GetKeyPolicy" => key_policy::get_key_policy(self, body),
+            "PutKeyPolicy" => key_policy::put_key_policy(self, body),
+            "ListKeyPolicies" => key_policy::list_key_policies(self, body),
             "DeriveSharedSecret" => agree::derive_shared_secret(self, body),
             "GenerateDataKeyPair" => data_key_pair::generate_data_key_pair(self, body, true),
             "GenerateDataKeyPairWithoutPlaintext" => {

@@ -734,3 +734,40 @@ fn hmac_keys_generate_and_verify_macs_with_aws_messages() {
 fn b64e(bytes: &[u8]) -> String {
     base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
 }
+
+#[test]
+fn key_policies_are_checked_kept_verbatim_and_default_to_aws_default() {
+    let mut env = Env::new();
+    let id = env.call("CreateKey", json!({})).unwrap()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let got = env.call("GetKeyPolicy", json!({"KeyId": id})).unwrap();
+    assert_eq!(got["PolicyName"], "default");
+    assert!(
+        got["Policy"]
+            .as_str()
+            .unwrap()
+            .contains("\"AWS\" : \"arn:aws:iam::111122223333:root\"")
+    );
+    // Exactly the document that was set, whitespace and all.
+    let doc = "{\"Version\": \"2012-10-17\",\n \"Statement\": [{\"Effect\": \"Allow\", \"Principal\": {\"AWS\": \"arn:aws:iam::111122223333:root\"}, \"Action\": \"kms:*\", \"Resource\": \"*\"}]}";
+    env.call(
+        "PutKeyPolicy",
+        json!({"KeyId": id, "Policy": doc, "PolicyName": "default"}),
+    )
+    .unwrap();
+    assert_eq!(
+        env.call("GetKeyPolicy", json!({"KeyId": id})).unwrap()["Policy"],
+        doc
+    );
+    let (code, _) = env.err("PutKeyPolicy", json!({"KeyId": id, "Policy": "not json"}));
+    assert_eq!(code, KmsErrorCode::MalformedPolicyDocumentException);
+    let (code, _) = env.err("CreateKey", json!({"Policy": "{\"Statement\": []}"}));
+    assert_eq!(code, KmsErrorCode::MalformedPolicyDocumentException);
+    let (code, _) = env.err("GetKeyPolicy", json!({"KeyId": id, "PolicyName": "other"}));
+    assert_eq!(code, KmsErrorCode::NotFoundException);
+    let listed = env.call("ListKeyPolicies", json!({"KeyId": id})).unwrap();
+    assert_eq!(listed["PolicyNames"], json!(["default"]));
+    assert_eq!(listed["Truncated"], false);
+}
