@@ -1,5 +1,5 @@
 //! Runs fuzz corpora as regression tests: no `sealed_record` seed panics or opens under a domain
-//! key that did not seal it; no `peer_input` seed panics, verifies, agrees or decrypts.
+//! key that did not seal it; no `peer_input` seed panics, verifies, agrees or decrypts; no `key_policy` seed panics.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::path::Path;
@@ -34,6 +34,20 @@ fn peer_input_seeds() {
     let mut n = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         ekms_enclave::asymmetric::peer_input(&std::fs::read(e.unwrap().path()).unwrap());
+        n += 1;
+    }
+    assert!(n >= 5);
+}
+
+#[test]
+fn key_policy_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/key_policy");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let data = std::fs::read(e.unwrap().path()).unwrap();
+        if let Ok(doc) = std::str::from_utf8(&data) {
+            let _ = ekms_enclave::policy::check(doc);
+        }
         n += 1;
     }
     assert!(n >= 5);
