@@ -2,9 +2,16 @@
 //! verbatim in the sealed key record, returned byte for byte (GetKeyPolicy), and AWS's default
 //! policy for keys created without one.
 //!
-//! Evaluation (who may do what) is not built yet: the README says so.
+//! Evaluation ([`eval`]) is AWS's: an explicit Deny wins; a key policy may allow a principal
+//! directly, or allow the account (its root) and so delegate to the principal's identity
+//! policies. The operations do not call it yet (principals come first): the README says so.
 
 use serde_json::Value;
+
+pub mod condition;
+pub mod eval;
+#[cfg(test)]
+mod table_tests;
 
 /// Largest key policy AWS accepts, in bytes.
 pub const MAX_POLICY: usize = 32_768;

@@ -1,0 +1,187 @@
+//! AWS's evaluation of a KMS request against a key policy, the caller's identity policies and
+//! its grants ("Determining access to an AWS KMS key" in the KMS developer guide; "Policy
+//! evaluation logic" in the IAM user guide):
+//!
+//! 1. An explicit `Deny` in any applicable policy wins.
+//! 2. Otherwise the request is allowed when the key policy allows the caller directly, or a
+//!    grant allows it, or the key policy allows the caller's account (its root, or the bare
+//!    account id) *and* one of the caller's identity policies allows it.
+//! 3. Otherwise it is denied implicitly.
+
+use serde_json::Value;
+
+use super::condition::{Context, glob, matches};
+
+/// A request as the policies see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The caller, e.g. `arn:aws:iam::111122223333:user/alice`.
+    pub principal: &'a str,
+    /// The caller's account.
+    pub account: &'a str,
+    /// The action, e.g. `kms:Decrypt`.
+    pub action: &'a str,
+    /// The key ARN.
+    pub resource: &'a str,
+    /// Condition keys (lower case) and their values.
+    pub context: &'a Context,
+}
+
+/// The outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed.
+    Allow,
+    /// An explicit `Deny` applies.
+    ExplicitDeny,
+    /// Nothing allows it.
+    ImplicitDeny,
+}
+
+/// What one set of statements says about a request.
+#[derive(Debug, Default, Clone, Copy)]
+struct Verdict {
+    deny: bool,
+    /// An `Allow` naming the caller (or everyone).
+    allow: bool,
+    /// An `Allow` naming the caller's account, which delegates to identity policies.
+    allow_account: bool,
+}
+
+/// Decides `req` against a key policy, the caller's identity policies and whether a grant
+/// allows it. Documents that do not parse allow nothing.
+#[must_use]
+pub fn decide(
+    key_policy: &str,
+    identity: &[&str],
+    grant_allows: bool,
+    req: &Request<'_>,
+) -> Decision {
+    let k = verdict(key_policy, req, true);
+    let i = identity
+        .iter()
+        .map(|doc| verdict(doc, req, false))
+        .fold(Verdict::default(), |a, b| Verdict {
+            deny: a.deny || b.deny,
+            allow: a.allow || b.allow,
+            allow_account: a.allow_account || b.allow_account,
+        });
+    if k.deny || i.deny {
+        Decision::ExplicitDeny
+    } else if k.allow || grant_allows || (k.allow_account && i.allow) {
+        Decision::Allow
+    } else {
+        Decision::ImplicitDeny
+    }
+}
+
+fn statements(doc: &Value) -> Vec<&Value> {
+    match doc.get("Statement") {
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(s @ Value::Object(_)) => vec![s],
+        _ => Vec::new(),
+    }
+}
+
+fn verdict(doc: &str, req: &Request<'_>, resource_policy: bool) -> Verdict {
+    let Ok(doc) = serde_json::from_str::<Value>(doc) else {
+        return Verdict::default();
+    };
+    let mut v = Verdict::default();
+    for s in statements(&doc) {
+        let Some(who) = (if resource_policy {
+            principal_match(s, req)
+        } else {
+            Some(Who::Caller)
+        }) else {
+            continue;
+        };
+        if !action_match(s, req.action)
+            || !resource_match(s, req.resource)
+            || !s.get("Condition").is_none_or(|c| matches(c, req.context))
+        {
+            continue;
+        }
+        match s.get("Effect").and_then(Value::as_str) {
+            // A Deny naming the account applies to every identity in it.
+            Some("Deny") => v.deny = true,
+            Some("Allow") => match who {
+                Who::Caller => v.allow = true,
+                Who::Account => v.allow_account = true,
+            },
+            _ => {}
+        }
+    }
+    v
+}
+
+/// How a statement's principal covers the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    /// By name, or everyone.
+    Caller,
+    /// Through its account.
+    Account,
+}
+
+fn principal_match(s: &Value, req: &Request<'_>) -> Option<Who> {
+    if let Some(p) = s.get("Principal") {
+        return covers(p, req);
+    }
+    // NotPrincipal: everyone but those named.
+    let named = covers(s.get("NotPrincipal")?, req);
+    named.is_none().then_some(Who::Caller)
+}
+
+fn covers(p: &Value, req: &Request<'_>) -> Option<Who> {
+    if p.as_str() == Some("*") {
+        return Some(Who::Caller);
+    }
+    let root = format!("arn:aws:iam::{}:root", req.account);
+    let mut best = None;
+    for name in list(p.get("AWS")?) {
+        if name == "*" || name == req.principal {
+            return Some(Who::Caller);
+        }
+        if name == root || name == req.account {
+            best = Some(if req.principal == root {
+                Who::Caller
+            } else {
+                Who::Account
+            });
+        }
+    }
+    best
+}
+
+fn list(v: &Value) -> Vec<&str> {
+    match v {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn action_match(s: &Value, action: &str) -> bool {
+    let action = action.to_ascii_lowercase();
+    let any = |v: &Value| {
+        list(v)
+            .iter()
+            .any(|a| glob(&a.to_ascii_lowercase(), &action))
+    };
+    match (s.get("Action"), s.get("NotAction")) {
+        (Some(a), _) => any(a),
+        (None, Some(n)) => !any(n),
+        (None, None) => false,
+    }
+}
+
+fn resource_match(s: &Value, resource: &str) -> bool {
+    let any = |v: &Value| list(v).iter().any(|r| glob(r, resource));
+    match (s.get("Resource"), s.get("NotResource")) {
+        (Some(r), _) => any(r),
+        (None, Some(n)) => !any(n),
+        // Identity policies always name one; a statement without is malformed.
+        (None, None) => false,
+    }
+}
