@@ -175,6 +175,7 @@ pub(crate) mod tests {
             secret: PrincipalSecret(SECRET.into()),
             name: "admin".into(),
             generation: 0,
+            identity_policies: None,
         }
     }
 

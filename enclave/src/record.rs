@@ -259,6 +259,18 @@ pub struct PrincipalRecord {
     /// Domain-wide sequence number of this version (0 in records made before there was one).
     #[serde(default)]
     pub generation: u64,
+    /// Identity policies (JSON documents, like IAM inline policies). `None` in records made
+    /// before principals had policies: the domain's administrator, who may do everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_policies: Option<Vec<String>>,
+}
+
+impl PrincipalRecord {
+    /// The principal's ARN in `account`.
+    #[must_use]
+    pub fn arn(&self, account: &str) -> String {
+        format!("arn:aws:iam::{account}:user/{}", self.name)
+    }
 }
 
 impl fmt::Debug for PrincipalRecord {

@@ -265,6 +265,7 @@ impl Core {
             secret: crate::record::PrincipalSecret(random_string(ALNUM, 40)?),
             name: "admin".into(),
             generation: 0,
+            identity_policies: Some(vec![crate::policy::ADMIN_POLICY.to_owned()]),
         };
         let sealed = record::seal(
             domain.keyring().current(),

@@ -165,6 +165,18 @@ pub(crate) fn encrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     if plaintext.len() > MAX_PLAINTEXT {
         return Err(KmsError::validation("1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length less than or equal to 4096").into());
     }
+    if let Some(ec) = &input.encryption_context {
+        ctx.condition_ec(ec);
+    }
+    ctx.condition(
+        "kms:EncryptionAlgorithm",
+        vec![
+            input
+                .encryption_algorithm
+                .clone()
+                .unwrap_or_else(|| "SYMMETRIC_DEFAULT".into()),
+        ],
+    );
     let key = ctx.resolve(key_id)?;
     require_usage(ctx, &key, "ENCRYPT_DECRYPT", "Encrypt")?;
     let alg = check_algorithm(
@@ -258,12 +270,15 @@ fn open_blob(
         )
         .into());
     }
-    let key = match requested {
-        Some(r) => r,
+    let key = if let Some(r) = requested {
+        r
+    } else {
         // A blob naming a key this domain does not have cannot be opened: no more is said.
-        None => ctx
+        let key = ctx
             .key_by_id(&blob_key_id)?
-            .ok_or_else(KmsError::invalid_ciphertext)?,
+            .ok_or_else(KmsError::invalid_ciphertext)?;
+        ctx.authorize(&key)?;
+        key
     };
     require_usage(ctx, &key, "ENCRYPT_DECRYPT", op)?;
     check_algorithm(ctx, alg, "encryptionAlgorithm", &key)?;
@@ -352,6 +367,7 @@ pub(crate) fn decrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: DecryptInput = parse(body)?;
     no_recipient(input.recipient.as_ref())?;
     let ec = input.encryption_context.unwrap_or_default();
+    ctx.condition_ec(&ec);
     let opened = open_blob(
         ctx,
         input.ciphertext_blob.as_deref(),
@@ -405,16 +421,25 @@ pub(crate) fn re_encrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .as_deref()
         .ok_or_else(|| KmsError::required("destinationKeyId"))?;
     let src_ec = input.source_encryption_context.unwrap_or_default();
-    let opened = open_blob(
-        ctx,
-        input.ciphertext_blob.as_deref(),
-        "CiphertextBlob",
-        input.source_key_id.as_deref(),
-        &src_ec,
-        input.source_encryption_algorithm.as_deref(),
-        "ReEncrypt",
-    )?;
-    let dest = ctx.resolve(dest_id)?;
+    ctx.condition_ec(&src_ec);
+    let opened = ctx.with_action("kms:ReEncryptFrom", || {
+        open_blob(
+            ctx,
+            input.ciphertext_blob.as_deref(),
+            "CiphertextBlob",
+            input.source_key_id.as_deref(),
+            &src_ec,
+            input.source_encryption_algorithm.as_deref(),
+            "ReEncrypt",
+        )
+    })?;
+    let dest_ec_conditions = input
+        .destination_encryption_context
+        .clone()
+        .unwrap_or_default();
+    ctx.authz.conditions.borrow_mut().clear();
+    ctx.condition_ec(&dest_ec_conditions);
+    let dest = ctx.with_action("kms:ReEncryptTo", || ctx.resolve(dest_id))?;
     require_usage(ctx, &dest, "ENCRYPT_DECRYPT", "ReEncrypt")?;
     let dest_alg = check_algorithm(
         ctx,
@@ -494,6 +519,9 @@ pub(crate) fn generate_data_key(ctx: &Ctx<'_>, body: &[u8], with_plaintext: bool
             );
         }
     };
+    if let Some(ec) = &input.encryption_context {
+        ctx.condition_ec(ec);
+    }
     let key = ctx.resolve(key_id)?;
     let op = if with_plaintext {
         "GenerateDataKey"

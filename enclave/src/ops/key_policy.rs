@@ -91,11 +91,13 @@ pub(crate) fn put_key_policy(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .ok_or_else(|| KmsError::required("policy"))?;
     name_ok(input.policy_name.as_deref())?;
     policy::check(doc).map_err(|e| policy_error(&e))?;
-    // The lockout safety check needs policy evaluation, which is not built yet: the flag is
-    // accepted and has nothing to bypass.
-    let _ = input.bypass_policy_lockout_safety_check;
     let mut rec = ctx.resolve_key_only(id)?;
     require_not_pending(ctx, &rec)?;
+    ctx.lockout_check(
+        &rec,
+        doc,
+        input.bypass_policy_lockout_safety_check == Some(true),
+    )?;
     rec.policy = Some(doc.to_owned());
     let write = ctx.put_key(&mut rec)?;
     reply(&json!({}), vec![write])

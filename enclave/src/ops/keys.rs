@@ -120,7 +120,6 @@ struct CreateKeyInput {
     origin: Option<String>,
     multi_region: Option<bool>,
     policy: Option<String>,
-    #[allow(dead_code)]
     bypass_policy_lockout_safety_check: Option<bool>,
     custom_key_store_id: Option<String>,
     xks_key_id: Option<String>,
@@ -240,6 +239,13 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         generation: 0,
         opened: None,
     };
+    if let Some(doc) = rec.policy.clone() {
+        ctx.lockout_check(
+            &rec,
+            &doc,
+            input.bypass_policy_lockout_safety_check == Some(true),
+        )?;
+    }
     let write = ctx.put_key(&mut rec)?;
     reply(
         &json!({ "KeyMetadata": key_metadata(ctx, &rec) }),

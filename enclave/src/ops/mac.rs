@@ -48,6 +48,7 @@ fn compute(
     if !MAC_ALGORITHMS.contains(&algorithm.as_str()) {
         return Err(super::enum_error(&algorithm, "macAlgorithm", MAC_ALGORITHMS).into());
     }
+    ctx.condition("kms:MacAlgorithm", vec![algorithm.clone()]);
     let key = ctx.resolve(key_id)?;
     require_enabled(ctx, &key)?;
     require_usage(ctx, &key, "GENERATE_VERIFY_MAC", op)?;

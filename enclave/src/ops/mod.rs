@@ -4,6 +4,7 @@
 
 mod agree;
 mod aliases;
+mod authz;
 mod crypto;
 mod data_key_pair;
 mod key_policy;
@@ -114,6 +115,11 @@ pub async fn execute(
         call,
         now_ms: now.timestamp_millis(),
         changes: RefCell::new(Vec::new()),
+        authz: authz::Authz {
+            principal,
+            action: format!("kms:{}", verified.operation),
+            ..authz::Authz::default()
+        },
     };
     let result = ctx.dispatch(&verified.operation, &verified.body);
     if let (Some(id), Err(OpError::Stale)) = (admitted, &result) {
@@ -138,10 +144,20 @@ pub(crate) struct Ctx<'a> {
     pub(crate) now_ms: i64,
     /// State-view changes of the writes made so far, prepared together at the end.
     changes: RefCell<Vec<Change>>,
+    /// Who calls, and what the policies need to know about the request.
+    pub(crate) authz: authz::Authz,
 }
 
 impl Ctx<'_> {
     fn dispatch(&self, op: &str, body: &[u8]) -> OpResult {
+        // Operations that name no key are decided by the caller's identity policies alone
+        // (ListAliases with a KeyId is decided again when the key is resolved).
+        if matches!(
+            op,
+            "CreateKey" | "ListKeys" | "ListAliases" | "GenerateRandom"
+        ) {
+            self.authorize_account()?;
+        }
         match op {
             "CreateKey" => keys::create_key(self, body),
             "DescribeKey" => keys::describe_key(self, body),
@@ -250,12 +266,14 @@ impl Ctx<'_> {
     }
 
     /// Resolves a `KeyId` field (id, ARN, alias, alias ARN) to a key record.
+    /// Resolves a `KeyId`-style field to its key record, and authorizes the caller's operation
+    /// on it.
     pub(crate) fn resolve(&self, key_id: &str) -> Result<KeyRecord, OpError> {
-        match parse_key_ref(key_id) {
-            None => Err(not_found_invalid(key_id).into()),
+        let key = match parse_key_ref(key_id) {
+            None => return Err(not_found_invalid(key_id).into()),
             Some(KeyRef::Id(id)) => self
                 .key_by_id(&id)?
-                .ok_or_else(|| self.key_not_found(&id).into()),
+                .ok_or_else(|| self.key_not_found(&id))?,
             Some(KeyRef::Alias(name)) => {
                 let alias = self.alias(&name)?.ok_or_else(|| {
                     KmsError::new(
@@ -263,10 +281,13 @@ impl Ctx<'_> {
                         format!("Alias {} is not found.", self.alias_arn(&name)),
                     )
                 })?;
+                self.condition("kms:RequestAlias", vec![name.clone()]);
                 self.key_by_id(&alias.target)?
-                    .ok_or_else(|| self.key_not_found(&alias.target).into())
+                    .ok_or_else(|| self.key_not_found(&alias.target))?
             }
-        }
+        };
+        self.authorize(&key)?;
+        Ok(key)
     }
 
     /// Resolves a field that must name a key directly (no alias).

@@ -76,6 +76,11 @@ fn check(ctx: &Ctx<'_>, input: &SignInput, op: &str) -> Result<Checked, OpError>
             );
         }
     };
+    ctx.condition("kms:SigningAlgorithm", vec![algorithm.clone()]);
+    ctx.condition(
+        "kms:MessageType",
+        vec![if digest { "DIGEST" } else { "RAW" }.to_owned()],
+    );
     let key = ctx.resolve(key_id)?;
     require_enabled(ctx, &key)?;
     require_usage(ctx, &key, "SIGN_VERIFY", op)?;

@@ -771,3 +771,74 @@ fn key_policies_are_checked_kept_verbatim_and_default_to_aws_default() {
     assert_eq!(listed["PolicyNames"], json!(["default"]));
     assert_eq!(listed["Truncated"], false);
 }
+
+#[test]
+fn key_policies_decide_in_the_enclave_with_aws_rules() {
+    let mut env = Env::new();
+    let admin = "arn:aws:iam::111122223333:user/admin";
+    let policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[
+        {{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::111122223333:root"}},"Action":"kms:*","Resource":"*"}},
+        {{"Effect":"Deny","Principal":{{"AWS":"{admin}"}},"Action":"kms:Decrypt","Resource":"*"}},
+        {{"Effect":"Deny","Principal":"*","Action":"kms:Encrypt","Resource":"*",
+          "Condition":{{"StringNotEquals":{{"kms:EncryptionContext:app":"billing"}}}}}}]}}"#
+    );
+    let id = env.call("CreateKey", json!({"Policy": policy})).unwrap()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pt = b64e(b"data");
+    // The context condition: no context (a negated operator matches a missing key) is denied.
+    let (code, msg) = env.err("Encrypt", json!({"KeyId": id, "Plaintext": pt}));
+    assert_eq!(code, KmsErrorCode::AccessDeniedException);
+    assert_eq!(
+        msg,
+        format!(
+            "User: {admin} is not authorized to perform: kms:Encrypt on resource: arn:aws:kms:us-east-1:111122223333:key/{id} with an explicit deny in a policy"
+        )
+    );
+    let blob = env
+        .call(
+            "Encrypt",
+            json!({"KeyId": id, "Plaintext": pt, "EncryptionContext": {"app": "billing"}}),
+        )
+        .unwrap()["CiphertextBlob"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The explicit Deny of Decrypt wins over the account's Allow (and the admin's own).
+    let (code, _) = env.err(
+        "Decrypt",
+        json!({"CiphertextBlob": blob, "EncryptionContext": {"app": "billing"}}),
+    );
+    assert_eq!(code, KmsErrorCode::AccessDeniedException);
+    // DryRun answers AccessDenied too when the call would not be allowed.
+    let (code, _) = env.err(
+        "Decrypt",
+        json!({"CiphertextBlob": blob, "EncryptionContext": {"app": "billing"}, "DryRun": true}),
+    );
+    assert_eq!(code, KmsErrorCode::AccessDeniedException);
+    // The lockout check: a policy that would stop the caller from putting a policy again.
+    let locking = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/someone-else"},"Action":"kms:*","Resource":"*"}]}"#;
+    let (code, msg) = env.err("PutKeyPolicy", json!({"KeyId": id, "Policy": locking}));
+    assert_eq!(code, KmsErrorCode::MalformedPolicyDocumentException);
+    assert_eq!(
+        msg,
+        "The new key policy will not allow you to update the key policy in the future."
+    );
+    let (code, _) = env.err("CreateKey", json!({"Policy": locking}));
+    assert_eq!(code, KmsErrorCode::MalformedPolicyDocumentException);
+    // Bypassed on purpose: the key is then beyond the caller, as in AWS.
+    let locked = env
+        .call(
+            "CreateKey",
+            json!({"Policy": locking, "BypassPolicyLockoutSafetyCheck": true}),
+        )
+        .unwrap()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, msg) = env.err("Encrypt", json!({"KeyId": locked, "Plaintext": pt}));
+    assert_eq!(code, KmsErrorCode::AccessDeniedException);
+    assert!(msg.ends_with("because no resource-based policy allows the kms:Encrypt action"));
+}

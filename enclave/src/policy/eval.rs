@@ -75,6 +75,20 @@ pub fn decide(
     }
 }
 
+/// Decides an action that names no key (CreateKey, ListKeys, ListAliases, GenerateRandom):
+/// identity policies alone, as IAM does for actions without a resource policy.
+#[must_use]
+pub fn decide_identity(identity: &[&str], req: &Request<'_>) -> Decision {
+    let verdicts: Vec<Verdict> = identity.iter().map(|d| verdict(d, req, false)).collect();
+    if verdicts.iter().any(|v| v.deny) {
+        Decision::ExplicitDeny
+    } else if verdicts.iter().any(|v| v.allow) {
+        Decision::Allow
+    } else {
+        Decision::ImplicitDeny
+    }
+}
+
 fn statements(doc: &Value) -> Vec<&Value> {
     match doc.get("Statement") {
         Some(Value::Array(a)) => a.iter().collect(),

@@ -13,6 +13,10 @@ pub mod eval;
 #[cfg(test)]
 mod table_tests;
 
+/// The identity policy of the domain's administrator (made with the domain): everything.
+pub const ADMIN_POLICY: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+
 /// Largest key policy AWS accepts, in bytes.
 pub const MAX_POLICY: usize = 32_768;
 

@@ -1,0 +1,187 @@
+//! Authorization of each operation, in the enclave, from sealed state only: the key's policy (in
+//! its record), the caller's identity policies (in its principal record), and the request's
+//! verified content. The host asserts nothing that is used here: no source address, no
+//! transport flag. See `policy::eval` for the rules.
+
+use std::cell::{Cell, RefCell};
+
+use ekms_wire::msg::KmsErrorCode;
+
+use super::Ctx;
+use crate::{
+    KmsError,
+    context::EncryptionContext,
+    policy::{
+        self, ADMIN_POLICY,
+        condition::Context,
+        eval::{self, Decision, Request},
+    },
+    record::{KeyRecord, PrincipalRecord},
+};
+
+/// Per-request authorization state of a [`Ctx`].
+#[derive(Default)]
+pub(crate) struct Authz {
+    /// The verified caller (`None` only in tests that call operations without one).
+    pub(crate) principal: Option<PrincipalRecord>,
+    /// The operation, as `kms:<Op>`.
+    pub(crate) action: String,
+    /// An action used instead (ReEncrypt's `kms:ReEncryptFrom` / `kms:ReEncryptTo`).
+    pub(crate) override_action: Cell<Option<&'static str>>,
+    /// Condition keys the operation set from its verified input.
+    pub(crate) conditions: RefCell<Context>,
+}
+
+impl Ctx<'_> {
+    /// Sets a condition key (lower-cased) from the request.
+    pub(crate) fn condition(&self, key: &str, values: Vec<String>) {
+        self.authz
+            .conditions
+            .borrow_mut()
+            .insert(key.to_ascii_lowercase(), values);
+    }
+
+    /// Sets `kms:EncryptionContext:<k>` and `kms:EncryptionContextKeys` from a context.
+    pub(crate) fn condition_ec(&self, ec: &EncryptionContext) {
+        let mut keys = Vec::new();
+        for (k, v) in ec {
+            self.condition(&format!("kms:EncryptionContext:{k}"), vec![v.to_owned()]);
+            keys.push(k.to_owned());
+        }
+        if !keys.is_empty() {
+            self.condition("kms:EncryptionContextKeys", keys);
+        }
+    }
+
+    /// Runs `f` with `action` in place of the operation's own.
+    pub(crate) fn with_action<T>(&self, action: &'static str, f: impl FnOnce() -> T) -> T {
+        let before = self.authz.override_action.replace(Some(action));
+        let out = f();
+        self.authz.override_action.set(before);
+        out
+    }
+
+    fn action(&self) -> String {
+        self.authz
+            .override_action
+            .get()
+            .map_or_else(|| self.authz.action.clone(), str::to_owned)
+    }
+
+    /// The caller's ARN, identity policies, and the request's condition keys.
+    fn subject(&self) -> Option<(String, Vec<String>, Context)> {
+        let p = self.authz.principal.as_ref()?;
+        let account = &self.core.config.account;
+        let arn = p.arn(account);
+        let identity = p
+            .identity_policies
+            .clone()
+            .unwrap_or_else(|| vec![ADMIN_POLICY.to_owned()]);
+        let mut ctx = self.authz.conditions.borrow().clone();
+        ctx.insert("kms:calleraccount".into(), vec![account.clone()]);
+        ctx.insert("aws:principalarn".into(), vec![arn.clone()]);
+        ctx.insert("aws:username".into(), vec![p.name.clone()]);
+        let now = chrono::DateTime::from_timestamp_millis(self.now_ms)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default();
+        ctx.insert("aws:currenttime".into(), vec![now]);
+        Some((arn, identity, ctx))
+    }
+
+    /// Whether the caller may do this operation with `key`; AWS's `AccessDeniedException` if
+    /// not.
+    pub(crate) fn authorize(&self, key: &KeyRecord) -> Result<(), KmsError> {
+        self.authorize_with(key, key.policy.as_deref())
+    }
+
+    /// As [`Ctx::authorize`], with `key_policy` as the key's policy (the lockout check).
+    fn authorize_with(&self, key: &KeyRecord, key_policy: Option<&str>) -> Result<(), KmsError> {
+        let Some((arn, identity, mut ctx)) = self.subject() else {
+            return Ok(());
+        };
+        ctx.insert("kms:keyspec".into(), vec![key.spec.clone()]);
+        ctx.insert("kms:keyusage".into(), vec![key.usage.clone()]);
+        ctx.insert("kms:keyorigin".into(), vec![key.origin.clone()]);
+        for t in &key.tags {
+            ctx.insert(
+                format!("aws:resourcetag/{}", t.key.to_ascii_lowercase()),
+                vec![t.value.clone()],
+            );
+        }
+        let resource = self.key_arn(&key.key_id);
+        let action = self.action();
+        let policy = key_policy.map_or_else(
+            || policy::default_policy(&self.core.config.account),
+            str::to_owned,
+        );
+        let identity: Vec<&str> = identity.iter().map(String::as_str).collect();
+        let req = Request {
+            principal: &arn,
+            account: &self.core.config.account,
+            action: &action,
+            resource: &resource,
+            context: &ctx,
+        };
+        match eval::decide(&policy, &identity, false, &req) {
+            Decision::Allow => Ok(()),
+            d => Err(denied(&arn, &action, &resource, d)),
+        }
+    }
+
+    /// Whether the caller may do an operation that names no key (identity policies only).
+    pub(crate) fn authorize_account(&self) -> Result<(), KmsError> {
+        let Some((arn, identity, ctx)) = self.subject() else {
+            return Ok(());
+        };
+        let action = self.action();
+        let resource = "*";
+        let identity: Vec<&str> = identity.iter().map(String::as_str).collect();
+        let req = Request {
+            principal: &arn,
+            account: &self.core.config.account,
+            action: &action,
+            resource,
+            context: &ctx,
+        };
+        match eval::decide_identity(&identity, &req) {
+            Decision::Allow => Ok(()),
+            d => Err(denied(&arn, &action, resource, d)),
+        }
+    }
+
+    /// AWS's policy lockout safety check: the new `policy` must still let the caller put a key
+    /// policy, unless `bypass`.
+    pub(crate) fn lockout_check(
+        &self,
+        key: &KeyRecord,
+        policy: &str,
+        bypass: bool,
+    ) -> Result<(), KmsError> {
+        if bypass {
+            return Ok(());
+        }
+        let allowed = self.with_action("kms:PutKeyPolicy", || {
+            self.authorize_with(key, Some(policy)).is_ok()
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(KmsError::new(
+                KmsErrorCode::MalformedPolicyDocumentException,
+                "The new key policy will not allow you to update the key policy in the future.",
+            ))
+        }
+    }
+}
+
+/// AWS's `AccessDeniedException`.
+fn denied(arn: &str, action: &str, resource: &str, d: Decision) -> KmsError {
+    let why = match d {
+        Decision::ExplicitDeny => "with an explicit deny in a policy".to_owned(),
+        _ => format!("because no resource-based policy allows the {action} action"),
+    };
+    KmsError::new(
+        KmsErrorCode::AccessDeniedException,
+        format!("User: {arn} is not authorized to perform: {action} on resource: {resource} {why}"),
+    )
+}
