@@ -842,3 +842,42 @@ fn key_policies_decide_in_the_enclave_with_aws_rules() {
     assert_eq!(code, KmsErrorCode::AccessDeniedException);
     assert!(msg.ends_with("because no resource-based policy allows the kms:Encrypt action"));
 }
+
+#[test]
+fn the_default_policy_fast_path_decides_as_the_evaluation_does() {
+    // The administrator with AWS's default key policy: the fast path allows; the same request
+    // through the full evaluation (an explicit copy of the default policy) allows too, and a
+    // copy with one Deny added denies.
+    let mut env = Env::new();
+    let default = crate::policy::default_policy("111122223333");
+    let implicit = env.call("CreateKey", json!({})).unwrap()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let explicit =
+        env.call("CreateKey", json!({"Policy": default})).unwrap()["KeyMetadata"]["KeyId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    for id in [&implicit, &explicit] {
+        env.call("Encrypt", json!({"KeyId": id, "Plaintext": b64e(b"x")}))
+            .unwrap();
+    }
+    let with_deny = default.replace(
+        "} ]",
+        "}, {\"Effect\":\"Deny\",\"Principal\":\"*\",\"Action\":\"kms:Encrypt\",\"Resource\":\"*\"} ]",
+    );
+    env.call(
+        "PutKeyPolicy",
+        json!({"KeyId": explicit, "Policy": with_deny}),
+    )
+    .unwrap();
+    assert_eq!(
+        env.err(
+            "Encrypt",
+            json!({"KeyId": explicit, "Plaintext": b64e(b"x")})
+        )
+        .0,
+        KmsErrorCode::AccessDeniedException
+    );
+}
