@@ -64,14 +64,7 @@ async fn key_policies_round_trip_exactly_and_malformed_ones_are_refused() {
         assert_eq!(e.code(), Some("MalformedPolicyDocumentException"), "{bad}");
     }
     // A key made without a policy has AWS's default.
-    let plain = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let plain = common::new_key(&kms).await;
     let default = kms.get_key_policy().key_id(&plain).send().await.unwrap();
     let v: serde_json::Value = serde_json::from_str(default.policy().unwrap()).unwrap();
     assert_eq!(v["Statement"][0]["Action"], "kms:*");

@@ -429,14 +429,7 @@ async fn rsa_oaep_encryption_interoperates_with_rustcrypto_and_reencrypts_both_w
         )
     );
     // ReEncrypt from a symmetric key to the RSA key and back.
-    let sym = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let sym = common::new_key(&kms).await;
     let blob = common::encrypt(&kms, &sym, b"moving").await;
     let to_rsa = kms
         .re_encrypt()
@@ -482,14 +475,7 @@ async fn data_key_pairs_are_real_pairs_and_their_private_keys_decrypt_with_the_c
     let dir = tempfile::tempdir().unwrap();
     let app = Appliance::start(dir.path());
     let kms = admin(&app);
-    let wrapping = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let wrapping = common::new_key(&kms).await;
     let pair = kms
         .generate_data_key_pair()
         .key_id(&wrapping)

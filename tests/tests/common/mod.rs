@@ -29,6 +29,17 @@ pub(crate) fn admin(app: &Appliance) -> Client {
     client(app, &app.access_key, &app.secret_key)
 }
 
+/// Creates a symmetric encryption key; its id.
+pub(crate) async fn new_key(kms: &Client) -> String {
+    kms.create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id
+}
+
 /// Encrypts `plain` under `key`; the ciphertext blob.
 pub(crate) async fn encrypt(
     kms: &Client,
