@@ -227,6 +227,18 @@ impl KeyRecord {
     pub fn current_material(&self) -> Option<&Material> {
         self.material(self.current)
     }
+    /// The current private key (PKCS#8 DER) or HMAC key, for keys other than symmetric ones.
+    #[must_use]
+    pub fn private_key(&self) -> Option<&[u8]> {
+        self.current_material()
+            .and_then(|m| m.private.as_ref())
+            .map(|p| p.0.as_slice())
+    }
+    /// What the key's spec allows (`None` only for a record naming an unknown spec).
+    #[must_use]
+    pub fn key_spec(&self) -> Option<&'static crate::keyspec::Spec> {
+        crate::keyspec::find(&self.spec)
+    }
 }
 
 /// An alias: a name that points at a key.

@@ -6,10 +6,7 @@ use serde::Deserialize;
 use super::{
     Ctx, OpResult, SecretB64, dry_run, enum_error, parse, reply, require_enabled, require_usage,
 };
-use crate::{
-    KmsError, asymmetric,
-    keyspec::{self, Family},
-};
+use crate::{KmsError, asymmetric, keyspec::Family};
 
 /// Largest peer public key accepted (a P-521 SPKI is 158 bytes).
 const MAX_PUBLIC_KEY: usize = 8192;
@@ -60,14 +57,11 @@ pub(crate) fn derive_shared_secret(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     require_enabled(ctx, &key)?;
     require_usage(ctx, &key, "KEY_AGREEMENT", "DeriveSharedSecret")?;
     dry_run(input.dry_run)?;
-    let Some(Family::Ecc(curve)) = keyspec::find(&key.spec).map(|s| s.family) else {
+    let Some(Family::Ecc(curve)) = key.key_spec().map(|s| s.family) else {
         return Err(KmsError::internal().into());
     };
-    let private = key
-        .current_material()
-        .and_then(|m| m.private.as_ref())
-        .ok_or_else(KmsError::internal)?;
-    let secret = asymmetric::agree(curve, &private.0, &peer)
+    let private = key.private_key().ok_or_else(KmsError::internal)?;
+    let secret = asymmetric::agree(curve, private, &peer)
         .map_err(|_| KmsError::internal())?
         // AWS answers a peer key that is not on the key's curve with an empty message.
         .ok_or_else(|| KmsError::validation(""))?;

@@ -11,9 +11,7 @@ use super::{
     require_usage,
 };
 use crate::{
-    EnclaveError, KmsError, asymmetric, ciphertext,
-    context::EncryptionContext,
-    keyspec::{self, Family},
+    EnclaveError, KmsError, asymmetric, ciphertext, context::EncryptionContext, keyspec::Family,
     record::KeyRecord,
 };
 
@@ -41,7 +39,10 @@ fn check_algorithm(
             ALGORITHMS.join(", ")
         )));
     };
-    if keyspec::find(&key.spec).is_some_and(|s| s.encryption.contains(&known)) {
+    if key
+        .key_spec()
+        .is_some_and(|s| s.encryption.contains(&known))
+    {
         return Ok(known);
     }
     Err(KmsError::new(
@@ -55,10 +56,7 @@ fn check_algorithm(
 
 /// The RSA private key of an RSA `ENCRYPT_DECRYPT` key.
 fn rsa_private(key: &KeyRecord) -> Result<&[u8], KmsError> {
-    key.current_material()
-        .and_then(|m| m.private.as_ref())
-        .map(|p| p.0.as_slice())
-        .ok_or_else(KmsError::internal)
+    key.private_key().ok_or_else(KmsError::internal)
 }
 
 /// AWS's limits for encrypting `len` bytes under `key` with `alg`: an RSA key takes at most
@@ -72,7 +70,7 @@ fn check_limits(
     if alg == "SYMMETRIC_DEFAULT" {
         return Ok(());
     }
-    let Some(Family::Rsa(bits)) = keyspec::find(&key.spec).map(|s| s.family) else {
+    let Some(Family::Rsa(bits)) = key.key_spec().map(|s| s.family) else {
         return Err(KmsError::internal());
     };
     let max = asymmetric::oaep_max_plaintext(bits, alg);

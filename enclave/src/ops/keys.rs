@@ -46,7 +46,7 @@ pub(crate) fn key_metadata(ctx: &Ctx<'_>, r: &KeyRecord) -> Value {
         "KeySpec": r.spec,
         "MultiRegion": false,
     });
-    if let Some(spec) = keyspec::find(&r.spec) {
+    if let Some(spec) = r.key_spec() {
         let member = match r.usage.as_str() {
             "SIGN_VERIFY" => "SigningAlgorithms",
             "GENERATE_VERIFY_MAC" => "MacAlgorithms",

@@ -9,11 +9,7 @@ use super::{
     Ctx, OpError, OpResult, dry_run, message_input, parse, reply, require_enabled, require_usage,
     to_b64,
 };
-use crate::{
-    KmsError,
-    keyspec::{self, MAC_ALGORITHMS},
-    record::KeyRecord,
-};
+use crate::{KmsError, keyspec::MAC_ALGORITHMS, record::KeyRecord};
 
 /// Largest MAC accepted by VerifyMac.
 const MAX_MAC: usize = 6144;
@@ -52,7 +48,7 @@ fn compute(
     let key = ctx.resolve(key_id)?;
     require_enabled(ctx, &key)?;
     require_usage(ctx, &key, "GENERATE_VERIFY_MAC", op)?;
-    let spec = keyspec::find(&key.spec).ok_or_else(KmsError::internal)?;
+    let spec = key.key_spec().ok_or_else(KmsError::internal)?;
     if !spec.mac.contains(&algorithm.as_str()) {
         return Err(KmsError::new(
             KmsErrorCode::InvalidKeyUsageException,
@@ -69,11 +65,8 @@ fn compute(
         "HMAC_SHA_384" => hmac::HMAC_SHA384,
         _ => hmac::HMAC_SHA512,
     };
-    let secret = key
-        .current_material()
-        .and_then(|m| m.private.as_ref())
-        .ok_or_else(KmsError::internal)?;
-    let tag = hmac::sign(&hmac::Key::new(alg, &secret.0), &message);
+    let secret = key.private_key().ok_or_else(KmsError::internal)?;
+    let tag = hmac::sign(&hmac::Key::new(alg, secret), &message);
     Ok((key, algorithm, tag))
 }
 

@@ -4,16 +4,13 @@ use ekms_wire::msg::KmsErrorCode;
 use serde_json::json;
 
 use super::{Ctx, KeyIdInput, OpResult, parse, reply, require_enabled, to_b64};
-use crate::{
-    KmsError,
-    keyspec::{self, Family},
-};
+use crate::{KmsError, keyspec::Family};
 
 pub(crate) fn get_public_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: KeyIdInput = parse(body)?;
     let key = ctx.resolve(input.key_id()?)?;
     require_enabled(ctx, &key)?;
-    let spec = keyspec::find(&key.spec).ok_or_else(KmsError::internal)?;
+    let spec = key.key_spec().ok_or_else(KmsError::internal)?;
     if matches!(spec.family, Family::Symmetric | Family::Hmac(_)) {
         return Err(KmsError::new(
             KmsErrorCode::UnsupportedOperationException,

@@ -84,7 +84,7 @@ fn check(ctx: &Ctx<'_>, input: &SignInput, op: &str) -> Result<Checked, OpError>
     let key = ctx.resolve(key_id)?;
     require_enabled(ctx, &key)?;
     require_usage(ctx, &key, "SIGN_VERIFY", op)?;
-    let spec = keyspec::find(&key.spec).ok_or_else(KmsError::internal)?;
+    let spec = key.key_spec().ok_or_else(KmsError::internal)?;
     if !spec.signing.contains(&algorithm.as_str()) {
         return Err(KmsError::new(
             KmsErrorCode::InvalidKeyUsageException,
@@ -132,14 +132,11 @@ fn check(ctx: &Ctx<'_>, input: &SignInput, op: &str) -> Result<Checked, OpError>
 }
 
 fn private_key(key: &KeyRecord) -> Result<&[u8], KmsError> {
-    key.current_material()
-        .and_then(|m| m.private.as_ref())
-        .map(|p| p.0.as_slice())
-        .ok_or_else(KmsError::internal)
+    key.private_key().ok_or_else(KmsError::internal)
 }
 
 fn family(key: &KeyRecord) -> Result<keyspec::Family, KmsError> {
-    keyspec::find(&key.spec)
+    key.key_spec()
         .map(|s| s.family)
         .ok_or_else(KmsError::internal)
 }
