@@ -71,6 +71,17 @@ impl Rounds {
     }
 }
 
+/// The sealed confirmation of a round whose checkpoint is `next`.
+fn confirmation(d: &Domain, next: &Checkpoint) -> Vec<u8> {
+    witness::seal(
+        d.witness_key(),
+        &Body::Confirm {
+            domain: d.id(),
+            next: next.clone(),
+        },
+    )
+}
+
 /// Whether `acks` carry enough of both the old and the new witnesses: a quorum of each, except
 /// while the domain has fewer than a quorum enrolled (before it ever could commit a write), when
 /// every new witness must acknowledge.
@@ -208,13 +219,7 @@ impl Core {
         );
         let confirm_released = kind == Kind::Finish;
         let confirm = if confirm_released {
-            witness::seal(
-                d.witness_key(),
-                &Body::Confirm {
-                    domain: d.id(),
-                    next: next.clone(),
-                },
-            )
+            confirmation(d, &next)
         } else {
             Vec::new()
         };
@@ -271,13 +276,7 @@ impl Core {
         }
         f.confirm_released = true;
         EnclaveResponse::Confirmation {
-            message: witness::seal(
-                d.witness_key(),
-                &Body::Confirm {
-                    domain: d.id(),
-                    next: f.next.clone(),
-                },
-            ),
+            message: confirmation(&d, &f.next),
         }
     }
 
@@ -449,13 +448,7 @@ impl Core {
             let round = Round {
                 id: f.id,
                 intent: Vec::new(),
-                confirm: witness::seal(
-                    d.witness_key(),
-                    &Body::Confirm {
-                        domain: d.id(),
-                        next: f.next.clone(),
-                    },
-                ),
+                confirm: confirmation(d, &f.next),
             };
             (
                 Some(round),
