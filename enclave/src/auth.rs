@@ -63,24 +63,29 @@ pub async fn verify(
     })?;
     // The access key and secret are checked inside the signing-key service; the secret is
     // turned into a signing key only for a matching access key.
-    let creds: std::sync::Arc<Option<(String, zeroize::Zeroizing<String>)>> =
-        std::sync::Arc::new(principal.map(|p| {
-            (
-                p.access_key_id.clone(),
-                zeroize::Zeroizing::new(p.secret.0.clone()),
-            )
-        }));
+    // A principal has up to two access keys (one being retired): the one the request names is
+    // looked up here, and its secret turned into a signing key only then.
+    let creds: std::sync::Arc<Vec<(String, zeroize::Zeroizing<String>)>> = std::sync::Arc::new(
+        principal
+            .map(|p| {
+                p.keys()
+                    .map(|(akid, secret)| {
+                        (akid.to_owned(), zeroize::Zeroizing::new(secret.0.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    );
     let mut get_key = tower::service_fn(move |req: GetSigningKeyRequest| {
-        let creds: &Option<(String, zeroize::Zeroizing<String>)> = &creds;
-        let k = match creds {
-            Some((akid, secret)) if akid.as_str() == req.access_key() => {
+        let k = creds
+            .iter()
+            .find(|(akid, _)| akid.as_str() == req.access_key())
+            .and_then(|(_, secret)| {
                 let secret: &str = secret;
                 KSecretKey::from_str(secret)
                     .ok()
                     .map(|k| k.to_ksigning(req.request_date(), req.region(), req.service()))
-            }
-            _ => None,
-        };
+            });
         async move {
             match k {
                 Some(signing_key) => GetSigningKeyResponse::builder()
@@ -170,18 +175,32 @@ pub(crate) mod tests {
     pub(crate) const SECRET: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123";
 
     pub(crate) fn principal() -> PrincipalRecord {
-        PrincipalRecord {
-            access_key_id: AKID.into(),
-            secret: PrincipalSecret(SECRET.into()),
-            name: "admin".into(),
-            generation: 0,
-            identity_policies: None,
-        }
+        PrincipalRecord::new(
+            "admin",
+            "AIDATEST".into(),
+            crate::record::AccessKey {
+                id: AKID.into(),
+                secret: PrincipalSecret(SECRET.into()),
+                created_ms: 0,
+            },
+            None,
+        )
     }
 
     /// Signs a KMS request the way the AWS SDKs do.
     pub(crate) fn signed(op: &str, body: &str, secret: &str, at: SystemTime) -> HttpRequest {
-        let creds = Credentials::new(AKID, secret, None, None, "test");
+        signed_as(AKID, op, body, secret, at)
+    }
+
+    /// Signs a KMS request with access key `akid`.
+    pub(crate) fn signed_as(
+        akid: &str,
+        op: &str,
+        body: &str,
+        secret: &str,
+        at: SystemTime,
+    ) -> HttpRequest {
+        let creds = Credentials::new(akid, secret, None, None, "test");
         let identity = creds.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)

@@ -60,7 +60,7 @@ pub enum RecordId {
     Key(u128),
     /// An alias, by name.
     Alias(Box<str>),
-    /// A principal, by access key id.
+    /// A principal, by name (an older record: by its access key id).
     Principal(Box<str>),
 }
 
@@ -81,8 +81,8 @@ impl RecordId {
 
     /// A principal id.
     #[must_use]
-    pub fn principal(access_key_id: &str) -> Self {
-        Self::Principal(access_key_id.into())
+    pub fn principal(id: &str) -> Self {
+        Self::Principal(id.into())
     }
 
     /// The id as the store names it.
@@ -543,6 +543,26 @@ impl Ledger {
             .filter(|(_, e)| e.live)
             .filter_map(|(id, _)| match id {
                 RecordId::Alias(n) => Some(n.clone()),
+                _ => None,
+            });
+        let page: Vec<Box<str>> = live.by_ref().take(limit).collect();
+        (page, live.next().is_some())
+    }
+
+    /// The live principals (their record ids) after `after`, at most `limit`, and whether more
+    /// follow.
+    #[must_use]
+    pub fn principal_page(&self, after: Option<&str>, limit: usize) -> (Vec<Box<str>>, bool) {
+        let start = after.map_or(
+            std::ops::Bound::Included(RecordId::Principal("".into())),
+            |a| std::ops::Bound::Excluded(RecordId::Principal(a.into())),
+        );
+        let mut live = self
+            .entries
+            .range((start, std::ops::Bound::Unbounded))
+            .filter(|(_, e)| e.live)
+            .filter_map(|(id, _)| match id {
+                RecordId::Principal(n) => Some(n.clone()),
                 _ => None,
             });
         let page: Vec<Box<str>> = live.by_ref().take(limit).collect();

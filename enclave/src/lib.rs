@@ -19,6 +19,7 @@ pub mod keyspec;
 pub mod ledger;
 pub mod ops;
 pub mod policy;
+pub mod principal;
 pub mod record;
 pub mod replay;
 pub mod server;

@@ -29,6 +29,8 @@ use crate::{
 
 use ekms_wire::sealed::{MAGIC, VERSION};
 
+pub use crate::principal::{AccessKey, PrincipalRecord, PrincipalSecret};
+
 /// What a sealed record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -259,40 +261,8 @@ pub struct AliasRecord {
     pub opened: Option<crate::ledger::Version>,
 }
 
-/// A principal: an access key id and its secret.
-#[derive(Serialize, Deserialize)]
-pub struct PrincipalRecord {
-    /// Access key id.
-    pub access_key_id: String,
-    /// Secret access key.
-    pub secret: PrincipalSecret,
-    /// Display name.
-    pub name: String,
-    /// Domain-wide sequence number of this version (0 in records made before there was one).
-    #[serde(default)]
-    pub generation: u64,
-    /// Identity policies (JSON documents, like IAM inline policies). `None` in records made
-    /// before principals had policies: the domain's administrator, who may do everything.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity_policies: Option<Vec<String>>,
-}
-
-impl PrincipalRecord {
-    /// The principal's ARN in `account`.
-    #[must_use]
-    pub fn arn(&self, account: &str) -> String {
-        format!("arn:aws:iam::{account}:user/{}", self.name)
-    }
-}
-
-impl fmt::Debug for PrincipalRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PrincipalRecord({}, {})", self.access_key_id, self.name)
-    }
-}
-
-/// What is left of a deleted key or alias. Sealed with the id `"<kind>:<id>"` (kind 1 key,
-/// 2 alias), so it never collides with a live record's id.
+/// What is left of a deleted key, alias or principal. Sealed with the id `"<kind>:<id>"` (kind
+/// 1 key, 2 alias, 3 principal), so it never collides with a live record's id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TombstoneRecord {
     /// Kind of the deleted record.
@@ -306,6 +276,20 @@ pub struct TombstoneRecord {
 }
 
 impl TombstoneRecord {
+    /// The kind and state-view id of the deleted record.
+    pub fn of(&self) -> Result<(Kind, crate::ledger::RecordId), EnclaveError> {
+        use crate::ledger::RecordId;
+        Ok(match self.kind {
+            1 => (
+                Kind::Key,
+                RecordId::key(&self.id).ok_or(EnclaveError::BadRecord)?,
+            ),
+            2 => (Kind::Alias, RecordId::alias(&self.id)),
+            3 => (Kind::Principal, RecordId::principal(&self.id)),
+            _ => return Err(EnclaveError::BadRecord),
+        })
+    }
+
     /// The sealed id of the tombstone of `kind`/`id`.
     #[must_use]
     pub fn sealed_id(kind: Kind, id: &str) -> String {
@@ -366,14 +350,8 @@ pub fn index(keys: &Keyring, sealed: &[u8]) -> Result<Indexed, EnclaveError> {
         },
         4 => {
             let t: TombstoneRecord = open(keys, Kind::Tombstone, None, sealed)?;
-            let of = match t.kind {
-                1 => RecordId::key(&t.id).ok_or(EnclaveError::BadRecord)?,
-                2 => RecordId::alias(&t.id),
-                _ => return Err(EnclaveError::BadRecord),
-            };
-            if TombstoneRecord::sealed_id(if t.kind == 1 { Kind::Key } else { Kind::Alias }, &t.id)
-                != id
-            {
+            let (kind, of) = t.of()?;
+            if TombstoneRecord::sealed_id(kind, &t.id) != id {
                 return Err(EnclaveError::BadRecord);
             }
             Indexed {
@@ -387,10 +365,6 @@ pub fn index(keys: &Keyring, sealed: &[u8]) -> Result<Indexed, EnclaveError> {
     };
     Ok(indexed)
 }
-
-/// A secret access key.
-#[derive(Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
-pub struct PrincipalSecret(pub String);
 
 #[cfg(test)]
 mod tests {

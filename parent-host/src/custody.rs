@@ -191,7 +191,10 @@ impl Custody {
         let ekms_wire::msg::DomainCreated {
             shares, genesis, ..
         } = *created;
-        store.put_principal(&genesis.access_key_id, &genesis.principal)?;
+        store.put_principal(
+            &genesis.principal,
+            std::slice::from_ref(&genesis.access_key_id),
+        )?;
         eprintln!(
             "ekms: created domain {domain}; admin credential {} sent to the operator, encrypted \
              to the admin key",

@@ -103,7 +103,13 @@ mod tests {
         std::fs::write(&dev.share, b"{}").unwrap();
         std::fs::write(dir.path().join("credentials"), b"[ekms]").unwrap();
         store
-            .put_principal("EKMSAAAA", &SealedBlob(vec![1, 2, 3]))
+            .apply(&[ekms_wire::msg::StoreWrite::PutPrincipal {
+                id: "admin".into(),
+                generation: 1,
+                expected: None,
+                sealed: SealedBlob(vec![1, 2, 3]),
+                access_key_ids: vec!["EKMSAAAA".into()],
+            }])
             .unwrap();
         let found = survey(dir.path(), &dev, &store).unwrap();
         assert_eq!(

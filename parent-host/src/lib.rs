@@ -9,6 +9,7 @@ pub mod attested_secret;
 pub mod cli_attestation;
 pub mod cli_credential;
 pub mod cli_domain;
+pub mod cli_principal;
 pub mod client;
 pub mod credentials;
 pub mod custodian;

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use ekms_parent_host::{
-    cli_attestation, cli_credential, cli_domain, custodian, fetch,
+    cli_attestation, cli_credential, cli_domain, cli_principal, custodian, fetch,
     serve::{self, EnclaveMode, ServeConfig},
 };
 
@@ -35,6 +35,10 @@ enum Command {
     /// Credentials the enclave delivered sealed to your key.
     #[command(subcommand)]
     Credential(CredentialCommand),
+    /// Principals (users with access keys and an identity policy), made and changed by signed
+    /// requests that the enclave authorizes.
+    #[command(subcommand)]
+    Principal(cli_principal::PrincipalCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
         Command::Domain(DomainCommand::Rotate(args)) => cli_domain::run_rotate(&args),
         Command::Domain(DomainCommand::AcceptState(args)) => cli_domain::run_accept_state(&args),
         Command::Credential(CredentialCommand::Open(args)) => cli_credential::run_open(&args),
+        Command::Principal(cmd) => cli_principal::run(&cmd),
     }
 }
 

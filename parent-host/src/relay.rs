@@ -188,7 +188,11 @@ impl Relay {
         let plan = plan::plan(op, &http.body);
         let mut keys = Vec::new();
         let mut aliases = Vec::new();
+        let mut principals = Vec::new();
         let mut next_marker = None;
+        for name in &plan.principals {
+            principals.extend(self.store.principal_named(name)?);
+        }
         for r in &plan.keys {
             if let KeyRef::Id(id) = r
                 && let Some(k) = self.key(id)?
@@ -221,6 +225,12 @@ impl Relay {
                 aliases.extend(page.records);
                 next_marker = page.more_after.as_deref().map(plan::encode_marker);
             }
+            Some(Listing::Principals { limit, marker }) => {
+                let after = marker.as_deref().and_then(plan::decode_marker);
+                let page = self.store.list_principals(after.as_deref(), limit)?;
+                principals.extend(page.records);
+                next_marker = page.more_after.as_deref().map(plan::encode_marker);
+            }
             None => {}
         }
         let principal = match akid {
@@ -232,6 +242,7 @@ impl Relay {
             principal,
             keys,
             aliases,
+            principals,
             next_marker,
         })
     }
@@ -396,10 +407,13 @@ impl Relay {
                 StoreWrite::DeleteKey { key_id, .. } => {
                     self.forget_keys(std::slice::from_ref(key_id));
                 }
-                StoreWrite::PutPrincipal {
-                    access_key_id,
-                    sealed,
-                } => remember(&self.cache.principals, access_key_id, sealed.clone()),
+                // Principals change rarely, and a change may retire an access key: the next
+                // request of each principal reads the store again.
+                StoreWrite::PutPrincipal { .. } | StoreWrite::DeletePrincipal { .. } => {
+                    if let Ok(mut m) = self.cache.principals.write() {
+                        m.clear();
+                    }
+                }
             }
         }
     }

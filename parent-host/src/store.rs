@@ -25,12 +25,20 @@ pub trait Store: Send + Sync + 'static {
     fn key(&self, key_id: &str) -> Result<Option<SealedBlob>, HostError>;
     /// An alias record and its target key id.
     fn alias(&self, name: &str) -> Result<Option<(SealedBlob, String)>, HostError>;
-    /// A principal record.
+    /// The record of the principal holding access key `access_key_id`.
     fn principal(&self, access_key_id: &str) -> Result<Option<SealedBlob>, HostError>;
+    /// The record of the principal named `name`.
+    fn principal_named(&self, name: &str) -> Result<Option<SealedBlob>, HostError>;
     /// Whether any principal exists.
     fn has_principals(&self) -> Result<bool, HostError>;
-    /// Stores a principal record.
-    fn put_principal(&self, access_key_id: &str, sealed: &SealedBlob) -> Result<(), HostError>;
+    /// Stores the first principal of a domain (its administrator), with its access key ids.
+    fn put_principal(
+        &self,
+        sealed: &SealedBlob,
+        access_key_ids: &[String],
+    ) -> Result<(), HostError>;
+    /// Principals in id order after `after`.
+    fn list_principals(&self, after: Option<&str>, limit: usize) -> Result<Page, HostError>;
     /// Keys in id order after `after`.
     fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Page, HostError>;
     /// Aliases in name order after `after`, optionally only those targeting `key_id`.
@@ -102,9 +110,17 @@ CREATE TABLE IF NOT EXISTS aliases (
 );
 CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases(key_id);
 CREATE TABLE IF NOT EXISTS principals (
-    access_key_id TEXT PRIMARY KEY,
-    sealed BLOB NOT NULL
+    id TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL DEFAULT 0,
+    sealed BLOB NOT NULL,
+    name TEXT
 );
+CREATE UNIQUE INDEX IF NOT EXISTS principals_by_name ON principals(name);
+CREATE TABLE IF NOT EXISTS access_keys (
+    access_key_id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS access_keys_by_principal ON access_keys(principal);
 CREATE TABLE IF NOT EXISTS domain (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     generation INTEGER NOT NULL,
@@ -116,25 +132,65 @@ CREATE TABLE IF NOT EXISTS tombstones (
     sealed BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
-INSERT OR IGNORE INTO meta (k, v) VALUES ('schema_version', '1');
+";
+
+/// The schema version this host writes.
+const SCHEMA_VERSION: &str = "2";
+
+/// Version 1 kept principals by access key id, one key each: only the domain's administrator.
+/// Its record keeps that id; the access key index and the name are added beside it.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE principals RENAME COLUMN access_key_id TO id;
+ALTER TABLE principals ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE principals ADD COLUMN name TEXT;
+UPDATE principals SET name = 'admin';
+CREATE UNIQUE INDEX principals_by_name ON principals(name);
+CREATE TABLE access_keys (
+    access_key_id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL
+);
+CREATE INDEX access_keys_by_principal ON access_keys(principal);
+INSERT INTO access_keys (access_key_id, principal) SELECT id, id FROM principals;
+UPDATE meta SET v = '2' WHERE k = 'schema_version';
 ";
 
 impl SqliteStore {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, HostError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        let version: String =
-            conn.query_row("SELECT v FROM meta WHERE k = 'schema_version'", [], |r| {
+        let existing: Option<String> = conn
+            .query_row("SELECT v FROM meta WHERE k = 'schema_version'", [], |r| {
                 r.get(0)
+            })
+            .optional()
+            .or_else(|e| match e {
+                // No meta table: a new store.
+                rusqlite::Error::SqliteFailure(_, _) => Ok(None),
+                other => Err(other),
             })?;
-        if version != "1" {
-            return Err(HostError::Startup(format!(
-                "unsupported store schema version {version}"
-            )));
+        match existing.as_deref() {
+            None => {
+                conn.execute_batch(SCHEMA)?;
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
+            Some("1") => {
+                let tx = conn.transaction()?;
+                tx.execute_batch(MIGRATE_1_TO_2)?;
+                tx.execute_batch(SCHEMA)?;
+                tx.commit()?;
+            }
+            Some(SCHEMA_VERSION) => conn.execute_batch(SCHEMA)?,
+            Some(other) => {
+                return Err(HostError::Startup(format!(
+                    "unsupported store schema version {other}"
+                )));
+            }
         }
         Ok(Self {
             conn: Mutex::new(conn),
@@ -196,9 +252,21 @@ impl Store for SqliteStore {
 
     fn principal(&self, access_key_id: &str) -> Result<Option<SealedBlob>, HostError> {
         self.with(|c| {
+            Ok(c.prepare_cached(
+                "SELECT p.sealed FROM access_keys a JOIN principals p ON p.id = a.principal
+                     WHERE a.access_key_id = ?1",
+            )?
+            .query_row([access_key_id], |r| r.get(0))
+            .optional()?
+            .map(SealedBlob))
+        })
+    }
+
+    fn principal_named(&self, name: &str) -> Result<Option<SealedBlob>, HostError> {
+        self.with(|c| {
             Ok(
-                c.prepare_cached("SELECT sealed FROM principals WHERE access_key_id = ?1")?
-                    .query_row([access_key_id], |r| r.get(0))
+                c.prepare_cached("SELECT sealed FROM principals WHERE name = ?1")?
+                    .query_row([name], |r| r.get(0))
                     .optional()?
                     .map(SealedBlob),
             )
@@ -211,14 +279,28 @@ impl Store for SqliteStore {
         )
     }
 
-    fn put_principal(&self, access_key_id: &str, sealed: &SealedBlob) -> Result<(), HostError> {
+    fn put_principal(
+        &self,
+        sealed: &SealedBlob,
+        access_key_ids: &[String],
+    ) -> Result<(), HostError> {
+        let id = ekms_wire::sealed::peek(&sealed.0)
+            .map(|h| h.id.to_owned())
+            .ok_or_else(|| HostError::Startup("the enclave sent a malformed principal".into()))?;
         self.with(|c| {
-            c.execute(
-                "INSERT INTO principals (access_key_id, sealed) VALUES (?1, ?2)",
-                params![access_key_id, sealed.0],
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO principals (id, generation, sealed, name) VALUES (?1, 0, ?2, ?1)",
+                params![id, sealed.0],
             )?;
+            index_access_keys(&tx, &id, access_key_ids)?;
+            tx.commit()?;
             Ok(())
         })
+    }
+
+    fn list_principals(&self, after: Option<&str>, limit: usize) -> Result<Page, HostError> {
+        self.scan(Table::Principals, after, limit)
     }
 
     fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Page, HostError> {
@@ -291,10 +373,35 @@ impl Store for SqliteStore {
                         "UPDATE aliases SET key_id = ?2, generation = ?3, sealed = ?4 WHERE name = ?1 AND generation = ?5",
                         params![name, key_id, sql(*generation), sealed.0, sql(*prev)],
                     )?,
-                    StoreWrite::PutPrincipal { access_key_id, sealed } => tx.execute(
-                        "UPDATE principals SET sealed = ?2 WHERE access_key_id = ?1",
-                        params![access_key_id, sealed.0],
-                    )?,
+                    StoreWrite::PutPrincipal { id, generation, expected: None, sealed, access_key_ids } => {
+                        tx.execute("DELETE FROM tombstones WHERE id = ?1", [format!("3:{id}")])?;
+                        let n = tx.execute(
+                            "INSERT OR IGNORE INTO principals (id, generation, sealed, name)
+                             VALUES (?1, ?2, ?3, ?1)",
+                            params![id, sql(*generation), sealed.0],
+                        )?;
+                        index_access_keys(&tx, id, access_key_ids)?;
+                        n
+                    }
+                    // Generation 0: a row of schema version 1, which did not keep it.
+                    StoreWrite::PutPrincipal { id, generation, expected: Some(prev), sealed, access_key_ids } => {
+                        let n = tx.execute(
+                            "UPDATE principals SET generation = ?2, sealed = ?3
+                             WHERE id = ?1 AND generation IN (?4, 0)",
+                            params![id, sql(*generation), sealed.0, sql(*prev)],
+                        )?;
+                        index_access_keys(&tx, id, access_key_ids)?;
+                        n
+                    }
+                    StoreWrite::DeletePrincipal { id, expected, generation, tombstone } => {
+                        let n = tx.execute(
+                            "DELETE FROM principals WHERE id = ?1 AND generation IN (?2, 0)",
+                            params![id, sql(*expected)],
+                        )?;
+                        index_access_keys(&tx, id, &[])?;
+                        put_tombstone(&tx, &format!("3:{id}"), *generation, tombstone)?;
+                        n
+                    }
                     StoreWrite::DeleteAlias { name, expected, generation, tombstone } => {
                         let n = tx.execute(
                             "DELETE FROM aliases WHERE name = ?1 AND generation = ?2",
@@ -383,8 +490,7 @@ impl Store for SqliteStore {
                 "SELECT name, sealed FROM aliases WHERE name > ?1 ORDER BY name LIMIT ?2"
             }
             Table::Principals => {
-                "SELECT access_key_id, sealed FROM principals WHERE access_key_id > ?1
-                 ORDER BY access_key_id LIMIT ?2"
+                "SELECT id, sealed FROM principals WHERE id > ?1 ORDER BY id LIMIT ?2"
             }
             Table::Tombstones => {
                 "SELECT id, sealed FROM tombstones WHERE id > ?1 ORDER BY id LIMIT ?2"
@@ -401,6 +507,22 @@ impl Store for SqliteStore {
             Ok(page(rows, limit))
         })
     }
+}
+
+/// Makes `access_key_ids` the access keys that find principal `id`.
+fn index_access_keys(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    access_key_ids: &[String],
+) -> Result<(), HostError> {
+    tx.execute("DELETE FROM access_keys WHERE principal = ?1", [id])?;
+    for akid in access_key_ids {
+        tx.execute(
+            "INSERT OR REPLACE INTO access_keys (access_key_id, principal) VALUES (?1, ?2)",
+            params![akid, id],
+        )?;
+    }
+    Ok(())
 }
 
 /// Stores the tombstone of a deleted record, over any older one.
@@ -439,6 +561,17 @@ mod tests {
         }
     }
 
+    /// A record with a valid public header (and no valid body).
+    fn header(kind: u8, id: &str) -> Vec<u8> {
+        let mut v = ekms_wire::sealed::MAGIC.to_vec();
+        v.extend([ekms_wire::sealed::VERSION, kind]);
+        v.extend([0; 8]);
+        v.extend(u16::try_from(id.len()).unwrap().to_be_bytes());
+        v.extend(id.as_bytes());
+        v.extend([7; 28]);
+        v
+    }
+
     #[test]
     fn the_domain_record_is_written_once_then_only_over_its_generation() {
         let dir = tempfile::tempdir().unwrap();
@@ -455,9 +588,13 @@ mod tests {
         ));
         s.put_domain(&SealedBlob(vec![2]), 2, Some(1)).unwrap();
         assert_eq!(s.domain().unwrap(), Some(SealedBlob(vec![2])));
-        s.put_principal("AK", &SealedBlob(vec![1])).unwrap();
+        let admin = SealedBlob(header(3, "admin"));
+        s.put_principal(&admin, &["AK".into()]).unwrap();
         let p = s.scan(Table::Principals, None, 10).unwrap();
-        assert_eq!(p.records, vec![SealedBlob(vec![1])]);
+        assert_eq!(p.records, vec![admin.clone()]);
+        assert_eq!(s.principal("AK").unwrap(), Some(admin.clone()));
+        assert_eq!(s.principal_named("admin").unwrap(), Some(admin));
+        assert!(s.principal("AK2").unwrap().is_none());
     }
 
     #[test]

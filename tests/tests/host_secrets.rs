@@ -292,7 +292,9 @@ async fn without_the_private_key_the_credential_is_saved_sealed_and_opened_later
     // A tampered file: refused.
     let mut forged = saved.clone();
     let akid = saved["access_key_id"].as_str().unwrap();
-    forged["access_key_id"] = serde_json::json!(format!("{}X", &akid[..akid.len() - 1]));
+    // Another last character (one that differs from the real one).
+    let last = if akid.ends_with('X') { 'Y' } else { 'X' };
+    forged["access_key_id"] = serde_json::json!(format!("{}{last}", &akid[..akid.len() - 1]));
     let forged_path = dir.path().join("forged.json");
     std::fs::write(&forged_path, forged.to_string()).unwrap();
     let o = ekms(&[

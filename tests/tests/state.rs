@@ -50,7 +50,8 @@ fn principal(app: &Appliance) -> SealedBlob {
     SealedBlob(
         db(app)
             .query_row(
-                "SELECT sealed FROM principals WHERE access_key_id = ?1",
+                "SELECT p.sealed FROM access_keys a JOIN principals p ON p.id = a.principal
+                 WHERE a.access_key_id = ?1",
                 [&app.access_key],
                 |r| r.get(0),
             )
@@ -72,6 +73,7 @@ async fn hostile(
         principal: Some(principal(app)),
         keys,
         aliases,
+        principals: vec![],
         next_marker: None,
     };
     enclave_of(app, cid)

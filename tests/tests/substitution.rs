@@ -103,10 +103,13 @@ async fn a_substituted_domain_gets_nothing_a_client_would_send_it() {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .unwrap();
-        let (akid, principal): (String, Vec<u8>) = from
-            .query_row("SELECT access_key_id, sealed FROM principals", [], |r| {
+        let (id, principal): (String, Vec<u8>) = from
+            .query_row("SELECT id, sealed FROM principals", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
+            .unwrap();
+        let akid: String = from
+            .query_row("SELECT access_key_id FROM access_keys", [], |r| r.get(0))
             .unwrap();
         let to = rusqlite::Connection::open(victim_dir.join("ekms.sqlite3")).unwrap();
         to.execute(
@@ -114,9 +117,17 @@ async fn a_substituted_domain_gets_nothing_a_client_would_send_it() {
             rusqlite::params![generation, sealed],
         )
         .unwrap();
+        // Both admins are named `admin`: the host's replaces the victim's.
+        to.execute_batch("DELETE FROM principals; DELETE FROM access_keys;")
+            .unwrap();
         to.execute(
-            "INSERT INTO principals (access_key_id, sealed) VALUES (?1, ?2)",
-            rusqlite::params![akid, principal],
+            "INSERT INTO principals (id, generation, sealed, name) VALUES (?1, 0, ?2, ?1)",
+            rusqlite::params![id, principal],
+        )
+        .unwrap();
+        to.execute(
+            "INSERT INTO access_keys (access_key_id, principal) VALUES (?1, ?2)",
+            rusqlite::params![akid, id],
         )
         .unwrap();
     }

@@ -207,6 +207,9 @@ pub struct KmsCall {
     pub keys: Vec<SealedBlob>,
     /// Sealed alias records the call refers to (and, for listings, the page of aliases).
     pub aliases: Vec<SealedBlob>,
+    /// Sealed principal records the call names (and, for listings, the page of principals).
+    #[serde(default)]
+    pub principals: Vec<SealedBlob>,
     /// For list operations: the marker of the next page, if there is one.
     pub next_marker: Option<String>,
 }
@@ -542,12 +545,29 @@ pub enum StoreWrite {
         /// The sealed record.
         sealed: SealedBlob,
     },
-    /// Insert or replace a principal (a re-sealed one; principals do not otherwise change).
+    /// Insert or replace a principal record.
     PutPrincipal {
-        /// Access key id.
-        access_key_id: String,
+        /// The record's id: the principal's name (an older record's access key id).
+        id: String,
+        /// Generation of the new record.
+        generation: u64,
+        /// Generation the store must hold now (`None`: the principal must not exist).
+        expected: Option<u64>,
         /// The sealed record.
         sealed: SealedBlob,
+        /// Its access key ids, public index for finding the record of a request.
+        access_key_ids: Vec<String>,
+    },
+    /// Replace a principal by its sealed tombstone.
+    DeletePrincipal {
+        /// The record's id.
+        id: String,
+        /// Generation the store must hold now.
+        expected: u64,
+        /// Generation of the tombstone.
+        generation: u64,
+        /// The sealed tombstone.
+        tombstone: SealedBlob,
     },
     /// Replace an alias by its sealed tombstone.
     DeleteAlias {

@@ -66,6 +66,8 @@ pub struct Plan {
     pub keys: Vec<KeyRef>,
     /// Aliases named by the request (they are fetched together with their target keys).
     pub aliases: Vec<String>,
+    /// Principals named by the request (appliance operations on principals), by name.
+    pub principals: Vec<String>,
     /// A listing to page through, if the operation lists.
     pub listing: Option<Listing>,
 }
@@ -82,6 +84,13 @@ pub enum Listing {
     },
     /// `ListAliases`, optionally for one key.
     Aliases {
+        /// Page size.
+        limit: usize,
+        /// Marker from the previous page.
+        marker: Option<String>,
+    },
+    /// `EkmsListPrincipals`.
+    Principals {
         /// Page size.
         limit: usize,
         /// Marker from the previous page.
@@ -148,7 +157,13 @@ pub fn plan(op: &str, body: &[u8]) -> Plan {
                 .map_or(DEFAULT_ALIAS_LIMIT, |l| l.clamp(1, MAX_ALIAS_LIMIT));
             plan.listing = Some(Listing::Aliases { limit, marker });
         }
+        "EkmsListPrincipals" => plan.listing = Some(Listing::Principals { limit, marker }),
         _ => {}
+    }
+    if op.starts_with("Ekms")
+        && let Some(Value::String(name)) = obj.get("UserName")
+    {
+        plan.principals.push(name.clone());
     }
     plan
 }
@@ -248,12 +263,22 @@ pub const STATE_CHANGING_OPERATIONS: &[&str] = &[
 ];
 
 /// Operations of this appliance beyond AWS KMS's, on the same protocol (`TrentService.<Op>`,
-/// `SigV4` for service `kms`). All of them change state.
+/// `SigV4` for service `kms`). All but [`APPLIANCE_READS`] change state.
 pub const APPLIANCE_OPERATIONS: &[&str] = &[
     // A witnessed writer that cannot prove its state (a quorum of witnesses lost) serves the
     // state it loaded, on a signed request of a principal; docs/state.md.
     "EkmsAcceptUnwitnessedState",
+    // Principals (the IAM side): docs/authorization.md.
+    "EkmsCreateAccessKey",
+    "EkmsCreatePrincipal",
+    "EkmsDeleteAccessKey",
+    "EkmsDeletePrincipal",
+    "EkmsListPrincipals",
+    "EkmsPutPrincipalPolicy",
 ];
+
+/// The operations of [`APPLIANCE_OPERATIONS`] that only read.
+pub const APPLIANCE_READS: &[&str] = &["EkmsListPrincipals"];
 
 /// Whether `op` is an operation of AWS KMS or of this appliance.
 #[must_use]
@@ -264,7 +289,8 @@ pub fn is_known(op: &str) -> bool {
 /// Whether `op` (an operation name without the `TrentService.` prefix) changes state.
 #[must_use]
 pub fn changes_state(op: &str) -> bool {
-    STATE_CHANGING_OPERATIONS.contains(&op) || APPLIANCE_OPERATIONS.contains(&op)
+    STATE_CHANGING_OPERATIONS.contains(&op)
+        || (APPLIANCE_OPERATIONS.contains(&op) && !APPLIANCE_READS.contains(&op))
 }
 
 /// Operations this appliance implements.

@@ -230,10 +230,11 @@ pub(super) fn share_threshold(shares: &[Share]) -> u8 {
     shares.first().map_or(u8::MAX, Share::threshold)
 }
 
-const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-const ALNUM: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+pub(crate) const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+pub(crate) const ALNUM: &[u8; 62] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-fn random_string(alphabet: &[u8], len: usize) -> Result<String, EnclaveError> {
+pub(crate) fn random_string(alphabet: &[u8], len: usize) -> Result<String, EnclaveError> {
     let mut out = String::with_capacity(len);
     let mut buf = [0u8; 1];
     // Rejection sampling keeps the distribution uniform.
@@ -259,27 +260,31 @@ impl Core {
         admin_key: &P384PublicKey,
         nonce: &[u8],
     ) -> Result<Genesis, EnclaveError> {
-        let access_key_id = format!("EKMS{}", random_string(BASE32, 16)?);
-        let record = PrincipalRecord {
-            access_key_id: access_key_id.clone(),
-            secret: crate::record::PrincipalSecret(random_string(ALNUM, 40)?),
-            name: "admin".into(),
-            generation: 0,
-            identity_policies: Some(vec![crate::policy::ADMIN_POLICY.to_owned()]),
-        };
+        let (key, user_id) = new_access_key(chrono::Utc::now().timestamp_millis())?;
+        let access_key_id = key.id.clone();
+        let mut record = PrincipalRecord::new(
+            crate::principal::ADMIN_NAME,
+            user_id,
+            key,
+            Some(crate::policy::ADMIN_POLICY.to_owned()),
+        );
+        record.generation = 0;
         let sealed = record::seal(
             domain.keyring().current(),
             Kind::Principal,
-            &access_key_id,
+            &record.id,
             &record,
         )?;
+        let secret = record
+            .secret_of(&access_key_id)
+            .ok_or(EnclaveError::Encoding)?;
         let delivered = delivery::seal_secret_for(
             &self.attestor,
             admin_key,
             nonce,
             domain.id(),
             (SecretKind::Credential, access_key_id.as_str()),
-            record.secret.0.as_bytes(),
+            secret.0.as_bytes(),
         )?;
         Ok(Genesis {
             principal: SealedBlob(sealed),
@@ -287,5 +292,41 @@ impl Core {
             sealed_secret: delivered.sealed,
             document: delivered.document,
         })
+    }
+}
+
+/// A fresh access key made at `now_ms`, and a fresh IAM-style user id for a new principal.
+pub(crate) fn new_access_key(
+    now_ms: i64,
+) -> Result<(crate::principal::AccessKey, String), EnclaveError> {
+    let key = crate::principal::AccessKey {
+        id: format!("EKMS{}", random_string(BASE32, 16)?),
+        secret: crate::record::PrincipalSecret(random_string(ALNUM, 40)?),
+        created_ms: now_ms,
+    };
+    Ok((key, format!("AIDA{}", random_string(BASE32, 17)?)))
+}
+
+impl Core {
+    /// Encrypts the secret of access key `akid` to the receiver's one-off key (custodian key
+    /// JSON) and attests to it over the receiver's `nonce`: only that receiver opens it, and it
+    /// knows the secret came from this domain's enclave.
+    pub(crate) fn deliver_credential(
+        &self,
+        recipient_json: &str,
+        nonce: &[u8],
+        akid: &str,
+        secret: &crate::record::PrincipalSecret,
+    ) -> Result<delivery::Delivered, EnclaveError> {
+        let to = delivery::recipient(recipient_json)?;
+        let domain = self.domain().ok_or(EnclaveError::Sealed)?;
+        delivery::seal_secret_for(
+            &self.attestor,
+            &to,
+            nonce,
+            domain.id(),
+            (SecretKind::Credential, akid),
+            secret.0.as_bytes(),
+        )
     }
 }

@@ -32,7 +32,7 @@ use crate::{
     record::{self, AliasRecord, KeyRecord, KeyState, Kind, PrincipalRecord, TombstoneRecord},
 };
 
-mod ceremony;
+pub(crate) mod ceremony;
 mod peer;
 mod records;
 mod witness;
@@ -150,6 +150,11 @@ impl Core {
     }
 
     /// The unsealed domain, if any.
+    /// The domain's id (hex), once there is a domain.
+    pub(crate) fn domain_hex(&self) -> String {
+        self.domain().map(|d| hex(&d.id())).unwrap_or_default()
+    }
+
     fn domain(&self) -> Option<Arc<Domain>> {
         match &*self.state.read().ok()? {
             State::Open(d) => Some(Arc::clone(d)),
@@ -314,6 +319,20 @@ pub(super) fn fresh_nonce() -> Result<Vec<u8>, EnclaveError> {
 }
 
 /// An attestor over a mock NSM with a fresh simulation CA, for tests.
+#[cfg(test)]
+impl Core {
+    /// Opens a fresh domain (one custodian, no witnesses) in this enclave, for tests of
+    /// operations that need one.
+    pub(crate) fn open_test_domain(&self) -> Arc<Domain> {
+        let custodian = ekms_custody::CustodianKey::generate().unwrap();
+        let pubs = vec![custodian.public_key().to_json().unwrap()];
+        let (d, _) = Domain::create(&pubs, 1, crate::custody::PcrValues::new(), 0).unwrap();
+        let d = Arc::new(d);
+        *self.state.write().unwrap() = State::Open(Arc::clone(&d));
+        d
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn test_attestor() -> Attestor {
     test_attestor_for(

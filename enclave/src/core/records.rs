@@ -3,8 +3,8 @@
 
 use super::{
     AliasRecord, Core, EnclaveError, EnclaveResponse, Fault, KeyRecord, KeyState, Keyring, Kind,
-    LedgerError, PrincipalRecord, RecordId, SealedBlob, StoreWrite, TombstoneRecord, Version,
-    digest_of, ops, record,
+    LedgerError, RecordId, SealedBlob, StoreWrite, TombstoneRecord, Version, digest_of, ops,
+    record,
 };
 
 impl Core {
@@ -159,38 +159,18 @@ impl Core {
                 ops::alias_write(self, keys, &mut rec)?
             }
             3 => {
-                let mut rec: PrincipalRecord =
-                    record::open(keys, Kind::Principal, Some(&id), &sealed.0)?;
-                let rid = RecordId::principal(&id);
-                let opened = self.check_current(&rid, rec.generation, &sealed.0)?;
-                rec.generation = self.ledger()?.next_seq();
-                let resealed = record::seal(current, Kind::Principal, &id, &rec)?;
-                let change = crate::ledger::Change {
-                    id: rid,
-                    expected: Some(opened),
-                    new: Version {
-                        seq: rec.generation,
-                        digest: digest_of(&resealed),
-                    },
-                    live: true,
-                    target: None,
-                };
-                (
-                    StoreWrite::PutPrincipal {
-                        sealed: SealedBlob(resealed),
-                        access_key_id: id,
-                    },
-                    change,
-                )
+                let mut rec = crate::principal::open(keys, &sealed.0)?;
+                rec.opened = Some(self.check_current(
+                    &RecordId::principal(&rec.id),
+                    rec.generation,
+                    &sealed.0,
+                )?);
+                ops::principal_write(self, keys, &mut rec)?
             }
             4 => {
                 let mut t: TombstoneRecord =
                     record::open(keys, Kind::Tombstone, Some(&id), &sealed.0)?;
-                let rid = match t.kind {
-                    1 => RecordId::key(&t.id).ok_or(EnclaveError::BadRecord)?,
-                    2 => RecordId::alias(&t.id),
-                    _ => return Err(EnclaveError::BadRecord),
-                };
+                let (_, rid) = t.of()?;
                 let opened = self
                     .ledger()?
                     .check_tombstone(&rid, t.generation, &sealed.0)
@@ -252,7 +232,7 @@ pub(super) fn open_any(
             "alias"
         }
         3 => {
-            record::open::<PrincipalRecord>(keys, Kind::Principal, None, &sealed.0)?;
+            crate::principal::open(keys, &sealed.0)?;
             "principal"
         }
         _ => return Err(EnclaveError::BadRecord),

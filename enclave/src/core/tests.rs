@@ -453,6 +453,7 @@ fn a_sealed_enclave_refuses_kms_calls_with_a_retryable_error() {
         principal: None,
         keys: vec![],
         aliases: vec![],
+        principals: vec![],
         next_marker: None,
     };
     let EnclaveResponse::Kms(KmsOutcome::Err { code, message }) =

@@ -147,6 +147,12 @@ impl Ctx<'_> {
 
     /// Whether the caller may do an operation that names no key (identity policies only).
     pub(crate) fn authorize_account(&self) -> Result<(), KmsError> {
+        self.authorize_identity("*")
+    }
+
+    /// Whether the caller's identity policies allow the action on `resource` (an operation on
+    /// something other than a key: a principal, or nothing in particular).
+    pub(crate) fn authorize_identity(&self, resource: &str) -> Result<(), KmsError> {
         if self.caller_may_do_everything() {
             return Ok(());
         }
@@ -154,7 +160,6 @@ impl Ctx<'_> {
             return Ok(());
         };
         let action = self.action();
-        let resource = "*";
         let identity: Vec<&str> = identity.iter().map(String::as_str).collect();
         let req = Request {
             principal: &arn,
@@ -165,7 +170,7 @@ impl Ctx<'_> {
         };
         match eval::decide_identity(&identity, &req) {
             Decision::Allow => Ok(()),
-            d => Err(denied(&arn, &action, resource, d)),
+            d => Err(denied_by(&arn, &action, resource, d, "identity-based")),
         }
     }
 
@@ -196,9 +201,15 @@ impl Ctx<'_> {
 
 /// AWS's `AccessDeniedException`.
 fn denied(arn: &str, action: &str, resource: &str, d: Decision) -> KmsError {
+    denied_by(arn, action, resource, d, "resource-based")
+}
+
+/// AWS's `AccessDeniedException` for a decision of `kind` policies (resource- or
+/// identity-based).
+fn denied_by(arn: &str, action: &str, resource: &str, d: Decision, kind: &str) -> KmsError {
     let why = match d {
         Decision::ExplicitDeny => "with an explicit deny in a policy".to_owned(),
-        _ => format!("because no resource-based policy allows the {action} action"),
+        _ => format!("because no {kind} policy allows the {action} action"),
     };
     KmsError::new(
         KmsErrorCode::AccessDeniedException,

@@ -10,6 +10,7 @@ mod data_key_pair;
 mod key_policy;
 mod keys;
 mod mac;
+mod principals;
 mod public_key;
 mod recovery;
 mod sign;
@@ -79,19 +80,14 @@ pub async fn execute(
 ) -> Result<(Vec<u8>, Vec<StoreWrite>, u64), OpError> {
     let principal = match &call.principal {
         Some(sealed) => {
-            let p = record::open::<PrincipalRecord>(keys, Kind::Principal, None, &sealed.0)
-                .map_err(|_| {
-                    KmsError::new(
-                        KmsErrorCode::UnrecognizedClientException,
-                        auth::MSG_UNRECOGNIZED,
-                    )
-                })?;
+            let p = crate::principal::open(keys, &sealed.0).map_err(|_| {
+                KmsError::new(
+                    KmsErrorCode::UnrecognizedClientException,
+                    auth::MSG_UNRECOGNIZED,
+                )
+            })?;
             // An old copy of a principal (a retired key, a changed policy) is refused.
-            core.check_current(
-                &RecordId::principal(&p.access_key_id),
-                p.generation,
-                &sealed.0,
-            )?;
+            core.check_current(&RecordId::principal(&p.id), p.generation, &sealed.0)?;
             Some(p)
         }
         None => None,
@@ -193,7 +189,16 @@ impl Ctx<'_> {
             "GenerateDataKeyPairWithoutPlaintext" => {
                 data_key_pair::generate_data_key_pair(self, body, false)
             }
-            "EkmsAcceptUnwitnessedState" => recovery::accept_unwitnessed_state(self, body),
+            "EkmsAcceptUnwitnessedState" => {
+                self.with_action("ekms:AcceptUnwitnessedState", || self.authorize_account())?;
+                recovery::accept_unwitnessed_state(self, body)
+            }
+            "EkmsCreatePrincipal" => principals::create_principal(self, body),
+            "EkmsListPrincipals" => principals::list_principals(self, body),
+            "EkmsDeletePrincipal" => principals::delete_principal(self, body),
+            "EkmsCreateAccessKey" => principals::create_access_key(self, body),
+            "EkmsDeleteAccessKey" => principals::delete_access_key(self, body),
+            "EkmsPutPrincipalPolicy" => principals::put_principal_policy(self, body),
             other if AWS_KMS_OPERATIONS.contains(&other) => Err(KmsError::new(
                 KmsErrorCode::UnsupportedOperationException,
                 format!("{other} is not supported by this appliance yet."),
@@ -403,6 +408,36 @@ pub(crate) fn alias_write(
     Ok((write, change))
 }
 
+/// Seals the next version of a principal record, like [`key_write`].
+pub(crate) fn principal_write(
+    core: &Core,
+    keys: &Keyring,
+    rec: &mut PrincipalRecord,
+) -> Result<(StoreWrite, Change), EnclaveError> {
+    let expected = rec.opened;
+    rec.generation = core.ledger()?.next_seq();
+    let sealed = record::seal(keys.current(), Kind::Principal, &rec.id, rec)?;
+    let change = Change {
+        id: RecordId::principal(&rec.id),
+        expected,
+        new: Version {
+            seq: rec.generation,
+            digest: digest_of(&sealed),
+        },
+        live: true,
+        target: None,
+    };
+    rec.opened = Some(change.new);
+    let write = StoreWrite::PutPrincipal {
+        id: rec.id.clone(),
+        generation: rec.generation,
+        expected: expected.map(|v| v.seq),
+        sealed: SealedBlob(sealed),
+        access_key_ids: rec.key_ids(),
+    };
+    Ok((write, change))
+}
+
 /// Seals the tombstone that replaces the current version `opened` of key or alias `id`.
 pub(crate) fn tombstone_write(
     core: &Core,
@@ -415,7 +450,8 @@ pub(crate) fn tombstone_write(
     let rid = match kind {
         Kind::Key => RecordId::key(id).ok_or(EnclaveError::BadRecord)?,
         Kind::Alias => RecordId::alias(id),
-        _ => return Err(EnclaveError::BadRecord),
+        Kind::Principal => RecordId::principal(id),
+        Kind::Tombstone => return Err(EnclaveError::BadRecord),
     };
     let tomb = TombstoneRecord {
         kind: kind as u8,
@@ -442,6 +478,12 @@ pub(crate) fn tombstone_write(
     let write = match kind {
         Kind::Key => StoreWrite::DeleteKey {
             key_id: id.to_owned(),
+            expected: opened.seq,
+            generation: tomb.generation,
+            tombstone: SealedBlob(sealed),
+        },
+        Kind::Principal => StoreWrite::DeletePrincipal {
+            id: id.to_owned(),
             expected: opened.seq,
             generation: tomb.generation,
             tombstone: SealedBlob(sealed),

@@ -9,16 +9,16 @@ use serde_json::{Value, json};
 use super::{OpError, execute};
 use crate::{
     Config, Core,
-    auth::tests::{SECRET, principal, signed},
-    domain::{DomainKey, Keyring},
+    auth::tests::{AKID, SECRET, principal, signed, signed_as},
     ledger::{Ledger, RecordId, Version, digest_of},
     record::{self, Kind},
 };
 
 struct Env {
     core: Core,
-    domain: Keyring,
-    principal: SealedBlob,
+    domain: std::sync::Arc<crate::custody::Domain>,
+    /// Every principal record, as the store holds them.
+    principals: Vec<SealedBlob>,
     keys: Vec<SealedBlob>,
     aliases: Vec<SealedBlob>,
     /// Calls made: each is signed a second later than the one before, so that two equal
@@ -35,12 +35,12 @@ impl Env {
             },
             crate::core::test_attestor(),
         );
-        let domain = Keyring::single(DomainKey::generate().unwrap());
+        let domain = core.open_test_domain();
         let p = principal();
-        let sealed = record::seal(domain.current(), Kind::Principal, &p.access_key_id, &p).unwrap();
+        let sealed = record::seal(domain.keyring().current(), Kind::Principal, &p.id, &p).unwrap();
         let mut ledger = Ledger::new_ready();
         ledger.insert_own(
-            RecordId::principal(&p.access_key_id),
+            RecordId::principal(&p.id),
             Version {
                 seq: 0,
                 digest: digest_of(&sealed),
@@ -50,7 +50,7 @@ impl Env {
         Self {
             core,
             domain,
-            principal: SealedBlob(sealed),
+            principals: vec![SealedBlob(sealed)],
             keys: vec![],
             aliases: vec![],
             calls: 0,
@@ -68,20 +68,57 @@ impl Env {
         self.run(signed(op, &body.to_string(), SECRET, at), at)
     }
 
+    /// Calls as the principal holding access key `who.0` with secret `who.1`.
+    fn call_as(&mut self, who: (&str, &str), op: &str, body: Value) -> Result<Value, OpError> {
+        self.calls += 1;
+        let at = SystemTime::now() + std::time::Duration::from_secs(self.calls);
+        self.run_as(
+            who.0,
+            signed_as(who.0, op, &body.to_string(), who.1, at),
+            at,
+        )
+    }
+
+    /// The record of principal `name`, opened (tests hold the domain keys).
+    fn principal_record(&self, name: &str) -> Option<crate::principal::PrincipalRecord> {
+        self.principals
+            .iter()
+            .filter_map(|s| crate::principal::open(self.domain.keyring(), &s.0).ok())
+            .find(|p| p.name == name)
+    }
+
     /// Sends an already signed request at time `now`.
     fn run(&mut self, http: HttpRequest, now: SystemTime) -> Result<Value, OpError> {
+        self.run_as(AKID, http, now)
+    }
+
+    /// Sends a request signed with access key `akid`, with the record the host finds for it.
+    fn run_as(&mut self, akid: &str, http: HttpRequest, now: SystemTime) -> Result<Value, OpError> {
+        let caller = self
+            .principals
+            .iter()
+            .find(|s| {
+                crate::principal::open(self.domain.keyring(), &s.0)
+                    .is_ok_and(|p| p.secret_of(akid).is_some())
+            })
+            .cloned();
         let call = KmsCall {
             http,
-            principal: Some(self.principal.clone()),
+            principal: caller,
             keys: self.keys.clone(),
             aliases: self.aliases.clone(),
+            principals: self.principals.clone(),
             next_marker: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let (out, writes, token) =
-            rt.block_on(execute(&self.core, &self.domain, &call, now.into()))?;
+        let (out, writes, token) = rt.block_on(execute(
+            &self.core,
+            self.domain.keyring(),
+            &call,
+            now.into(),
+        ))?;
         assert_eq!(writes.is_empty(), token == 0);
         if token != 0 {
             self.core.ledger().unwrap().commit(token).unwrap();
@@ -106,8 +143,17 @@ impl Env {
                     self.keys
                         .retain(|k| record::peek(&k.0).unwrap().id != key_id);
                 }
-                StoreWrite::PutPrincipal { .. } | StoreWrite::PutTombstone { .. } => {
-                    panic!("no operation writes principals or re-seals tombstones")
+                StoreWrite::PutPrincipal { id, sealed, .. } => {
+                    self.principals
+                        .retain(|k| record::peek(&k.0).unwrap().id != id);
+                    self.principals.push(sealed);
+                }
+                StoreWrite::DeletePrincipal { id, .. } => {
+                    self.principals
+                        .retain(|k| record::peek(&k.0).unwrap().id != id);
+                }
+                StoreWrite::PutTombstone { .. } => {
+                    panic!("no operation re-seals tombstones")
                 }
             }
         }
@@ -444,7 +490,9 @@ fn the_enclave_decides_deletions_by_its_own_clock_and_leaves_tombstones() {
     let key_record = env.keys[0].clone();
     let sweep = |env: &Env, days: i64| {
         let now = chrono::Utc::now() + chrono::Duration::days(days);
-        env.core.sweep(&env.domain, &env.keys, now).unwrap()
+        env.core
+            .sweep(env.domain.keyring(), &env.keys, now)
+            .unwrap()
     };
     // Enabled: never deleted, whatever the host's columns say.
     assert!(sweep(&env, 365).0.is_empty());
@@ -881,3 +929,5 @@ fn the_default_policy_fast_path_decides_as_the_evaluation_does() {
         KmsErrorCode::AccessDeniedException
     );
 }
+
+mod principals;

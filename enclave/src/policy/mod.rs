@@ -4,7 +4,8 @@
 //!
 //! Evaluation ([`eval`]) is AWS's: an explicit Deny wins; a key policy may allow a principal
 //! directly, or allow the account (its root) and so delegate to the principal's identity
-//! policies. The operations do not call it yet (principals come first): the README says so.
+//! policies. `ops::authz` calls it for every operation. Identity policies (a principal's, like
+//! IAM inline policies) follow the same grammar without `Principal`.
 
 use serde_json::Value;
 
@@ -45,6 +46,15 @@ const VERSIONS: &[&str] = &["2012-10-17", "2008-10-17"];
 
 /// Checks `doc` against AWS's key policy grammar.
 pub fn check(doc: &str) -> Result<(), PolicyError> {
+    check_doc(doc, true)
+}
+
+/// Checks `doc` against IAM's identity policy grammar: a key policy's, without `Principal`.
+pub fn check_identity(doc: &str) -> Result<(), PolicyError> {
+    check_doc(doc, false)
+}
+
+fn check_doc(doc: &str, resource_based: bool) -> Result<(), PolicyError> {
     if doc.len() > MAX_POLICY {
         return Err(PolicyError::TooLarge);
     }
@@ -75,12 +85,12 @@ pub fn check(doc: &str) -> Result<(), PolicyError> {
         _ => return Err(malformed("The policy must contain at least one Statement.")),
     };
     for s in statements {
-        statement(s)?;
+        statement(s, resource_based)?;
     }
     Ok(())
 }
 
-fn statement(s: &Value) -> Result<(), PolicyError> {
+fn statement(s: &Value, resource_based: bool) -> Result<(), PolicyError> {
     let malformed = |why: String| PolicyError::Malformed(why);
     let obj = s
         .as_object()
@@ -101,7 +111,13 @@ fn statement(s: &Value) -> Result<(), PolicyError> {
             ));
         }
     }
-    exactly_one(obj, "Principal", "NotPrincipal")?;
+    if resource_based {
+        exactly_one(obj, "Principal", "NotPrincipal")?;
+    } else if obj.contains_key("Principal") || obj.contains_key("NotPrincipal") {
+        return Err(malformed(
+            "Policy document should not specify a principal.".into(),
+        ));
+    }
     exactly_one(obj, "Action", "NotAction")?;
     exactly_one(obj, "Resource", "NotResource")?;
     for name in ["Principal", "NotPrincipal"] {
