@@ -20,8 +20,13 @@ use crate::{KmsError, record::PrincipalRecord};
 /// clock is refused as expired or not yet current.
 pub const SKEW_MINUTES: i64 = 15;
 
-/// Headers every request must have signed: the operation and the endpoint.
+/// Headers every KMS request must have signed: the operation and the endpoint.
 const REQUIRED: &[Cow<'static, str>] = &[Cow::Borrowed("host"), Cow::Borrowed("x-amz-target")];
+/// Headers an STS (AWS Query) request must have signed: the endpoint (its operation is in the
+/// signed body).
+const REQUIRED_STS: &[Cow<'static, str>] = &[Cow::Borrowed("host")];
+/// Prefix of the operation name of an STS request (`sts:GetCallerIdentity`).
+pub const STS_PREFIX: &str = "sts:";
 
 /// AWS's message for a signature that does not verify.
 pub const MSG_SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
@@ -31,7 +36,9 @@ pub const MSG_UNRECOGNIZED: &str = "The security token included in the request i
 /// A request whose signature verified.
 #[derive(Debug)]
 pub struct Verified {
-    /// The operation from the signed `X-Amz-Target` (`TrentService.<Op>` → `<Op>`).
+    /// The operation from the signed `X-Amz-Target` (`TrentService.<Op>` → `<Op>`), or for an
+    /// STS request (AWS Query protocol, no `X-Amz-Target`, signed for service `sts`) `sts:` and
+    /// the signed body's `Action`.
     pub operation: String,
     /// The signed body.
     pub body: bytes::Bytes,
@@ -42,7 +49,8 @@ pub struct Verified {
     pub signed_at: DateTime<Utc>,
 }
 
-/// Verifies `http` against `principal` at `now` for `region` and service `kms`.
+/// Verifies `http` against `principal` at `now` for `region` and service `kms` (or `sts`, for a
+/// request without `X-Amz-Target`).
 pub async fn verify(
     http: &HttpRequest,
     principal: Option<&PrincipalRecord>,
@@ -96,7 +104,21 @@ pub async fn verify(
             }
         }
     });
-    let required = SliceSignedHeaderRequirements::new(REQUIRED, &[], &[]);
+    let sts = !http
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"));
+    let (service, required) = if sts {
+        (
+            "sts",
+            SliceSignedHeaderRequirements::new(REQUIRED_STS, &[], &[]),
+        )
+    } else {
+        (
+            "kms",
+            SliceSignedHeaderRequirements::new(REQUIRED, &[], &[]),
+        )
+    };
     // The steps of `sigv4_validate_request`, kept apart so that the signature and date the
     // replay cache records are the very ones this parse verified.
     let (parts, body) = request.into_parts();
@@ -107,33 +129,47 @@ pub async fn verify(
     authenticator
         .validate_signature(
             region,
-            "kms",
+            service,
             now,
             chrono::Duration::minutes(SKEW_MINUTES),
             &mut get_key,
         )
         .await
         .map_err(map_error)?;
-    let target = parts
-        .headers
+    Ok(Verified {
+        operation: operation(sts, &parts.headers, &body)?,
+        body,
+        signature: authenticator.signature().to_owned(),
+        signed_at: authenticator.request_timestamp(),
+    })
+}
+
+/// The operation of a verified request: `X-Amz-Target`'s, or for STS the body's `Action`.
+fn operation(
+    sts: bool,
+    headers: &http::HeaderMap,
+    body: &bytes::Bytes,
+) -> Result<String, KmsError> {
+    if sts {
+        let action = form_urlencoded::parse(body)
+            .find(|(k, _)| k == "Action")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        return Ok(format!("{STS_PREFIX}{action}"));
+    }
+    let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let operation = target
+    target
         .strip_prefix("TrentService.")
+        .map(str::to_owned)
         .ok_or_else(|| {
             KmsError::new(
                 KmsErrorCode::UnknownOperationException,
                 format!("Unknown operation {target}"),
             )
-        })?
-        .to_owned();
-    Ok(Verified {
-        operation,
-        body,
-        signature: authenticator.signature().to_owned(),
-        signed_at: authenticator.request_timestamp(),
-    })
+        })
 }
 
 fn map_error(e: SignatureError) -> KmsError {
@@ -190,6 +226,60 @@ pub(crate) mod tests {
     /// Signs a KMS request the way the AWS SDKs do.
     pub(crate) fn signed(op: &str, body: &str, secret: &str, at: SystemTime) -> HttpRequest {
         signed_as(AKID, op, body, secret, at)
+    }
+
+    /// Signs an STS request (AWS Query, form body, service `sts`) with access key `akid`.
+    pub(crate) fn signed_sts(akid: &str, body: &str, secret: &str, at: SystemTime) -> HttpRequest {
+        let creds = Credentials::new(akid, secret, None, None, "test");
+        let identity = creds.into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("sts")
+            .time(at)
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let headers = [
+            ("host", "127.0.0.1:8400"),
+            (
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            ),
+        ];
+        let signable = SignableRequest::new(
+            "POST",
+            "http://127.0.0.1:8400/",
+            headers.iter().copied(),
+            SignableBody::Bytes(body.as_bytes()),
+        )
+        .unwrap();
+        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri("/")
+            .body(())
+            .unwrap();
+        for (k, v) in headers {
+            req.headers_mut().insert(k, v.parse().unwrap());
+        }
+        instructions.apply_to_request_http1x(&mut req);
+        HttpRequest {
+            method: "POST".into(),
+            uri: "/".into(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        serde_bytes::ByteBuf::from(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        }
     }
 
     /// Signs a KMS request with access key `akid`.

@@ -110,21 +110,24 @@ pub fn access_key_id(authorization: &str) -> Option<&str> {
 #[tracing::instrument(skip_all)]
 async fn kms(State(relay): State<Arc<Relay>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    let sts = crate::sts::is_sts(&parts.headers);
     let op = parts
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .and_then(|t| t.strip_prefix("TrentService."))
         .map(str::to_owned);
-    let Some(op) = op.filter(|o| ekms_wire::plan::is_known(o)) else {
+    let op = op.filter(|o| ekms_wire::plan::is_known(o));
+    if op.is_none() && !sts {
         return error_response(KmsErrorCode::UnknownOperationException, "");
-    };
+    }
     let Ok(body) = to_bytes(body, MAX_BODY).await else {
         return error_response(
             KmsErrorCode::ValidationException,
             &format!("Request body exceeds the limit of {MAX_BODY} bytes."),
         );
     };
+    let op = op.unwrap_or_else(|| crate::sts::operation(&body));
     let akid = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -149,7 +152,13 @@ async fn kms(State(relay): State<Arc<Relay>>, req: Request) -> Response {
             .collect(),
         body: body.to_vec(),
     };
-    match relay.kms(&op, http, akid.as_deref()).await {
+    let answer = relay.kms(&op, http, akid.as_deref()).await;
+    let request_id = || uuid::Uuid::from_u128(rand_u128()).to_string();
+    match answer {
+        Answer::Ok(body) if sts => crate::sts::ok_response(body, &request_id()),
+        Answer::Err(code, message) if sts => {
+            crate::sts::error_response(code, &message, &request_id())
+        }
         Answer::Ok(body) => {
             let mut resp = Response::new(Body::from(body));
             let h = resp.headers_mut();

@@ -24,6 +24,7 @@ pub mod relay;
 pub mod serve;
 pub mod signed_client;
 pub mod store;
+pub mod sts;
 pub mod supervisor;
 pub mod witness;
 

@@ -598,6 +598,44 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_1_store_migrates_and_its_admin_is_found_by_key_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE principals (access_key_id TEXT PRIMARY KEY, sealed BLOB NOT NULL);
+                 CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+                 INSERT INTO meta (k, v) VALUES ('schema_version', '1');
+                 INSERT INTO principals VALUES ('EKMSOLD', x'01');",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.principal("EKMSOLD").unwrap(), Some(SealedBlob(vec![1])));
+        assert_eq!(
+            s.principal_named("admin").unwrap(),
+            Some(SealedBlob(vec![1]))
+        );
+        // Its next version replaces it under the same id, whatever generation it had.
+        s.apply(&[StoreWrite::PutPrincipal {
+            id: "EKMSOLD".into(),
+            generation: 9,
+            expected: Some(4),
+            sealed: SealedBlob(vec![2]),
+            access_key_ids: vec!["EKMSOLD".into(), "EKMSNEW".into()],
+        }])
+        .unwrap();
+        drop(s);
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.principal("EKMSNEW").unwrap(), Some(SealedBlob(vec![2])));
+        assert_eq!(
+            s.principal_named("admin").unwrap(),
+            Some(SealedBlob(vec![2]))
+        );
+    }
+
+    #[test]
     fn conditional_writes_detect_races_and_roll_back() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("db")).unwrap();

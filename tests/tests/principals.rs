@@ -453,3 +453,91 @@ async fn three_principals_under_key_and_identity_policies_through_real_clients()
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// STS GetCallerIdentity on the KMS endpoint through the aws CLI and boto3: the verified
+/// principal's ARN; bad credentials and other STS actions get STS's XML errors.
+#[test]
+fn sts_get_caller_identity_through_the_aws_cli_and_boto3() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let alice = ok(&principal(&app, &["create", "alice"]));
+    let (akid, secret) = (
+        alice["AccessKeyId"].as_str().unwrap(),
+        alice["SecretAccessKey"].as_str().unwrap(),
+    );
+    if have("aws", &["--version"]) {
+        let sts = |who: (&str, &str), args: &[&str]| {
+            Command::new("aws")
+                .args(["--endpoint-url", &app.endpoint, "--region", "us-east-1"])
+                .args(["--output", "json", "sts"])
+                .args(args)
+                .env("AWS_ACCESS_KEY_ID", who.0)
+                .env("AWS_SECRET_ACCESS_KEY", who.1)
+                .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+                .env("AWS_CONFIG_FILE", "/nonexistent")
+                .env_remove("AWS_PROFILE")
+                .output()
+                .unwrap()
+        };
+        let out = sts((akid, secret), &["get-caller-identity"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["Arn"], "arn:aws:iam::111122223333:user/alice");
+        assert_eq!(v["Account"], "111122223333");
+        assert!(v["UserId"].as_str().unwrap().starts_with("AIDA"));
+        let admin = sts((&app.access_key, &app.secret_key), &["get-caller-identity"]);
+        let v: Value = serde_json::from_slice(&admin.stdout).unwrap();
+        assert_eq!(v["Arn"], "arn:aws:iam::111122223333:user/admin");
+        let bad = sts((akid, &"x".repeat(40)), &["get-caller-identity"]);
+        assert!(!bad.status.success());
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains("SignatureDoesNotMatch"),
+            "{}",
+            String::from_utf8_lossy(&bad.stderr)
+        );
+        let unknown = sts(("EKMSNOSUCHKEY0000000", secret), &["get-caller-identity"]);
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("InvalidClientTokenId"));
+        let assume = sts(
+            (akid, secret),
+            &[
+                "assume-role",
+                "--role-arn",
+                "arn:aws:iam::111122223333:role/x",
+                "--role-session-name",
+                "session",
+            ],
+        );
+        assert!(!assume.status.success());
+        assert!(
+            String::from_utf8_lossy(&assume.stderr).contains("InvalidAction"),
+            "{}",
+            String::from_utf8_lossy(&assume.stderr)
+        );
+    }
+    if have("python3", &["-c", "import boto3"]) {
+        let script = r#"
+import sys, boto3
+endpoint, akid, secret = sys.argv[1:]
+sts = boto3.client("sts", endpoint_url=endpoint, region_name="us-east-1",
+                   aws_access_key_id=akid, aws_secret_access_key=secret)
+print(sts.get_caller_identity()["Arn"])
+"#;
+        let out = Command::new("python3")
+            .args(["-c", script, &app.endpoint, akid, secret])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "arn:aws:iam::111122223333:user/alice"
+        );
+    }
+}

@@ -14,6 +14,7 @@ mod principals;
 mod public_key;
 mod recovery;
 mod sign;
+mod sts;
 mod tags;
 
 use std::cell::RefCell;
@@ -192,6 +193,9 @@ impl Ctx<'_> {
             "EkmsAcceptUnwitnessedState" => {
                 self.with_action("ekms:AcceptUnwitnessedState", || self.authorize_account())?;
                 recovery::accept_unwitnessed_state(self, body)
+            }
+            sts if sts.starts_with(auth::STS_PREFIX) => {
+                sts::call(self, sts.trim_start_matches(auth::STS_PREFIX))
             }
             "EkmsCreatePrincipal" => principals::create_principal(self, body),
             "EkmsListPrincipals" => principals::list_principals(self, body),

@@ -157,7 +157,9 @@ impl Env {
                 }
             }
         }
-        Ok(serde_json::from_slice(&out).unwrap())
+        // A body that is not JSON (STS's XML) comes back as a string.
+        Ok(serde_json::from_slice(&out)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out).into_owned())))
     }
 
     fn err(&mut self, op: &str, body: Value) -> (KmsErrorCode, String) {
@@ -931,3 +933,4 @@ fn the_default_policy_fast_path_decides_as_the_evaluation_does() {
 }
 
 mod principals;
+mod sts;
