@@ -62,6 +62,8 @@ pub enum RecordId {
     Alias(Box<str>),
     /// A principal, by name (an older record: by its access key id).
     Principal(Box<str>),
+    /// A grant: its key (UUID) and its grant id.
+    Grant(u128, Box<str>),
 }
 
 impl RecordId {
@@ -85,12 +87,22 @@ impl RecordId {
         Self::Principal(id.into())
     }
 
+    /// The id of grant `grant_id` of key `key_id`; `None` if the key id is not a UUID.
+    #[must_use]
+    pub fn grant(key_id: &str, grant_id: &str) -> Option<Self> {
+        match Self::key(key_id)? {
+            Self::Key(u) => Some(Self::Grant(u, grant_id.into())),
+            _ => None,
+        }
+    }
+
     /// The id as the store names it.
     #[must_use]
     pub fn name(&self) -> String {
         match self {
             Self::Key(u) => key_name(*u),
             Self::Alias(n) | Self::Principal(n) => n.to_string(),
+            Self::Grant(u, g) => format!("{}/{g}", key_name(*u)),
         }
     }
 }
@@ -557,9 +569,10 @@ impl Ledger {
             std::ops::Bound::Included(RecordId::Principal("".into())),
             |a| std::ops::Bound::Excluded(RecordId::Principal(a.into())),
         );
+        let end = std::ops::Bound::Excluded(RecordId::Grant(0, "".into()));
         let mut live = self
             .entries
-            .range((start, std::ops::Bound::Unbounded))
+            .range((start, end))
             .filter(|(_, e)| e.live)
             .filter_map(|(id, _)| match id {
                 RecordId::Principal(n) => Some(n.clone()),
@@ -567,6 +580,42 @@ impl Ledger {
             });
         let page: Vec<Box<str>> = live.by_ref().take(limit).collect();
         (page, live.next().is_some())
+    }
+
+    /// The live grants of key `key` after grant id `after`, at most `limit`, and whether more
+    /// follow.
+    #[must_use]
+    pub fn grant_page(
+        &self,
+        key: u128,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Box<str>>, bool) {
+        let start = after.map_or(
+            std::ops::Bound::Included(RecordId::Grant(key, "".into())),
+            |a| std::ops::Bound::Excluded(RecordId::Grant(key, a.into())),
+        );
+        let mut live = self
+            .entries
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(|(id, _)| matches!(id, RecordId::Grant(k, _) if *k == key))
+            .filter(|(_, e)| e.live)
+            .filter_map(|(id, _)| match id {
+                RecordId::Grant(_, g) => Some(g.clone()),
+                _ => None,
+            });
+        let page: Vec<Box<str>> = live.by_ref().take(limit).collect();
+        (page, live.next().is_some())
+    }
+
+    /// How many live grants key `key` has.
+    #[must_use]
+    pub fn grant_count(&self, key: u128) -> usize {
+        self.entries
+            .range(RecordId::Grant(key, "".into())..)
+            .take_while(|(id, _)| matches!(id, RecordId::Grant(k, _) if *k == key))
+            .filter(|(_, e)| e.live)
+            .count()
     }
 
     /// The live aliases of key `target` after `after`, at most `limit`, and whether more follow.
@@ -611,6 +660,11 @@ fn summand(key: &hmac::Key, id: &RecordId, e: &Entry) -> [u64; 4] {
         RecordId::Principal(n) => {
             ctx.update(&[3]);
             ctx.update(n.as_bytes());
+        }
+        RecordId::Grant(u, g) => {
+            ctx.update(&[5]);
+            ctx.update(&u.to_be_bytes());
+            ctx.update(g.as_bytes());
         }
     }
     // The id above has a fixed length (keys) or is followed by a 0 byte that no name holds.

@@ -15,6 +15,7 @@ pub mod custody;
 pub mod delivery;
 pub mod domain;
 pub mod error;
+pub mod grant;
 pub mod keyspec;
 pub mod ledger;
 pub mod ops;

@@ -42,6 +42,8 @@ pub enum Kind {
     Principal = 3,
     /// What is left of a deleted record: its id and the generation of its deletion.
     Tombstone = 4,
+    /// A grant.
+    Grant = 5,
 }
 
 pub use ekms_wire::sealed::{SealedHeader, peek};
@@ -286,6 +288,7 @@ impl TombstoneRecord {
             ),
             2 => (Kind::Alias, RecordId::alias(&self.id)),
             3 => (Kind::Principal, RecordId::principal(&self.id)),
+            5 => (Kind::Grant, grant_id(&self.id)?),
             _ => return Err(EnclaveError::BadRecord),
         })
     }
@@ -295,6 +298,12 @@ impl TombstoneRecord {
     pub fn sealed_id(kind: Kind, id: &str) -> String {
         format!("{}:{id}", kind as u8)
     }
+}
+
+/// The state-view id of a grant sealed with id `"<key id>/<grant id>"`.
+pub fn grant_id(sealed_id: &str) -> Result<crate::ledger::RecordId, EnclaveError> {
+    let (key, grant) = sealed_id.split_once('/').ok_or(EnclaveError::BadRecord)?;
+    crate::ledger::RecordId::grant(key, grant).ok_or(EnclaveError::BadRecord)
 }
 
 /// The generation field every record kind has, read without the rest (when the state view is
@@ -345,6 +354,12 @@ pub fn index(keys: &Keyring, sealed: &[u8]) -> Result<Indexed, EnclaveError> {
         3 => Indexed {
             id: RecordId::principal(&id),
             generation: open::<GenerationOnly>(keys, Kind::Principal, None, sealed)?.generation,
+            live: true,
+            target: None,
+        },
+        5 => Indexed {
+            id: grant_id(&id)?,
+            generation: open::<GenerationOnly>(keys, Kind::Grant, None, sealed)?.generation,
             live: true,
             target: None,
         },

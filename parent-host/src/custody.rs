@@ -474,12 +474,7 @@ impl Custody {
             return Ok(());
         }
         let mut loaded = 0u64;
-        for table in [
-            Table::Keys,
-            Table::Aliases,
-            Table::Principals,
-            Table::Tombstones,
-        ] {
+        for table in crate::store::RECORD_TABLES {
             let mut after: Option<String> = None;
             loop {
                 let store = Arc::clone(self.store());

@@ -31,6 +31,7 @@ impl std::fmt::Display for Leftover {
             Self::Records(Table::Keys) => f.write_str("key records in the store"),
             Self::Records(Table::Aliases) => f.write_str("alias records in the store"),
             Self::Records(Table::Principals) => f.write_str("principal records in the store"),
+            Self::Records(Table::Grants) => f.write_str("grant records in the store"),
             Self::Records(Table::Tombstones) => {
                 f.write_str("tombstones of deleted records in the store")
             }

@@ -50,7 +50,8 @@ pub enum Answer {
 struct Cache {
     keys: RwLock<HashMap<String, SealedBlob>>,
     aliases: RwLock<HashMap<String, (SealedBlob, String)>>,
-    principals: RwLock<HashMap<String, SealedBlob>>,
+    /// Access key id → the principal's record and name.
+    principals: RwLock<HashMap<String, (SealedBlob, String)>>,
 }
 
 fn cached<V: Clone>(map: &RwLock<HashMap<String, V>>, id: &str) -> Option<V> {
@@ -99,6 +100,10 @@ pub struct Relay {
     committer: OnceLock<crate::witness::Committer>,
     /// Whether the domain has witnesses (its writes commit through rounds).
     witnessed: AtomicBool,
+    /// The account in ARNs (a caller's grants are found by its ARN).
+    account: String,
+    /// Keys that have (or had) grants: only their calls look grants up.
+    grant_keys: RwLock<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -111,6 +116,14 @@ impl Relay {
     /// A relay over `store` and `enclave`.
     #[must_use]
     pub fn new(store: Arc<dyn Store>, enclave: Arc<EnclaveClient>) -> Self {
+        let grant_keys = store
+            .keys_with_grants()
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read which keys have grants");
+                Vec::new()
+            })
+            .into_iter()
+            .collect();
         Self {
             store,
             enclave,
@@ -118,7 +131,16 @@ impl Relay {
             writer: None,
             committer: OnceLock::new(),
             witnessed: AtomicBool::new(false),
+            account: String::new(),
+            grant_keys: RwLock::new(grant_keys),
         }
+    }
+
+    /// The account in ARNs.
+    #[must_use]
+    pub fn with_account(mut self, account: &str) -> Self {
+        account.clone_into(&mut self.account);
+        self
     }
 
     /// A relay that forwards KMS calls to `writer` (an appliance URL) when its own enclave
@@ -165,8 +187,72 @@ impl Relay {
         read_through(&self.cache.aliases, name, || self.store.alias(name))
     }
 
-    fn principal(&self, akid: &str) -> Result<Option<SealedBlob>, HostError> {
+    fn principal(&self, akid: &str) -> Result<Option<(SealedBlob, String)>, HostError> {
         read_through(&self.cache.principals, akid, || self.store.principal(akid))
+    }
+
+    /// The grant records a call needs: the caller's grants on the keys it names (only keys
+    /// that have grants are looked up), and those the grant operations name or list.
+    fn grants_of(
+        &self,
+        plan: &plan::Plan,
+        keys: &[SealedBlob],
+        caller: Option<&str>,
+        next_marker: &mut Option<String>,
+    ) -> Result<Vec<SealedBlob>, HostError> {
+        let mut out = Vec::new();
+        if let Some(name) = caller {
+            let arn = format!("arn:aws:iam::{}:user/{name}", self.account);
+            let with_grants: Vec<String> = {
+                let set = self
+                    .grant_keys
+                    .read()
+                    .map_err(|_| HostError::Startup("lock poisoned".into()))?;
+                keys.iter()
+                    .filter_map(|k| ekms_wire::sealed::peek(&k.0).map(|h| h.id.to_owned()))
+                    .filter(|id| set.contains(id))
+                    .collect()
+            };
+            for key in with_grants {
+                out.extend(self.store.grants_for(&key, &arn)?);
+            }
+        }
+        for (key, grant) in &plan.grants {
+            out.extend(self.store.grant(key, grant)?);
+        }
+        if let Some((key, name)) = &plan.grant_name {
+            out.extend(self.store.grants_named(key, name)?);
+        }
+        if let Some((key, grantee)) = &plan.grantee {
+            out.extend(self.store.grants_for(key, grantee)?);
+        }
+        let page = match &plan.listing {
+            Some(Listing::Grants {
+                key_id,
+                limit,
+                marker,
+            }) => {
+                let after = marker.as_deref().and_then(plan::decode_marker);
+                Some(self.store.list_grants(key_id, after.as_deref(), *limit)?)
+            }
+            Some(Listing::Retirable {
+                retiring,
+                limit,
+                marker,
+            }) => {
+                let after = marker.as_deref().and_then(plan::decode_marker);
+                Some(
+                    self.store
+                        .retirable_grants(retiring, after.as_deref(), *limit)?,
+                )
+            }
+            _ => None,
+        };
+        if let Some(page) = page {
+            out.extend(page.records);
+            *next_marker = page.more_after.as_deref().map(plan::encode_marker);
+        }
+        Ok(out)
     }
 
     /// Drops cached records that were just swept from the store.
@@ -208,10 +294,10 @@ impl Relay {
                 }
             }
         }
-        match plan.listing {
+        match &plan.listing {
             Some(Listing::Keys { limit, marker }) => {
                 let after = marker.as_deref().and_then(plan::decode_marker);
-                let page = self.store.list_keys(after.as_deref(), limit)?;
+                let page = self.store.list_keys(after.as_deref(), *limit)?;
                 keys.extend(page.records);
                 next_marker = page.more_after.as_deref().map(plan::encode_marker);
             }
@@ -221,28 +307,41 @@ impl Relay {
                     KeyRef::Id(id) => Some(id.as_str()),
                     KeyRef::Alias(_) => None,
                 });
-                let page = self.store.list_aliases(after.as_deref(), limit, filter)?;
+                let page = self.store.list_aliases(after.as_deref(), *limit, filter)?;
                 aliases.extend(page.records);
                 next_marker = page.more_after.as_deref().map(plan::encode_marker);
             }
             Some(Listing::Principals { limit, marker }) => {
                 let after = marker.as_deref().and_then(plan::decode_marker);
-                let page = self.store.list_principals(after.as_deref(), limit)?;
+                let page = self.store.list_principals(after.as_deref(), *limit)?;
                 principals.extend(page.records);
                 next_marker = page.more_after.as_deref().map(plan::encode_marker);
             }
-            None => {}
+            Some(Listing::Grants { .. } | Listing::Retirable { .. }) | None => {}
         }
-        let principal = match akid {
-            Some(a) => self.principal(a)?,
-            None => None,
+        for (key, _) in &plan.grants {
+            if !keys
+                .iter()
+                .any(|k| ekms_wire::sealed::peek(&k.0).is_some_and(|h| h.id == key))
+                && let Some(k) = self.key(key)?
+            {
+                keys.push(k);
+            }
+        }
+        let (principal, name) = match akid {
+            Some(a) => self
+                .principal(a)?
+                .map_or((None, None), |(p, n)| (Some(p), Some(n))),
+            None => (None, None),
         };
+        let grants = self.grants_of(&plan, &keys, name.as_deref(), &mut next_marker)?;
         Ok(KmsCall {
             http: http.clone(),
             principal,
             keys,
             aliases,
             principals,
+            grants,
             next_marker,
         })
     }
@@ -403,12 +502,17 @@ impl Relay {
                     remember(&self.cache.aliases, name, (sealed.clone(), key_id.clone()));
                 }
                 StoreWrite::DeleteAlias { name, .. } => forget(&self.cache.aliases, name),
-                StoreWrite::PutTombstone { .. } => {}
+                StoreWrite::PutTombstone { .. } | StoreWrite::DeleteGrant { .. } => {}
                 StoreWrite::DeleteKey { key_id, .. } => {
                     self.forget_keys(std::slice::from_ref(key_id));
                 }
                 // Principals change rarely, and a change may retire an access key: the next
                 // request of each principal reads the store again.
+                StoreWrite::PutGrant { key_id, .. } => {
+                    if let Ok(mut set) = self.grant_keys.write() {
+                        set.insert(key_id.clone());
+                    }
+                }
                 StoreWrite::PutPrincipal { .. } | StoreWrite::DeletePrincipal { .. } => {
                     if let Ok(mut m) = self.cache.principals.write() {
                         m.clear();

@@ -121,7 +121,11 @@ async fn serve_with(
     client: Arc<EnclaveClient>,
 ) -> Result<(), HostError> {
     client.wait_ready(Duration::from_secs(30)).await?;
-    let relay = Arc::new(Relay::new(Arc::clone(&store), client).with_writer(cfg.peer.clone()));
+    let relay = Arc::new(
+        Relay::new(Arc::clone(&store), client)
+            .with_writer(cfg.peer.clone())
+            .with_account(&cfg.account),
+    );
     let (committer, committer_task) = crate::witness::Committer::start(
         Arc::clone(&store),
         relay.enclave_arc(),

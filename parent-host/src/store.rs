@@ -25,8 +25,8 @@ pub trait Store: Send + Sync + 'static {
     fn key(&self, key_id: &str) -> Result<Option<SealedBlob>, HostError>;
     /// An alias record and its target key id.
     fn alias(&self, name: &str) -> Result<Option<(SealedBlob, String)>, HostError>;
-    /// The record of the principal holding access key `access_key_id`.
-    fn principal(&self, access_key_id: &str) -> Result<Option<SealedBlob>, HostError>;
+    /// The record and name of the principal holding access key `access_key_id`.
+    fn principal(&self, access_key_id: &str) -> Result<Option<(SealedBlob, String)>, HostError>;
     /// The record of the principal named `name`.
     fn principal_named(&self, name: &str) -> Result<Option<SealedBlob>, HostError>;
     /// Whether any principal exists.
@@ -39,6 +39,28 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), HostError>;
     /// Principals in id order after `after`.
     fn list_principals(&self, after: Option<&str>, limit: usize) -> Result<Page, HostError>;
+    /// The grants of key `key_id` whose grantee is `grantee`.
+    fn grants_for(&self, key_id: &str, grantee: &str) -> Result<Vec<SealedBlob>, HostError>;
+    /// Grant `grant_id` of key `key_id`.
+    fn grant(&self, key_id: &str, grant_id: &str) -> Result<Option<SealedBlob>, HostError>;
+    /// The grants of key `key_id` named `name`.
+    fn grants_named(&self, key_id: &str, name: &str) -> Result<Vec<SealedBlob>, HostError>;
+    /// The grants of key `key_id` in grant-id order after `after`.
+    fn list_grants(
+        &self,
+        key_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, HostError>;
+    /// The grants `retiring` may retire, in `<key id>/<grant id>` order after `after`.
+    fn retirable_grants(
+        &self,
+        retiring: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, HostError>;
+    /// The keys that have grants.
+    fn keys_with_grants(&self) -> Result<Vec<String>, HostError>;
     /// Keys in id order after `after`.
     fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Page, HostError>;
     /// Aliases in name order after `after`, optionally only those targeting `key_id`.
@@ -68,10 +90,11 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Every table of sealed records, in the order the enclave loads them.
-pub const RECORD_TABLES: [Table; 4] = [
+pub const RECORD_TABLES: [Table; 5] = [
     Table::Keys,
     Table::Aliases,
     Table::Principals,
+    Table::Grants,
     Table::Tombstones,
 ];
 
@@ -84,6 +107,8 @@ pub enum Table {
     Aliases,
     /// Principal records.
     Principals,
+    /// Grant records.
+    Grants,
     /// Sealed tombstones of deleted keys and aliases.
     Tombstones,
 }
@@ -121,6 +146,19 @@ CREATE TABLE IF NOT EXISTS access_keys (
     principal TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS access_keys_by_principal ON access_keys(principal);
+CREATE TABLE IF NOT EXISTS grants (
+    id TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    grant_id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    sealed BLOB NOT NULL,
+    grantee TEXT NOT NULL,
+    retiring TEXT,
+    name TEXT
+);
+CREATE INDEX IF NOT EXISTS grants_by_grantee ON grants(key_id, grantee);
+CREATE INDEX IF NOT EXISTS grants_by_retiring ON grants(retiring, id);
+CREATE INDEX IF NOT EXISTS grants_by_name ON grants(key_id, name);
 CREATE TABLE IF NOT EXISTS domain (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     generation INTEGER NOT NULL,
@@ -250,15 +288,14 @@ impl Store for SqliteStore {
         })
     }
 
-    fn principal(&self, access_key_id: &str) -> Result<Option<SealedBlob>, HostError> {
+    fn principal(&self, access_key_id: &str) -> Result<Option<(SealedBlob, String)>, HostError> {
         self.with(|c| {
             Ok(c.prepare_cached(
-                "SELECT p.sealed FROM access_keys a JOIN principals p ON p.id = a.principal
-                     WHERE a.access_key_id = ?1",
+                "SELECT p.sealed, COALESCE(p.name, p.id) FROM access_keys a
+                     JOIN principals p ON p.id = a.principal WHERE a.access_key_id = ?1",
             )?
-            .query_row([access_key_id], |r| r.get(0))
-            .optional()?
-            .map(SealedBlob))
+            .query_row([access_key_id], |r| Ok((SealedBlob(r.get(0)?), r.get(1)?)))
+            .optional()?)
         })
     }
 
@@ -301,6 +338,93 @@ impl Store for SqliteStore {
 
     fn list_principals(&self, after: Option<&str>, limit: usize) -> Result<Page, HostError> {
         self.scan(Table::Principals, after, limit)
+    }
+
+    fn grants_for(&self, key_id: &str, grantee: &str) -> Result<Vec<SealedBlob>, HostError> {
+        self.with(|c| {
+            Ok(
+                c.prepare_cached("SELECT sealed FROM grants WHERE key_id = ?1 AND grantee = ?2")?
+                    .query_map([key_id, grantee], |r| Ok(SealedBlob(r.get(0)?)))?
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+        })
+    }
+
+    fn grant(&self, key_id: &str, grant_id: &str) -> Result<Option<SealedBlob>, HostError> {
+        self.with(|c| {
+            Ok(c.prepare_cached("SELECT sealed FROM grants WHERE id = ?1")?
+                .query_row([format!("{key_id}/{grant_id}")], |r| r.get(0))
+                .optional()?
+                .map(SealedBlob))
+        })
+    }
+
+    fn grants_named(&self, key_id: &str, name: &str) -> Result<Vec<SealedBlob>, HostError> {
+        self.with(|c| {
+            Ok(
+                c.prepare_cached("SELECT sealed FROM grants WHERE key_id = ?1 AND name = ?2")?
+                    .query_map([key_id, name], |r| Ok(SealedBlob(r.get(0)?)))?
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+        })
+    }
+
+    fn list_grants(
+        &self,
+        key_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, HostError> {
+        self.with(|c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT grant_id, sealed FROM grants WHERE key_id = ?1 AND grant_id > ?2
+                     ORDER BY grant_id LIMIT ?3",
+                )?
+                .query_map(
+                    params![
+                        key_id,
+                        after.unwrap_or(""),
+                        sql(limit as u64).saturating_add(1)
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(page(rows, limit))
+        })
+    }
+
+    fn retirable_grants(
+        &self,
+        retiring: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, HostError> {
+        self.with(|c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT id, sealed FROM grants WHERE retiring = ?1 AND id > ?2
+                     ORDER BY id LIMIT ?3",
+                )?
+                .query_map(
+                    params![
+                        retiring,
+                        after.unwrap_or(""),
+                        sql(limit as u64).saturating_add(1)
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(page(rows, limit))
+        })
+    }
+
+    fn keys_with_grants(&self) -> Result<Vec<String>, HostError> {
+        self.with(|c| {
+            Ok(c.prepare_cached("SELECT DISTINCT key_id FROM grants")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Page, HostError> {
@@ -393,6 +517,7 @@ impl Store for SqliteStore {
                         index_access_keys(&tx, id, access_key_ids)?;
                         n
                     }
+                    StoreWrite::PutGrant { .. } | StoreWrite::DeleteGrant { .. } => apply_grant(&tx, w)?,
                     StoreWrite::DeletePrincipal { id, expected, generation, tombstone } => {
                         let n = tx.execute(
                             "DELETE FROM principals WHERE id = ?1 AND generation IN (?2, 0)",
@@ -492,6 +617,7 @@ impl Store for SqliteStore {
             Table::Principals => {
                 "SELECT id, sealed FROM principals WHERE id > ?1 ORDER BY id LIMIT ?2"
             }
+            Table::Grants => "SELECT id, sealed FROM grants WHERE id > ?1 ORDER BY id LIMIT ?2",
             Table::Tombstones => {
                 "SELECT id, sealed FROM tombstones WHERE id > ?1 ORDER BY id LIMIT ?2"
             }
@@ -507,6 +633,55 @@ impl Store for SqliteStore {
             Ok(page(rows, limit))
         })
     }
+}
+
+/// Applies a grant write; the rows it changed.
+fn apply_grant(tx: &rusqlite::Transaction<'_>, w: &StoreWrite) -> Result<usize, HostError> {
+    Ok(match w {
+        StoreWrite::PutGrant {
+            key_id,
+            grant_id,
+            generation,
+            expected,
+            sealed,
+            grantee,
+            retiring,
+            name,
+        } => {
+            let id = format!("{key_id}/{grant_id}");
+            match expected {
+                            None => {
+                                tx.execute("DELETE FROM tombstones WHERE id = ?1", [format!("5:{id}")])?;
+                                tx.execute(
+                                    "INSERT OR IGNORE INTO grants
+                                     (id, key_id, grant_id, generation, sealed, grantee, retiring, name)
+                                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                    params![id, key_id, grant_id, sql(*generation), sealed.0, grantee, retiring, name],
+                                )?
+                            }
+                            Some(prev) => tx.execute(
+                                "UPDATE grants SET generation = ?2, sealed = ?3 WHERE id = ?1 AND generation = ?4",
+                                params![id, sql(*generation), sealed.0, sql(*prev)],
+                            )?,
+                        }
+        }
+        StoreWrite::DeleteGrant {
+            key_id,
+            grant_id,
+            expected,
+            generation,
+            tombstone,
+        } => {
+            let id = format!("{key_id}/{grant_id}");
+            let n = tx.execute(
+                "DELETE FROM grants WHERE id = ?1 AND generation = ?2",
+                params![id, sql(*expected)],
+            )?;
+            put_tombstone(tx, &format!("5:{id}"), *generation, tombstone)?;
+            n
+        }
+        _ => 0,
+    })
 }
 
 /// Makes `access_key_ids` the access keys that find principal `id`.
@@ -592,7 +767,10 @@ mod tests {
         s.put_principal(&admin, &["AK".into()]).unwrap();
         let p = s.scan(Table::Principals, None, 10).unwrap();
         assert_eq!(p.records, vec![admin.clone()]);
-        assert_eq!(s.principal("AK").unwrap(), Some(admin.clone()));
+        assert_eq!(
+            s.principal("AK").unwrap(),
+            Some((admin.clone(), "admin".into()))
+        );
         assert_eq!(s.principal_named("admin").unwrap(), Some(admin));
         assert!(s.principal("AK2").unwrap().is_none());
     }
@@ -612,7 +790,10 @@ mod tests {
             .unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.principal("EKMSOLD").unwrap(), Some(SealedBlob(vec![1])));
+        assert_eq!(
+            s.principal("EKMSOLD").unwrap(),
+            Some((SealedBlob(vec![1]), "admin".into()))
+        );
         assert_eq!(
             s.principal_named("admin").unwrap(),
             Some(SealedBlob(vec![1]))
@@ -628,7 +809,10 @@ mod tests {
         .unwrap();
         drop(s);
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.principal("EKMSNEW").unwrap(), Some(SealedBlob(vec![2])));
+        assert_eq!(
+            s.principal("EKMSNEW").unwrap().map(|p| p.0),
+            Some(SealedBlob(vec![2]))
+        );
         assert_eq!(
             s.principal_named("admin").unwrap(),
             Some(SealedBlob(vec![2]))

@@ -74,6 +74,7 @@ async fn hostile(
         keys,
         aliases,
         principals: vec![],
+        grants: vec![],
         next_marker: None,
     };
     enclave_of(app, cid)

@@ -210,6 +210,10 @@ pub struct KmsCall {
     /// Sealed principal records the call names (and, for listings, the page of principals).
     #[serde(default)]
     pub principals: Vec<SealedBlob>,
+    /// Sealed grant records: the caller's grants on the keys of the call, those the call names,
+    /// and for listings the page of grants.
+    #[serde(default)]
+    pub grants: Vec<SealedBlob>,
     /// For list operations: the marker of the next page, if there is one.
     pub next_marker: Option<String>,
 }
@@ -569,6 +573,38 @@ pub enum StoreWrite {
         /// The sealed tombstone.
         tombstone: SealedBlob,
     },
+    /// Insert a grant record (grants do not change; they are retired or revoked).
+    PutGrant {
+        /// The key it is for.
+        key_id: String,
+        /// Grant id.
+        grant_id: String,
+        /// Generation of the record.
+        generation: u64,
+        /// Generation the store must hold now (`None`: a new grant; else a re-sealed copy).
+        expected: Option<u64>,
+        /// The sealed record.
+        sealed: SealedBlob,
+        /// Grantee principal ARN, public index for finding the grants of a caller.
+        grantee: String,
+        /// Retiring principal ARN, public index for `ListRetirableGrants`.
+        retiring: Option<String>,
+        /// Grant name, public index for `CreateGrant`'s idempotency.
+        name: Option<String>,
+    },
+    /// Replace a grant by its sealed tombstone (retired or revoked).
+    DeleteGrant {
+        /// The key it was for.
+        key_id: String,
+        /// Grant id.
+        grant_id: String,
+        /// Generation the store must hold now.
+        expected: u64,
+        /// Generation of the tombstone.
+        generation: u64,
+        /// The sealed tombstone.
+        tombstone: SealedBlob,
+    },
     /// Replace an alias by its sealed tombstone.
     DeleteAlias {
         /// Alias name.
@@ -619,6 +655,8 @@ pub enum KmsErrorCode {
     InvalidAliasNameException,
     InvalidArnException,
     InvalidCiphertextException,
+    InvalidGrantIdException,
+    InvalidGrantTokenException,
     InvalidKeyUsageException,
     InvalidMarkerException,
     InvalidSignatureException,
@@ -653,6 +691,8 @@ impl KmsErrorCode {
             Self::InvalidAliasNameException => "InvalidAliasNameException",
             Self::InvalidArnException => "InvalidArnException",
             Self::InvalidCiphertextException => "InvalidCiphertextException",
+            Self::InvalidGrantIdException => "InvalidGrantIdException",
+            Self::InvalidGrantTokenException => "InvalidGrantTokenException",
             Self::InvalidKeyUsageException => "InvalidKeyUsageException",
             Self::InvalidMarkerException => "InvalidMarkerException",
             Self::InvalidSignatureException => "InvalidSignatureException",

@@ -68,6 +68,12 @@ pub struct Plan {
     pub aliases: Vec<String>,
     /// Principals named by the request (appliance operations on principals), by name.
     pub principals: Vec<String>,
+    /// Grants the request names (key id, grant id): RetireGrant, RevokeGrant, ListGrants.
+    pub grants: Vec<(String, String)>,
+    /// CreateGrant's `Name` (key id, name): the grants of that name, for idempotency.
+    pub grant_name: Option<(String, String)>,
+    /// ListGrants' `GranteePrincipal` filter (key id, grantee).
+    pub grantee: Option<(String, String)>,
     /// A listing to page through, if the operation lists.
     pub listing: Option<Listing>,
 }
@@ -89,6 +95,24 @@ pub enum Listing {
         /// Marker from the previous page.
         marker: Option<String>,
     },
+    /// `ListGrants` of a key.
+    Grants {
+        /// The key id.
+        key_id: String,
+        /// Page size.
+        limit: usize,
+        /// Marker from the previous page.
+        marker: Option<String>,
+    },
+    /// `ListRetirableGrants`.
+    Retirable {
+        /// The retiring principal.
+        retiring: String,
+        /// Page size.
+        limit: usize,
+        /// Marker from the previous page.
+        marker: Option<String>,
+    },
     /// `EkmsListPrincipals`.
     Principals {
         /// Page size.
@@ -102,6 +126,10 @@ pub enum Listing {
 pub const DEFAULT_LIMIT: usize = 100;
 /// Largest page size of KMS list operations.
 pub const MAX_LIMIT: usize = 1000;
+/// Default page size of the grant listings.
+pub const DEFAULT_GRANT_LIMIT: usize = 50;
+/// Largest page size of the grant listings.
+pub const MAX_GRANT_LIMIT: usize = 100;
 /// Default page size of `ListAliases`.
 pub const DEFAULT_ALIAS_LIMIT: usize = 50;
 /// Largest page size of `ListAliases`.
@@ -165,7 +193,81 @@ pub fn plan(op: &str, body: &[u8]) -> Plan {
     {
         plan.principals.push(name.clone());
     }
+    plan_grants(op, &obj, &mut plan);
     plan
+}
+
+/// The grant records a grant operation needs.
+fn plan_grants(op: &str, obj: &serde_json::Map<String, Value>, plan: &mut Plan) {
+    let s = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
+    let key = plan.keys.iter().find_map(|k| match k {
+        KeyRef::Id(id) => Some(id.clone()),
+        KeyRef::Alias(_) => None,
+    });
+    let limit = obj
+        .get("Limit")
+        .and_then(Value::as_u64)
+        .and_then(|l| usize::try_from(l).ok())
+        .map_or(DEFAULT_GRANT_LIMIT, |l| l.clamp(1, MAX_GRANT_LIMIT));
+    let marker = s("Marker");
+    match op {
+        "RetireGrant" => {
+            // A grant token is a sealed grant record: its public header names key and grant.
+            let from_token = s("GrantToken")
+                .and_then(|t| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(t)
+                        .ok()
+                })
+                .and_then(|b| {
+                    crate::sealed::peek(&b).and_then(|h| {
+                        h.id.split_once('/')
+                            .map(|(k, g)| (k.to_owned(), g.to_owned()))
+                    })
+                });
+            if let Some((k, g)) = from_token {
+                plan.keys.push(KeyRef::Id(k.clone()));
+                plan.grants.push((k, g));
+            } else if let (Some(k), Some(g)) = (key, s("GrantId")) {
+                plan.grants.push((k, g));
+            }
+        }
+        "RevokeGrant" => {
+            if let (Some(k), Some(g)) = (key, s("GrantId")) {
+                plan.grants.push((k, g));
+            }
+        }
+        "CreateGrant" => {
+            if let (Some(k), Some(n)) = (key, s("Name")) {
+                plan.grant_name = Some((k, n));
+            }
+        }
+        "ListGrants" => {
+            if let Some(k) = key {
+                if let Some(g) = s("GrantId") {
+                    plan.grants.push((k, g));
+                } else if let Some(p) = s("GranteePrincipal") {
+                    plan.grantee = Some((k, p));
+                } else {
+                    plan.listing = Some(Listing::Grants {
+                        key_id: k,
+                        limit,
+                        marker,
+                    });
+                }
+            }
+        }
+        "ListRetirableGrants" => {
+            if let Some(r) = s("RetiringPrincipal") {
+                plan.listing = Some(Listing::Retirable {
+                    retiring: r,
+                    limit,
+                    marker,
+                });
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Every operation of the AWS KMS API (`TrentService.<Op>`), for telling an operation this

@@ -167,6 +167,36 @@ impl Core {
                 )?);
                 ops::principal_write(self, keys, &mut rec)?
             }
+            5 => {
+                let mut g = crate::grant::open(keys, &sealed.0)?;
+                let rid = record::grant_id(&id)?;
+                let opened = self.check_current(&rid, g.generation, &sealed.0)?;
+                g.generation = self.ledger()?.next_seq();
+                let resealed = record::seal(current, Kind::Grant, &id, &g)?;
+                let change = crate::ledger::Change {
+                    id: rid,
+                    expected: Some(opened),
+                    new: Version {
+                        seq: g.generation,
+                        digest: digest_of(&resealed),
+                    },
+                    live: true,
+                    target: None,
+                };
+                (
+                    StoreWrite::PutGrant {
+                        key_id: g.key_id.clone(),
+                        grant_id: g.grant_id.clone(),
+                        generation: g.generation,
+                        expected: Some(opened.seq),
+                        sealed: SealedBlob(resealed),
+                        grantee: g.grantee.clone(),
+                        retiring: g.retiring.clone(),
+                        name: g.name.clone(),
+                    },
+                    change,
+                )
+            }
             4 => {
                 let mut t: TombstoneRecord =
                     record::open(keys, Kind::Tombstone, Some(&id), &sealed.0)?;
@@ -234,6 +264,10 @@ pub(super) fn open_any(
         3 => {
             crate::principal::open(keys, &sealed.0)?;
             "principal"
+        }
+        5 => {
+            crate::grant::open(keys, &sealed.0)?;
+            "grant"
         }
         _ => return Err(EnclaveError::BadRecord),
     };

@@ -454,6 +454,7 @@ fn a_sealed_enclave_refuses_kms_calls_with_a_retryable_error() {
         keys: vec![],
         aliases: vec![],
         principals: vec![],
+        grants: vec![],
         next_marker: None,
     };
     let EnclaveResponse::Kms(KmsOutcome::Err { code, message }) =

@@ -11,6 +11,8 @@ use super::Ctx;
 use crate::{
     KmsError,
     context::EncryptionContext,
+    grant::{self, GrantRecord},
+    ledger::RecordId,
     policy::{
         self, ADMIN_POLICY,
         condition::Context,
@@ -18,6 +20,8 @@ use crate::{
     },
     record::{KeyRecord, PrincipalRecord},
 };
+
+use super::OpError;
 
 /// Per-request authorization state of a [`Ctx`].
 #[derive(Default)]
@@ -30,6 +34,12 @@ pub(crate) struct Authz {
     pub(crate) override_action: Cell<Option<&'static str>>,
     /// Condition keys the operation set from its verified input.
     pub(crate) conditions: RefCell<Context>,
+    /// The request's encryption context (for grant constraints).
+    pub(crate) ec: RefCell<EncryptionContext>,
+    /// The caller's grants (supplied by the host, or carried by grant tokens), opened once.
+    pub(crate) grants: RefCell<Option<Vec<GrantRecord>>>,
+    /// The grant that allowed the last decision, when only a grant did.
+    pub(crate) by_grant: RefCell<Option<GrantRecord>>,
 }
 
 impl Ctx<'_> {
@@ -43,6 +53,7 @@ impl Ctx<'_> {
 
     /// Sets `kms:EncryptionContext:<k>` and `kms:EncryptionContextKeys` from a context.
     pub(crate) fn condition_ec(&self, ec: &EncryptionContext) {
+        self.authz.ec.borrow_mut().clone_from(ec);
         let mut keys = Vec::new();
         for (k, v) in ec {
             self.condition(&format!("kms:EncryptionContext:{k}"), vec![v.to_owned()]);
@@ -90,8 +101,60 @@ impl Ctx<'_> {
 
     /// Whether the caller may do this operation with `key`; AWS's `AccessDeniedException` if
     /// not.
-    pub(crate) fn authorize(&self, key: &KeyRecord) -> Result<(), KmsError> {
+    pub(crate) fn authorize(&self, key: &KeyRecord) -> Result<(), OpError> {
         self.authorize_with(key, key.policy.as_deref())
+    }
+
+    /// The caller's grants: those the host supplied (each must be the current record: an old
+    /// one, say revoked since, makes the host re-read) and those the request's grant tokens
+    /// carry (used only while the state view holds them live).
+    fn caller_grants(&self) -> Result<Vec<GrantRecord>, OpError> {
+        if let Some(g) = self.authz.grants.borrow().as_ref() {
+            return Ok(g.clone());
+        }
+        let mut out = Vec::new();
+        for sealed in &self.call.grants {
+            let Ok(mut g) = grant::open(self.keys, &sealed.0) else {
+                continue;
+            };
+            let rid = RecordId::grant(&g.key_id, &g.grant_id).ok_or(OpError::Stale)?;
+            g.opened = Some(self.core.ledger()?.check(&rid, g.generation, &sealed.0)?);
+            out.push(g);
+        }
+        for token in grant_tokens(&self.call.http.body) {
+            let Some(sealed) = grant::token_record(&token) else {
+                continue;
+            };
+            let Ok(mut g) = grant::open(self.keys, &sealed) else {
+                continue;
+            };
+            let Some(rid) = RecordId::grant(&g.key_id, &g.grant_id) else {
+                continue;
+            };
+            if let Ok(v) = self.core.ledger()?.check(&rid, g.generation, &sealed) {
+                g.opened = Some(v);
+                out.push(g);
+            }
+        }
+        *self.authz.grants.borrow_mut() = Some(out.clone());
+        Ok(out)
+    }
+
+    /// A grant of the caller's that allows `action` on `key` for this request.
+    fn grant_for(
+        &self,
+        key: &KeyRecord,
+        arn: &str,
+        action: &str,
+    ) -> Result<Option<GrantRecord>, OpError> {
+        let Some(op) = action.strip_prefix("kms:") else {
+            return Ok(None);
+        };
+        let ec = self.authz.ec.borrow();
+        Ok(self
+            .caller_grants()?
+            .into_iter()
+            .find(|g| g.allows(&key.key_id, arn, op, &ec)))
     }
 
     /// Whether the caller's only identity policy is the administrator's (everything).
@@ -106,7 +169,7 @@ impl Ctx<'_> {
     }
 
     /// As [`Ctx::authorize`], with `key_policy` as the key's policy (the lockout check).
-    fn authorize_with(&self, key: &KeyRecord, key_policy: Option<&str>) -> Result<(), KmsError> {
+    fn authorize_with(&self, key: &KeyRecord, key_policy: Option<&str>) -> Result<(), OpError> {
         // AWS's default key policy (the account may do everything, as its identity policies
         // say) with an identity policy that allows everything: allowed, whatever the request.
         // The same answer as the evaluation below, without parsing either document.
@@ -141,7 +204,17 @@ impl Ctx<'_> {
         };
         match eval::decide(&policy, &identity, false, &req) {
             Decision::Allow => Ok(()),
-            d => Err(denied(&arn, &action, &resource, d)),
+            Decision::ImplicitDeny => {
+                // A grant allows what no policy does (an explicit Deny still wins).
+                if let Some(g) = self.grant_for(key, &arn, &action)?
+                    && eval::decide(&policy, &identity, true, &req) == Decision::Allow
+                {
+                    *self.authz.by_grant.borrow_mut() = Some(g);
+                    return Ok(());
+                }
+                Err(denied(&arn, &action, &resource, Decision::ImplicitDeny).into())
+            }
+            d @ Decision::ExplicitDeny => Err(denied(&arn, &action, &resource, d).into()),
         }
     }
 
@@ -197,6 +270,24 @@ impl Ctx<'_> {
             ))
         }
     }
+}
+
+/// The `GrantTokens` of a request body, if it has any (the body is parsed again only then).
+fn grant_tokens(body: &[u8]) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Tokens {
+        #[serde(rename = "GrantTokens", default)]
+        grant_tokens: Vec<String>,
+    }
+    if !body.windows(11).any(|w| w == b"GrantTokens") {
+        return Vec::new();
+    }
+    serde_json::from_slice::<Tokens>(body)
+        .map(|t| t.grant_tokens)
+        .unwrap_or_default()
+        .into_iter()
+        .take(grant::MAX_GRANT_TOKENS)
+        .collect()
 }
 
 /// AWS's `AccessDeniedException`.

@@ -7,6 +7,7 @@ mod aliases;
 mod authz;
 mod crypto;
 mod data_key_pair;
+mod grants;
 mod key_policy;
 mod keys;
 mod mac;
@@ -182,6 +183,11 @@ impl Ctx<'_> {
             "GenerateMac" => mac::generate_mac(self, body),
             "VerifyMac" => mac::verify_mac(self, body),
             "GetPublicKey" => public_key::get_public_key(self, body),
+            "CreateGrant" => grants::create_grant(self, body),
+            "ListGrants" => grants::list_grants(self, body),
+            "ListRetirableGrants" => grants::list_retirable_grants(self, body),
+            "RetireGrant" => grants::retire_grant(self, body),
+            "RevokeGrant" => grants::revoke_grant(self, body),
             "GetKeyPolicy" => key_policy::get_key_policy(self, body),
             "PutKeyPolicy" => key_policy::put_key_policy(self, body),
             "ListKeyPolicies" => key_policy::list_key_policies(self, body),
@@ -455,6 +461,7 @@ pub(crate) fn tombstone_write(
         Kind::Key => RecordId::key(id).ok_or(EnclaveError::BadRecord)?,
         Kind::Alias => RecordId::alias(id),
         Kind::Principal => RecordId::principal(id),
+        Kind::Grant => record::grant_id(id)?,
         Kind::Tombstone => return Err(EnclaveError::BadRecord),
     };
     let tomb = TombstoneRecord {
@@ -486,6 +493,16 @@ pub(crate) fn tombstone_write(
             generation: tomb.generation,
             tombstone: SealedBlob(sealed),
         },
+        Kind::Grant => {
+            let (key_id, grant_id) = id.split_once('/').ok_or(EnclaveError::BadRecord)?;
+            StoreWrite::DeleteGrant {
+                key_id: key_id.to_owned(),
+                grant_id: grant_id.to_owned(),
+                expected: opened.seq,
+                generation: tomb.generation,
+                tombstone: SealedBlob(sealed),
+            }
+        }
         Kind::Principal => StoreWrite::DeletePrincipal {
             id: id.to_owned(),
             expected: opened.seq,

@@ -21,6 +21,8 @@ struct Env {
     principals: Vec<SealedBlob>,
     keys: Vec<SealedBlob>,
     aliases: Vec<SealedBlob>,
+    /// Every grant record, as the store holds them.
+    grants: Vec<SealedBlob>,
     /// Calls made: each is signed a second later than the one before, so that two equal
     /// state-changing calls are two requests, not a replay.
     calls: u64,
@@ -53,6 +55,7 @@ impl Env {
             principals: vec![SealedBlob(sealed)],
             keys: vec![],
             aliases: vec![],
+            grants: vec![],
             calls: 0,
         }
     }
@@ -108,6 +111,7 @@ impl Env {
             keys: self.keys.clone(),
             aliases: self.aliases.clone(),
             principals: self.principals.clone(),
+            grants: self.grants.clone(),
             next_marker: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -151,6 +155,22 @@ impl Env {
                 StoreWrite::DeletePrincipal { id, .. } => {
                     self.principals
                         .retain(|k| record::peek(&k.0).unwrap().id != id);
+                }
+                StoreWrite::PutGrant {
+                    key_id,
+                    grant_id,
+                    sealed,
+                    ..
+                } => {
+                    let id = format!("{key_id}/{grant_id}");
+                    self.grants.retain(|k| record::peek(&k.0).unwrap().id != id);
+                    self.grants.push(sealed);
+                }
+                StoreWrite::DeleteGrant {
+                    key_id, grant_id, ..
+                } => {
+                    let id = format!("{key_id}/{grant_id}");
+                    self.grants.retain(|k| record::peek(&k.0).unwrap().id != id);
                 }
                 StoreWrite::PutTombstone { .. } => {
                     panic!("no operation re-seals tombstones")
@@ -932,5 +952,6 @@ fn the_default_policy_fast_path_decides_as_the_evaluation_does() {
     );
 }
 
+mod grants;
 mod principals;
 mod sts;

@@ -9,7 +9,7 @@ use super::{Env, OpError};
 
 const NONCE: [u8; 32] = [7; 32];
 
-fn b64(b: &[u8]) -> String {
+pub(super) fn b64(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
@@ -21,7 +21,7 @@ fn unb64(s: &str) -> Vec<u8> {
 
 /// Makes principal `name` with `policy` as the admin; returns its access key id and secret,
 /// opened from the attested delivery with the one-off key.
-fn make(env: &mut Env, name: &str, policy: Option<Value>) -> (String, String) {
+pub(super) fn make(env: &mut Env, name: &str, policy: Option<Value>) -> (String, String) {
     let receiver = CustodianKey::generate().unwrap();
     let mut body = json!({
         "UserName": name,
@@ -52,7 +52,7 @@ fn open_key(key: &Value, receiver: &CustodianKey) -> (String, String) {
     (akid, String::from_utf8(secret.to_vec()).unwrap())
 }
 
-fn allow(actions: &[&str]) -> Value {
+pub(super) fn allow(actions: &[&str]) -> Value {
     json!({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": actions, "Resource": "*"}
     ]})
