@@ -17,6 +17,7 @@ pub mod domain;
 pub mod error;
 pub mod keyspec;
 pub mod ledger;
+pub mod material;
 pub mod ops;
 pub mod policy;
 pub mod record;

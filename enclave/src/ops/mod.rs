@@ -12,6 +12,7 @@ mod keys;
 mod mac;
 mod public_key;
 mod recovery;
+pub(crate) mod rotation;
 mod sign;
 mod tags;
 
@@ -193,6 +194,11 @@ impl Ctx<'_> {
             "GenerateDataKeyPairWithoutPlaintext" => {
                 data_key_pair::generate_data_key_pair(self, body, false)
             }
+            "EnableKeyRotation" => rotation::enable_key_rotation(self, body),
+            "DisableKeyRotation" => rotation::disable_key_rotation(self, body),
+            "GetKeyRotationStatus" => rotation::get_key_rotation_status(self, body),
+            "RotateKeyOnDemand" => rotation::rotate_key_on_demand(self, body),
+            "ListKeyRotations" => rotation::list_key_rotations(self, body),
             "EkmsAcceptUnwitnessedState" => recovery::accept_unwitnessed_state(self, body),
             other if AWS_KMS_OPERATIONS.contains(&other) => Err(KmsError::new(
                 KmsErrorCode::UnsupportedOperationException,
@@ -365,6 +371,7 @@ pub(crate) fn key_write(
         sealed: SealedBlob(sealed),
         state: rec.state.as_str().to_owned(),
         deletion_date: rec.deletion_ms.map(|ms| ms / 1000),
+        rotation_date: rec.rotation.map(|s| s.next_ms() / 1000),
     };
     Ok((write, change))
 }

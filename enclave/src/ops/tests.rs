@@ -881,3 +881,6 @@ fn the_default_policy_fast_path_decides_as_the_evaluation_does() {
         KmsErrorCode::AccessDeniedException
     );
 }
+
+#[path = "rotation_tests.rs"]
+mod rotation_tests;
