@@ -94,6 +94,7 @@ mod tests {
             secret: KeyMaterial([u8::try_from(v).unwrap(); 32]),
             private: None,
             public: None,
+            rotated: None,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod error;
 pub mod grant;
 pub mod keyspec;
 pub mod ledger;
+pub mod material;
 pub mod ops;
 pub mod policy;
 pub mod principal;

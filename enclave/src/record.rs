@@ -148,6 +148,9 @@ pub struct Material {
     /// GetPublicKey need not parse the private key.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     pub public: Option<Vec<u8>>,
+    /// When and how a rotation made this material current (`None`: the key's first material).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated: Option<crate::material::Rotated>,
 }
 
 impl Material {
@@ -204,6 +207,15 @@ pub struct KeyRecord {
     pub materials: Vec<Material>,
     /// Version used for new encryptions.
     pub current: u32,
+    /// Materials that rotations replaced: they only decrypt (packed, see `material`).
+    #[serde(default, skip_serializing_if = "crate::material::Retired::is_empty")]
+    pub retired: crate::material::Retired,
+    /// Automatic rotation, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<crate::material::Schedule>,
+    /// On-demand rotations made so far (AWS allows a limited number per key).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub on_demand_rotations: u32,
     /// The domain-wide sequence number of this version; the host's store checks it and the
     /// enclave's state view refuses any other version.
     pub generation: u64,
@@ -243,6 +255,11 @@ impl KeyRecord {
     pub fn key_spec(&self) -> Option<&'static crate::keyspec::Spec> {
         crate::keyspec::find(&self.spec)
     }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// An alias: a name that points at a key.

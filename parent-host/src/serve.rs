@@ -243,6 +243,9 @@ async fn sweep_loop(relay: Arc<Relay>) {
         if let Err(e) = sweep_once(&relay).await {
             tracing::warn!(error = %e, "deletion sweep failed");
         }
+        if let Err(e) = rotate_once(&relay).await {
+            tracing::warn!(error = %e, "rotation sweep failed");
+        }
         tokio::time::sleep(Duration::from_mins(1)).await;
     }
 }
@@ -269,6 +272,40 @@ pub async fn sweep_once(relay: &Relay) -> Result<usize, HostError> {
         EnclaveResponse::Fault(f) => Err(HostError::Fault(f)),
         other => {
             tracing::error!(?other, "unexpected reply to a sweep");
+            Ok(0)
+        }
+    }
+}
+
+/// One rotation pass, like [`sweep_once`]: candidates from the store's index (enabled keys
+/// whose next rotation date passed), decisions from the enclave's sealed schedule and its own
+/// clock. A doctored column can delay a rotation, never cause one. Runs at every start, so keys
+/// that fell due while the appliance was down rotate promptly.
+pub async fn rotate_once(relay: &Relay) -> Result<usize, HostError> {
+    use ekms_wire::msg::{EnclaveResponse, HostRequest};
+    let store = Arc::clone(relay.store());
+    let now = chrono::Utc::now().timestamp();
+    let keys = tokio::task::spawn_blocking(move || store.due_for_rotation(now, 100))
+        .await
+        .map_err(|e| HostError::Startup(e.to_string()))??;
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    match relay
+        .enclave()
+        .call(&HostRequest::RotateDue { keys })
+        .await?
+    {
+        EnclaveResponse::RotatedDue { writes, token } if !writes.is_empty() => {
+            let n = writes.len();
+            relay.persist(writes, token).await?;
+            tracing::info!(keys = n, "rotated keys whose automatic rotation was due");
+            Ok(n)
+        }
+        EnclaveResponse::RotatedDue { .. } => Ok(0),
+        EnclaveResponse::Fault(f) => Err(HostError::Fault(f)),
+        other => {
+            tracing::error!(?other, "unexpected reply to a rotation request");
             Ok(0)
         }
     }

@@ -75,6 +75,9 @@ pub trait Store: Send + Sync + 'static {
     /// Keys whose (unauthenticated) index says their deletion date is at or before `now` (Unix
     /// seconds): candidates only; the enclave decides which are due.
     fn due_for_deletion(&self, now: i64, limit: usize) -> Result<Vec<SealedBlob>, HostError>;
+    /// Enabled keys whose (unauthenticated) index says their next automatic rotation is at or
+    /// before `now` (Unix seconds): candidates only; the enclave decides which are due.
+    fn due_for_rotation(&self, now: i64, limit: usize) -> Result<Vec<SealedBlob>, HostError>;
     /// The domain record (the enclave's sealed keyring), if a domain was created.
     fn domain(&self) -> Result<Option<SealedBlob>, HostError>;
     /// Stores the domain record at `generation`: the first one when `expected` is `None`, else
@@ -230,6 +233,7 @@ impl SqliteStore {
                 )));
             }
         }
+        add_rotation_index(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -245,6 +249,23 @@ impl SqliteStore {
             .map_err(|_| HostError::Startup("store lock poisoned".into()))?;
         f(&mut conn)
     }
+}
+
+/// The `rotation_date` column (next automatic rotation, Unix seconds) and its index, added to
+/// stores made before rotation existed (NULL: no rotation scheduled).
+fn add_rotation_index(conn: &Connection) -> Result<(), HostError> {
+    let has: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('keys') WHERE name = 'rotation_date'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE keys ADD COLUMN rotation_date INTEGER")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS keys_by_rotation ON keys(rotation_date) WHERE rotation_date IS NOT NULL",
+    )?;
+    Ok(())
 }
 
 /// SQLite integers are signed; generations and limits never come near `i64::MAX`.
@@ -472,19 +493,19 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             for w in writes {
                 let changed = match w {
-                    StoreWrite::PutKey { key_id, generation, expected: None, sealed, state, deletion_date } => {
+                    StoreWrite::PutKey { key_id, generation, expected: None, sealed, state, deletion_date, rotation_date } => {
                         tx.execute("DELETE FROM tombstones WHERE id = ?1", [format!("1:{key_id}")])?;
                         tx.execute(
-                            "INSERT OR IGNORE INTO keys (key_id, generation, sealed, state, deletion_date)
-                             VALUES (?1, ?2, ?3, ?4, ?5)",
-                            params![key_id, sql(*generation), sealed.0, state, deletion_date],
+                            "INSERT OR IGNORE INTO keys (key_id, generation, sealed, state, deletion_date, rotation_date)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![key_id, sql(*generation), sealed.0, state, deletion_date, rotation_date],
                         )?
                     }
-                    StoreWrite::PutKey { key_id, generation, expected: Some(prev), sealed, state, deletion_date } => tx
+                    StoreWrite::PutKey { key_id, generation, expected: Some(prev), sealed, state, deletion_date, rotation_date } => tx
                         .execute(
-                            "UPDATE keys SET generation = ?2, sealed = ?3, state = ?4, deletion_date = ?5
+                            "UPDATE keys SET generation = ?2, sealed = ?3, state = ?4, deletion_date = ?5, rotation_date = ?7
                              WHERE key_id = ?1 AND generation = ?6",
-                            params![key_id, sql(*generation), sealed.0, state, deletion_date, sql(*prev)],
+                            params![key_id, sql(*generation), sealed.0, state, deletion_date, sql(*prev), rotation_date],
                         )?,
                     StoreWrite::PutAlias { name, key_id, generation, expected: None, sealed } => {
                         tx.execute("DELETE FROM tombstones WHERE id = ?1", [format!("2:{name}")])?;
@@ -563,6 +584,19 @@ impl Store for SqliteStore {
             Ok(c.prepare_cached(
                 "SELECT sealed FROM keys WHERE state = 'PendingDeletion' AND deletion_date <= ?1
                      ORDER BY key_id LIMIT ?2",
+            )?
+            .query_map(params![now, sql(limit as u64)], |r| {
+                Ok(SealedBlob(r.get(0)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn due_for_rotation(&self, now: i64, limit: usize) -> Result<Vec<SealedBlob>, HostError> {
+        self.with(|c| {
+            Ok(c.prepare_cached(
+                "SELECT sealed FROM keys WHERE rotation_date <= ?1 AND state = 'Enabled'
+                     ORDER BY rotation_date, key_id LIMIT ?2",
             )?
             .query_map(params![now, sql(limit as u64)], |r| {
                 Ok(SealedBlob(r.get(0)?))
@@ -733,6 +767,7 @@ mod tests {
             sealed: SealedBlob(generation.to_be_bytes().to_vec()),
             state: state.into(),
             deletion_date: deletion,
+            rotation_date: None,
         }
     }
 
@@ -820,6 +855,27 @@ mod tests {
     }
 
     #[test]
+    fn a_store_made_before_rotation_gets_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE keys (key_id TEXT PRIMARY KEY, generation INTEGER NOT NULL,
+                 sealed BLOB NOT NULL, state TEXT NOT NULL, deletion_date INTEGER);
+                 INSERT INTO keys VALUES ('old', 1, x'01', 'Enabled', NULL);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert!(s.due_for_rotation(i64::MAX, 10).unwrap().is_empty());
+        s.apply(&[put("old", 2, Some(1), "Enabled", None)]).unwrap();
+        // Opening again leaves the column as it is.
+        drop(s);
+        SqliteStore::open(&path).unwrap();
+    }
+
+    #[test]
     fn conditional_writes_detect_races_and_roll_back() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("db")).unwrap();
@@ -897,6 +953,20 @@ mod tests {
             s.scan(Table::Tombstones, None, 10).unwrap().records.len(),
             2
         );
+        // Rotation candidates: enabled keys whose next rotation date passed, oldest first.
+        let scheduled = |generation, state: &str| {
+            let mut w = put("a", generation, Some(generation - 1), state, None);
+            if let StoreWrite::PutKey { rotation_date, .. } = &mut w {
+                *rotation_date = Some(500);
+            }
+            w
+        };
+        s.apply(&[scheduled(2, "Enabled")]).unwrap();
+        assert!(s.due_for_rotation(499, 10).unwrap().is_empty());
+        assert_eq!(s.due_for_rotation(500, 10).unwrap().len(), 1);
+        // A disabled key is not rotated (it resumes when enabled).
+        s.apply(&[scheduled(3, "Disabled")]).unwrap();
+        assert!(s.due_for_rotation(1000, 10).unwrap().is_empty());
         // Re-created above its tombstone: the tombstone goes.
         s.apply(&[put("c", 5, None, "Enabled", None)]).unwrap();
         assert_eq!(

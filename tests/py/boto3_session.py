@@ -90,7 +90,7 @@ kms.cancel_key_deletion(KeyId=key_id)
 assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Disabled"
 policy = kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]
 assert '"AWS" : "arn:aws:iam::' in policy, policy
-expect_error("UnsupportedOperationException", kms.get_key_rotation_status, KeyId=key_id)
+expect_error("UnsupportedOperationException", kms.describe_custom_key_stores)
 
 bad = boto3.client("kms", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=access, aws_secret_access_key="x" * 40)
 expect_error("InvalidSignatureException", bad.list_keys)

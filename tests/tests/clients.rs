@@ -256,6 +256,15 @@ fn boto3_key_types_checked_with_cryptography() {
     run_python("key_types.py");
 }
 
+/// Rotation through boto3: enable and read back, on demand to the limit, list, decrypt old.
+#[test]
+fn boto3_rotation() {
+    if !have("python3", &["-c", "import boto3"]) {
+        return;
+    }
+    run_python("rotation.py");
+}
+
 /// Runs `tests/py/SCRIPT ENDPOINT ACCESS_KEY SECRET_KEY` against a fresh appliance.
 fn run_python(script: &str) {
     let dir = tempfile::tempdir().unwrap();

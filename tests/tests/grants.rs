@@ -101,7 +101,9 @@ async fn a_grant_lets_its_grantee_in_until_retired_or_revoked() {
         .await
         .unwrap();
     assert_eq!(plain.plaintext.unwrap().as_ref(), b"x");
-    // The same name and parameters: the same grant.
+    // The same name and parameters: the same grant. (A byte-identical request signed in the
+    // same second would be a replay: wait for the next second.)
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let again = kms
         .create_grant()
         .key_id(&key)

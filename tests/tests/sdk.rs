@@ -390,12 +390,7 @@ async fn every_operation_works_through_the_sdk() {
         .unwrap_err()
         .into_service_error();
     assert_eq!(e.message(), Some("Invalid keyId 'fake-key-id'"));
-    let e = kms
-        .get_key_rotation_status()
-        .key_id(&id)
-        .send()
-        .await
-        .unwrap_err();
+    let e = kms.describe_custom_key_stores().send().await.unwrap_err();
     assert_eq!(
         code(&e.into_service_error()),
         "UnsupportedOperationException"

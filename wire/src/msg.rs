@@ -123,6 +123,12 @@ pub enum HostRequest {
         /// Sealed key records.
         keys: Vec<SealedBlob>,
     },
+    /// Keys the host's index says are due for automatic rotation; the enclave decides from
+    /// their sealed schedule and its own clock, and answers with the rotations to make durable.
+    RotateDue {
+        /// Sealed key records.
+        keys: Vec<SealedBlob>,
+    },
     /// Witnessed domain, on the writer: start a round that commits these prepared writes (the
     /// host has not made them durable yet). Answered with the intent for the witnesses.
     Propose {
@@ -266,6 +272,13 @@ pub enum EnclaveResponse {
     /// Answer to [`HostRequest::Sweep`]: the deletions to make durable, then commit.
     Swept {
         /// Tombstones replacing the deleted keys and their aliases.
+        writes: Vec<StoreWrite>,
+        /// Commit token (0 when there are no writes).
+        token: u64,
+    },
+    /// Answer to [`HostRequest::RotateDue`]: the rotated keys to make durable, then commit.
+    RotatedDue {
+        /// The rotated key records.
         writes: Vec<StoreWrite>,
         /// Commit token (0 when there are no writes).
         token: u64,
@@ -535,6 +548,9 @@ pub enum StoreWrite {
         state: String,
         /// Deletion date (Unix seconds) for keys pending deletion.
         deletion_date: Option<i64>,
+        /// Next automatic rotation (Unix seconds), public index for the rotation sweep.
+        #[serde(default)]
+        rotation_date: Option<i64>,
     },
     /// Insert or replace an alias record.
     PutAlias {

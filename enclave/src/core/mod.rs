@@ -260,6 +260,15 @@ impl Core {
                 },
                 None => EnclaveResponse::Fault(Fault::Sealed),
             },
+            HostRequest::RotateDue { keys } => match self.domain() {
+                Some(d) => {
+                    match ops::rotation::rotate_due(self, d.keyring(), &keys, chrono::Utc::now()) {
+                        Ok((writes, token)) => EnclaveResponse::RotatedDue { writes, token },
+                        Err(_) => EnclaveResponse::Fault(Fault::Internal),
+                    }
+                }
+                None => EnclaveResponse::Fault(Fault::Sealed),
+            },
         }
     }
 

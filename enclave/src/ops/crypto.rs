@@ -282,9 +282,9 @@ fn open_blob(
     check_algorithm(ctx, alg, "encryptionAlgorithm", &key)?;
     require_enabled(ctx, &key)?;
     let material = key
-        .material(header.material_version)
+        .find_material(header.material_version)
         .ok_or_else(KmsError::invalid_ciphertext)?;
-    let plaintext = ciphertext::decrypt(&header, body, material, ec).map_err(|e| match e {
+    let plaintext = ciphertext::decrypt(&header, body, &material, ec).map_err(|e| match e {
         EnclaveError::BadRecord => KmsError::invalid_ciphertext(),
         _ => KmsError::internal(),
     })?;

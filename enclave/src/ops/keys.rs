@@ -82,6 +82,7 @@ pub(crate) fn new_material(version: u32) -> Result<Material, EnclaveError> {
         secret,
         private: None,
         public: None,
+        rotated: None,
     })
 }
 
@@ -236,6 +237,9 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         tags,
         materials: vec![material],
         current: 1,
+        retired: crate::material::Retired::default(),
+        rotation: None,
+        on_demand_rotations: 0,
         generation: 0,
         opened: None,
     };

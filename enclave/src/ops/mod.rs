@@ -14,6 +14,7 @@ mod mac;
 mod principals;
 mod public_key;
 mod recovery;
+pub(crate) mod rotation;
 mod sign;
 mod sts;
 mod tags;
@@ -196,6 +197,11 @@ impl Ctx<'_> {
             "GenerateDataKeyPairWithoutPlaintext" => {
                 data_key_pair::generate_data_key_pair(self, body, false)
             }
+            "EnableKeyRotation" => rotation::enable_key_rotation(self, body),
+            "DisableKeyRotation" => rotation::disable_key_rotation(self, body),
+            "GetKeyRotationStatus" => rotation::get_key_rotation_status(self, body),
+            "RotateKeyOnDemand" => rotation::rotate_key_on_demand(self, body),
+            "ListKeyRotations" => rotation::list_key_rotations(self, body),
             "EkmsAcceptUnwitnessedState" => {
                 self.with_action("ekms:AcceptUnwitnessedState", || self.authorize_account())?;
                 recovery::accept_unwitnessed_state(self, body)
@@ -380,6 +386,7 @@ pub(crate) fn key_write(
         sealed: SealedBlob(sealed),
         state: rec.state.as_str().to_owned(),
         deletion_date: rec.deletion_ms.map(|ms| ms / 1000),
+        rotation_date: rec.rotation.map(|s| s.next_ms() / 1000),
     };
     Ok((write, change))
 }

@@ -954,4 +954,6 @@ fn the_default_policy_fast_path_decides_as_the_evaluation_does() {
 
 mod grants;
 mod principals;
+#[path = "rotation_tests.rs"]
+mod rotation_tests;
 mod sts;
