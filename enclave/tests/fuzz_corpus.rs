@@ -1,5 +1,6 @@
 //! Runs fuzz corpora as regression tests: no `sealed_record` seed panics or opens under a domain
-//! key that did not seal it; no `peer_input` seed panics, verifies, agrees or decrypts; no `key_policy` seed panics.
+//! key that did not seal it; no `peer_input` seed panics, verifies, agrees or decrypts; no `key_policy` seed panics;
+//! no `grant_token` seed panics or opens.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::path::Path;
@@ -48,6 +49,24 @@ fn key_policy_seeds() {
         if let Ok(doc) = std::str::from_utf8(&data) {
             let _ = ekms_enclave::policy::check(doc);
         }
+        n += 1;
+    }
+    assert!(n >= 5);
+}
+
+#[test]
+fn grant_token_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/grant_token");
+    let d = Keyring::single(DomainKey::from_bytes(DomainKeyBytes::new([9u8; 32])).unwrap());
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let data = std::fs::read(e.unwrap().path()).unwrap();
+        if let Ok(token) = std::str::from_utf8(&data)
+            && let Some(sealed) = ekms_enclave::grant::token_record(token)
+        {
+            assert!(ekms_enclave::grant::open(&d, &sealed).is_err());
+        }
+        assert!(ekms_enclave::grant::open(&d, &data).is_err());
         n += 1;
     }
     assert!(n >= 5);

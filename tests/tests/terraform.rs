@@ -145,7 +145,10 @@ async fn terraform_applies_plans_updates_and_destroys_a_key_with_a_policy_and_an
     tf.ok(&["destroy", "-auto-approve"], &vars);
     let meta = kms.describe_key().key_id(&key).send().await.unwrap();
     assert_eq!(
-        meta.key_metadata().unwrap().key_state().map(aws_sdk_kms::types::KeyState::as_str),
+        meta.key_metadata()
+            .unwrap()
+            .key_state()
+            .map(aws_sdk_kms::types::KeyState::as_str),
         Some("PendingDeletion")
     );
 }

@@ -11,18 +11,91 @@ use serde_json::Value;
 pub type Context = BTreeMap<String, Vec<String>>;
 
 /// Whether every operator of a `Condition` block matches `ctx` (operators AND, keys AND, values
-/// of one key OR). An unknown operator never matches.
+/// of one key OR). An unknown operator never matches. With `variables` (policy version
+/// 2012-10-17), `${key}` in the policy's values is replaced by the request's value of `key`.
 #[must_use]
-pub fn matches(condition: &Value, ctx: &Context) -> bool {
+pub fn matches(condition: &Value, ctx: &Context, variables: bool) -> bool {
     let Some(ops) = condition.as_object() else {
         return false;
     };
     ops.iter().all(|(op, keys)| {
         keys.as_object().is_some_and(|keys| {
             keys.iter()
-                .all(|(key, wanted)| one(op, &key.to_ascii_lowercase(), wanted, ctx))
+                .all(|(key, wanted)| one(op, &key.to_ascii_lowercase(), wanted, ctx, variables))
         })
     })
+}
+
+/// One character of a pattern: a literal, or a wildcard the policy wrote. A value put in by a
+/// policy variable is all literals, so a `*` in (say) an encryption context value never
+/// widens a pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tok {
+    /// This character.
+    Lit(char),
+    /// `*`: any run of characters.
+    Any,
+    /// `?`: any one character.
+    One,
+}
+
+/// A pattern as written (no variables).
+#[must_use]
+pub fn tokens(pattern: &str) -> Vec<Tok> {
+    pattern
+        .chars()
+        .map(|c| match c {
+            '*' => Tok::Any,
+            '?' => Tok::One,
+            c => Tok::Lit(c),
+        })
+        .collect()
+}
+
+/// A pattern with IAM's policy variables replaced from `ctx`: `${key}` (a single-valued key of
+/// the request) or `${key, 'default'}`, and `${*}`, `${?}`, `${$}` for the literal characters.
+/// `None` when a variable names a key the request does not have (and gives no default): the
+/// pattern then matches nothing.
+#[must_use]
+pub fn substitute(pattern: &str, ctx: &Context) -> Option<Vec<Tok>> {
+    let mut out = Vec::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(start) = rest.find("${") {
+        out.extend(tokens(rest.get(..start)?));
+        let after = rest.get(start + 2..)?;
+        let end = after.find('}')?;
+        let inner = after.get(..end)?.trim();
+        rest = after.get(end + 1..)?;
+        match inner {
+            "*" => out.push(Tok::Lit('*')),
+            "?" => out.push(Tok::Lit('?')),
+            "$" => out.push(Tok::Lit('$')),
+            _ => {
+                let (key, default) = match inner.split_once(',') {
+                    Some((k, d)) => (k.trim(), Some(d.trim().trim_matches('\''))),
+                    None => (inner, None),
+                };
+                let value = match ctx.get(&key.to_ascii_lowercase()).map(Vec::as_slice) {
+                    Some([one]) => one.as_str(),
+                    Some(_) | None => default?,
+                };
+                out.extend(value.chars().map(Tok::Lit));
+            }
+        }
+    }
+    out.extend(tokens(rest));
+    Some(out)
+}
+
+/// A pattern's text (its wildcards as `*` and `?`), for the operators that compare exactly.
+fn text(toks: &[Tok]) -> String {
+    toks.iter()
+        .map(|t| match t {
+            Tok::Lit(c) => *c,
+            Tok::Any => '*',
+            Tok::One => '?',
+        })
+        .collect()
 }
 
 /// How a set qualifier applies the operator to a multivalued key.
@@ -36,7 +109,7 @@ enum Set {
     All,
 }
 
-fn one(op: &str, key: &str, wanted: &Value, ctx: &Context) -> bool {
+fn one(op: &str, key: &str, wanted: &Value, ctx: &Context, variables: bool) -> bool {
     let (set, op) = if let Some(rest) = op.strip_prefix("ForAnyValue:") {
         (Set::Any, rest)
     } else if let Some(rest) = op.strip_prefix("ForAllValues:") {
@@ -48,14 +121,25 @@ fn one(op: &str, key: &str, wanted: &Value, ctx: &Context) -> bool {
         Some(base) => (base, true),
         None => (op, false),
     };
-    let wanted: Vec<String> = match wanted {
+    let written: Vec<String> = match wanted {
         Value::Array(a) => a.iter().filter_map(scalar).collect(),
         v => scalar(v).into_iter().collect(),
     };
+    let wanted: Vec<Vec<Tok>> = written
+        .iter()
+        .filter_map(|w| {
+            if variables {
+                substitute(w, ctx)
+            } else {
+                Some(tokens(w))
+            }
+        })
+        .collect();
+    let wanted_text: Vec<String> = wanted.iter().map(|w| text(w)).collect();
     let present = ctx.get(key).filter(|v| !v.is_empty());
     if op == "Null" {
         // "true": the key is absent; "false": it is present.
-        return wanted.iter().any(|w| match w.as_str() {
+        return wanted_text.iter().any(|w| match w.as_str() {
             "true" => present.is_none(),
             "false" => present.is_some(),
             _ => false,
@@ -66,7 +150,7 @@ fn one(op: &str, key: &str, wanted: &Value, ctx: &Context) -> bool {
         // for negated operators (nothing equals); false otherwise.
         return if_exists || set == Set::All || negated(op);
     };
-    let test = |v: &str| -> Option<bool> { compare(op, v, &wanted) };
+    let test = |v: &str| -> Option<bool> { compare(op, v, &wanted, &wanted_text) };
     match set {
         Set::All => values.iter().all(|v| test(v) == Some(true)),
         Set::Any | Set::Single => {
@@ -93,9 +177,9 @@ fn negated(op: &str) -> bool {
     op.contains("Not")
 }
 
-/// Whether request value `v` satisfies operator `op` against the policy's values (`None`: the
-/// operator is unknown or a value does not parse, which never matches).
-fn compare(op: &str, v: &str, wanted: &[String]) -> Option<bool> {
+/// Whether request value `v` satisfies operator `op` against the policy's values, as patterns
+/// and as text (`None`: the operator is unknown or a value does not parse, which never matches).
+fn compare(op: &str, v: &str, patterns: &[Vec<Tok>], wanted: &[String]) -> Option<bool> {
     let any = |f: &dyn Fn(&str) -> Option<bool>| -> Option<bool> {
         let mut out = false;
         for w in wanted {
@@ -108,8 +192,10 @@ fn compare(op: &str, v: &str, wanted: &[String]) -> Option<bool> {
         "StringNotEquals" => !wanted.iter().any(|w| w == v),
         "StringEqualsIgnoreCase" => wanted.iter().any(|w| w.eq_ignore_ascii_case(v)),
         "StringNotEqualsIgnoreCase" => !wanted.iter().any(|w| w.eq_ignore_ascii_case(v)),
-        "StringLike" | "ArnLike" | "ArnEquals" => wanted.iter().any(|w| glob(w, v)),
-        "StringNotLike" | "ArnNotLike" | "ArnNotEquals" => !wanted.iter().any(|w| glob(w, v)),
+        "StringLike" | "ArnLike" | "ArnEquals" => patterns.iter().any(|w| glob_tokens(w, v)),
+        "StringNotLike" | "ArnNotLike" | "ArnNotEquals" => {
+            !patterns.iter().any(|w| glob_tokens(w, v))
+        }
         "Bool" => {
             let v = v.eq_ignore_ascii_case("true");
             wanted.iter().any(|w| w.eq_ignore_ascii_case("true") == v)
@@ -168,16 +254,26 @@ fn date(s: &str) -> Option<i64> {
 /// AWS's wildcard match: `*` any run of characters, `?` any one character, case sensitive.
 #[must_use]
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    glob_tokens(&tokens(pattern), text)
+}
+
+/// [`glob`] over a pattern whose wildcards are marked (see [`substitute`]).
+#[must_use]
+pub fn glob_tokens(p: &[Tok], text: &str) -> bool {
+    let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
         match p.get(pi) {
-            Some('*') => {
+            Some(Tok::Any) => {
                 star = Some((pi, ti));
                 pi += 1;
             }
-            Some(&c) if c == '?' || t.get(ti) == Some(&c) => {
+            Some(Tok::One) => {
+                pi += 1;
+                ti += 1;
+            }
+            Some(Tok::Lit(c)) if t.get(ti) == Some(c) => {
                 pi += 1;
                 ti += 1;
             }
@@ -192,5 +288,5 @@ pub fn glob(pattern: &str, text: &str) -> bool {
         }
     }
     p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+        .is_some_and(|rest| rest.iter().all(|c| *c == Tok::Any))
 }

@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use super::condition::{Context, glob, matches};
+use super::condition::{Context, glob, glob_tokens, matches, substitute};
 
 /// A request as the policies see it.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +101,8 @@ fn verdict(doc: &str, req: &Request<'_>, resource_policy: bool) -> Verdict {
     let Ok(doc) = serde_json::from_str::<Value>(doc) else {
         return Verdict::default();
     };
+    // Policy variables exist in version 2012-10-17 only (in 2008-10-17 `${…}` is literal).
+    let variables = doc.get("Version").and_then(Value::as_str) == Some("2012-10-17");
     let mut v = Verdict::default();
     for s in statements(&doc) {
         let Some(who) = (if resource_policy {
@@ -111,8 +113,10 @@ fn verdict(doc: &str, req: &Request<'_>, resource_policy: bool) -> Verdict {
             continue;
         };
         if !action_match(s, req.action)
-            || !resource_match(s, req.resource)
-            || !s.get("Condition").is_none_or(|c| matches(c, req.context))
+            || !resource_match(s, req, variables)
+            || !s
+                .get("Condition")
+                .is_none_or(|c| matches(c, req.context, variables))
         {
             continue;
         }
@@ -190,8 +194,15 @@ fn action_match(s: &Value, action: &str) -> bool {
     }
 }
 
-fn resource_match(s: &Value, resource: &str) -> bool {
-    let any = |v: &Value| list(v).iter().any(|r| glob(r, resource));
+fn resource_match(s: &Value, req: &Request<'_>, variables: bool) -> bool {
+    let one = |r: &str| {
+        if variables {
+            substitute(r, req.context).is_some_and(|p| glob_tokens(&p, req.resource))
+        } else {
+            glob(r, req.resource)
+        }
+    };
+    let any = |v: &Value| list(v).iter().any(|r| one(r));
     match (s.get("Resource"), s.get("NotResource")) {
         (Some(r), _) => any(r),
         (None, Some(n)) => !any(n),

@@ -379,3 +379,49 @@ fn the_listing_is_the_state_views_and_the_host_cannot_hide_one() {
         Err(OpError::Stale)
     ));
 }
+
+#[test]
+fn an_older_key_policy_replayed_by_the_host_is_refused() {
+    let mut env = Env::new();
+    let (akid, secret) = make(&mut env, "alice", None);
+    let alice = (akid.as_str(), secret.as_str());
+    let policy = |who: &str| {
+        json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::111122223333:user/{who}")}, "Action": "kms:Encrypt", "Resource": "*"}
+        ]})
+        .to_string()
+    };
+    let out = env
+        .call("CreateKey", json!({"Policy": policy("alice")}))
+        .unwrap();
+    let key = out["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    env.call_as(
+        alice,
+        "Encrypt",
+        json!({"KeyId": key, "Plaintext": b64(b"x")}),
+    )
+    .unwrap();
+    let allowed_her = env.keys.clone();
+    env.call(
+        "PutKeyPolicy",
+        json!({"KeyId": key, "PolicyName": "default", "Policy": policy("bob")}),
+    )
+    .unwrap();
+    let (c, _) = code(env.call_as(
+        alice,
+        "Encrypt",
+        json!({"KeyId": key, "Plaintext": b64(b"x")}),
+    ));
+    assert_eq!(c, KmsErrorCode::AccessDeniedException);
+    // The host shows the key record from before the policy changed: refused as stale.
+    env.keys = allowed_her;
+    assert!(matches!(
+        env.call_as(
+            alice,
+            "Encrypt",
+            json!({"KeyId": key, "Plaintext": b64(b"x")})
+        ),
+        Err(OpError::Stale)
+    ));
+}

@@ -15,7 +15,18 @@ pub(crate) const OPS: &[&str] = &[
     "verify-ecdsa",
     "sign-rsa",
     "generate-mac",
+    "encrypt-grant",
 ];
+
+/// The realistic key policy of `encrypt-grant`: the account delegates to identity policies, an
+/// operator may read, and an application may encrypt with one encryption context.
+const REALISTIC_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
+ {"Sid":"root","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"},
+ {"Sid":"operators","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/operator"},
+  "Action":["kms:Describe*","kms:List*","kms:Get*"],"Resource":"*"},
+ {"Sid":"app","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/app"},
+  "Action":["kms:Encrypt","kms:Decrypt"],"Resource":"*",
+  "Condition":{"StringEquals":{"kms:EncryptionContext:app":"billing"}}}]}"#;
 
 /// The 32-byte message every signing and MAC operation uses.
 const MESSAGE: [u8; 32] = [0x42; 32];
@@ -29,6 +40,9 @@ pub(crate) struct Fixture {
     ecdsa_sig: String,
     rsa_key: String,
     mac_key: String,
+    /// `encrypt-grant`: the key with the realistic policy, and the grantee's credentials.
+    grant_key: String,
+    grantee: Option<aws_credential_types::Credentials>,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -71,7 +85,27 @@ impl Fixture {
             )
             .await?;
         }
+        if wants(&["encrypt-grant"]) {
+            let policy = serde_json::json!({ "Policy": REALISTIC_POLICY }).to_string();
+            f.grant_key = create(t, &policy).await?;
+            let name = format!("bench{}", std::process::id());
+            let creds = principal(t, &name).await?;
+            let grant = serde_json::json!({
+                "KeyId": f.grant_key,
+                "GranteePrincipal": format!("arn:aws:iam::111122223333:user/{name}"),
+                "Operations": ["Encrypt", "Decrypt"],
+            });
+            request(t, "CreateGrant", &grant.to_string(), "GrantId").await?;
+            f.grantee = Some(creds);
+        }
         Ok(f)
+    }
+
+    /// The credentials a measured operation is signed with, when not the bench's own.
+    pub(crate) fn credentials_for(&self, op: &str) -> Option<aws_credential_types::Credentials> {
+        (op == "encrypt-grant")
+            .then(|| self.grantee.clone())
+            .flatten()
     }
 
     /// The symmetric key.
@@ -119,6 +153,13 @@ impl Fixture {
                     "KeyId": self.mac_key, "Message": b64(&MESSAGE), "MacAlgorithm": "HMAC_SHA_256",
                 })),
             ),
+            "encrypt-grant" => (
+                "Encrypt",
+                json(serde_json::json!({
+                    "KeyId": self.grant_key, "Plaintext": b64(&MESSAGE),
+                    "EncryptionContext": {"app": "billing"},
+                })),
+            ),
             _ => (
                 "Encrypt",
                 json(serde_json::json!({ "KeyId": self.key_id, "Plaintext": b64(&MESSAGE) })),
@@ -156,4 +197,40 @@ async fn request_json(t: &Target, op: &str, body: &str) -> anyhow::Result<serde_
         );
     }
     Ok(serde_json::from_slice(&reply)?)
+}
+
+/// Makes principal `name` (no identity policy: only grants let it in) and opens its secret with
+/// a one-off key. (The bench trusts the appliance it measures: it does not verify the
+/// attestation document; `ekms principal create` does.)
+async fn principal(t: &Target, name: &str) -> anyhow::Result<aws_credential_types::Credentials> {
+    let receiver = ekms_custody::CustodianKey::generate()?;
+    let nonce = [9u8; 32];
+    let body = serde_json::json!({
+        "UserName": name,
+        "RecipientPublicKey": receiver.public_key().to_json()?,
+        "Nonce": b64(&nonce),
+    });
+    let v = request_json(t, "EkmsCreatePrincipal", &body.to_string()).await?;
+    let field = |p: &str| {
+        v.pointer(p)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no {p} in the EkmsCreatePrincipal reply"))
+    };
+    let akid = field("/AccessKey/AccessKeyId")?;
+    let domain: [u8; 8] = hex::decode(field("/AccessKey/DomainId")?)?
+        .try_into()
+        .map_err(|_| anyhow!("bad domain id"))?;
+    let sealed =
+        base64::engine::general_purpose::STANDARD.decode(field("/AccessKey/SealedSecret")?)?;
+    let secret = ekms_custody::Delivery::credential(domain, &akid, &nonce)?
+        .open(receiver.agreement_key(), &sealed)?;
+    let secret = String::from_utf8(secret.to_vec())?;
+    Ok(aws_credential_types::Credentials::new(
+        akid,
+        secret,
+        None,
+        None,
+        "ekms-bench",
+    ))
 }
