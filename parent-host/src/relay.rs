@@ -52,6 +52,16 @@ struct Cache {
     aliases: RwLock<HashMap<String, (SealedBlob, String)>>,
     /// Access key id → the principal's record and name.
     principals: RwLock<HashMap<String, (SealedBlob, String)>>,
+    /// `"<key id>\n<grantee ARN>"` → that grantee's grants on that key (none, too).
+    grants: RwLock<HashMap<String, Vec<SealedBlob>>>,
+}
+
+/// Drops the cached grants of key `key_id`.
+fn forget_grants(cache: &Cache, key_id: &str) {
+    let prefix = format!("{key_id}\n");
+    if let Ok(mut m) = cache.grants.write() {
+        m.retain(|k, _| !k.starts_with(&prefix));
+    }
 }
 
 fn cached<V: Clone>(map: &RwLock<HashMap<String, V>>, id: &str) -> Option<V> {
@@ -214,7 +224,10 @@ impl Relay {
                     .collect()
             };
             for key in with_grants {
-                out.extend(self.store.grants_for(&key, &arn)?);
+                let found = read_through(&self.cache.grants, &format!("{key}\n{arn}"), || {
+                    self.store.grants_for(&key, &arn).map(Some)
+                })?;
+                out.extend(found.unwrap_or_default());
             }
         }
         for (key, grant) in &plan.grants {
@@ -350,6 +363,7 @@ impl Relay {
     fn invalidate(&self, keys: &[String], aliases: &[String]) {
         for id in keys {
             forget(&self.cache.keys, id);
+            forget_grants(&self.cache, id);
         }
         for name in aliases {
             forget(&self.cache.aliases, name);
@@ -502,7 +516,7 @@ impl Relay {
                     remember(&self.cache.aliases, name, (sealed.clone(), key_id.clone()));
                 }
                 StoreWrite::DeleteAlias { name, .. } => forget(&self.cache.aliases, name),
-                StoreWrite::PutTombstone { .. } | StoreWrite::DeleteGrant { .. } => {}
+                StoreWrite::PutTombstone { .. } => {}
                 StoreWrite::DeleteKey { key_id, .. } => {
                     self.forget_keys(std::slice::from_ref(key_id));
                 }
@@ -512,7 +526,9 @@ impl Relay {
                     if let Ok(mut set) = self.grant_keys.write() {
                         set.insert(key_id.clone());
                     }
+                    forget_grants(&self.cache, key_id);
                 }
+                StoreWrite::DeleteGrant { key_id, .. } => forget_grants(&self.cache, key_id),
                 StoreWrite::PutPrincipal { .. } | StoreWrite::DeletePrincipal { .. } => {
                     if let Ok(mut m) = self.cache.principals.write() {
                         m.clear();

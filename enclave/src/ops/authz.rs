@@ -93,7 +93,7 @@ impl Ctx<'_> {
         ctx.insert("aws:principalarn".into(), vec![arn.clone()]);
         ctx.insert("aws:username".into(), vec![p.name.clone()]);
         let now = chrono::DateTime::from_timestamp_millis(self.now_ms)
-            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_default();
         ctx.insert("aws:currenttime".into(), vec![now]);
         Some((arn, identity, ctx))
@@ -108,36 +108,37 @@ impl Ctx<'_> {
     /// The caller's grants: those the host supplied (each must be the current record: an old
     /// one, say revoked since, makes the host re-read) and those the request's grant tokens
     /// carry (used only while the state view holds them live).
-    fn caller_grants(&self) -> Result<Vec<GrantRecord>, OpError> {
-        if let Some(g) = self.authz.grants.borrow().as_ref() {
-            return Ok(g.clone());
-        }
-        let mut out = Vec::new();
-        for sealed in &self.call.grants {
-            let Ok(mut g) = grant::open(self.keys, &sealed.0) else {
-                continue;
-            };
-            let rid = RecordId::grant(&g.key_id, &g.grant_id).ok_or(OpError::Stale)?;
-            g.opened = Some(self.core.ledger()?.check(&rid, g.generation, &sealed.0)?);
-            out.push(g);
-        }
-        for token in grant_tokens(&self.call.http.body) {
-            let Some(sealed) = grant::token_record(&token) else {
-                continue;
-            };
-            let Ok(mut g) = grant::open(self.keys, &sealed) else {
-                continue;
-            };
-            let Some(rid) = RecordId::grant(&g.key_id, &g.grant_id) else {
-                continue;
-            };
-            if let Ok(v) = self.core.ledger()?.check(&rid, g.generation, &sealed) {
-                g.opened = Some(v);
+    fn caller_grants(&self) -> Result<std::cell::Ref<'_, [GrantRecord]>, OpError> {
+        if self.authz.grants.borrow().is_none() {
+            let mut out = Vec::new();
+            for sealed in &self.call.grants {
+                let Ok(mut g) = grant::open(self.keys, &sealed.0) else {
+                    continue;
+                };
+                let rid = RecordId::grant(&g.key_id, &g.grant_id).ok_or(OpError::Stale)?;
+                g.opened = Some(self.core.ledger()?.check(&rid, g.generation, &sealed.0)?);
                 out.push(g);
             }
+            for token in grant_tokens(&self.call.http.body) {
+                let Some(sealed) = grant::token_record(&token) else {
+                    continue;
+                };
+                let Ok(mut g) = grant::open(self.keys, &sealed) else {
+                    continue;
+                };
+                let Some(rid) = RecordId::grant(&g.key_id, &g.grant_id) else {
+                    continue;
+                };
+                if let Ok(v) = self.core.ledger()?.check(&rid, g.generation, &sealed) {
+                    g.opened = Some(v);
+                    out.push(g);
+                }
+            }
+            *self.authz.grants.borrow_mut() = Some(out);
         }
-        *self.authz.grants.borrow_mut() = Some(out.clone());
-        Ok(out)
+        Ok(std::cell::Ref::map(self.authz.grants.borrow(), |g| {
+            g.as_deref().unwrap_or_default()
+        }))
     }
 
     /// A grant of the caller's that allows `action` on `key` for this request.
@@ -153,8 +154,9 @@ impl Ctx<'_> {
         let ec = self.authz.ec.borrow();
         Ok(self
             .caller_grants()?
-            .into_iter()
-            .find(|g| g.allows(&key.key_id, arn, op, &ec)))
+            .iter()
+            .find(|g| g.allows(&key.key_id, arn, op, &ec))
+            .cloned())
     }
 
     /// Whether the caller's only identity policy is the administrator's (everything).
@@ -202,19 +204,31 @@ impl Ctx<'_> {
             resource: &resource,
             context: &ctx,
         };
-        match eval::decide(&policy, &identity, false, &req) {
-            Decision::Allow => Ok(()),
-            Decision::ImplicitDeny => {
-                // A grant allows what no policy does (an explicit Deny still wins).
-                if let Some(g) = self.grant_for(key, &arn, &action)?
-                    && eval::decide(&policy, &identity, true, &req) == Decision::Allow
-                {
-                    *self.authz.by_grant.borrow_mut() = Some(g);
-                    return Ok(());
+        // A grant is looked at only when no policy allows and none denies.
+        let mut by_grant = None;
+        let mut failed = None;
+        let decision = eval::decide_lazy(&policy, &identity, &req, || {
+            match self.grant_for(key, &arn, &action) {
+                Ok(g) => {
+                    let found = g.is_some();
+                    by_grant = g;
+                    found
                 }
-                Err(denied(&arn, &action, &resource, Decision::ImplicitDeny).into())
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
             }
-            d @ Decision::ExplicitDeny => Err(denied(&arn, &action, &resource, d).into()),
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match decision {
+            Decision::Allow => {
+                *self.authz.by_grant.borrow_mut() = by_grant;
+                Ok(())
+            }
+            d => Err(denied(&arn, &action, &resource, d).into()),
         }
     }
 

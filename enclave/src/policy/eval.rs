@@ -57,6 +57,17 @@ pub fn decide(
     grant_allows: bool,
     req: &Request<'_>,
 ) -> Decision {
+    decide_lazy(key_policy, identity, req, || grant_allows)
+}
+
+/// As [`decide`], asking `grant_allows` only when a grant would change the answer (nothing
+/// denies explicitly and no policy allows): each document is read once.
+pub fn decide_lazy(
+    key_policy: &str,
+    identity: &[&str],
+    req: &Request<'_>,
+    grant_allows: impl FnOnce() -> bool,
+) -> Decision {
     let k = verdict(key_policy, req, true);
     let i = identity
         .iter()
@@ -68,7 +79,7 @@ pub fn decide(
         });
     if k.deny || i.deny {
         Decision::ExplicitDeny
-    } else if k.allow || grant_allows || (k.allow_account && i.allow) {
+    } else if k.allow || (k.allow_account && i.allow) || grant_allows() {
         Decision::Allow
     } else {
         Decision::ImplicitDeny
@@ -97,8 +108,40 @@ fn statements(doc: &Value) -> Vec<&Value> {
     }
 }
 
+/// Parsed policy documents by their text: a key's policy is read on every call that is not
+/// decided by the fast path, and parsing it costs more than evaluating it. Bounded by
+/// [`CACHE_BYTES`] of document text (dropped and refilled when full). Holds only what sealed
+/// records hold; nothing secret.
+static PARSED: std::sync::OnceLock<std::sync::RwLock<Parsed>> = std::sync::OnceLock::new();
+/// Most policy text kept parsed.
+const CACHE_BYTES: usize = 4 << 20;
+
+#[derive(Default)]
+struct Parsed {
+    docs: std::collections::HashMap<Box<str>, std::sync::Arc<Value>>,
+    bytes: usize,
+}
+
+/// `doc` parsed, from the cache when it was parsed before; `None` when it is not JSON.
+fn parsed(doc: &str) -> Option<std::sync::Arc<Value>> {
+    let cache = PARSED.get_or_init(Default::default);
+    if let Some(v) = cache.read().ok().and_then(|c| c.docs.get(doc).cloned()) {
+        return Some(v);
+    }
+    let v = std::sync::Arc::new(serde_json::from_str::<Value>(doc).ok()?);
+    if let Ok(mut c) = cache.write() {
+        if c.bytes + doc.len() > CACHE_BYTES {
+            c.docs.clear();
+            c.bytes = 0;
+        }
+        c.bytes += doc.len();
+        c.docs.insert(doc.into(), std::sync::Arc::clone(&v));
+    }
+    Some(v)
+}
+
 fn verdict(doc: &str, req: &Request<'_>, resource_policy: bool) -> Verdict {
-    let Ok(doc) = serde_json::from_str::<Value>(doc) else {
+    let Some(doc) = parsed(doc) else {
         return Verdict::default();
     };
     // Policy variables exist in version 2012-10-17 only (in 2008-10-17 `${…}` is literal).
@@ -155,14 +198,18 @@ fn covers(p: &Value, req: &Request<'_>) -> Option<Who> {
     if p.as_str() == Some("*") {
         return Some(Who::Caller);
     }
-    let root = format!("arn:aws:iam::{}:root", req.account);
+    let is_root = |name: &str| {
+        name.strip_prefix("arn:aws:iam::")
+            .and_then(|r| r.strip_suffix(":root"))
+            == Some(req.account)
+    };
     let mut best = None;
     for name in list(p.get("AWS")?) {
         if name == "*" || name == req.principal {
             return Some(Who::Caller);
         }
-        if name == root || name == req.account {
-            best = Some(if req.principal == root {
+        if is_root(name) || name == req.account {
+            best = Some(if is_root(req.principal) {
                 Who::Caller
             } else {
                 Who::Account

@@ -15,6 +15,7 @@ pub(crate) const OPS: &[&str] = &[
     "verify-ecdsa",
     "sign-rsa",
     "generate-mac",
+    "encrypt-context",
     "encrypt-grant",
 ];
 
@@ -151,6 +152,13 @@ impl Fixture {
                 "GenerateMac",
                 json(serde_json::json!({
                     "KeyId": self.mac_key, "Message": b64(&MESSAGE), "MacAlgorithm": "HMAC_SHA_256",
+                })),
+            ),
+            "encrypt-context" => (
+                "Encrypt",
+                json(serde_json::json!({
+                    "KeyId": self.key_id, "Plaintext": b64(&MESSAGE),
+                    "EncryptionContext": {"app": "billing"},
                 })),
             ),
             "encrypt-grant" => (

@@ -58,8 +58,9 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     warmup_secs: u64,
     /// Operations: encrypt, decrypt, generate-data-key, create-key, sign-ecdsa, verify-ecdsa,
-    /// sign-rsa, generate-mac, encrypt-grant (Encrypt by a principal that only a grant lets in,
-    /// on a key with a realistic three-statement policy, one with a context condition).
+    /// sign-rsa, generate-mac, encrypt-context (the admin's Encrypt with an encryption context),
+    /// encrypt-grant (the same Encrypt by a principal that only a grant lets in, on a key with a
+    /// realistic three-statement policy, one with a context condition).
     #[arg(
         long,
         value_delimiter = ',',
