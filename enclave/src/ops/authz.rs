@@ -64,6 +64,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// Sets `aws:RequestTag/<k>` and `aws:TagKeys` from the tags a request carries.
+    pub(crate) fn condition_tags<'t>(&self, tags: impl Iterator<Item = (&'t str, &'t str)>) {
+        let mut keys = Vec::new();
+        for (k, v) in tags {
+            self.condition(&format!("aws:RequestTag/{k}"), vec![v.to_owned()]);
+            keys.push(k.to_owned());
+        }
+        self.condition("aws:TagKeys", keys);
+    }
+
     /// Runs `f` with `action` in place of the operation's own.
     pub(crate) fn with_action<T>(&self, action: &'static str, f: impl FnOnce() -> T) -> T {
         let before = self.authz.override_action.replace(Some(action));
@@ -196,6 +206,19 @@ impl Ctx<'_> {
             || policy::default_policy(&self.core.config.account),
             str::to_owned,
         );
+        // kms:ResourceAliases: the key's aliases as the state view holds them (looked up only
+        // when a policy asks).
+        if std::iter::once(policy.as_str())
+            .chain(identity.iter().map(String::as_str))
+            .any(|d| mentions(d, "kms:resourcealiases"))
+            && let Some(crate::ledger::RecordId::Key(k)) = RecordId::key(&key.key_id)
+        {
+            let (names, _) = self.core.ledger()?.aliases_of(k, None, usize::MAX);
+            ctx.insert(
+                "kms:resourcealiases".into(),
+                names.iter().map(ToString::to_string).collect(),
+            );
+        }
         let identity: Vec<&str> = identity.iter().map(String::as_str).collect();
         let req = Request {
             principal: &arn,
@@ -284,6 +307,13 @@ impl Ctx<'_> {
             ))
         }
     }
+}
+
+/// Whether `doc` mentions `needle` (lower case), ignoring ASCII case, without allocating.
+fn mentions(doc: &str, needle: &str) -> bool {
+    doc.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// The `GrantTokens` of a request body, if it has any (the body is parsed again only then).

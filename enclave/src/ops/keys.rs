@@ -196,6 +196,11 @@ fn kind_of(input: &CreateKeyInput) -> Result<(&'static keyspec::Spec, String, St
 
 pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: CreateKeyInput = parse(body)?;
+    // CreateKey names no key: the caller's identity policies decide, with the request's tags.
+    if let Some(tags) = &input.tags {
+        ctx.condition_tags(tags.iter().filter_map(super::tags::TagInput::pair));
+    }
+    ctx.authorize_account()?;
     let (spec, usage, origin) = kind_of(&input)?;
     if let Some(doc) = &input.policy {
         crate::policy::check(doc).map_err(|e| super::key_policy::policy_error(&e))?;

@@ -150,11 +150,9 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     fn dispatch(&self, op: &str, body: &[u8]) -> OpResult {
         // Operations that name no key are decided by the caller's identity policies alone
-        // (ListAliases with a KeyId is decided again when the key is resolved).
-        if matches!(
-            op,
-            "CreateKey" | "ListKeys" | "ListAliases" | "GenerateRandom"
-        ) {
+        // (ListAliases with a KeyId is decided again when the key is resolved; CreateKey
+        // decides once it has read the request's tags).
+        if matches!(op, "ListKeys" | "ListAliases" | "GenerateRandom") {
             self.authorize_account()?;
         }
         match op {

@@ -23,6 +23,13 @@ pub(crate) struct TagInput {
     tag_value: Option<String>,
 }
 
+impl TagInput {
+    /// Its key and value, when both are given.
+    pub(crate) fn pair(&self) -> Option<(&str, &str)> {
+        Some((self.tag_key.as_deref()?, self.tag_value.as_deref()?))
+    }
+}
+
 /// Validates `new` and merges it into `tags` (existing keys get the new value).
 pub(crate) fn apply_tags(tags: &mut Vec<Tag>, new: Vec<TagInput>) -> Result<(), KmsError> {
     let mut checked: Vec<Tag> = Vec::with_capacity(new.len());
@@ -90,6 +97,7 @@ pub(crate) fn tag_resource(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .as_deref()
         .ok_or_else(|| KmsError::required("keyId"))?;
     let tags = input.tags.ok_or_else(|| KmsError::required("tags"))?;
+    ctx.condition_tags(tags.iter().filter_map(TagInput::pair));
     let mut rec = ctx.resolve_key_only(key_id)?;
     require_not_pending(ctx, &rec)?;
     apply_tags(&mut rec.tags, tags)?;
@@ -113,6 +121,7 @@ pub(crate) fn untag_resource(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let keys = input
         .tag_keys
         .ok_or_else(|| KmsError::required("tagKeys"))?;
+    ctx.condition("aws:TagKeys", keys.clone());
     let mut rec = ctx.resolve_key_only(key_id)?;
     require_not_pending(ctx, &rec)?;
     rec.tags.retain(|t| !keys.contains(&t.key));

@@ -425,3 +425,47 @@ fn an_older_key_policy_replayed_by_the_host_is_refused() {
         Err(OpError::Stale)
     ));
 }
+
+#[test]
+fn request_tags_tag_keys_and_resource_aliases_condition_the_call() {
+    let mut env = Env::new();
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "kms:CreateKey", "Resource": "*",
+         "Condition": {"StringEquals": {"aws:RequestTag/team": "a"}}},
+        {"Effect": "Allow", "Action": "kms:TagResource", "Resource": "*",
+         "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": ["team"]}}},
+        {"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*",
+         "Condition": {"ForAnyValue:StringEquals": {"kms:ResourceAliases": "alias/app"}}}
+    ]});
+    let (akid, secret) = make(&mut env, "alice", Some(policy));
+    let alice = (akid.as_str(), secret.as_str());
+    let tagged = |team: &str| json!({"Tags": [{"TagKey": "team", "TagValue": team}]});
+    let out = env.call_as(alice, "CreateKey", tagged("a")).unwrap();
+    let key = out["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    let (c, _) = code(env.call_as(alice, "CreateKey", tagged("b")));
+    assert_eq!(c, KmsErrorCode::AccessDeniedException);
+    let (c, _) = code(env.call_as(alice, "CreateKey", json!({})));
+    assert_eq!(c, KmsErrorCode::AccessDeniedException);
+    env.call_as(
+        alice,
+        "TagResource",
+        json!({"KeyId": key, "Tags": [{"TagKey": "team", "TagValue": "b"}]}),
+    )
+    .unwrap();
+    let (c, _) = code(env.call_as(
+        alice,
+        "TagResource",
+        json!({"KeyId": key, "Tags": [{"TagKey": "owner", "TagValue": "x"}]}),
+    ));
+    assert_eq!(c, KmsErrorCode::AccessDeniedException);
+    // Encrypt only through a key that has the alias.
+    let enc = json!({"KeyId": key, "Plaintext": b64(b"x")});
+    let (c, _) = code(env.call_as(alice, "Encrypt", enc.clone()));
+    assert_eq!(c, KmsErrorCode::AccessDeniedException);
+    env.call(
+        "CreateAlias",
+        json!({"AliasName": "alias/app", "TargetKeyId": key}),
+    )
+    .unwrap();
+    env.call_as(alice, "Encrypt", enc).unwrap();
+}
