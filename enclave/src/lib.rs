@@ -16,6 +16,7 @@ pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod grant;
+pub mod imported;
 pub mod keyspec;
 pub mod ledger;
 pub mod material;

@@ -44,6 +44,9 @@ pub enum Kind {
     Tombstone = 4,
     /// A grant.
     Grant = 5,
+    /// An import token: the wrapping key of one `GetParametersForImport`, never stored by the
+    /// host (see `imported`).
+    ImportToken = 6,
 }
 
 pub use ekms_wire::sealed::{SealedHeader, peek};
@@ -98,6 +101,8 @@ pub enum KeyState {
     Disabled,
     /// Scheduled for deletion; refuses cryptographic operations.
     PendingDeletion,
+    /// An `EXTERNAL` key whose current material was never imported, was deleted or expired.
+    PendingImport,
 }
 
 impl KeyState {
@@ -108,6 +113,7 @@ impl KeyState {
             Self::Enabled => "Enabled",
             Self::Disabled => "Disabled",
             Self::PendingDeletion => "PendingDeletion",
+            Self::PendingImport => "PendingImport",
         }
     }
 }
@@ -216,6 +222,10 @@ pub struct KeyRecord {
     /// On-demand rotations made so far (AWS allows a limited number per key).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub on_demand_rotations: u32,
+    /// For an `EXTERNAL` key: what is known of each material ever imported, kept when the
+    /// material itself is deleted or expires (see `imported`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imports: Vec<crate::imported::ImportInfo>,
     /// The domain-wide sequence number of this version; the host's store checks it and the
     /// enclave's state view refuses any other version.
     pub generation: u64,

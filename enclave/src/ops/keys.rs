@@ -58,6 +58,7 @@ pub(crate) fn key_metadata(ctx: &Ctx<'_>, r: &KeyRecord) -> Value {
     if let Some(material) = r.current_material() {
         super::set(&mut m, "CurrentKeyMaterialId", json!(material.id));
     }
+    super::import::describe(r, &mut m);
     if let (KeyState::PendingDeletion, Some(ms)) = (r.state, r.deletion_ms) {
         super::set(&mut m, "DeletionDate", json!(seconds(ms)));
     }
@@ -182,7 +183,9 @@ fn kind_of(input: &CreateKeyInput) -> Result<(&'static keyspec::Spec, String, St
             "KeySpec {spec_name} with KeyUsage {usage}"
         )));
     }
-    if origin != "AWS_KMS" {
+    if origin == "EXTERNAL" {
+        super::import::external_spec(spec)?;
+    } else if origin != "AWS_KMS" {
         return Err(unsupported(format!("Origin {origin}")));
     }
     if input.multi_region == Some(true) {
@@ -219,13 +222,19 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .into_uuid()
         .hyphenated()
         .to_string();
-    let mut material = new_material(1)?;
-    material.private = private_material(spec.family)?;
-    if let (Some(private), false) = (
-        &material.private,
-        matches!(spec.family, Family::Symmetric | Family::Hmac(_)),
-    ) {
-        material.public = Some(asymmetric::public_key(spec.family, &private.0)?);
+    // An EXTERNAL key has no material until one is imported (version 0 is none).
+    let external = origin == "EXTERNAL";
+    let mut materials = Vec::new();
+    if !external {
+        let mut material = new_material(1)?;
+        material.private = private_material(spec.family)?;
+        if let (Some(private), false) = (
+            &material.private,
+            matches!(spec.family, Family::Symmetric | Family::Hmac(_)),
+        ) {
+            material.public = Some(asymmetric::public_key(spec.family, &private.0)?);
+        }
+        materials.push(material);
     }
     let mut rec = KeyRecord {
         key_id,
@@ -233,18 +242,23 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         region: ctx.core.config.region.clone(),
         created_ms: ctx.now_ms,
         description,
-        state: KeyState::Enabled,
+        state: if external {
+            KeyState::PendingImport
+        } else {
+            KeyState::Enabled
+        },
         deletion_ms: None,
         spec: spec.name.to_owned(),
         usage,
         origin,
         policy: input.policy,
         tags,
-        materials: vec![material],
-        current: 1,
+        materials,
+        current: u32::from(!external),
         retired: crate::material::Retired::default(),
         rotation: None,
         on_demand_rotations: 0,
+        imports: Vec::new(),
         generation: 0,
         opened: None,
     };
@@ -347,6 +361,9 @@ fn set_state(ctx: &Ctx<'_>, body: &[u8], enable: bool) -> OpResult {
     let input: KeyIdInput = parse(body)?;
     let mut rec = ctx.resolve_key_only(input.key_id()?)?;
     require_not_pending(ctx, &rec)?;
+    if rec.state == KeyState::PendingImport {
+        return Err(super::import::pending_import(ctx, &rec).into());
+    }
     let target = if enable {
         KeyState::Enabled
     } else {
@@ -412,7 +429,11 @@ pub(crate) fn cancel_key_deletion(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         )
         .into());
     }
-    rec.state = KeyState::Disabled;
+    rec.state = if rec.current_material().is_some() {
+        KeyState::Disabled
+    } else {
+        KeyState::PendingImport
+    };
     rec.deletion_ms = None;
     let write = ctx.put_key(&mut rec)?;
     reply(&json!({ "KeyId": ctx.key_arn(&rec.key_id) }), vec![write])

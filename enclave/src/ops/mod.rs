@@ -8,6 +8,7 @@ mod authz;
 mod crypto;
 mod data_key_pair;
 mod grants;
+mod import;
 mod key_policy;
 mod keys;
 mod mac;
@@ -200,6 +201,9 @@ impl Ctx<'_> {
             "GetKeyRotationStatus" => rotation::get_key_rotation_status(self, body),
             "RotateKeyOnDemand" => rotation::rotate_key_on_demand(self, body),
             "ListKeyRotations" => rotation::list_key_rotations(self, body),
+            "GetParametersForImport" => import::get_parameters_for_import(self, body),
+            "ImportKeyMaterial" => import::import_key_material(self, body),
+            "DeleteImportedKeyMaterial" => import::delete_imported_key_material(self, body),
             "EkmsAcceptUnwitnessedState" => {
                 self.with_action("ekms:AcceptUnwitnessedState", || self.authorize_account())?;
                 recovery::accept_unwitnessed_state(self, body)
@@ -252,6 +256,8 @@ impl Ctx<'_> {
         };
         let mut rec: KeyRecord = record::open(self.keys, Kind::Key, Some(key_id), &sealed.0)?;
         rec.opened = Some(self.core.ledger()?.check(&rid, rec.generation, &sealed.0)?);
+        // Imported material past its ValidTo is gone, by this enclave's clock.
+        crate::imported::expire(&mut rec, self.now_ms);
         // A key whose deletion date has passed is gone, whether or not the host has swept it.
         if rec.state == KeyState::PendingDeletion
             && rec.deletion_ms.is_some_and(|d| d <= self.now_ms)
@@ -467,7 +473,7 @@ pub(crate) fn tombstone_write(
         Kind::Alias => RecordId::alias(id),
         Kind::Principal => RecordId::principal(id),
         Kind::Grant => record::grant_id(id)?,
-        Kind::Tombstone => return Err(EnclaveError::BadRecord),
+        Kind::Tombstone | Kind::ImportToken => return Err(EnclaveError::BadRecord),
     };
     let tomb = TombstoneRecord {
         kind: kind as u8,
@@ -713,6 +719,7 @@ pub(crate) fn require_enabled(ctx: &Ctx<'_>, rec: &KeyRecord) -> Result<(), KmsE
             format!("{} is disabled.", ctx.key_arn(&rec.key_id)),
         )),
         KeyState::PendingDeletion => Err(pending_deletion(ctx, rec)),
+        KeyState::PendingImport => Err(import::pending_import(ctx, rec)),
     }
 }
 

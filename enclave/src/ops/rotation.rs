@@ -171,17 +171,6 @@ pub(crate) fn rotate_key_on_demand(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let mut key = ctx.resolve_key_only(input.key_id()?)?;
     not_symmetric(&key)?;
     require_enabled(ctx, &key)?;
-    if key.origin != "AWS_KMS" {
-        // Imported material rotates only to material imported for it; there is none here.
-        return Err(KmsError::new(
-            KmsErrorCode::KMSInvalidStateException,
-            format!(
-                "No available key material pending rotation for the key: {}.",
-                ctx.key_arn(&key.key_id)
-            ),
-        )
-        .into());
-    }
     if key.on_demand_rotations >= LIMITS.max_on_demand {
         return Err(KmsError::new(
             KmsErrorCode::LimitExceededException,
@@ -193,11 +182,16 @@ pub(crate) fn rotate_key_on_demand(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         )
         .into());
     }
-    let version = key
-        .latest_version()
-        .checked_add(1)
-        .ok_or_else(KmsError::internal)?;
-    key.rotate_to(new_material(version)?, ctx.now_ms, RotationType::OnDemand)?;
+    if key.origin == "AWS_KMS" {
+        let version = key
+            .latest_version()
+            .checked_add(1)
+            .ok_or_else(KmsError::internal)?;
+        key.rotate_to(new_material(version)?, ctx.now_ms, RotationType::OnDemand)?;
+    } else {
+        // Imported material rotates only to material imported for it (NEW_KEY_MATERIAL).
+        super::import::rotate_to_pending(ctx, &mut key)?;
+    }
     key.on_demand_rotations = key.on_demand_rotations.saturating_add(1);
     let write = ctx.put_key(&mut key)?;
     reply(&json!({ "KeyId": ctx.key_arn(&key.key_id) }), vec![write])

@@ -953,6 +953,7 @@ fn the_default_policy_fast_path_decides_as_the_evaluation_does() {
 }
 
 mod grants;
+mod import;
 mod principals;
 #[path = "rotation_tests.rs"]
 mod rotation_tests;
