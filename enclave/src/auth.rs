@@ -25,8 +25,6 @@ const REQUIRED: &[Cow<'static, str>] = &[Cow::Borrowed("host"), Cow::Borrowed("x
 /// Headers an STS (AWS Query) request must have signed: the endpoint (its operation is in the
 /// signed body).
 const REQUIRED_STS: &[Cow<'static, str>] = &[Cow::Borrowed("host")];
-/// Prefix of the operation name of an STS request (`sts:GetCallerIdentity`).
-pub const STS_PREFIX: &str = "sts:";
 
 /// AWS's message for a signature that does not verify.
 pub const MSG_SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
@@ -151,11 +149,7 @@ fn operation(
     body: &bytes::Bytes,
 ) -> Result<String, KmsError> {
     if sts {
-        let action = form_urlencoded::parse(body)
-            .find(|(k, _)| k == "Action")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
-        return Ok(format!("{STS_PREFIX}{action}"));
+        return Ok(ekms_wire::sts::operation(body));
     }
     let target = headers
         .get("x-amz-target")

@@ -127,7 +127,7 @@ async fn kms(State(relay): State<Arc<Relay>>, req: Request) -> Response {
             &format!("Request body exceeds the limit of {MAX_BODY} bytes."),
         );
     };
-    let op = op.unwrap_or_else(|| crate::sts::operation(&body));
+    let op = op.unwrap_or_else(|| ekms_wire::sts::operation(&body));
     let akid = parts
         .headers
         .get(header::AUTHORIZATION)

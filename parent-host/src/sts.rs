@@ -6,10 +6,10 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::Response,
 };
-use ekms_wire::msg::KmsErrorCode;
-
-/// STS's XML namespace.
-const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+use ekms_wire::{
+    msg::KmsErrorCode,
+    sts::{NS, escape},
+};
 
 /// Whether a request to `/` is an STS (AWS Query) request rather than a KMS one.
 #[must_use]
@@ -19,16 +19,6 @@ pub fn is_sts(headers: &HeaderMap) -> bool {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
-}
-
-/// The operation name the relay and the enclave use for the body's `Action`.
-#[must_use]
-pub fn operation(body: &[u8]) -> String {
-    let action = form_urlencoded::parse(body)
-        .find(|(k, _)| k == "Action")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    format!("sts:{action}")
 }
 
 /// STS's code, HTTP status and error type for an enclave error code.
@@ -50,14 +40,6 @@ fn sts_code(code: KmsErrorCode) -> (&'static str, u16, &'static str) {
         }
         _ => ("InternalFailure", 500, "Receiver"),
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
 }
 
 fn xml(status: StatusCode, body: impl Into<axum::body::Body>, request_id: &str) -> Response {
@@ -111,11 +93,6 @@ mod tests {
             HeaderValue::from_static("TrentService.ListKeys"),
         );
         assert!(!is_sts(&h));
-        assert_eq!(
-            operation(b"Action=GetCallerIdentity&Version=2011-06-15"),
-            "sts:GetCallerIdentity"
-        );
-        assert_eq!(operation(b"Version=2011-06-15"), "sts:");
         let r = error_response(KmsErrorCode::UnrecognizedClientException, "a<b", "rid");
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert_eq!(r.headers()[header::CONTENT_TYPE], "text/xml");

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod msg;
 pub mod plan;
 pub mod sealed;
+pub mod sts;
 pub mod transport;
 
 pub use error::WireError;

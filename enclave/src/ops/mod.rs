@@ -208,8 +208,8 @@ impl Ctx<'_> {
                 self.with_action("ekms:AcceptUnwitnessedState", || self.authorize_account())?;
                 recovery::accept_unwitnessed_state(self, body)
             }
-            sts if sts.starts_with(auth::STS_PREFIX) => {
-                sts::call(self, sts.trim_start_matches(auth::STS_PREFIX))
+            sts if sts.starts_with(ekms_wire::sts::PREFIX) => {
+                sts::call(self, sts.trim_start_matches(ekms_wire::sts::PREFIX))
             }
             "EkmsCreatePrincipal" => principals::create_principal(self, body),
             "EkmsListPrincipals" => principals::list_principals(self, body),

@@ -5,11 +5,10 @@
 
 use ekms_wire::msg::KmsErrorCode;
 
+use ekms_wire::sts::{NS, escape};
+
 use super::{Ctx, OpResult};
 use crate::KmsError;
-
-/// STS's XML namespace.
-const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
 /// `sts:<Action>`: `GetCallerIdentity`, or STS's `InvalidAction` (mapped at the host).
 pub(super) fn call(ctx: &Ctx<'_>, action: &str) -> OpResult {
@@ -54,28 +53,4 @@ pub(super) fn call(ctx: &Ctx<'_>, action: &str) -> OpResult {
         uuid::Uuid::from_bytes(request_id).hyphenated()
     );
     Ok((body.into_bytes(), Vec::new()))
-}
-
-/// XML character data.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn markup_is_escaped() {
-        assert_eq!(super::escape("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&apos;");
-    }
 }
