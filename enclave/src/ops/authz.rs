@@ -122,26 +122,17 @@ impl Ctx<'_> {
         if self.authz.grants.borrow().is_none() {
             let mut out = Vec::new();
             for sealed in &self.call.grants {
-                let Ok(mut g) = grant::open(self.keys, &sealed.0) else {
-                    continue;
-                };
-                let rid = RecordId::grant(&g.key_id, &g.grant_id).ok_or(OpError::Stale)?;
-                g.opened = Some(self.core.ledger()?.check(&rid, g.generation, &sealed.0)?);
-                out.push(g);
+                out.extend(self.current_grant(&sealed.0)?);
             }
             for token in grant_tokens(&self.call.http.body) {
                 let Some(sealed) = grant::token_record(&token) else {
                     continue;
                 };
-                let Ok(mut g) = grant::open(self.keys, &sealed) else {
-                    continue;
-                };
-                let Some(rid) = RecordId::grant(&g.key_id, &g.grant_id) else {
-                    continue;
-                };
-                if let Ok(v) = self.core.ledger()?.check(&rid, g.generation, &sealed) {
-                    g.opened = Some(v);
-                    out.push(g);
+                // A token that is no longer the current record (revoked) allows nothing.
+                match self.current_grant(&sealed) {
+                    Ok(g) => out.extend(g),
+                    Err(OpError::Stale) => {}
+                    Err(e) => return Err(e),
                 }
             }
             *self.authz.grants.borrow_mut() = Some(out);

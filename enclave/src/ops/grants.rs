@@ -75,12 +75,12 @@ impl Ctx<'_> {
         let Some(rid) = RecordId::grant(key_id, grant_id) else {
             return Ok(None);
         };
+        // The sealed id (public) names key and grant; `grant::open` checks it is the record's.
+        let id = format!("{key_id}/{grant_id}");
         for sealed in &self.call.grants {
-            let Ok(mut g) = grant::open(self.keys, &sealed.0) else {
-                continue;
-            };
-            if g.key_id == key_id && g.grant_id == grant_id {
-                g.opened = Some(self.core.ledger()?.check(&rid, g.generation, &sealed.0)?);
+            if record::peek(&sealed.0).is_some_and(|h| h.id == id)
+                && let Some(g) = self.current_grant(&sealed.0)?
+            {
                 return Ok(Some(g));
             }
         }
@@ -88,13 +88,24 @@ impl Ctx<'_> {
         Ok(None)
     }
 
+    /// A supplied sealed grant, opened and checked against the state view: `None` when it is
+    /// not a grant sealed by this domain, `Stale` when it is not the current version.
+    pub(crate) fn current_grant(&self, sealed: &[u8]) -> Result<Option<GrantRecord>, OpError> {
+        let Ok(mut g) = grant::open(self.keys, sealed) else {
+            return Ok(None);
+        };
+        let rid = RecordId::grant(&g.key_id, &g.grant_id).ok_or(OpError::Stale)?;
+        g.opened = Some(self.core.ledger()?.check(&rid, g.generation, sealed)?);
+        Ok(Some(g))
+    }
+
     /// The supplied grants that the state view holds as current (others make the host re-read).
     fn supplied_grants(&self) -> Result<Vec<GrantRecord>, OpError> {
         let mut out = Vec::with_capacity(self.call.grants.len());
         for sealed in &self.call.grants {
-            let mut g = grant::open(self.keys, &sealed.0)?;
-            let rid = RecordId::grant(&g.key_id, &g.grant_id).ok_or(OpError::Stale)?;
-            g.opened = Some(self.core.ledger()?.check(&rid, g.generation, &sealed.0)?);
+            let g = self
+                .current_grant(&sealed.0)?
+                .ok_or(crate::EnclaveError::BadRecord)?;
             out.push(g);
         }
         Ok(out)
