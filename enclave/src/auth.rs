@@ -224,17 +224,6 @@ pub(crate) mod tests {
 
     /// Signs an STS request (AWS Query, form body, service `sts`) with access key `akid`.
     pub(crate) fn signed_sts(akid: &str, body: &str, secret: &str, at: SystemTime) -> HttpRequest {
-        let creds = Credentials::new(akid, secret, None, None, "test");
-        let identity = creds.into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region("us-east-1")
-            .name("sts")
-            .time(at)
-            .settings(SigningSettings::default())
-            .build()
-            .unwrap()
-            .into();
         let headers = [
             ("host", "127.0.0.1:8400"),
             (
@@ -242,38 +231,7 @@ pub(crate) mod tests {
                 "application/x-www-form-urlencoded; charset=utf-8",
             ),
         ];
-        let signable = SignableRequest::new(
-            "POST",
-            "http://127.0.0.1:8400/",
-            headers.iter().copied(),
-            SignableBody::Bytes(body.as_bytes()),
-        )
-        .unwrap();
-        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-        let mut req = http::Request::builder()
-            .method("POST")
-            .uri("/")
-            .body(())
-            .unwrap();
-        for (k, v) in headers {
-            req.headers_mut().insert(k, v.parse().unwrap());
-        }
-        instructions.apply_to_request_http1x(&mut req);
-        HttpRequest {
-            method: "POST".into(),
-            uri: "/".into(),
-            headers: req
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        serde_bytes::ByteBuf::from(v.as_bytes().to_vec()),
-                    )
-                })
-                .collect(),
-            body: body.as_bytes().to_vec(),
-        }
+        sign_request((akid, secret), "sts", &headers, body, at)
     }
 
     /// Signs a KMS request with access key `akid`.
@@ -284,23 +242,34 @@ pub(crate) mod tests {
         secret: &str,
         at: SystemTime,
     ) -> HttpRequest {
-        let creds = Credentials::new(akid, secret, None, None, "test");
-        let identity = creds.into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region("us-east-1")
-            .name("kms")
-            .time(at)
-            .settings(SigningSettings::default())
-            .build()
-            .unwrap()
-            .into();
         let target = format!("TrentService.{op}");
         let headers = [
             ("host", "127.0.0.1:8400"),
             ("content-type", "application/x-amz-json-1.1"),
             ("x-amz-target", target.as_str()),
         ];
+        sign_request((akid, secret), "kms", &headers, body, at)
+    }
+
+    /// Signs `POST /` with `headers` and `body` for `service`, as the AWS SDKs do.
+    fn sign_request(
+        (akid, secret): (&str, &str),
+        service: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+        at: SystemTime,
+    ) -> HttpRequest {
+        let creds = Credentials::new(akid, secret, None, None, "test");
+        let identity = creds.into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name(service)
+            .time(at)
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
         let signable = SignableRequest::new(
             "POST",
             "http://127.0.0.1:8400/",
@@ -315,7 +284,10 @@ pub(crate) mod tests {
             .body(())
             .unwrap();
         for (k, v) in headers {
-            req.headers_mut().insert(k, v.parse().unwrap());
+            req.headers_mut().insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         instructions.apply_to_request_http1x(&mut req);
         HttpRequest {
