@@ -11,31 +11,16 @@
 
 mod common;
 
-use std::process::Command;
-
 use aws_sdk_kms::{
     error::ProvideErrorMetadata as _,
     primitives::Blob,
     types::{GrantConstraints, GrantOperation},
 };
 use common::{admin, client, new_key};
-use ekms_tests::{Appliance, bin_dir};
+use ekms_tests::Appliance;
 
 fn make_principal(app: &Appliance, name: &str) -> (String, String) {
-    let out = Command::new(bin_dir().join("ekms"))
-        .args(["principal", "create", name, "--endpoint", &app.endpoint])
-        .arg("--data-dir")
-        .arg(&app.data_dir)
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            app.data_dir.join("credentials"),
-        )
-        .env("AWS_CONFIG_FILE", app.data_dir.join("config"))
-        .env("AWS_PROFILE", "ekms")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .output()
-        .unwrap();
+    let out = common::principal(app, &["create", name]);
     assert!(
         out.status.success(),
         "{}",

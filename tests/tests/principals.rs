@@ -19,29 +19,9 @@ use std::{
 };
 
 use aws_sdk_kms::{error::ProvideErrorMetadata as _, primitives::Blob};
-use common::{admin, client};
+use common::{admin, client, principal};
 use ekms_tests::{Appliance, bin_dir, tools_required};
 use serde_json::{Value, json};
-
-/// Runs `ekms principal ARGS…` as the admin (the data dir's `ekms` profile).
-fn principal(app: &Appliance, args: &[&str]) -> Output {
-    Command::new(bin_dir().join("ekms"))
-        .arg("principal")
-        .args(args)
-        .args(["--endpoint", &app.endpoint])
-        .arg("--data-dir")
-        .arg(&app.data_dir)
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            app.data_dir.join("credentials"),
-        )
-        .env("AWS_CONFIG_FILE", app.data_dir.join("config"))
-        .env("AWS_PROFILE", "ekms")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .output()
-        .unwrap()
-}
 
 fn ok(out: &Output) -> Value {
     assert!(

@@ -217,3 +217,23 @@ pub(crate) fn unseal(app: &Appliance, base: &Path, share: &Path, policy: &Path) 
     let args = unseal_args(app, base, share, policy);
     ekms(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
+
+/// Runs `ekms principal ARGS…` against `app` as its admin (the data dir's `ekms` profile).
+pub(crate) fn principal(app: &Appliance, args: &[&str]) -> Output {
+    Command::new(bin_dir().join("ekms"))
+        .arg("principal")
+        .args(args)
+        .args(["--endpoint", &app.endpoint])
+        .arg("--data-dir")
+        .arg(&app.data_dir)
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            app.data_dir.join("credentials"),
+        )
+        .env("AWS_CONFIG_FILE", app.data_dir.join("config"))
+        .env("AWS_PROFILE", "ekms")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap()
+}
