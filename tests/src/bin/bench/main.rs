@@ -21,6 +21,7 @@ use http_body_util::{BodyExt as _, Full};
 
 mod ceiling;
 mod fixture;
+mod server_cpu;
 
 use fixture::Fixture;
 
@@ -70,6 +71,10 @@ struct Args {
     /// Skip the in-process aws-lc-rs ceiling.
     #[arg(long)]
     no_ceiling: bool,
+    /// The server's pid (`ekms serve`, local): prints the CPU time per request of it and of
+    /// each process below it (the simulated enclave), read from /proc during the measurement.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 struct Target {
@@ -143,6 +148,8 @@ struct Measured {
     first_error: Option<String>,
     secs: f64,
     lat_us: Vec<u32>,
+    /// Server CPU (µs) by process over the measurement, when a server pid was given.
+    server_cpu: Vec<(String, u64)>,
 }
 
 /// Exact percentile of sorted data (nearest rank).
@@ -165,6 +172,7 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 /// A counter that makes state-changing bench requests distinct.
 static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     t: Arc<Target>,
     conns: usize,
@@ -172,6 +180,7 @@ async fn measure(
     body: Arc<String>,
     warmup: Duration,
     dur: Duration,
+    server_pid: Option<u32>,
 ) -> anyhow::Result<Measured> {
     let mut senders = Vec::with_capacity(conns);
     for _ in 0..conns {
@@ -232,12 +241,20 @@ async fn measure(
             (ops, errors, first_error, lat)
         }));
     }
+    let mut server_cpu = Vec::new();
+    if let Some(pid) = server_pid {
+        tokio::time::sleep_until(start.into()).await;
+        let before = server_cpu::sample(pid);
+        tokio::time::sleep_until(end.into()).await;
+        server_cpu = server_cpu::spent(&before, &server_cpu::sample(pid));
+    }
     let mut m = Measured {
         ops: 0,
         errors: 0,
         first_error: None,
         secs: dur.as_secs_f64(),
         lat_us: Vec::new(),
+        server_cpu,
     };
     for task in tasks {
         let (ops, errors, fe, lat) = task.await?;
@@ -346,6 +363,7 @@ fn main() -> anyhow::Result<()> {
                 Arc::clone(&body),
                 Duration::from_secs(args.warmup_secs),
                 Duration::from_secs(args.duration_secs.max(1)),
+                args.server_pid,
             ))?;
             #[allow(clippy::cast_precision_loss)]
             let rate = m.ops as f64 / m.secs;
@@ -358,6 +376,21 @@ fn main() -> anyhow::Result<()> {
                 f64::from(percentile(&m.lat_us, 99.0)) / 1000.0,
                 m.errors
             );
+            if !m.server_cpu.is_empty() && m.ops > 0 {
+                #[allow(clippy::cast_precision_loss)]
+                let per = |us: u64| us as f64 / m.ops as f64;
+                let total: u64 = m.server_cpu.iter().map(|(_, us)| us).sum();
+                let parts: Vec<String> = m
+                    .server_cpu
+                    .iter()
+                    .map(|(name, us)| format!("{name} {:.1}", per(*us)))
+                    .collect();
+                println!(
+                    "    server CPU per request: {:.1} us ({})",
+                    per(total),
+                    parts.join(" + ")
+                );
+            }
             if let Some(e) = m.first_error {
                 println!("    first error: {e}");
             }
