@@ -16,7 +16,7 @@ use crate::{
     policy::{
         self, ADMIN_POLICY,
         condition::Context,
-        eval::{self, Decision, Request},
+        eval::{self, Decision, Request, Uses},
     },
     record::{KeyRecord, PrincipalRecord},
 };
@@ -89,24 +89,39 @@ impl Ctx<'_> {
             .map_or_else(|| self.authz.action.clone(), str::to_owned)
     }
 
-    /// The caller's ARN, identity policies, and the request's condition keys.
-    fn subject(&self) -> Option<(String, Vec<String>, Context)> {
+    /// The caller's ARN and identity policies (`None` only for a call without a caller).
+    fn subject(&self) -> Option<(String, Vec<&str>)> {
         let p = self.authz.principal.as_ref()?;
+        let identity = match &p.identity_policies {
+            Some(docs) => docs.iter().map(String::as_str).collect(),
+            None => vec![ADMIN_POLICY],
+        };
+        Some((p.arn(&self.core.config.account), identity))
+    }
+
+    /// The request's condition keys, with the caller's (`arn`) and the costly ones that
+    /// `uses` asks for.
+    fn context(&self, arn: &str, uses: Uses) -> Context {
         let account = &self.core.config.account;
-        let arn = p.arn(account);
-        let identity = p
-            .identity_policies
-            .clone()
-            .unwrap_or_else(|| vec![ADMIN_POLICY.to_owned()]);
         let mut ctx = self.authz.conditions.borrow().clone();
         ctx.insert("kms:calleraccount".into(), vec![account.clone()]);
-        ctx.insert("aws:principalarn".into(), vec![arn.clone()]);
-        ctx.insert("aws:username".into(), vec![p.name.clone()]);
-        let now = chrono::DateTime::from_timestamp_millis(self.now_ms)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .unwrap_or_default();
-        ctx.insert("aws:currenttime".into(), vec![now]);
-        Some((arn, identity, ctx))
+        ctx.insert("aws:principalarn".into(), vec![arn.to_owned()]);
+        if let Some(p) = &self.authz.principal {
+            ctx.insert("aws:username".into(), vec![p.name.clone()]);
+        }
+        if uses.current_time {
+            let now = chrono::DateTime::from_timestamp_millis(self.now_ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            ctx.insert("aws:currenttime".into(), vec![now]);
+        }
+        if uses.epoch_time {
+            ctx.insert(
+                "aws:epochtime".into(),
+                vec![self.now_ms.div_euclid(1000).to_string()],
+            );
+        }
+        ctx
     }
 
     /// Whether the caller may do this operation with `key`; AWS's `AccessDeniedException` if
@@ -179,9 +194,17 @@ impl Ctx<'_> {
         if key_policy.is_none() && self.caller_may_do_everything() {
             return Ok(());
         }
-        let Some((arn, identity, mut ctx)) = self.subject() else {
+        let Some((arn, identity)) = self.subject() else {
             return Ok(());
         };
+        let resource = self.key_arn(&key.key_id);
+        let action = self.action();
+        let policy = key_policy.map_or_else(
+            || policy::default_policy(&self.core.config.account),
+            str::to_owned,
+        );
+        let uses = eval::uses(std::iter::once(policy.as_str()).chain(identity.iter().copied()));
+        let mut ctx = self.context(&arn, uses);
         ctx.insert("kms:keyspec".into(), vec![key.spec.clone()]);
         ctx.insert("kms:keyusage".into(), vec![key.usage.clone()]);
         ctx.insert("kms:keyorigin".into(), vec![key.origin.clone()]);
@@ -191,17 +214,9 @@ impl Ctx<'_> {
                 vec![t.value.clone()],
             );
         }
-        let resource = self.key_arn(&key.key_id);
-        let action = self.action();
-        let policy = key_policy.map_or_else(
-            || policy::default_policy(&self.core.config.account),
-            str::to_owned,
-        );
         // kms:ResourceAliases: the key's aliases as the state view holds them (looked up only
         // when a policy asks).
-        if std::iter::once(policy.as_str())
-            .chain(identity.iter().map(String::as_str))
-            .any(|d| mentions(d, "kms:resourcealiases"))
+        if uses.resource_aliases
             && let Some(crate::ledger::RecordId::Key(k)) = RecordId::key(&key.key_id)
         {
             let (names, _) = self.core.ledger()?.aliases_of(k, None, usize::MAX);
@@ -210,7 +225,6 @@ impl Ctx<'_> {
                 names.iter().map(ToString::to_string).collect(),
             );
         }
-        let identity: Vec<&str> = identity.iter().map(String::as_str).collect();
         let req = Request {
             principal: &arn,
             account: &self.core.config.account,
@@ -257,11 +271,11 @@ impl Ctx<'_> {
         if self.caller_may_do_everything() {
             return Ok(());
         }
-        let Some((arn, identity, ctx)) = self.subject() else {
+        let Some((arn, identity)) = self.subject() else {
             return Ok(());
         };
+        let ctx = self.context(&arn, eval::uses(identity.iter().copied()));
         let action = self.action();
-        let identity: Vec<&str> = identity.iter().map(String::as_str).collect();
         let req = Request {
             principal: &arn,
             account: &self.core.config.account,
@@ -298,13 +312,6 @@ impl Ctx<'_> {
             ))
         }
     }
-}
-
-/// Whether `doc` mentions `needle` (lower case), ignoring ASCII case, without allocating.
-fn mentions(doc: &str, needle: &str) -> bool {
-    doc.as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// The `GrantTokens` of a request body, if it has any (the body is parsed again only then).

@@ -20,8 +20,14 @@ pub fn matches(condition: &Value, ctx: &Context, variables: bool) -> bool {
     };
     ops.iter().all(|(op, keys)| {
         keys.as_object().is_some_and(|keys| {
-            keys.iter()
-                .all(|(key, wanted)| one(op, &key.to_ascii_lowercase(), wanted, ctx, variables))
+            keys.iter().all(|(key, wanted)| {
+                let key = if key.bytes().any(|b| b.is_ascii_uppercase()) {
+                    std::borrow::Cow::Owned(key.to_ascii_lowercase())
+                } else {
+                    std::borrow::Cow::Borrowed(key.as_str())
+                };
+                one(op, &key, wanted, ctx, variables)
+            })
         })
     })
 }
@@ -254,6 +260,13 @@ fn date(s: &str) -> Option<i64> {
 /// AWS's wildcard match: `*` any run of characters, `?` any one character, case sensitive.
 #[must_use]
 pub fn glob(pattern: &str, text: &str) -> bool {
+    // The common patterns, without building tokens: everything, and no wildcard at all.
+    if pattern == "*" {
+        return true;
+    }
+    if !pattern.contains(['*', '?']) {
+        return pattern == text;
+    }
     glob_tokens(&tokens(pattern), text)
 }
 

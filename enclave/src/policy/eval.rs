@@ -118,17 +118,66 @@ const CACHE_BYTES: usize = 4 << 20;
 
 #[derive(Default)]
 struct Parsed {
-    docs: std::collections::HashMap<Box<str>, std::sync::Arc<Value>>,
+    docs: std::collections::HashMap<Box<str>, std::sync::Arc<Doc>>,
     bytes: usize,
 }
 
+/// A parsed document, and which of the costly condition keys it mentions.
+struct Doc {
+    value: Value,
+    uses: Uses,
+}
+
+/// Condition keys whose values cost something to work out (a lookup in the state view, a
+/// clock reading formatted): the request sets them only when some document mentions them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Uses {
+    /// `kms:ResourceAliases`.
+    pub resource_aliases: bool,
+    /// `aws:CurrentTime`.
+    pub current_time: bool,
+    /// `aws:EpochTime`.
+    pub epoch_time: bool,
+}
+
+impl Uses {
+    /// What `doc` mentions, anywhere (a condition key, or a policy variable), ignoring case.
+    fn of(doc: &str) -> Self {
+        let lower = doc.to_ascii_lowercase();
+        Self {
+            resource_aliases: lower.contains("kms:resourcealiases"),
+            current_time: lower.contains("aws:currenttime"),
+            epoch_time: lower.contains("aws:epochtime"),
+        }
+    }
+
+    fn or(self, o: Self) -> Self {
+        Self {
+            resource_aliases: self.resource_aliases || o.resource_aliases,
+            current_time: self.current_time || o.current_time,
+            epoch_time: self.epoch_time || o.epoch_time,
+        }
+    }
+}
+
+/// The costly condition keys that any of `docs` mentions (a document that is not JSON
+/// mentions none: it allows nothing).
+pub fn uses<'d>(docs: impl IntoIterator<Item = &'d str>) -> Uses {
+    docs.into_iter()
+        .filter_map(parsed)
+        .fold(Uses::default(), |a, d| a.or(d.uses))
+}
+
 /// `doc` parsed, from the cache when it was parsed before; `None` when it is not JSON.
-fn parsed(doc: &str) -> Option<std::sync::Arc<Value>> {
+fn parsed(doc: &str) -> Option<std::sync::Arc<Doc>> {
     let cache = PARSED.get_or_init(Default::default);
     if let Some(v) = cache.read().ok().and_then(|c| c.docs.get(doc).cloned()) {
         return Some(v);
     }
-    let v = std::sync::Arc::new(serde_json::from_str::<Value>(doc).ok()?);
+    let v = std::sync::Arc::new(Doc {
+        value: serde_json::from_str::<Value>(doc).ok()?,
+        uses: Uses::of(doc),
+    });
     if let Ok(mut c) = cache.write() {
         if c.bytes + doc.len() > CACHE_BYTES {
             c.docs.clear();
@@ -141,13 +190,15 @@ fn parsed(doc: &str) -> Option<std::sync::Arc<Value>> {
 }
 
 fn verdict(doc: &str, req: &Request<'_>, resource_policy: bool) -> Verdict {
-    let Some(doc) = parsed(doc) else {
+    let Some(parsed) = parsed(doc) else {
         return Verdict::default();
     };
+    let doc = &parsed.value;
+    let action = lower(req.action);
     // Policy variables exist in version 2012-10-17 only (in 2008-10-17 `${…}` is literal).
     let variables = doc.get("Version").and_then(Value::as_str) == Some("2012-10-17");
     let mut v = Verdict::default();
-    for s in statements(&doc) {
+    for s in statements(doc) {
         let Some(who) = (if resource_policy {
             principal_match(s, req)
         } else {
@@ -155,7 +206,7 @@ fn verdict(doc: &str, req: &Request<'_>, resource_policy: bool) -> Verdict {
         }) else {
             continue;
         };
-        if !action_match(s, req.action)
+        if !action_match(s, &action)
             || !resource_match(s, req, variables)
             || !s
                 .get("Condition")
@@ -219,21 +270,27 @@ fn covers(p: &Value, req: &Request<'_>) -> Option<Who> {
     best
 }
 
-fn list(v: &Value) -> Vec<&str> {
-    match v {
-        Value::String(s) => vec![s.as_str()],
-        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
+fn list(v: &Value) -> impl Iterator<Item = &str> {
+    let (one, many): (Option<&str>, &[Value]) = match v {
+        Value::String(s) => (Some(s.as_str()), &[]),
+        Value::Array(a) => (None, a.as_slice()),
+        _ => (None, &[]),
+    };
+    one.into_iter().chain(many.iter().filter_map(Value::as_str))
+}
+
+/// `s` in lower case, copied only when it has an upper-case letter.
+fn lower(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
     }
 }
 
+/// Whether the statement's `Action` (or `NotAction`) covers `action` (lower case).
 fn action_match(s: &Value, action: &str) -> bool {
-    let action = action.to_ascii_lowercase();
-    let any = |v: &Value| {
-        list(v)
-            .iter()
-            .any(|a| glob(&a.to_ascii_lowercase(), &action))
-    };
+    let any = |v: &Value| list(v).any(|a| glob(&lower(a), action));
     match (s.get("Action"), s.get("NotAction")) {
         (Some(a), _) => any(a),
         (None, Some(n)) => !any(n),
@@ -249,7 +306,7 @@ fn resource_match(s: &Value, req: &Request<'_>, variables: bool) -> bool {
             glob(r, req.resource)
         }
     };
-    let any = |v: &Value| list(v).iter().any(|r| one(r));
+    let any = |v: &Value| list(v).any(one);
     match (s.get("Resource"), s.get("NotResource")) {
         (Some(r), _) => any(r),
         (None, Some(n)) => !any(n),

@@ -469,3 +469,38 @@ fn request_tags_tag_keys_and_resource_aliases_condition_the_call() {
     .unwrap();
     env.call_as(alice, "Encrypt", enc).unwrap();
 }
+
+#[test]
+fn time_conditions_read_the_enclave_clock() {
+    let mut env = Env::new();
+    // aws:CurrentTime and aws:EpochTime are set only when a policy mentions them (in any
+    // case): both must be present and right here.
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*",
+         "Condition": {
+            "DateGreaterThan": {"aws:currentTime": "2020-01-01T00:00:00Z"},
+            "NumericGreaterThan": {"AWS:EpochTime": "1577836800"},
+            "Null": {"aws:EpochTime": "false", "aws:CurrentTime": "false"}}},
+        {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*",
+         "Condition": {"DateLessThan": {"aws:CurrentTime": "2020-01-01T00:00:00Z"}}}
+    ]});
+    let (akid, secret) = make(&mut env, "alice", Some(policy));
+    let alice = (akid.as_str(), secret.as_str());
+    let key = env.call("CreateKey", json!({})).unwrap()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = env
+        .call_as(
+            alice,
+            "Encrypt",
+            json!({"KeyId": key, "Plaintext": b64(b"x")}),
+        )
+        .unwrap();
+    let (c, _) = code(env.call_as(
+        alice,
+        "Decrypt",
+        json!({"CiphertextBlob": out["CiphertextBlob"]}),
+    ));
+    assert_eq!(c, KmsErrorCode::AccessDeniedException);
+}
