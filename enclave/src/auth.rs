@@ -8,7 +8,10 @@
 use std::{borrow::Cow, str::FromStr as _};
 
 use chrono::{DateTime, Utc};
-use ekms_wire::msg::{HttpRequest, KmsErrorCode};
+use ekms_wire::{
+    msg::{HttpRequest, KmsErrorCode},
+    region::Regions,
+};
 use scratchstack_aws_signature::{
     GetSigningKeyRequest, GetSigningKeyResponse, KSecretKey, SignatureError, SignatureOptions,
     SliceSignedHeaderRequirements, canonical::CanonicalRequest,
@@ -45,16 +48,29 @@ pub struct Verified {
     pub signature: String,
     /// The signed request date (`X-Amz-Date`), within [`SKEW_MINUTES`] of the verifier's clock.
     pub signed_at: DateTime<Utc>,
+    /// The region the request is signed for (one that is served).
+    pub region: String,
 }
 
-/// Verifies `http` against `principal` at `now` for `region` and service `kms` (or `sts`, for a
-/// request without `X-Amz-Target`).
+/// Verifies `http` against `principal` at `now` for service `kms` (or `sts`, for a request
+/// without `X-Amz-Target`) and a region of `regions` (`home` stands in for a region that is not
+/// served, so that the signature check refuses it with AWS's message about the credential
+/// scope).
 pub async fn verify(
     http: &HttpRequest,
     principal: Option<&PrincipalRecord>,
-    region: &str,
+    (regions, home): (&Regions, &str),
     now: DateTime<Utc>,
 ) -> Result<Verified, KmsError> {
+    let region = http
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .and_then(ekms_wire::region::scope_region)
+        .filter(|r| regions.allows(r))
+        .unwrap_or(home)
+        .to_owned();
     let mut builder = http::Request::builder()
         .method(http.method.as_str())
         .uri(http.uri.as_str());
@@ -126,7 +142,7 @@ pub async fn verify(
     let authenticator = canonical.get_authenticator(&required).map_err(map_error)?;
     authenticator
         .validate_signature(
-            region,
+            &region,
             service,
             now,
             chrono::Duration::minutes(SKEW_MINUTES),
@@ -139,6 +155,7 @@ pub async fn verify(
         body,
         signature: authenticator.signature().to_owned(),
         signed_at: authenticator.request_timestamp(),
+        region,
     })
 }
 
@@ -231,7 +248,7 @@ pub(crate) mod tests {
                 "application/x-www-form-urlencoded; charset=utf-8",
             ),
         ];
-        sign_request((akid, secret), "sts", &headers, body, at)
+        sign_request((akid, secret), ("sts", "us-east-1"), &headers, body, at)
     }
 
     /// Signs a KMS request with access key `akid`.
@@ -242,19 +259,30 @@ pub(crate) mod tests {
         secret: &str,
         at: SystemTime,
     ) -> HttpRequest {
+        signed_in("us-east-1", (akid, secret), op, body, at)
+    }
+
+    /// Signs a KMS request for `region` with access key `akid`.
+    pub(crate) fn signed_in(
+        region: &str,
+        (akid, secret): (&str, &str),
+        op: &str,
+        body: &str,
+        at: SystemTime,
+    ) -> HttpRequest {
         let target = format!("TrentService.{op}");
         let headers = [
             ("host", "127.0.0.1:8400"),
             ("content-type", "application/x-amz-json-1.1"),
             ("x-amz-target", target.as_str()),
         ];
-        sign_request((akid, secret), "kms", &headers, body, at)
+        sign_request((akid, secret), ("kms", region), &headers, body, at)
     }
 
-    /// Signs `POST /` with `headers` and `body` for `service`, as the AWS SDKs do.
+    /// Signs `POST /` with `headers` and `body` for `service` in `region`, as the AWS SDKs do.
     fn sign_request(
         (akid, secret): (&str, &str),
-        service: &str,
+        (service, region): (&str, &str),
         headers: &[(&str, &str)],
         body: &str,
         at: SystemTime,
@@ -263,7 +291,7 @@ pub(crate) mod tests {
         let identity = creds.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
-            .region("us-east-1")
+            .region(region)
             .name(service)
             .time(at)
             .settings(SigningSettings::default())
@@ -314,11 +342,42 @@ pub(crate) mod tests {
             .block_on(f)
     }
 
+    /// Served: any region, home us-east-1.
+    const US_EAST_1: (&Regions, &str) = (&Regions::Any, "us-east-1");
+
+    #[test]
+    fn a_request_is_verified_for_a_served_region_only() {
+        let now = SystemTime::now();
+        let p = principal();
+        let served = Regions::parse("us-east-1,eu-west-1").unwrap();
+        let req = signed_in("eu-west-1", (AKID, SECRET), "Encrypt", "{}", now);
+        let v = rt(verify(&req, Some(&p), (&served, "us-east-1"), now.into())).unwrap();
+        assert_eq!(v.region, "eu-west-1");
+        let req = signed_in("ap-south-2", (AKID, SECRET), "Encrypt", "{}", now);
+        let e = rt(verify(&req, Some(&p), (&served, "us-east-1"), now.into())).unwrap_err();
+        assert_eq!(e.code, KmsErrorCode::InvalidSignatureException);
+        assert!(
+            e.message
+                .contains("Credential should be scoped to a valid region, not 'ap-south-2'"),
+            "{}",
+            e.message
+        );
+        // Any region: served, and named in the verified request.
+        let v = rt(verify(
+            &req,
+            Some(&p),
+            (&Regions::Any, "us-east-1"),
+            now.into(),
+        ))
+        .unwrap();
+        assert_eq!(v.region, "ap-south-2");
+    }
+
     #[test]
     fn a_correctly_signed_request_verifies() {
         let now = SystemTime::now();
         let req = signed("Encrypt", "{}", SECRET, now);
-        let v = rt(verify(&req, Some(&principal()), "us-east-1", now.into())).unwrap();
+        let v = rt(verify(&req, Some(&principal()), US_EAST_1, now.into())).unwrap();
         assert_eq!(v.operation, "Encrypt");
         assert_eq!(&v.body[..], b"{}");
         assert_eq!(v.signature.len(), 64);
@@ -336,9 +395,7 @@ pub(crate) mod tests {
         let now = SystemTime::now();
         let p = principal();
         let code = |req: &HttpRequest, p: Option<&PrincipalRecord>| {
-            rt(verify(req, p, "us-east-1", now.into()))
-                .unwrap_err()
-                .code
+            rt(verify(req, p, US_EAST_1, now.into())).unwrap_err().code
         };
         // Wrong secret.
         let req = signed(
@@ -382,7 +439,7 @@ pub(crate) mod tests {
         // Outside the skew window.
         let old = now - std::time::Duration::from_mins(16);
         let req = signed("Encrypt", "{}", SECRET, old);
-        let e = rt(verify(&req, Some(&p), "us-east-1", now.into())).unwrap_err();
+        let e = rt(verify(&req, Some(&p), US_EAST_1, now.into())).unwrap_err();
         assert_eq!(e.code, KmsErrorCode::InvalidSignatureException);
         assert!(e.message.contains("Signature expired"), "{}", e.message);
     }

@@ -542,16 +542,24 @@ impl Ledger {
         (page, live.next().is_some())
     }
 
-    /// The live aliases after `after` (a name), at most `limit`, and whether more follow.
+    /// The live aliases whose names start with `prefix` (one region's: see
+    /// `ekms_wire::region`) after `after` (a name), at most `limit`, and whether more follow.
     #[must_use]
-    pub fn alias_page(&self, after: Option<&str>, limit: usize) -> (Vec<Box<str>>, bool) {
-        let start = after.map_or(std::ops::Bound::Included(RecordId::Alias("".into())), |a| {
-            std::ops::Bound::Excluded(RecordId::Alias(a.into()))
-        });
+    pub fn alias_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Box<str>>, bool) {
+        let start = match after {
+            Some(a) if a >= prefix => std::ops::Bound::Excluded(RecordId::Alias(a.into())),
+            _ => std::ops::Bound::Included(RecordId::Alias(prefix.into())),
+        };
         let end = std::ops::Bound::Excluded(RecordId::Principal("".into()));
         let mut live = self
             .entries
             .range((start, end))
+            .take_while(|(id, _)| matches!(id, RecordId::Alias(n) if n.starts_with(prefix)))
             .filter(|(_, e)| e.live)
             .filter_map(|(id, _)| match id {
                 RecordId::Alias(n) => Some(n.clone()),
@@ -874,8 +882,12 @@ mod tests {
         let (rest, more) = l.key_page(page.last().copied(), 3);
         assert_eq!(rest.len(), 2);
         assert!(!more);
-        assert_eq!(l.alias_page(None, 10).0, vec![Box::<str>::from("alias/x")]);
-        assert!(l.alias_page(Some("alias/x"), 10).0.is_empty());
+        assert_eq!(
+            l.alias_page("alias/", None, 10).0,
+            vec![Box::<str>::from("alias/x")]
+        );
+        assert!(l.alias_page("alias/", Some("alias/x"), 10).0.is_empty());
+        assert!(l.alias_page("eu-west-1/alias/", None, 10).0.is_empty());
     }
 
     #[test]

@@ -24,9 +24,14 @@ struct Args {
     /// Simulation: the CID this enclave takes in the mock.
     #[arg(long, default_value_t = SIM_ENCLAVE_CID)]
     cid: u32,
-    /// Region served.
+    /// The home region (the one served before several were; its aliases keep their plain
+    /// names in the store).
     #[arg(long, default_value = "us-east-1")]
     region: String,
+    /// The regions served: a comma-separated list, or `*` for any (the home region is always
+    /// among them).
+    #[arg(long)]
+    regions: Option<String>,
     /// Account id served.
     #[arg(long, default_value = "111122223333")]
     account: String,
@@ -95,9 +100,26 @@ async fn run(args: Args) -> Result<(), String> {
         let root = TrustRoot::aws_nitro().map_err(|e| e.to_string())?;
         Attestor::new(Box::new(nsm), root).map_err(|e| e.to_string())?
     };
+    let regions = match args.regions.as_deref() {
+        None => ekms_wire::region::Regions::Only(vec![args.region.clone()]),
+        Some(s) => match ekms_wire::region::Regions::parse(s)? {
+            ekms_wire::region::Regions::Only(mut list) => {
+                if !list.contains(&args.region) {
+                    list.insert(0, args.region.clone());
+                }
+                ekms_wire::region::Regions::Only(list)
+            }
+            ekms_wire::region::Regions::Any => ekms_wire::region::Regions::Any,
+        },
+    };
+    if !ekms_wire::region::is_region_name(&args.region) {
+        return Err(format!("'{}' is not a region name", args.region));
+    }
+    tracing::info!(home = %args.region, regions = %regions.to_arg(), "regions served");
     let core = Core::new(
         Config {
             region: args.region,
+            regions,
             account: args.account,
         },
         attestor,

@@ -96,9 +96,14 @@ struct ServeArgs {
     /// Nitro: vsock port of the enclave.
     #[arg(long, default_value_t = ekms_wire::transport::DEFAULT_ENCLAVE_PORT)]
     enclave_port: u32,
-    /// Region in ARNs and in the SigV4 scope.
+    /// The home region: the region of ARNs and aliases from before several regions were served
+    /// (its aliases keep their plain names in the store).
     #[arg(long, default_value = "us-east-1")]
     region: String,
+    /// The regions served: `us-east-1,eu-west-1`, or `*` for any region. A request signed for
+    /// another region is refused. Default: `*` in simulation, else the home region only.
+    #[arg(long)]
+    regions: Option<String>,
     /// Account id in ARNs.
     #[arg(long, default_value = "111122223333")]
     account: String,
@@ -179,10 +184,29 @@ fn serve_cmd(args: ServeArgs) -> ExitCode {
         eprintln!("ekms: choose --sim (simulated enclave) or --enclave-cid N (Nitro enclave)");
         return ExitCode::from(2);
     };
+    if !ekms_wire::region::is_region_name(&args.region) {
+        eprintln!(
+            "ekms: '{}' is not a region name (like us-east-1)",
+            args.region
+        );
+        return ExitCode::from(2);
+    }
+    let regions = match args.regions.as_deref() {
+        Some(s) => match ekms_wire::region::Regions::parse(s) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ekms: --regions: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None if args.sim => ekms_wire::region::Regions::Any,
+        None => ekms_wire::region::Regions::Only(vec![args.region.clone()]),
+    };
     let cfg = ServeConfig {
         data_dir: args.data_dir,
         listen: args.listen,
         mode,
+        regions,
         region: args.region,
         account: args.account,
         connections: args.enclave_connections,

@@ -17,6 +17,7 @@ use ekms_wire::{
         SealedBlob, StoreWrite,
     },
     plan::{self, KeyRef, Listing},
+    region,
 };
 
 use crate::{HostError, client::EnclaveClient, store::Store};
@@ -114,6 +115,8 @@ pub struct Relay {
     account: String,
     /// Keys that have (or had) grants: only their calls look grants up.
     grant_keys: RwLock<std::collections::HashSet<String>>,
+    /// The home region (its aliases keep their plain names in the store).
+    home_region: String,
 }
 
 impl std::fmt::Debug for Relay {
@@ -143,7 +146,15 @@ impl Relay {
             witnessed: AtomicBool::new(false),
             account: String::new(),
             grant_keys: RwLock::new(grant_keys),
+            home_region: "us-east-1".into(),
         }
+    }
+
+    /// The home region (see `ekms_wire::region`).
+    #[must_use]
+    pub fn with_home_region(mut self, region: &str) -> Self {
+        region.clone_into(&mut self.home_region);
+        self
     }
 
     /// The account in ARNs.
@@ -285,6 +296,16 @@ impl Relay {
         akid: Option<&str>,
     ) -> Result<KmsCall, HostError> {
         let plan = plan::plan(op, &http.body);
+        // The region the request is signed for names its aliases in the store (the enclave
+        // checks the signature, and asks for the records again if this guess was wrong).
+        let region = http
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .and_then(region::scope_region)
+            .unwrap_or(&self.home_region);
+        let alias_name = |a: &str| region::alias_record(&self.home_region, region, a);
         let mut keys = Vec::new();
         let mut aliases = Vec::new();
         let mut principals = Vec::new();
@@ -300,7 +321,7 @@ impl Relay {
             }
         }
         for name in &plan.aliases {
-            if let Some((a, target)) = self.alias(name)? {
+            if let Some((a, target)) = self.alias(&alias_name(name))? {
                 aliases.push(a);
                 if let Some(k) = self.key(&target)? {
                     keys.push(k);
@@ -315,12 +336,18 @@ impl Relay {
                 next_marker = page.more_after.as_deref().map(plan::encode_marker);
             }
             Some(Listing::Aliases { limit, marker }) => {
-                let after = marker.as_deref().and_then(plan::decode_marker);
+                let after = marker
+                    .as_deref()
+                    .and_then(plan::decode_marker)
+                    .map(|a| alias_name(&a));
                 let filter = plan.keys.iter().find_map(|k| match k {
                     KeyRef::Id(id) => Some(id.as_str()),
                     KeyRef::Alias(_) => None,
                 });
-                let page = self.store.list_aliases(after.as_deref(), *limit, filter)?;
+                let prefix = region::alias_prefix(&self.home_region, region);
+                let page = self
+                    .store
+                    .list_aliases(&prefix, after.as_deref(), *limit, filter)?;
                 aliases.extend(page.records);
                 next_marker = page.more_after.as_deref().map(plan::encode_marker);
             }

@@ -48,8 +48,10 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// The enclave.
     pub mode: EnclaveMode,
-    /// Region.
+    /// The home region.
     pub region: String,
+    /// The regions served.
+    pub regions: ekms_wire::region::Regions,
     /// Account id.
     pub account: String,
     /// Connections in the enclave pool.
@@ -85,6 +87,8 @@ pub async fn run(mut cfg: ServeConfig) -> Result<(), HostError> {
                     run_dir.display().to_string(),
                     "--region".into(),
                     cfg.region.clone(),
+                    "--regions".into(),
+                    cfg.regions.to_arg(),
                     "--account".into(),
                     cfg.account.clone(),
                     "--sim-ca-file".into(),
@@ -124,7 +128,8 @@ async fn serve_with(
     let relay = Arc::new(
         Relay::new(Arc::clone(&store), client)
             .with_writer(cfg.peer.clone())
-            .with_account(&cfg.account),
+            .with_account(&cfg.account)
+            .with_home_region(&cfg.region),
     );
     let (committer, committer_task) = crate::witness::Committer::start(
         Arc::clone(&store),
@@ -170,7 +175,12 @@ async fn serve_with(
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let local = listener.local_addr()?;
     let endpoint = format!("http://{local}");
-    eprintln!("ekms: region {}, account {}", cfg.region, cfg.account);
+    eprintln!(
+        "ekms: regions {} (home {}), account {}",
+        cfg.regions.to_arg(),
+        cfg.region,
+        cfg.account
+    );
     announce_witnesses(&relay, &cfg.witnesses).await;
     if credentials::paths(&cfg.data_dir).0.exists() {
         eprintln!(

@@ -63,9 +63,11 @@ pub trait Store: Send + Sync + 'static {
     fn keys_with_grants(&self) -> Result<Vec<String>, HostError>;
     /// Keys in id order after `after`.
     fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Page, HostError>;
-    /// Aliases in name order after `after`, optionally only those targeting `key_id`.
+    /// Aliases whose names start with `prefix` (one region's), in name order after `after`,
+    /// optionally only those targeting `key_id`.
     fn list_aliases(
         &self,
+        prefix: &str,
         after: Option<&str>,
         limit: usize,
         key_id: Option<&str>,
@@ -465,13 +467,18 @@ impl Store for SqliteStore {
 
     fn list_aliases(
         &self,
+        prefix: &str,
         after: Option<&str>,
         limit: usize,
         key_id: Option<&str>,
     ) -> Result<Page, HostError> {
+        // One region's names: those from `prefix` up to (not including) `prefix` with its last
+        // character ('/') raised by one.
+        let end = format!("{}0", prefix.strip_suffix('/').unwrap_or(prefix));
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT name, sealed FROM aliases WHERE name > ?1 AND (?2 IS NULL OR key_id = ?2)
+                "SELECT name, sealed FROM aliases
+                 WHERE name > ?1 AND name >= ?4 AND name < ?5 AND (?2 IS NULL OR key_id = ?2)
                  ORDER BY name LIMIT ?3",
             )?;
             let rows = st
@@ -479,7 +486,9 @@ impl Store for SqliteStore {
                     params![
                         after.unwrap_or(""),
                         key_id,
-                        sql(limit as u64).saturating_add(1)
+                        sql(limit as u64).saturating_add(1),
+                        prefix,
+                        end
                     ],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?
@@ -923,13 +932,39 @@ mod tests {
         assert_eq!(p.records.len(), 1);
         assert!(p.more_after.is_none());
         assert_eq!(
-            s.list_aliases(None, 10, Some("c")).unwrap().records.len(),
+            s.list_aliases("alias/", None, 10, Some("c"))
+                .unwrap()
+                .records
+                .len(),
             1
         );
         assert_eq!(
-            s.list_aliases(None, 10, Some("a")).unwrap().records.len(),
+            s.list_aliases("alias/", None, 10, Some("a"))
+                .unwrap()
+                .records
+                .len(),
             0
         );
+        // One region's aliases: the home region's plain names, another's prefixed.
+        s.apply(&[StoreWrite::PutAlias {
+            name: "eu-west-1/alias/x".into(),
+            key_id: "c".into(),
+            generation: 3,
+            expected: None,
+            sealed: SealedBlob(vec![8]),
+        }])
+        .unwrap();
+        let names = |prefix: &str| -> Vec<String> {
+            s.list_aliases(prefix, None, 10, None)
+                .unwrap()
+                .records
+                .iter()
+                .map(|r| r.0.len().to_string())
+                .collect()
+        };
+        assert_eq!(names("alias/").len(), 1);
+        assert_eq!(names("eu-west-1/alias/").len(), 1);
+        assert!(names("eu-west-2/alias/").is_empty());
         assert!(s.due_for_deletion(99, 10).unwrap().is_empty());
         assert_eq!(s.due_for_deletion(100, 10).unwrap().len(), 1);
         s.apply(&[

@@ -11,6 +11,7 @@ pub mod error;
 pub mod frame;
 pub mod msg;
 pub mod plan;
+pub mod region;
 pub mod sealed;
 pub mod sts;
 pub mod transport;

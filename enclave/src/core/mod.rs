@@ -45,8 +45,11 @@ const MAX_SESSIONS: usize = 1024;
 /// Settings of the enclave.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Region in ARNs and in the SigV4 credential scope.
+    /// The home region: the one served before several were (its aliases keep their plain
+    /// names in the store; see `ekms_wire::region`).
     pub region: String,
+    /// The regions whose requests are served (the home region among them).
+    pub regions: ekms_wire::region::Regions,
     /// Account id in ARNs.
     pub account: String,
 }

@@ -7,6 +7,7 @@ use ekms_custody::{CustodianKey, P384PublicKey, ShareFile};
 pub(super) fn config() -> Config {
     Config {
         region: "us-east-1".into(),
+        regions: ekms_wire::region::Regions::Any,
         account: "111122223333".into(),
     }
 }

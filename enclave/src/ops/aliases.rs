@@ -4,6 +4,7 @@
 use ekms_wire::{
     msg::KmsErrorCode,
     plan::{self, KeyRef, parse_key_ref},
+    region,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -81,7 +82,7 @@ pub(crate) fn create_alias(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .into());
     }
     let mut rec = AliasRecord {
-        name,
+        name: ctx.alias_record_name(&name),
         target: key.key_id,
         created_ms: ctx.now_ms,
         updated_ms: ctx.now_ms,
@@ -137,22 +138,33 @@ pub(crate) fn list_aliases(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         Some(k) => Some(ctx.resolve_key_only(k)?.key_id),
         None => None,
     };
-    let after = input.marker.as_deref().and_then(plan::decode_marker);
+    // Markers carry alias names; the state view orders the store's names of this region's
+    // aliases (see `ekms_wire::region`).
+    let after = input
+        .marker
+        .as_deref()
+        .and_then(plan::decode_marker)
+        .map(|a| ctx.alias_record_name(&a));
     let limit = page_limit(input.limit, plan::DEFAULT_ALIAS_LIMIT);
     // The page is what the state view says it is: the host can neither hide nor add an alias.
     let (names, more) = {
         let ledger = ctx.core.ledger().map_err(super::OpError::from)?;
         match filter.as_deref().and_then(RecordId::key) {
             Some(RecordId::Key(t)) => ledger.aliases_of(t, after.as_deref(), limit),
-            _ => ledger.alias_page(after.as_deref(), limit),
+            _ => ledger.alias_page(
+                &region::alias_prefix(&ctx.core.config.region, &ctx.region),
+                after.as_deref(),
+                limit,
+            ),
         }
     };
     let mut aliases = Vec::with_capacity(names.len());
     for name in &names {
         let a = ctx.listed_alias(name)?;
+        let shown = region::alias_display(&a.name);
         aliases.push(json!({
-            "AliasName": a.name,
-            "AliasArn": ctx.alias_arn(&a.name),
+            "AliasName": shown,
+            "AliasArn": ctx.alias_arn(shown),
             "TargetKeyId": a.target,
             "CreationDate": seconds(a.created_ms),
             "LastUpdatedDate": seconds(a.updated_ms),
@@ -160,7 +172,11 @@ pub(crate) fn list_aliases(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     }
     let mut out = json!({ "Aliases": aliases, "Truncated": more });
     if more && let Some(last) = names.last() {
-        super::set(&mut out, "NextMarker", json!(plan::encode_marker(last)));
+        super::set(
+            &mut out,
+            "NextMarker",
+            json!(plan::encode_marker(region::alias_display(last))),
+        );
     }
     reply(&out, vec![])
 }

@@ -222,7 +222,10 @@ impl Ctx<'_> {
             let (names, _) = self.core.ledger()?.aliases_of(k, None, usize::MAX);
             ctx.insert(
                 "kms:resourcealiases".into(),
-                names.iter().map(ToString::to_string).collect(),
+                names
+                    .iter()
+                    .map(|n| ekms_wire::region::alias_display(n).to_owned())
+                    .collect(),
             );
         }
         let req = Request {

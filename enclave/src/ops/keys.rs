@@ -239,7 +239,7 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let mut rec = KeyRecord {
         key_id,
         account: ctx.core.config.account.clone(),
-        region: ctx.core.config.region.clone(),
+        region: ctx.region.clone(),
         created_ms: ctx.now_ms,
         description,
         state: if external {

@@ -96,7 +96,13 @@ pub async fn execute(
         }
         None => None,
     };
-    let verified = auth::verify(&call.http, principal.as_ref(), &core.config.region, now).await?;
+    let verified = auth::verify(
+        &call.http,
+        principal.as_ref(),
+        (&core.config.regions, &core.config.region),
+        now,
+    )
+    .await?;
     // A state-changing request runs at most once (see `replay`); one that then fails (say
     // NotFound) has still run. Only stale records, which change nothing and make the host
     // re-read and resend the same request, give it back.
@@ -114,6 +120,7 @@ pub async fn execute(
         keys,
         call,
         now_ms: now.timestamp_millis(),
+        region: verified.region,
         changes: RefCell::new(Vec::new()),
         authz: authz::Authz {
             principal,
@@ -142,6 +149,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) keys: &'a Keyring,
     pub(crate) call: &'a KmsCall,
     pub(crate) now_ms: i64,
+    /// The region the request is signed for: it sees only this region's keys and aliases.
+    pub(crate) region: String,
     /// State-view changes of the writes made so far, prepared together at the end.
     changes: RefCell<Vec<Change>>,
     /// Who calls, and what the policies need to know about the request.
@@ -233,15 +242,20 @@ impl Ctx<'_> {
     pub(crate) fn key_arn(&self, key_id: &str) -> String {
         format!(
             "arn:aws:kms:{}:{}:key/{key_id}",
-            self.core.config.region, self.core.config.account
+            self.region, self.core.config.account
         )
     }
 
     pub(crate) fn alias_arn(&self, name: &str) -> String {
         format!(
             "arn:aws:kms:{}:{}:{name}",
-            self.core.config.region, self.core.config.account
+            self.region, self.core.config.account
         )
+    }
+
+    /// The store's name of alias `name` in the request's region.
+    pub(crate) fn alias_record_name(&self, name: &str) -> String {
+        ekms_wire::region::alias_record(&self.core.config.region, &self.region, name)
     }
 
     /// Opens the supplied key record with id `key_id`, which must be the current one; `None`
@@ -256,6 +270,10 @@ impl Ctx<'_> {
         };
         let mut rec: KeyRecord = record::open(self.keys, Kind::Key, Some(key_id), &sealed.0)?;
         rec.opened = Some(self.core.ledger()?.check(&rid, rec.generation, &sealed.0)?);
+        // Keys are regional: a key of another region does not exist in this one.
+        if rec.region != self.region {
+            return Ok(None);
+        }
         // Imported material past its ValidTo is gone, by this enclave's clock.
         crate::imported::expire(&mut rec, self.now_ms);
         // A key whose deletion date has passed is gone, whether or not the host has swept it.
@@ -267,22 +285,29 @@ impl Ctx<'_> {
         Ok(Some(rec))
     }
 
-    /// Opens the supplied alias record `name`, which must be the current one; `None` when the
-    /// host supplied none and the state view agrees.
+    /// Opens the supplied record of alias `name` (`alias/...`) of the request's region, which
+    /// must be the current one; `None` when the host supplied none and the state view agrees.
     pub(crate) fn alias(&self, name: &str) -> Result<Option<AliasRecord>, OpError> {
-        let rid = RecordId::alias(name);
-        let Some(sealed) = find(&self.call.aliases, Kind::Alias, name) else {
+        self.alias_record(&self.alias_record_name(name))
+    }
+
+    /// As [`Ctx::alias`], by the store's name of the alias (see `ekms_wire::region`).
+    fn alias_record(&self, record_name: &str) -> Result<Option<AliasRecord>, OpError> {
+        let rid = RecordId::alias(record_name);
+        let Some(sealed) = find(&self.call.aliases, Kind::Alias, record_name) else {
             self.core.ledger()?.check_absent(&rid)?;
             return Ok(None);
         };
-        let mut rec: AliasRecord = record::open(self.keys, Kind::Alias, Some(name), &sealed.0)?;
+        let mut rec: AliasRecord =
+            record::open(self.keys, Kind::Alias, Some(record_name), &sealed.0)?;
         rec.opened = Some(self.core.ledger()?.check(&rid, rec.generation, &sealed.0)?);
         Ok(Some(rec))
     }
 
-    /// The supplied current record of alias `name`, which the state view says is live.
-    pub(crate) fn listed_alias(&self, name: &str) -> Result<AliasRecord, OpError> {
-        self.alias(name)?.ok_or(OpError::Stale)
+    /// The supplied current record of the alias the store names `record_name`, which the state
+    /// view says is live.
+    pub(crate) fn listed_alias(&self, record_name: &str) -> Result<AliasRecord, OpError> {
+        self.alias_record(record_name)?.ok_or(OpError::Stale)
     }
 
     /// Records the state-view change of a write made by this operation.

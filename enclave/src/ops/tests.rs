@@ -33,6 +33,7 @@ impl Env {
         let core = Core::new(
             Config {
                 region: "us-east-1".into(),
+                regions: ekms_wire::region::Regions::Any,
                 account: "111122223333".into(),
             },
             crate::core::test_attestor(),
@@ -80,6 +81,14 @@ impl Env {
             signed_as(who.0, op, &body.to_string(), who.1, at),
             at,
         )
+    }
+
+    /// Calls as the administrator, signed for `region`.
+    fn call_in(&mut self, region: &str, op: &str, body: Value) -> Result<Value, OpError> {
+        self.calls += 1;
+        let at = SystemTime::now() + std::time::Duration::from_secs(self.calls);
+        let http = crate::auth::tests::signed_in(region, (AKID, SECRET), op, &body.to_string(), at);
+        self.run(http, at)
     }
 
     /// The record of principal `name`, opened (tests hold the domain keys).
@@ -955,6 +964,7 @@ fn the_default_policy_fast_path_decides_as_the_evaluation_does() {
 mod grants;
 mod import;
 mod principals;
+mod regions;
 #[path = "rotation_tests.rs"]
 mod rotation_tests;
 mod sts;

@@ -14,10 +14,15 @@ use ekms_tests::{Appliance, bin_dir};
 
 /// An SDK client for `app` with the given credentials.
 pub(crate) fn client(app: &Appliance, access: &str, secret: &str) -> Client {
+    client_in(app, "us-east-1", (access, secret))
+}
+
+/// An SDK client for `app` in `region` with the given credentials.
+pub(crate) fn client_in(app: &Appliance, region: &str, (access, secret): (&str, &str)) -> Client {
     Client::from_conf(
         aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
+            .region(Region::new(region.to_owned()))
             .endpoint_url(&app.endpoint)
             .credentials_provider(Credentials::new(access, secret, None, None, "test"))
             .build(),

@@ -1,0 +1,137 @@
+//! Regions end to end, with `aws-sdk-kms` and the aws CLI: an appliance serving two regions
+//! keeps their keys and aliases apart, carries the region in every ARN, refuses a region it
+//! does not serve, and keeps it all across a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+use std::process::Command;
+
+use aws_sdk_kms::{Client, error::ProvideErrorMetadata};
+use common::client_in;
+use ekms_tests::{Appliance, tools_required};
+
+const REGIONS: [&str; 2] = ["--regions", "us-east-1,eu-west-1"];
+
+fn kms(app: &Appliance, region: &str) -> Client {
+    client_in(app, region, (&app.access_key, &app.secret_key))
+}
+
+async fn key_arns(kms: &Client) -> Vec<String> {
+    kms.list_keys()
+        .send()
+        .await
+        .unwrap()
+        .keys()
+        .iter()
+        .map(|k| k.key_arn().unwrap().to_owned())
+        .collect()
+}
+
+async fn alias_target(kms: &Client, alias: &str) -> String {
+    kms.describe_key()
+        .key_id(alias)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_regions_keep_their_keys_and_aliases_apart_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = Appliance::start_with(dir.path(), &REGIONS);
+    let (us, eu) = (kms(&app, "us-east-1"), kms(&app, "eu-west-1"));
+    let mut ids = Vec::new();
+    for (region, c) in [("us-east-1", &us), ("eu-west-1", &eu)] {
+        let md = c.create_key().send().await.unwrap().key_metadata.unwrap();
+        assert_eq!(
+            md.arn().unwrap(),
+            format!("arn:aws:kms:{region}:111122223333:key/{}", md.key_id())
+        );
+        c.create_alias()
+            .alias_name("alias/app")
+            .target_key_id(md.key_id())
+            .send()
+            .await
+            .unwrap();
+        ids.push(md.key_id().to_owned());
+    }
+    let (us_id, eu_id) = (&ids[0], &ids[1]);
+    assert_eq!(
+        key_arns(&eu).await,
+        vec![format!("arn:aws:kms:eu-west-1:111122223333:key/{eu_id}")]
+    );
+    let e = eu
+        .describe_key()
+        .key_id(us_id)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(e.code(), Some("NotFoundException"));
+    // A region the appliance does not serve: refused at the signature.
+    let e = kms(&app, "ap-south-1")
+        .list_keys()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(e.code(), Some("InvalidSignatureException"), "{e:?}");
+    assert!(
+        e.message()
+            .unwrap_or_default()
+            .contains("Credential should be scoped to a valid region"),
+        "{e:?}"
+    );
+
+    // The aws CLI, as an operator would use it, sees the same.
+    if cli_available() {
+        let out = Command::new("aws")
+            .args(["--endpoint-url", &app.endpoint, "--profile", "ekms"])
+            .args(["--region", "eu-west-1", "--output", "json"])
+            .args(["kms", "list-aliases"])
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                app.data_dir.join("credentials"),
+            )
+            .env("AWS_CONFIG_FILE", app.data_dir.join("config"))
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["Aliases"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            v["Aliases"][0]["AliasArn"],
+            "arn:aws:kms:eu-west-1:111122223333:alias/app"
+        );
+        assert_eq!(v["Aliases"][0]["TargetKeyId"], eu_id.as_str());
+    }
+
+    // After a restart, each region's alias still names its own key.
+    assert!(app.terminate());
+    let app = Appliance::start_with(dir.path(), &REGIONS);
+    let (us, eu) = (kms(&app, "us-east-1"), kms(&app, "eu-west-1"));
+    assert_eq!(&alias_target(&us, "alias/app").await, us_id);
+    assert_eq!(&alias_target(&eu, "alias/app").await, eu_id);
+    let blob = common::encrypt(&eu, "alias/app", b"hello").await;
+    assert_eq!(common::decrypt(&eu, blob).await, b"hello");
+}
+
+fn cli_available() -> bool {
+    let ok = Command::new("aws")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok || !tools_required(), "aws is required in CI");
+    ok
+}
