@@ -189,6 +189,10 @@ pub struct GrantRecord {
     pub issuing_account: String,
     /// When it was made, Unix milliseconds.
     pub created_ms: i64,
+    /// The region of the key it is for: each replica of a multi-Region key has its own grants
+    /// (absent in grants made before regions: that key's only region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Domain-wide sequence number of this record.
     pub generation: u64,
     /// The version this record was opened from (not sealed).
@@ -197,6 +201,12 @@ pub struct GrantRecord {
 }
 
 impl GrantRecord {
+    /// Whether it is a grant of the key as seen from `region`.
+    #[must_use]
+    pub fn in_region(&self, region: &str) -> bool {
+        self.region.as_deref().is_none_or(|r| r == region)
+    }
+
     /// The id it is sealed under.
     #[must_use]
     pub fn sealed_id(&self) -> String {

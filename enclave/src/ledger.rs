@@ -58,6 +58,9 @@ pub fn digest_of(sealed: &[u8]) -> Digest {
 pub enum RecordId {
     /// A KMS key, by UUID.
     Key(u128),
+    /// A multi-Region key (`mrk-…`, a version-8 UUID): after every other key, as its id sorts
+    /// after theirs in the store.
+    Mrk(u128),
     /// An alias, by name.
     Alias(Box<str>),
     /// A principal, by name (an older record: by its access key id).
@@ -70,9 +73,21 @@ impl RecordId {
     /// The id of the key with this (hyphenated) id; `None` if it is not a UUID.
     #[must_use]
     pub fn key(id: &str) -> Option<Self> {
-        ekms_wire::plan::parse_uuid(id)
-            .and_then(|c| uuid::Uuid::try_parse(&c).ok())
-            .map(|u| Self::Key(u.as_u128()))
+        let u = u128::from_be_bytes(ekms_wire::plan::key_id_bytes(id)?);
+        Some(if ekms_wire::plan::is_multi_region(id) {
+            Self::Mrk(u)
+        } else {
+            Self::Key(u)
+        })
+    }
+
+    /// The 128 bits of a key's id (`None` for other records).
+    #[must_use]
+    pub fn key_bits(&self) -> Option<u128> {
+        match self {
+            Self::Key(u) | Self::Mrk(u) => Some(*u),
+            _ => None,
+        }
     }
 
     /// An alias id.
@@ -90,17 +105,14 @@ impl RecordId {
     /// The id of grant `grant_id` of key `key_id`; `None` if the key id is not a UUID.
     #[must_use]
     pub fn grant(key_id: &str, grant_id: &str) -> Option<Self> {
-        match Self::key(key_id)? {
-            Self::Key(u) => Some(Self::Grant(u, grant_id.into())),
-            _ => None,
-        }
+        Some(Self::Grant(Self::key(key_id)?.key_bits()?, grant_id.into()))
     }
 
     /// The id as the store names it.
     #[must_use]
     pub fn name(&self) -> String {
         match self {
-            Self::Key(u) => key_name(*u),
+            Self::Key(u) | Self::Mrk(u) => key_name(*u),
             Self::Alias(n) | Self::Principal(n) => n.to_string(),
             Self::Grant(u, g) => format!("{}/{g}", key_name(*u)),
         }
@@ -110,7 +122,7 @@ impl RecordId {
 /// The hyphenated id of a key.
 #[must_use]
 pub fn key_name(u: u128) -> String {
-    uuid::Uuid::from_u128(u).hyphenated().to_string()
+    ekms_wire::plan::key_id_of(u.to_be_bytes())
 }
 
 /// One version of a record.
@@ -523,21 +535,18 @@ impl Ledger {
         self.entries.insert(id, entry);
     }
 
-    /// The live keys after `after` (a key id), at most `limit`, and whether more follow.
+    /// The live keys after `after` (a key), at most `limit`, and whether more follow.
     #[must_use]
-    pub fn key_page(&self, after: Option<u128>, limit: usize) -> (Vec<u128>, bool) {
+    pub fn key_page(&self, after: Option<&RecordId>, limit: usize) -> (Vec<u128>, bool) {
         let start = after.map_or(std::ops::Bound::Unbounded, |a| {
-            std::ops::Bound::Excluded(RecordId::Key(a))
+            std::ops::Bound::Excluded(a.clone())
         });
         let end = std::ops::Bound::Excluded(RecordId::Alias("".into()));
         let mut live = self
             .entries
             .range((start, end))
             .filter(|(_, e)| e.live)
-            .filter_map(|(id, _)| match id {
-                RecordId::Key(u) => Some(*u),
-                _ => None,
-            });
+            .filter_map(|(id, _)| id.key_bits());
         let page: Vec<u128> = live.by_ref().take(limit).collect();
         (page, live.next().is_some())
     }
@@ -659,6 +668,10 @@ fn summand(key: &hmac::Key, id: &RecordId, e: &Entry) -> [u64; 4] {
     match id {
         RecordId::Key(u) => {
             ctx.update(&[1]);
+            ctx.update(&u.to_be_bytes());
+        }
+        RecordId::Mrk(u) => {
+            ctx.update(&[6]);
             ctx.update(&u.to_be_bytes());
         }
         RecordId::Alias(n) => {
@@ -879,7 +892,7 @@ mod tests {
         let (page, more) = l.key_page(None, 3);
         assert_eq!(page.len(), 3);
         assert!(more);
-        let (rest, more) = l.key_page(page.last().copied(), 3);
+        let (rest, more) = l.key_page(page.last().map(|u| RecordId::Key(*u)).as_ref(), 3);
         assert_eq!(rest.len(), 2);
         assert!(!more);
         assert_eq!(

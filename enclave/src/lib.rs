@@ -25,6 +25,7 @@ pub mod policy;
 pub mod principal;
 pub mod record;
 pub mod replay;
+pub mod replica;
 pub mod server;
 pub mod witness;
 

@@ -226,6 +226,10 @@ pub struct KeyRecord {
     /// material itself is deleted or expires (see `imported`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub imports: Vec<crate::imported::ImportInfo>,
+    /// For a multi-Region key: the primary's region and the other regions' replicas (see
+    /// `replica`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_region: Option<crate::replica::MultiRegion>,
     /// The domain-wide sequence number of this version; the host's store checks it and the
     /// enclave's state view refuses any other version.
     pub generation: u64,
@@ -372,10 +376,7 @@ pub fn index(keys: &Keyring, sealed: &[u8]) -> Result<Indexed, EnclaveError> {
                 id: RecordId::alias(&id),
                 generation: a.generation,
                 live: true,
-                target: RecordId::key(&a.target).and_then(|t| match t {
-                    RecordId::Key(u) => Some(u),
-                    _ => None,
-                }),
+                target: RecordId::key(&a.target).and_then(|t| t.key_bits()),
             }
         }
         3 => Indexed {

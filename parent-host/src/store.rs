@@ -591,7 +591,9 @@ impl Store for SqliteStore {
     fn due_for_deletion(&self, now: i64, limit: usize) -> Result<Vec<SealedBlob>, HostError> {
         self.with(|c| {
             Ok(c.prepare_cached(
-                "SELECT sealed FROM keys WHERE state = 'PendingDeletion' AND deletion_date <= ?1
+                // Any key with a deletion date: a multi-Region key's replica may be pending
+                // deletion while the view its record was last written in is not.
+                "SELECT sealed FROM keys WHERE deletion_date IS NOT NULL AND deletion_date <= ?1
                      ORDER BY key_id LIMIT ?2",
             )?
             .query_map(params![now, sql(limit as u64)], |r| {

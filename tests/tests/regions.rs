@@ -1,7 +1,12 @@
 //! Regions end to end, with `aws-sdk-kms` and the aws CLI: an appliance serving two regions
 //! keeps their keys and aliases apart, carries the region in every ARN, refuses a region it
 //! does not serve, and keeps it all across a restart.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_lines
+)] // test code
 
 mod common;
 
@@ -117,6 +122,48 @@ async fn two_regions_keep_their_keys_and_aliases_apart_across_a_restart() {
         assert_eq!(v["Aliases"][0]["TargetKeyId"], eu_id.as_str());
     }
 
+    // A multi-Region key: replicated to eu-west-1, one material across both.
+    let mrk = us
+        .create_key()
+        .multi_region(true)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    assert!(mrk.starts_with("mrk-"), "{mrk}");
+    let replica = us
+        .replicate_key()
+        .key_id(&mrk)
+        .replica_region("eu-west-1")
+        .send()
+        .await
+        .unwrap()
+        .replica_key_metadata
+        .unwrap();
+    assert_eq!(
+        replica.arn().unwrap(),
+        format!("arn:aws:kms:eu-west-1:111122223333:key/{mrk}")
+    );
+    let config = eu
+        .describe_key()
+        .key_id(&mrk)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .multi_region_configuration
+        .unwrap();
+    assert_eq!(config.multi_region_key_type().unwrap().as_str(), "REPLICA");
+    assert_eq!(config.primary_key().unwrap().region(), Some("us-east-1"));
+    let mrk_blob = common::encrypt(&us, &mrk, b"across regions").await;
+    assert_eq!(
+        common::decrypt(&eu, mrk_blob.clone()).await,
+        b"across regions"
+    );
+
     // After a restart, each region's alias still names its own key.
     assert!(app.terminate());
     let app = Appliance::start_with(dir.path(), &REGIONS);
@@ -125,6 +172,7 @@ async fn two_regions_keep_their_keys_and_aliases_apart_across_a_restart() {
     assert_eq!(&alias_target(&eu, "alias/app").await, eu_id);
     let blob = common::encrypt(&eu, "alias/app", b"hello").await;
     assert_eq!(common::decrypt(&eu, blob).await, b"hello");
+    assert_eq!(common::decrypt(&eu, mrk_blob).await, b"across regions");
 }
 
 fn cli_available() -> bool {

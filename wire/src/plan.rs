@@ -47,16 +47,48 @@ pub fn parse_key_ref(s: &str) -> Option<KeyRef> {
     parse_uuid(s).map(KeyRef::Id)
 }
 
-/// Canonical (hyphenated, lower-case) form of a UUID key id, or `None`.
+/// Canonical form of a key id, or `None`: a UUID (hyphenated, lower case), or a multi-Region
+/// key's `mrk-` and 32 lower-case hex digits.
 #[must_use]
 pub fn parse_uuid(s: &str) -> Option<String> {
+    key_id_bytes(s).map(key_id_of)
+}
+
+/// The 16 bytes a key id stands for (as ciphertext blobs carry them). Multi-Region key ids are
+/// UUIDs of version 8 written as `mrk-` and their 32 hex digits; other key ids are random
+/// (version 4) UUIDs written hyphenated. So each 16 bytes have exactly one spelling.
+#[must_use]
+pub fn key_id_bytes(s: &str) -> Option<[u8; 16]> {
+    if let Some(hex) = s.strip_prefix("mrk-") {
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let u = uuid::Uuid::try_parse(hex).ok()?;
+        return (u.get_version_num() == 8).then(|| *u.as_bytes());
+    }
     // Only the hyphenated 36-character form is a KMS key id.
     if s.len() != 36 {
         return None;
     }
-    uuid::Uuid::try_parse(s)
-        .ok()
-        .map(|u| u.hyphenated().to_string())
+    let u = uuid::Uuid::try_parse(s).ok()?;
+    (u.get_version_num() != 8).then(|| *u.as_bytes())
+}
+
+/// The key id of 16 bytes (see [`key_id_bytes`]).
+#[must_use]
+pub fn key_id_of(bytes: [u8; 16]) -> String {
+    let u = uuid::Uuid::from_bytes(bytes);
+    if u.get_version_num() == 8 {
+        format!("mrk-{}", u.simple())
+    } else {
+        u.hyphenated().to_string()
+    }
+}
+
+/// Whether `key_id` names a multi-Region key.
+#[must_use]
+pub fn is_multi_region(key_id: &str) -> bool {
+    key_id.starts_with("mrk-")
 }
 
 /// What the host should fetch for a call.
@@ -165,9 +197,7 @@ pub fn plan(op: &str, body: &[u8]) -> Plan {
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
             .and_then(|b| BlobHeader::parse(&b).map(|(h, _)| h.key_id))
     {
-        plan.keys.push(KeyRef::Id(
-            uuid::Uuid::from_bytes(id).hyphenated().to_string(),
-        ));
+        plan.keys.push(KeyRef::Id(key_id_of(id)));
     }
     let limit = obj
         .get("Limit")

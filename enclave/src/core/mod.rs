@@ -29,7 +29,7 @@ use crate::{
     domain::{Keyring, hex},
     ledger::{Ledger, LedgerError, RecordId, Version, digest_of},
     ops,
-    record::{self, AliasRecord, KeyRecord, KeyState, Kind, PrincipalRecord, TombstoneRecord},
+    record::{self, AliasRecord, KeyRecord, Kind, PrincipalRecord, TombstoneRecord},
 };
 
 pub(crate) mod ceremony;

@@ -2,9 +2,8 @@
 //! after an unseal, decide deletions, re-seal a record under the current domain key.
 
 use super::{
-    AliasRecord, Core, EnclaveError, EnclaveResponse, Fault, KeyRecord, KeyState, Keyring, Kind,
-    LedgerError, RecordId, SealedBlob, StoreWrite, TombstoneRecord, Version, digest_of, ops,
-    record,
+    AliasRecord, Core, EnclaveError, EnclaveResponse, Fault, KeyRecord, Keyring, Kind, LedgerError,
+    RecordId, SealedBlob, StoreWrite, TombstoneRecord, Version, digest_of, ops, record,
 };
 
 impl Core {
@@ -104,16 +103,27 @@ impl Core {
             let Ok(version) = self.ledger()?.check(&id, rec.generation, &sealed.0) else {
                 continue;
             };
-            if rec.state != KeyState::PendingDeletion || rec.deletion_ms.is_none_or(|d| d > now_ms)
-            {
+            // Every region of a multi-Region key has its own deletion date.
+            let due = rec.regions_due_for_deletion(now_ms);
+            if due.is_empty() {
                 continue;
             }
-            let RecordId::Key(target) = id else { continue };
+            let Some(target) = id.key_bits() else {
+                continue;
+            };
+            let whole = due.len() == rec.regions().len();
+            let home = &self.config.region;
             let aliases = {
                 let l = self.ledger()?;
                 let (names, _) = l.aliases_of(target, None, usize::MAX);
                 names
                     .into_iter()
+                    .filter(|n| {
+                        whole
+                            || due
+                                .iter()
+                                .any(|r| n.starts_with(&ekms_wire::region::alias_prefix(home, r)))
+                    })
                     .filter_map(|n| l.current(&RecordId::Alias(n.clone())).map(|v| (n, v)))
                     .collect::<Vec<_>>()
             };
@@ -122,9 +132,24 @@ impl Core {
                 writes.push(w);
                 changes.push(c);
             }
-            let (w, c) = ops::tombstone_write(self, keys, Kind::Key, &rec.key_id, version, now_ms)?;
-            writes.push(w);
-            changes.push(c);
+            if whole {
+                let (w, c) =
+                    ops::tombstone_write(self, keys, Kind::Key, &rec.key_id, version, now_ms)?;
+                writes.push(w);
+                changes.push(c);
+            } else {
+                // Only some replicas are due: the set lives on without them.
+                let mut rec = rec;
+                for region in &due {
+                    if rec.view_from(region) {
+                        rec.remove_viewed_replica();
+                    }
+                }
+                rec.opened = Some(version);
+                let (w, c) = ops::key_write(self, keys, &mut rec)?;
+                writes.push(w);
+                changes.push(c);
+            }
         }
         if changes.is_empty() {
             return Ok((writes, 0));

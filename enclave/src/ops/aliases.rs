@@ -149,8 +149,12 @@ pub(crate) fn list_aliases(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     // The page is what the state view says it is: the host can neither hide nor add an alias.
     let (names, more) = {
         let ledger = ctx.core.ledger().map_err(super::OpError::from)?;
-        match filter.as_deref().and_then(RecordId::key) {
-            Some(RecordId::Key(t)) => ledger.aliases_of(t, after.as_deref(), limit),
+        match filter
+            .as_deref()
+            .and_then(RecordId::key)
+            .and_then(|r| r.key_bits())
+        {
+            Some(t) => ledger.aliases_of(t, after.as_deref(), limit),
             _ => ledger.alias_page(
                 &region::alias_prefix(&ctx.core.config.region, &ctx.region),
                 after.as_deref(),

@@ -171,7 +171,7 @@ impl Ctx<'_> {
         Ok(self
             .caller_grants()?
             .iter()
-            .find(|g| g.allows(&key.key_id, arn, op, &ec))
+            .find(|g| g.in_region(&key.region) && g.allows(&key.key_id, arn, op, &ec))
             .cloned())
     }
 
@@ -217,7 +217,7 @@ impl Ctx<'_> {
         // kms:ResourceAliases: the key's aliases as the state view holds them (looked up only
         // when a policy asks).
         if uses.resource_aliases
-            && let Some(crate::ledger::RecordId::Key(k)) = RecordId::key(&key.key_id)
+            && let Some(k) = RecordId::key(&key.key_id).and_then(|r| r.key_bits())
         {
             let (names, _) = self.core.ledger()?.aliases_of(k, None, usize::MAX);
             ctx.insert(

@@ -104,9 +104,7 @@ fn encrypt_with(
 }
 
 fn key_bytes(key: &KeyRecord) -> Result<[u8; 16], KmsError> {
-    uuid::Uuid::try_parse(&key.key_id)
-        .map(|u| *u.as_bytes())
-        .map_err(|_| KmsError::internal())
+    ekms_wire::plan::key_id_bytes(&key.key_id).ok_or_else(KmsError::internal)
 }
 
 /// Encrypts under the key's current material.
@@ -256,9 +254,7 @@ fn open_blob(
         });
     }
     let (header, body) = BlobHeader::parse(&blob).ok_or_else(KmsError::invalid_ciphertext)?;
-    let blob_key_id = uuid::Uuid::from_bytes(header.key_id)
-        .hyphenated()
-        .to_string();
+    let blob_key_id = ekms_wire::plan::key_id_of(header.key_id);
     if let Some(r) = &requested
         && r.key_id != blob_key_id
     {

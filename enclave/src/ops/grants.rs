@@ -364,7 +364,7 @@ pub(super) fn create_grant(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         dry_run(input.dry_run)?;
         return reply(&json!({"GrantId": grant_id, "GrantToken": token}), vec![]);
     }
-    let Some(RecordId::Key(k)) = RecordId::key(&key.key_id) else {
+    let Some(k) = RecordId::key(&key.key_id).and_then(|r| r.key_bits()) else {
         return Err(OpError::Stale);
     };
     if ctx.core.ledger()?.grant_count(k) >= grant::MAX_GRANTS_PER_KEY {
@@ -389,6 +389,7 @@ pub(super) fn create_grant(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         constraints: wanted.constraints,
         issuing_account: format!("arn:aws:iam::{}:root", ctx.core.config.account),
         created_ms: ctx.now_ms,
+        region: Some(key.region.clone()),
         generation: 0,
         opened: None,
     };
@@ -461,14 +462,14 @@ pub(super) fn list_grants(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let limit = limit(&input)?;
     let after = marker(&input)?;
     let key = ctx.resolve(key_id)?;
-    let Some(RecordId::Key(k)) = RecordId::key(&key.key_id) else {
+    let Some(k) = RecordId::key(&key.key_id).and_then(|r| r.key_bits()) else {
         return Err(OpError::Stale);
     };
     if input.grant_id.is_some() || input.grantee_principal.is_some() {
         let mut found: Vec<GrantRecord> = ctx
             .supplied_grants()?
             .into_iter()
-            .filter(|g| g.key_id == key.key_id)
+            .filter(|g| g.key_id == key.key_id && g.in_region(&key.region))
             .filter(|g| input.grant_id.as_ref().is_none_or(|id| *id == g.grant_id))
             .filter(|g| {
                 input
@@ -486,7 +487,11 @@ pub(super) fn list_grants(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let (ids, more) = ctx.core.ledger()?.grant_page(k, after.as_deref(), limit);
     let mut page = Vec::with_capacity(ids.len());
     for id in &ids {
-        page.push(ctx.grant(&key.key_id, id)?.ok_or(OpError::Stale)?);
+        let g = ctx.grant(&key.key_id, id)?.ok_or(OpError::Stale)?;
+        // A multi-Region key's other replicas' grants are theirs (the page may come out short).
+        if g.in_region(&key.region) {
+            page.push(g);
+        }
     }
     page_of(ctx, &page, more, |g| g.grant_id.clone())
 }

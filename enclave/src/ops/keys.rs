@@ -27,14 +27,14 @@ const KEY_USAGES: &[&str] = &[
     "KEY_AGREEMENT",
 ];
 const ORIGINS: &[&str] = &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
-const MAX_DESCRIPTION: usize = 8192;
+pub(crate) const MAX_DESCRIPTION: usize = 8192;
 
 /// `KeyMetadata` of a record, as AWS returns it.
-pub(crate) fn key_metadata(ctx: &Ctx<'_>, r: &KeyRecord) -> Value {
+pub(crate) fn key_metadata(r: &KeyRecord) -> Value {
     let mut m = json!({
         "AWSAccountId": r.account,
         "KeyId": r.key_id,
-        "Arn": ctx.key_arn(&r.key_id),
+        "Arn": r.arn(),
         "CreationDate": seconds(r.created_ms),
         "Enabled": r.state == KeyState::Enabled,
         "Description": r.description,
@@ -44,8 +44,9 @@ pub(crate) fn key_metadata(ctx: &Ctx<'_>, r: &KeyRecord) -> Value {
         "KeyManager": "CUSTOMER",
         "CustomerMasterKeySpec": r.spec,
         "KeySpec": r.spec,
-        "MultiRegion": false,
+        "MultiRegion": r.is_multi_region(),
     });
+    super::multi_region::describe(r, &mut m);
     if let Some(spec) = r.key_spec() {
         let member = match r.usage.as_str() {
             "SIGN_VERIFY" => "SigningAlgorithms",
@@ -188,9 +189,6 @@ fn kind_of(input: &CreateKeyInput) -> Result<(&'static keyspec::Spec, String, St
     } else if origin != "AWS_KMS" {
         return Err(unsupported(format!("Origin {origin}")));
     }
-    if input.multi_region == Some(true) {
-        return Err(unsupported("A multi-Region key".into()));
-    }
     if input.custom_key_store_id.is_some() || input.xks_key_id.is_some() {
         return Err(unsupported("A custom key store".into()));
     }
@@ -218,10 +216,17 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     }
     let mut id = [0u8; 16];
     rand::fill(&mut id).map_err(EnclaveError::from)?;
-    let key_id = uuid::Builder::from_random_bytes(id)
+    // A multi-Region key's id is a version-8 UUID, written `mrk-…` (see `plan::key_id_bytes`).
+    let multi_region = input.multi_region == Some(true);
+    let key_id = plan::key_id_of(
+        *if multi_region {
+            uuid::Builder::from_custom_bytes(id)
+        } else {
+            uuid::Builder::from_random_bytes(id)
+        }
         .into_uuid()
-        .hyphenated()
-        .to_string();
+        .as_bytes(),
+    );
     // An EXTERNAL key has no material until one is imported (version 0 is none).
     let external = origin == "EXTERNAL";
     let mut materials = Vec::new();
@@ -259,6 +264,10 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         rotation: None,
         on_demand_rotations: 0,
         imports: Vec::new(),
+        multi_region: multi_region.then(|| crate::replica::MultiRegion {
+            primary: ctx.region.clone(),
+            replicas: std::collections::BTreeMap::new(),
+        }),
         generation: 0,
         opened: None,
     };
@@ -270,16 +279,13 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         )?;
     }
     let write = ctx.put_key(&mut rec)?;
-    reply(
-        &json!({ "KeyMetadata": key_metadata(ctx, &rec) }),
-        vec![write],
-    )
+    reply(&json!({ "KeyMetadata": key_metadata(&rec) }), vec![write])
 }
 
 pub(crate) fn describe_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: KeyIdInput = parse(body)?;
     let rec = ctx.resolve(input.key_id()?)?;
-    reply(&json!({ "KeyMetadata": key_metadata(ctx, &rec) }), vec![])
+    reply(&json!({ "KeyMetadata": key_metadata(&rec) }), vec![])
 }
 
 #[derive(Deserialize)]
@@ -320,8 +326,8 @@ pub(crate) fn list_keys(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     check_page(&input, 1000)?;
     let after = match input.marker.as_deref().and_then(plan::decode_marker) {
         Some(m) => match RecordId::key(&m) {
-            Some(RecordId::Key(u)) => Some(u),
-            _ => {
+            Some(id) => Some(id),
+            None => {
                 return Err(KmsError::new(
                     KmsErrorCode::InvalidMarkerException,
                     "Marker is invalid",
@@ -337,7 +343,7 @@ pub(crate) fn list_keys(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .core
         .ledger()
         .map_err(OpError::from)?
-        .key_page(after, page_limit(input.limit, plan::DEFAULT_LIMIT));
+        .key_page(after.as_ref(), page_limit(input.limit, plan::DEFAULT_LIMIT));
     let mut keys = Vec::with_capacity(ids.len());
     for id in &ids {
         let name = key_name(*id);
@@ -404,6 +410,23 @@ pub(crate) fn schedule_key_deletion(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     }
     let mut rec = ctx.resolve_key_only(key_id)?;
     require_not_pending(ctx, &rec)?;
+    // A multi-Region primary goes after its replicas (AWS holds it in PendingReplicaDeletion
+    // meanwhile; here the replicas are scheduled first).
+    if rec
+        .multi_region
+        .as_ref()
+        .is_some_and(|m| m.primary == rec.region && !m.replicas.is_empty())
+    {
+        return Err(KmsError::new(
+            KmsErrorCode::UnsupportedOperationException,
+            format!(
+                "{} is a multi-region primary key with replicas: schedule the deletion of its \
+                 replicas first, or make another region the primary (UpdatePrimaryRegion).",
+                rec.arn()
+            ),
+        )
+        .into());
+    }
     let deletion = ctx.now_ms + days * 86_400_000;
     rec.state = KeyState::PendingDeletion;
     rec.deletion_ms = Some(deletion);

@@ -12,6 +12,7 @@ mod import;
 mod key_policy;
 mod keys;
 mod mac;
+mod multi_region;
 mod principals;
 mod public_key;
 mod recovery;
@@ -168,6 +169,8 @@ impl Ctx<'_> {
         match op {
             "CreateKey" => keys::create_key(self, body),
             "DescribeKey" => keys::describe_key(self, body),
+            "ReplicateKey" => multi_region::replicate_key(self, body),
+            "UpdatePrimaryRegion" => multi_region::update_primary_region(self, body),
             "ListKeys" => keys::list_keys(self, body),
             "EnableKey" => keys::enable_key(self, body),
             "DisableKey" => keys::disable_key(self, body),
@@ -270,8 +273,9 @@ impl Ctx<'_> {
         };
         let mut rec: KeyRecord = record::open(self.keys, Kind::Key, Some(key_id), &sealed.0)?;
         rec.opened = Some(self.core.ledger()?.check(&rid, rec.generation, &sealed.0)?);
-        // Keys are regional: a key of another region does not exist in this one.
-        if rec.region != self.region {
+        // Keys are regional: a key of another region does not exist in this one (a
+        // multi-Region key is seen as its replica here, if it has one).
+        if !rec.view_from(&self.region) {
             return Ok(None);
         }
         // Imported material past its ValidTo is gone, by this enclave's clock.
@@ -414,7 +418,7 @@ pub(crate) fn key_write(
         expected: expected.map(|v| v.seq),
         sealed: SealedBlob(sealed),
         state: rec.state.as_str().to_owned(),
-        deletion_date: rec.deletion_ms.map(|ms| ms / 1000),
+        deletion_date: rec.earliest_deletion_ms().map(|ms| ms / 1000),
         rotation_date: rec.rotation.map(|s| s.next_ms() / 1000),
     };
     Ok((write, change))
@@ -426,10 +430,7 @@ pub(crate) fn alias_write(
     keys: &Keyring,
     rec: &mut AliasRecord,
 ) -> Result<(StoreWrite, Change), EnclaveError> {
-    let target = match RecordId::key(&rec.target) {
-        Some(RecordId::Key(u)) => Some(u),
-        _ => None,
-    };
+    let target = RecordId::key(&rec.target).and_then(|t| t.key_bits());
     let expected = rec.opened;
     rec.generation = core.ledger()?.next_seq();
     let sealed = record::seal(keys.current(), Kind::Alias, &rec.name, rec)?;

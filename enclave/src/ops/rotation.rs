@@ -115,6 +115,10 @@ pub(crate) fn enable_key_rotation(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     // The effective period, so that a Deny on larger periods also applies to the default.
     ctx.condition("kms:RotationPeriodInDays", vec![days.to_string()]);
     let mut key = ctx.resolve_key_only(key_id)?;
+    // A multi-Region key rotates as a set, managed from its primary.
+    if super::multi_region::is_replica(&key) {
+        return Err(super::multi_region::not_primary(&key).into());
+    }
     not_symmetric(&key)?;
     not_generated(ctx, &key)?;
     require_enabled(ctx, &key)?;
@@ -137,6 +141,10 @@ pub(crate) fn enable_key_rotation(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
 pub(crate) fn disable_key_rotation(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: KeyIdInput = parse(body)?;
     let mut key = ctx.resolve_key_only(input.key_id()?)?;
+    // A multi-Region key rotates as a set, managed from its primary.
+    if super::multi_region::is_replica(&key) {
+        return Err(super::multi_region::not_primary(&key).into());
+    }
     not_symmetric(&key)?;
     not_generated(ctx, &key)?;
     require_enabled(ctx, &key)?;
@@ -169,6 +177,10 @@ pub(crate) fn get_key_rotation_status(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
 pub(crate) fn rotate_key_on_demand(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: KeyIdInput = parse(body)?;
     let mut key = ctx.resolve_key_only(input.key_id()?)?;
+    // A multi-Region key rotates as a set, managed from its primary.
+    if super::multi_region::is_replica(&key) {
+        return Err(super::multi_region::not_primary(&key).into());
+    }
     not_symmetric(&key)?;
     require_enabled(ctx, &key)?;
     if key.on_demand_rotations >= LIMITS.max_on_demand {

@@ -230,3 +230,207 @@ fn a_host_that_hides_a_regions_alias_or_key_is_refused() {
     env.keys = keys;
     assert_eq!(listed_keys(&mut env, EU).len(), 1);
 }
+
+fn describe(env: &mut Env, region: &str, key: &str) -> Value {
+    env.call_in(region, "DescribeKey", json!({"KeyId": key}))
+        .unwrap()["KeyMetadata"]
+        .clone()
+}
+
+#[test]
+#[allow(clippy::too_many_lines)] // one story: create, replicate, use, rotate, move, delete
+fn a_multi_region_key_shares_its_material_and_keeps_each_regions_own_state() {
+    let mut env = Env::new();
+    let out = env
+        .call_in(
+            US,
+            "CreateKey",
+            json!({"MultiRegion": true, "Description": "p"}),
+        )
+        .unwrap();
+    let id = out["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("mrk-") && id.len() == 36, "{id}");
+    let m = &out["KeyMetadata"];
+    assert_eq!(m["MultiRegion"], true);
+    assert_eq!(
+        m["MultiRegionConfiguration"]["MultiRegionKeyType"],
+        "PRIMARY"
+    );
+    assert_eq!(m["MultiRegionConfiguration"]["PrimaryKey"]["Region"], US);
+    assert_eq!(m["MultiRegionConfiguration"]["ReplicaKeys"], json!([]));
+    // Not in eu-west-1 until replicated.
+    let (c, _) = code(env.call_in(EU, "DescribeKey", json!({"KeyId": id})));
+    assert_eq!(c, KmsErrorCode::NotFoundException);
+    let out = env
+        .call_in(
+            US,
+            "ReplicateKey",
+            json!({"KeyId": id, "ReplicaRegion": EU, "Description": "r",
+                   "Tags": [{"TagKey": "t", "TagValue": "v"}]}),
+        )
+        .unwrap();
+    let r = &out["ReplicaKeyMetadata"];
+    assert_eq!(
+        r["Arn"],
+        format!("arn:aws:kms:eu-west-1:111122223333:key/{id}")
+    );
+    assert_eq!(r["Description"], "r");
+    assert_eq!(
+        r["MultiRegionConfiguration"]["MultiRegionKeyType"],
+        "REPLICA"
+    );
+    assert_eq!(
+        out["ReplicaTags"],
+        json!([{"TagKey": "t", "TagValue": "v"}])
+    );
+    assert!(out["ReplicaPolicy"].as_str().unwrap().contains("kms:*"));
+    let p = describe(&mut env, US, &id);
+    assert_eq!(p["Description"], "p");
+    assert_eq!(
+        p["MultiRegionConfiguration"]["ReplicaKeys"],
+        json!([{"Arn": format!("arn:aws:kms:eu-west-1:111122223333:key/{id}"), "Region": EU}])
+    );
+    // One material: what one region encrypts, the other decrypts.
+    let blob = env
+        .call_in(US, "Encrypt", json!({"KeyId": id, "Plaintext": "AAEC"}))
+        .unwrap()["CiphertextBlob"]
+        .clone();
+    let out = env
+        .call_in(EU, "Decrypt", json!({"CiphertextBlob": blob}))
+        .unwrap();
+    assert_eq!(out["Plaintext"], "AAEC");
+    assert_eq!(
+        out["KeyId"],
+        format!("arn:aws:kms:eu-west-1:111122223333:key/{id}")
+    );
+    // Rotation is the set's, from the primary; a replica refuses to manage it.
+    env.call_in(US, "RotateKeyOnDemand", json!({"KeyId": id}))
+        .unwrap();
+    let (c, m) = code(env.call_in(EU, "EnableKeyRotation", json!({"KeyId": id})));
+    assert_eq!(c, KmsErrorCode::UnsupportedOperationException);
+    assert!(m.ends_with("is not a multi-region primary key."), "{m}");
+    let blob2 = env
+        .call_in(US, "Encrypt", json!({"KeyId": id, "Plaintext": "AAEC"}))
+        .unwrap()["CiphertextBlob"]
+        .clone();
+    for b in [&blob, &blob2] {
+        env.call_in(EU, "Decrypt", json!({"CiphertextBlob": b}))
+            .unwrap();
+    }
+    // State is each region's own.
+    env.call_in(EU, "DisableKey", json!({"KeyId": id})).unwrap();
+    let (c, _) = code(env.call_in(EU, "Encrypt", json!({"KeyId": id, "Plaintext": "AA=="})));
+    assert_eq!(c, KmsErrorCode::DisabledException);
+    env.call_in(US, "Encrypt", json!({"KeyId": id, "Plaintext": "AA=="}))
+        .unwrap();
+    env.call_in(EU, "EnableKey", json!({"KeyId": id})).unwrap();
+    // Only the primary replicates, and once per region.
+    let (c, m) = code(env.call_in(
+        EU,
+        "ReplicateKey",
+        json!({"KeyId": id, "ReplicaRegion": "ap-south-2"}),
+    ));
+    assert_eq!(c, KmsErrorCode::UnsupportedOperationException);
+    assert_eq!(
+        m,
+        format!("arn:aws:kms:eu-west-1:111122223333:key/{id} is not a multi-region primary key.")
+    );
+    let (c, _) = code(env.call_in(
+        US,
+        "ReplicateKey",
+        json!({"KeyId": id, "ReplicaRegion": EU}),
+    ));
+    assert_eq!(c, KmsErrorCode::AlreadyExistsException);
+    // The key appears in each region's listing, with that region's ARN.
+    assert!(
+        listed_keys(&mut env, EU).contains(&format!("arn:aws:kms:eu-west-1:111122223333:key/{id}"))
+    );
+    // The primary moves.
+    env.call_in(
+        US,
+        "UpdatePrimaryRegion",
+        json!({"KeyId": id, "PrimaryRegion": EU}),
+    )
+    .unwrap();
+    assert_eq!(
+        describe(&mut env, EU, &id)["MultiRegionConfiguration"]["MultiRegionKeyType"],
+        "PRIMARY"
+    );
+    assert_eq!(
+        describe(&mut env, US, &id)["MultiRegionConfiguration"]["MultiRegionKeyType"],
+        "REPLICA"
+    );
+    // The primary with replicas is not deleted first; a replica's deletion is its own.
+    let (c, _) = code(env.call_in(
+        EU,
+        "ScheduleKeyDeletion",
+        json!({"KeyId": id, "PendingWindowInDays": 7}),
+    ));
+    assert_eq!(c, KmsErrorCode::UnsupportedOperationException);
+    env.call_in(
+        US,
+        "ScheduleKeyDeletion",
+        json!({"KeyId": id, "PendingWindowInDays": 7}),
+    )
+    .unwrap();
+    assert_eq!(describe(&mut env, US, &id)["KeyState"], "PendingDeletion");
+    assert_eq!(describe(&mut env, EU, &id)["KeyState"], "Enabled");
+    // When the window has passed, the sweep removes that replica only: the set lives on.
+    env.call_in(
+        US,
+        "CreateAlias",
+        json!({"AliasName": "alias/us", "TargetKeyId": id}),
+    )
+    .unwrap_err();
+    let now = chrono::Utc::now() + chrono::Duration::days(8);
+    let (writes, token) = env
+        .core
+        .sweep(env.domain.keyring(), &env.keys, now)
+        .unwrap();
+    assert_eq!(writes.len(), 1);
+    let ekms_wire::msg::StoreWrite::PutKey { sealed, .. } = &writes[0] else {
+        panic!("expected the key set to be rewritten, got {writes:?}");
+    };
+    env.core.ledger().unwrap().commit(token).unwrap();
+    env.keys = vec![sealed.clone()];
+    let (c, _) = code(env.call_in(US, "DescribeKey", json!({"KeyId": id})));
+    assert_eq!(c, KmsErrorCode::NotFoundException);
+    let eu = describe(&mut env, EU, &id);
+    assert_eq!(eu["KeyState"], "Enabled");
+    assert_eq!(eu["MultiRegionConfiguration"]["ReplicaKeys"], json!([]));
+    env.call_in(EU, "Decrypt", json!({"CiphertextBlob": blob}))
+        .unwrap();
+}
+
+#[test]
+fn a_multi_region_replicas_grants_are_its_own() {
+    let mut env = Env::new();
+    let id = env
+        .call_in(US, "CreateKey", json!({"MultiRegion": true}))
+        .unwrap()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.call_in(
+        US,
+        "ReplicateKey",
+        json!({"KeyId": id, "ReplicaRegion": EU}),
+    )
+    .unwrap();
+    env.call_in(
+        US,
+        "CreateGrant",
+        json!({"KeyId": id, "GranteePrincipal": "arn:aws:iam::111122223333:user/bob",
+               "Operations": ["Encrypt"]}),
+    )
+    .unwrap();
+    let grants = |env: &mut Env, region: &str| {
+        env.call_in(region, "ListGrants", json!({"KeyId": id}))
+            .unwrap()["Grants"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(grants(&mut env, US), 1);
+    assert_eq!(grants(&mut env, EU), 0);
+}
