@@ -26,6 +26,7 @@ pub mod principal;
 pub mod record;
 pub mod replay;
 pub mod server;
+pub mod usage;
 pub mod witness;
 
 pub use crate::core::{Config, Core};

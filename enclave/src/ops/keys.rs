@@ -258,6 +258,7 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         retired: crate::material::Retired::default(),
         rotation: None,
         on_demand_rotations: 0,
+        usage_tracked: true,
         imports: Vec::new(),
         generation: 0,
         opened: None,
