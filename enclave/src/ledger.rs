@@ -1,5 +1,5 @@
 //! The enclave's authenticated view of the store: for every record of the domain (keys, aliases,
-//! principals, and the tombstones of deleted ones) the sequence number and digest of the one
+//! principals, grants, keys' last-usage records, and the tombstones of deleted ones) the sequence number and digest of the one
 //! sealed copy that is current. Sealing stops the host from reading or forging a record; this
 //! view stops it from choosing which authentic copy to show: an older one (rollback), one of two
 //! written from the same version (a fork), a deleted one (resurrection), or none (hiding).
@@ -67,6 +67,8 @@ pub enum RecordId {
     Principal(Box<str>),
     /// A grant: its key (UUID) and its grant id.
     Grant(u128, Box<str>),
+    /// The last-usage record of a key (UUID), `GetKeyLastUsage`.
+    Usage(u128),
 }
 
 impl RecordId {
@@ -112,7 +114,7 @@ impl RecordId {
     #[must_use]
     pub fn name(&self) -> String {
         match self {
-            Self::Key(u) | Self::Mrk(u) => key_name(*u),
+            Self::Key(u) | Self::Mrk(u) | Self::Usage(u) => key_name(*u),
             Self::Alias(n) | Self::Principal(n) => n.to_string(),
             Self::Grant(u, g) => format!("{}/{g}", key_name(*u)),
         }
@@ -686,6 +688,10 @@ fn summand(key: &hmac::Key, id: &RecordId, e: &Entry) -> [u64; 4] {
             ctx.update(&[5]);
             ctx.update(&u.to_be_bytes());
             ctx.update(g.as_bytes());
+        }
+        RecordId::Usage(u) => {
+            ctx.update(&[7]);
+            ctx.update(&u.to_be_bytes());
         }
     }
     // The id above has a fixed length (keys) or is followed by a 0 byte that no name holds.

@@ -27,6 +27,7 @@ pub mod record;
 pub mod replay;
 pub mod replica;
 pub mod server;
+pub mod usage;
 pub mod witness;
 
 pub use crate::core::{Config, Core};

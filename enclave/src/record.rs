@@ -47,6 +47,8 @@ pub enum Kind {
     /// An import token: the wrapping key of one `GetParametersForImport`, never stored by the
     /// host (see `imported`).
     ImportToken = 6,
+    /// The last use of a key (`GetKeyLastUsage`), sealed under the key's id (see `usage`).
+    Usage = 7,
 }
 
 pub use ekms_wire::sealed::{SealedHeader, peek};
@@ -222,6 +224,10 @@ pub struct KeyRecord {
     /// On-demand rotations made so far (AWS allows a limited number per key).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub on_demand_rotations: u32,
+    /// Whether the enclave has tracked this key's last usage since its creation (true for keys
+    /// made since `GetKeyLastUsage` exists; an older key is tracked from the enclave's start).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_tracked: bool,
     /// For an `EXTERNAL` key: what is known of each material ever imported, kept when the
     /// material itself is deleted or expires (see `imported`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -382,6 +388,17 @@ pub fn index(keys: &Keyring, sealed: &[u8]) -> Result<Indexed, EnclaveError> {
         3 => Indexed {
             id: RecordId::principal(&id),
             generation: open::<GenerationOnly>(keys, Kind::Principal, None, sealed)?.generation,
+            live: true,
+            target: None,
+        },
+        7 => Indexed {
+            id: match crate::ledger::RecordId::key(&id).and_then(|k| k.key_bits()) {
+                Some(u) => RecordId::Usage(u),
+                None => return Err(EnclaveError::BadRecord),
+            },
+            generation: open::<crate::usage::UsageRecord>(keys, Kind::Usage, None, sealed)?
+                .checked(&id)?
+                .generation,
             live: true,
             target: None,
         },

@@ -51,6 +51,12 @@ impl RequestId {
         }
         Self(id)
     }
+
+    /// Its 16 bytes (shown as the request's id, see `plan::request_id`).
+    #[must_use]
+    pub fn bytes(self) -> [u8; 16] {
+        self.0
+    }
 }
 
 /// Why a state-changing request may not run.

@@ -32,6 +32,7 @@ impl std::fmt::Display for Leftover {
             Self::Records(Table::Aliases) => f.write_str("alias records in the store"),
             Self::Records(Table::Principals) => f.write_str("principal records in the store"),
             Self::Records(Table::Grants) => f.write_str("grant records in the store"),
+            Self::Records(Table::Usage) => f.write_str("key usage records in the store"),
             Self::Records(Table::Tombstones) => {
                 f.write_str("tombstones of deleted records in the store")
             }

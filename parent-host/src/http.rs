@@ -82,9 +82,35 @@ pub fn error_response(code: KmsErrorCode, message: &str) -> Response {
 }
 
 fn add_request_id(h: &mut axum::http::HeaderMap) {
-    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::from_u128(rand_u128()).to_string()) {
+    set_request_id(h, &uuid::Uuid::from_u128(rand_u128()).to_string());
+}
+
+fn set_request_id(h: &mut axum::http::HeaderMap, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
         h.insert("x-amzn-requestid", v);
     }
+}
+
+/// The request id of a signed request (`plan::request_id`): the same id the enclave records as
+/// `KmsRequestId` when the request uses a key, so a client can match `GetKeyLastUsage` to its
+/// own logs. `None` without a well-formed `SigV4` signature (a random id is used then).
+#[must_use]
+pub fn request_id_of(authorization: &str) -> Option<String> {
+    let sig = authorization
+        .split("Signature=")
+        .nth(1)?
+        .split(',')
+        .next()?
+        .trim();
+    if sig.len() != 64 || !sig.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, sig.as_bytes());
+    let mut id = [0u8; 16];
+    for (dst, src) in id.iter_mut().zip(d.as_ref()) {
+        *dst = *src;
+    }
+    Some(ekms_wire::plan::request_id(id))
 }
 
 fn rand_u128() -> u128 {
@@ -152,8 +178,17 @@ async fn kms(State(relay): State<Arc<Relay>>, req: Request) -> Response {
             .collect(),
         body: body.to_vec(),
     };
+    let signed_id = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(request_id_of);
     let answer = relay.kms(&op, http, akid.as_deref()).await;
-    let request_id = || uuid::Uuid::from_u128(rand_u128()).to_string();
+    let request_id = || {
+        signed_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::from_u128(rand_u128()).to_string())
+    };
     match answer {
         Answer::Ok(body) if sts => crate::sts::ok_response(body, &request_id()),
         Answer::Err(code, message) if sts => {
@@ -163,10 +198,14 @@ async fn kms(State(relay): State<Arc<Relay>>, req: Request) -> Response {
             let mut resp = Response::new(Body::from(body));
             let h = resp.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-            add_request_id(h);
+            set_request_id(h, &request_id());
             resp
         }
-        Answer::Err(code, message) => error_response(code, &message),
+        Answer::Err(code, message) => {
+            let mut resp = error_response(code, &message);
+            set_request_id(resp.headers_mut(), &request_id());
+            resp
+        }
         Answer::Forwarded {
             status,
             headers,
@@ -491,6 +530,30 @@ async fn fallback() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_id_comes_from_the_signature_only_when_it_is_well_formed() {
+        let sig = "a".repeat(64);
+        let h = format!(
+            "AWS4-HMAC-SHA256 Credential=EKMSABC/20261122/us-east-1/kms/aws4_request, \
+             SignedHeaders=host;x-amz-date, Signature={sig}"
+        );
+        let id = request_id_of(&h).unwrap();
+        assert_eq!(id, request_id_of(&h).unwrap());
+        assert!(uuid::Uuid::try_parse(&id).is_ok());
+        // SHA-256 of the signature's hex text, first 16 bytes: what the enclave records.
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, sig.as_bytes());
+        let mut want = [0u8; 16];
+        want.copy_from_slice(&d.as_ref()[..16]);
+        assert_eq!(id, uuid::Uuid::from_bytes(want).hyphenated().to_string());
+        assert_ne!(
+            id,
+            request_id_of(&h.replace(&sig, &"b".repeat(64))).unwrap()
+        );
+        assert!(request_id_of(&h.replace(&sig, "00")).is_none());
+        assert!(request_id_of(&h.replace(&sig, &"A".repeat(64))).is_none());
+        assert!(request_id_of("AWS4-HMAC-SHA256 Credential=x").is_none());
+    }
 
     #[test]
     fn access_key_is_read_from_the_credential_scope() {

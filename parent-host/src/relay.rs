@@ -375,6 +375,14 @@ impl Relay {
             None => (None, None),
         };
         let grants = self.grants_of(&plan, &keys, name.as_deref(), &mut next_marker)?;
+        let mut usage = Vec::new();
+        if op == "GetKeyLastUsage" {
+            for r in &plan.keys {
+                if let KeyRef::Id(id) = r {
+                    usage.extend(self.store.usage(id)?);
+                }
+            }
+        }
         Ok(KmsCall {
             http: http.clone(),
             principal,
@@ -383,6 +391,7 @@ impl Relay {
             principals,
             grants,
             next_marker,
+            usage,
         })
     }
 
@@ -543,7 +552,8 @@ impl Relay {
                     remember(&self.cache.aliases, name, (sealed.clone(), key_id.clone()));
                 }
                 StoreWrite::DeleteAlias { name, .. } => forget(&self.cache.aliases, name),
-                StoreWrite::PutTombstone { .. } => {}
+                // Usage records are read only by GetKeyLastUsage, from the store.
+                StoreWrite::PutTombstone { .. } | StoreWrite::PutUsage { .. } => {}
                 StoreWrite::DeleteKey { key_id, .. } => {
                     self.forget_keys(std::slice::from_ref(key_id));
                 }

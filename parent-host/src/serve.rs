@@ -191,7 +191,11 @@ async fn serve_with(
     // Tests and scripts read this line.
     println!("ekms: listening on {endpoint}");
     let sweeper = tokio::spawn(sweep_loop(Arc::clone(&relay)));
-    let app = router(AppState { relay, custody });
+    let usage = tokio::spawn(usage_loop(Arc::clone(&relay)));
+    let app = router(AppState {
+        relay: Arc::clone(&relay),
+        custody,
+    });
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -199,6 +203,11 @@ async fn serve_with(
     .with_graceful_shutdown(shutdown_signal())
     .await;
     sweeper.abort();
+    usage.abort();
+    // The uses since the last write-back would be lost with the enclave: write them now.
+    if let Err(e) = flush_usage_once(&relay).await {
+        tracing::warn!(error = %e, "could not write key usage back at shutdown");
+    }
     watch.abort();
     committer_task.abort();
     eprintln!("ekms: shutting down");
@@ -319,6 +328,60 @@ pub async fn rotate_once(relay: &Relay) -> Result<usize, HostError> {
             Ok(0)
         }
     }
+}
+
+/// Writes the enclave's record of key usage back every [`USAGE_FLUSH_INTERVAL`]
+/// (`GetKeyLastUsage`). The enclave decides what is written and seals it; a host that stops
+/// asking only gets cryptographic operations refused once usage waited too long.
+async fn usage_loop(relay: Arc<Relay>) {
+    loop {
+        tokio::time::sleep(USAGE_FLUSH_INTERVAL).await;
+        if let Err(e) = flush_usage_once(&relay).await {
+            tracing::warn!(error = %e, "key usage write-back failed");
+        }
+    }
+}
+
+/// How often `serve` asks the enclave to write key usage back (the enclave's
+/// `usage::FLUSH_INTERVAL`; see docs/formats.md for what a crash can lose).
+pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One write-back of key usage: the enclave's sealed usage records, made durable and committed,
+/// batch after batch while the enclave says more wait. Returns how many records were written.
+pub async fn flush_usage_once(relay: &Relay) -> Result<usize, HostError> {
+    use ekms_wire::msg::{EnclaveResponse, Fault, HostRequest};
+    // Bounded, so a stream of new uses cannot keep one pass going for ever.
+    const MAX_BATCHES: usize = 64;
+    let mut written = 0;
+    for _ in 0..MAX_BATCHES {
+        match relay.enclave().call(&HostRequest::FlushUsage).await? {
+            EnclaveResponse::UsageFlushed {
+                writes,
+                token,
+                more,
+            } => {
+                let n = writes.len();
+                if n > 0 {
+                    relay.persist(writes, token).await?;
+                    written += n;
+                }
+                if !more {
+                    break;
+                }
+            }
+            // Nothing to write on a sealed or following enclave.
+            EnclaveResponse::Fault(Fault::Sealed | Fault::NotWriter) => break,
+            EnclaveResponse::Fault(f) => return Err(HostError::Fault(f)),
+            other => {
+                tracing::error!(?other, "unexpected reply to a usage write-back");
+                break;
+            }
+        }
+    }
+    if written > 0 {
+        tracing::debug!(records = written, "wrote key usage back");
+    }
+    Ok(written)
 }
 
 async fn shutdown_signal() {

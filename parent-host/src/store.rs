@@ -80,6 +80,8 @@ pub trait Store: Send + Sync + 'static {
     /// Enabled keys whose (unauthenticated) index says their next automatic rotation is at or
     /// before `now` (Unix seconds): candidates only; the enclave decides which are due.
     fn due_for_rotation(&self, now: i64, limit: usize) -> Result<Vec<SealedBlob>, HostError>;
+    /// The sealed last-usage record of a key (`GetKeyLastUsage`).
+    fn usage(&self, key_id: &str) -> Result<Option<SealedBlob>, HostError>;
     /// The domain record (the enclave's sealed keyring), if a domain was created.
     fn domain(&self) -> Result<Option<SealedBlob>, HostError>;
     /// Stores the domain record at `generation`: the first one when `expected` is `None`, else
@@ -95,12 +97,13 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Every table of sealed records, in the order the enclave loads them.
-pub const RECORD_TABLES: [Table; 5] = [
+pub const RECORD_TABLES: [Table; 6] = [
     Table::Keys,
     Table::Aliases,
     Table::Principals,
     Table::Grants,
     Table::Tombstones,
+    Table::Usage,
 ];
 
 /// The record tables.
@@ -116,6 +119,8 @@ pub enum Table {
     Grants,
     /// Sealed tombstones of deleted keys and aliases.
     Tombstones,
+    /// Sealed last-usage records of keys.
+    Usage,
 }
 
 /// SQLite in the data dir.
@@ -175,6 +180,11 @@ CREATE TABLE IF NOT EXISTS tombstones (
     sealed BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS key_usage (
+    key_id TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    sealed BLOB NOT NULL
+);
 ";
 
 /// The schema version this host writes.
@@ -569,6 +579,14 @@ impl Store for SqliteStore {
                         "UPDATE tombstones SET generation = ?2, sealed = ?3 WHERE id = ?1 AND generation = ?4",
                         params![id, sql(*generation), sealed.0, sql(*expected)],
                     )?,
+                    StoreWrite::PutUsage { key_id, generation, expected: None, sealed } => tx.execute(
+                        "INSERT OR IGNORE INTO key_usage (key_id, generation, sealed) VALUES (?1, ?2, ?3)",
+                        params![key_id, sql(*generation), sealed.0],
+                    )?,
+                    StoreWrite::PutUsage { key_id, generation, expected: Some(prev), sealed } => tx.execute(
+                        "UPDATE key_usage SET generation = ?2, sealed = ?3 WHERE key_id = ?1 AND generation = ?4",
+                        params![key_id, sql(*generation), sealed.0, sql(*prev)],
+                    )?,
                     StoreWrite::DeleteKey { key_id, expected, generation, tombstone } => {
                         let n = tx.execute(
                             "DELETE FROM keys WHERE key_id = ?1 AND generation = ?2",
@@ -613,6 +631,17 @@ impl Store for SqliteStore {
                 Ok(SealedBlob(r.get(0)?))
             })?
             .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn usage(&self, key_id: &str) -> Result<Option<SealedBlob>, HostError> {
+        self.with(|c| {
+            Ok(
+                c.prepare_cached("SELECT sealed FROM key_usage WHERE key_id = ?1")?
+                    .query_row([key_id], |r| r.get(0))
+                    .optional()?
+                    .map(SealedBlob),
+            )
         })
     }
 
@@ -665,6 +694,9 @@ impl Store for SqliteStore {
             Table::Grants => "SELECT id, sealed FROM grants WHERE id > ?1 ORDER BY id LIMIT ?2",
             Table::Tombstones => {
                 "SELECT id, sealed FROM tombstones WHERE id > ?1 ORDER BY id LIMIT ?2"
+            }
+            Table::Usage => {
+                "SELECT key_id, sealed FROM key_usage WHERE key_id > ?1 ORDER BY key_id LIMIT ?2"
             }
         };
         self.with(|c| {
@@ -863,6 +895,31 @@ mod tests {
             s.principal_named("admin").unwrap(),
             Some(SealedBlob(vec![2]))
         );
+    }
+
+    #[test]
+    fn usage_records_are_written_over_their_generation_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let put = |generation, expected, byte| StoreWrite::PutUsage {
+            key_id: "k".into(),
+            generation,
+            expected,
+            sealed: SealedBlob(vec![byte]),
+        };
+        assert!(s.usage("k").unwrap().is_none());
+        s.apply(&[put(3, None, 1)]).unwrap();
+        assert!(matches!(
+            s.apply(&[put(4, None, 2)]),
+            Err(HostError::Conflict)
+        ));
+        assert!(matches!(
+            s.apply(&[put(5, Some(2), 2)]),
+            Err(HostError::Conflict)
+        ));
+        s.apply(&[put(5, Some(3), 3)]).unwrap();
+        assert_eq!(s.usage("k").unwrap(), Some(SealedBlob(vec![3])));
+        assert_eq!(s.scan(Table::Usage, None, 10).unwrap().records.len(), 1);
     }
 
     #[test]

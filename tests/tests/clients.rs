@@ -275,6 +275,15 @@ fn boto3_imported_key_material() {
     run_python("import_material.py");
 }
 
+/// GetKeyLastUsage through boto3: each tracked operation, with boto3's own request id.
+#[test]
+fn boto3_last_usage() {
+    if !have("python3", &["-c", "import boto3"]) {
+        return;
+    }
+    run_python("last_usage.py");
+}
+
 /// Runs `tests/py/SCRIPT ENDPOINT ACCESS_KEY SECRET_KEY` against a fresh appliance.
 fn run_python(script: &str) {
     let dir = tempfile::tempdir().unwrap();

@@ -76,6 +76,7 @@ async fn hostile(
         principals: vec![],
         grants: vec![],
         next_marker: None,
+        usage: vec![],
     };
     enclave_of(app, cid)
         .call(&HostRequest::Kms(Box::new(call)))

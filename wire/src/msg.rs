@@ -129,6 +129,11 @@ pub enum HostRequest {
         /// Sealed key records.
         keys: Vec<SealedBlob>,
     },
+    /// Write back the last usage of keys (`GetKeyLastUsage`): the enclave seals a usage record
+    /// for each key used since its last durable one (a bounded batch), and answers with the
+    /// writes to make durable. The host asks every few seconds and at shutdown; the enclave
+    /// refuses cryptographic operations when usage stays unwritten too long (docs/formats.md).
+    FlushUsage,
     /// Witnessed domain, on the writer: start a round that commits these prepared writes (the
     /// host has not made them durable yet). Answered with the intent for the witnesses.
     Propose {
@@ -222,6 +227,9 @@ pub struct KmsCall {
     pub grants: Vec<SealedBlob>,
     /// For list operations: the marker of the next page, if there is one.
     pub next_marker: Option<String>,
+    /// Sealed last-usage records of the keys the call names (`GetKeyLastUsage`).
+    #[serde(default)]
+    pub usage: Vec<SealedBlob>,
 }
 
 /// A reply from the enclave.
@@ -282,6 +290,15 @@ pub enum EnclaveResponse {
         writes: Vec<StoreWrite>,
         /// Commit token (0 when there are no writes).
         token: u64,
+    },
+    /// Answer to [`HostRequest::FlushUsage`]: the usage records to make durable, then commit.
+    UsageFlushed {
+        /// Sealed last-usage records, one per key used since its last durable record.
+        writes: Vec<StoreWrite>,
+        /// Commit token (0 when there are no writes).
+        token: u64,
+        /// Whether more keys wait (one request carries a bounded batch): ask again.
+        more: bool,
     },
     /// Answer to [`HostRequest::PeerChallenge`].
     Challenge {
@@ -641,6 +658,17 @@ pub enum StoreWrite {
         /// Generation the store must hold now.
         expected: u64,
         /// The sealed tombstone.
+        sealed: SealedBlob,
+    },
+    /// Insert or replace the sealed last-usage record of a key (`GetKeyLastUsage`).
+    PutUsage {
+        /// Key id (UUID).
+        key_id: String,
+        /// Generation of the new record.
+        generation: u64,
+        /// Generation the store must hold now (`None`: the key has no usage record yet).
+        expected: Option<u64>,
+        /// The sealed record.
         sealed: SealedBlob,
     },
     /// Replace a key by its sealed tombstone (the enclave decided that its deletion date passed).

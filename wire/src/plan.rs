@@ -329,6 +329,7 @@ pub const AWS_KMS_OPERATIONS: &[&str] = &[
     "GenerateDataKeyWithoutPlaintext",
     "GenerateMac",
     "GenerateRandom",
+    "GetKeyLastUsage",
     "GetKeyPolicy",
     "GetKeyRotationStatus",
     "GetParametersForImport",
@@ -358,6 +359,33 @@ pub const AWS_KMS_OPERATIONS: &[&str] = &[
     "Verify",
     "VerifyMac",
 ];
+
+/// The operations whose success counts as a use of the key for `GetKeyLastUsage` (AWS's
+/// `KeyLastUsageTrackingOperation` enum). ReEncrypt uses, and counts for, both of its keys.
+pub const LAST_USAGE_OPERATIONS: &[&str] = &[
+    "Decrypt",
+    "DeriveSharedSecret",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateMac",
+    "ReEncrypt",
+    "Sign",
+    "Verify",
+    "VerifyMac",
+];
+
+/// The request id of a signed request, as the appliance shows it (`x-amzn-RequestId`, and
+/// `KmsRequestId` in `GetKeyLastUsage`): the first 16 bytes of SHA-256 of the request's `SigV4`
+/// signature (64 lower-case hex digits), written as a UUID. Both sides compute the digest (this
+/// crate does no cryptography) and format it here, so the enclave records exactly the id the
+/// client was shown, and the host cannot choose it.
+#[must_use]
+pub fn request_id(digest16: [u8; 16]) -> String {
+    uuid::Uuid::from_bytes(digest16).hyphenated().to_string()
+}
 
 /// The operations of [`AWS_KMS_OPERATIONS`] that change state (keys, aliases, tags, policies,
 /// grants, rotation, key material, custom key stores). The enclave runs a signed request of one
@@ -519,6 +547,7 @@ mod tests {
             "GenerateDataKeyWithoutPlaintext",
             "GenerateMac",
             "GenerateRandom",
+            "GetKeyLastUsage",
             "GetKeyPolicy",
             "GetKeyRotationStatus",
             "GetParametersForImport",

@@ -119,6 +119,8 @@ pub struct Core {
     pub(crate) replay: crate::replay::ReplayCache,
     /// Witnessed rounds (as the writer) and the checkpoint held (as a witness).
     rounds: Mutex<witness::Rounds>,
+    /// Last uses of keys not yet written back (`GetKeyLastUsage`).
+    pub(crate) usage: crate::usage::Tracker,
 }
 
 fn refused(why: impl Into<Refusal>) -> EnclaveResponse {
@@ -138,6 +140,7 @@ impl Core {
             follower: AtomicBool::new(false),
             replay: crate::replay::ReplayCache::new(chrono::Utc::now()),
             rounds: Mutex::new(witness::Rounds::new()),
+            usage: crate::usage::Tracker::new(chrono::Utc::now().timestamp_millis()),
         }
     }
 
@@ -263,6 +266,7 @@ impl Core {
                 },
                 None => EnclaveResponse::Fault(Fault::Sealed),
             },
+            HostRequest::FlushUsage => self.flush_usage(),
             HostRequest::RotateDue { keys } => match self.domain() {
                 Some(d) => {
                     match ops::rotation::rotate_due(self, d.keyring(), &keys, chrono::Utc::now()) {
@@ -272,6 +276,24 @@ impl Core {
                 }
                 None => EnclaveResponse::Fault(Fault::Sealed),
             },
+        }
+    }
+
+    /// The key usage to write back (`HostRequest::FlushUsage`).
+    fn flush_usage(&self) -> EnclaveResponse {
+        let Some(d) = self.domain() else {
+            return EnclaveResponse::Fault(Fault::Sealed);
+        };
+        if self.follower.load(Ordering::Relaxed) {
+            return EnclaveResponse::Fault(Fault::NotWriter);
+        }
+        match ops::last_usage::flush(self, d.keyring()) {
+            Ok((writes, token, more)) => EnclaveResponse::UsageFlushed {
+                writes,
+                token,
+                more,
+            },
+            Err(_) => EnclaveResponse::Fault(Fault::Internal),
         }
     }
 

@@ -222,6 +222,7 @@ impl Core {
                     change,
                 )
             }
+            7 => ops::last_usage::reseal(self, keys, &id, &sealed.0)?,
             4 => {
                 let mut t: TombstoneRecord =
                     record::open(keys, Kind::Tombstone, Some(&id), &sealed.0)?;
@@ -293,6 +294,11 @@ pub(super) fn open_any(
         5 => {
             crate::grant::open(keys, &sealed.0)?;
             "grant"
+        }
+        7 => {
+            record::open::<crate::usage::UsageRecord>(keys, Kind::Usage, Some(&id), &sealed.0)?
+                .checked(&id)?;
+            "usage"
         }
         _ => return Err(EnclaveError::BadRecord),
     };

@@ -457,6 +457,7 @@ fn a_sealed_enclave_refuses_kms_calls_with_a_retryable_error() {
         principals: vec![],
         grants: vec![],
         next_marker: None,
+        usage: vec![],
     };
     let EnclaveResponse::Kms(KmsOutcome::Err { code, message }) =
         call(&core, HostRequest::Kms(Box::new(call_)))

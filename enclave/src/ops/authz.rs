@@ -127,7 +127,9 @@ impl Ctx<'_> {
     /// Whether the caller may do this operation with `key`; AWS's `AccessDeniedException` if
     /// not.
     pub(crate) fn authorize(&self, key: &KeyRecord) -> Result<(), OpError> {
-        self.authorize_with(key, key.policy.as_deref())
+        self.authorize_with(key, key.policy.as_deref())?;
+        self.note_use(key);
+        Ok(())
     }
 
     /// The caller's grants: those the host supplied (each must be the current record: an old

@@ -263,6 +263,7 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         retired: crate::material::Retired::default(),
         rotation: None,
         on_demand_rotations: 0,
+        usage_tracked: true,
         imports: Vec::new(),
         multi_region: multi_region.then(|| crate::replica::MultiRegion {
             primary: ctx.region.clone(),

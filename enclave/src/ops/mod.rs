@@ -11,6 +11,7 @@ mod grants;
 mod import;
 mod key_policy;
 mod keys;
+pub(crate) mod last_usage;
 mod mac;
 mod multi_region;
 mod principals;
@@ -116,12 +117,25 @@ pub async fn execute(
     } else {
         None
     };
+    let tracked = last_usage::tracked(&verified.operation);
+    if tracked.is_some() && core.usage.overdue() {
+        // The host has not written the last uses back for too long: serving on would let a
+        // crash lose more than the promised window (docs/formats.md).
+        return Err(KmsError::new(
+            KmsErrorCode::KMSInternalException,
+            "The key enclave cannot make key usage durable (the host has not written it back); \
+             retry the request.",
+        )
+        .into());
+    }
     let ctx = Ctx {
         core,
         keys,
         call,
         now_ms: now.timestamp_millis(),
         region: verified.region,
+        tracked,
+        used: RefCell::new(Vec::new()),
         changes: RefCell::new(Vec::new()),
         authz: authz::Authz {
             principal,
@@ -134,6 +148,20 @@ pub async fn execute(
         core.replay.release(id, verified.signed_at);
     }
     let (body, writes) = result?;
+    if let Some(op) = tracked {
+        let request = RequestId::of_signature(&verified.signature).bytes();
+        for (key, since_ms) in ctx.used.take() {
+            core.usage.record(
+                key,
+                crate::usage::Last {
+                    op,
+                    ms: ctx.now_ms,
+                    request,
+                    since_ms,
+                },
+            );
+        }
+    }
     let changes = ctx.changes.into_inner();
     let token = if changes.is_empty() {
         0
@@ -152,6 +180,11 @@ pub(crate) struct Ctx<'a> {
     pub(crate) now_ms: i64,
     /// The region the request is signed for: it sees only this region's keys and aliases.
     pub(crate) region: String,
+    /// The operation's index among those `GetKeyLastUsage` tracks, if it is one.
+    tracked: Option<u8>,
+    /// Keys the operation was authorized to use (and their tracking start), recorded as used if
+    /// it succeeds.
+    used: RefCell<Vec<(u128, i64)>>,
     /// State-view changes of the writes made so far, prepared together at the end.
     changes: RefCell<Vec<Change>>,
     /// Who calls, and what the policies need to know about the request.
@@ -213,6 +246,7 @@ impl Ctx<'_> {
             "GetKeyRotationStatus" => rotation::get_key_rotation_status(self, body),
             "RotateKeyOnDemand" => rotation::rotate_key_on_demand(self, body),
             "ListKeyRotations" => rotation::list_key_rotations(self, body),
+            "GetKeyLastUsage" => last_usage::get_key_last_usage(self, body),
             "GetParametersForImport" => import::get_parameters_for_import(self, body),
             "ImportKeyMaterial" => import::import_key_material(self, body),
             "DeleteImportedKeyMaterial" => import::delete_imported_key_material(self, body),
@@ -312,6 +346,17 @@ impl Ctx<'_> {
     /// view says is live.
     pub(crate) fn listed_alias(&self, record_name: &str) -> Result<AliasRecord, OpError> {
         self.alias_record(record_name)?.ok_or(OpError::Stale)
+    }
+
+    /// Notes that the operation may use `key`: a use, if the operation is tracked and succeeds.
+    pub(crate) fn note_use(&self, key: &KeyRecord) {
+        if self.tracked.is_some()
+            && let Some(u) = RecordId::key(&key.key_id).and_then(|k| k.key_bits())
+        {
+            self.used
+                .borrow_mut()
+                .push((u, last_usage::tracking_start(self.core, key)));
+        }
     }
 
     /// Records the state-view change of a write made by this operation.
@@ -499,7 +544,7 @@ pub(crate) fn tombstone_write(
         Kind::Alias => RecordId::alias(id),
         Kind::Principal => RecordId::principal(id),
         Kind::Grant => record::grant_id(id)?,
-        Kind::Tombstone | Kind::ImportToken => return Err(EnclaveError::BadRecord),
+        Kind::Tombstone | Kind::ImportToken | Kind::Usage => return Err(EnclaveError::BadRecord),
     };
     let tomb = TombstoneRecord {
         kind: kind as u8,

@@ -533,6 +533,7 @@ fn the_host_index_carries_the_next_rotation_date() {
             principals: vec![],
             grants: vec![],
             next_marker: None,
+            usage: vec![],
         };
         tokio::runtime::Builder::new_current_thread()
             .build()

@@ -23,6 +23,8 @@ struct Env {
     aliases: Vec<SealedBlob>,
     /// Every grant record, as the store holds them.
     grants: Vec<SealedBlob>,
+    /// Every last-usage record, as the store holds them.
+    usage: Vec<SealedBlob>,
     /// Calls made: each is signed a second later than the one before, so that two equal
     /// state-changing calls are two requests, not a replay.
     calls: u64,
@@ -57,6 +59,7 @@ impl Env {
             keys: vec![],
             aliases: vec![],
             grants: vec![],
+            usage: vec![],
             calls: 0,
         }
     }
@@ -122,6 +125,7 @@ impl Env {
             principals: self.principals.clone(),
             grants: self.grants.clone(),
             next_marker: None,
+            usage: self.usage.clone(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -184,6 +188,7 @@ impl Env {
                 StoreWrite::PutTombstone { .. } => {
                     panic!("no operation re-seals tombstones")
                 }
+                StoreWrite::PutUsage { .. } => panic!("no operation writes usage"),
             }
         }
         // A body that is not JSON (STS's XML) comes back as a string.
@@ -963,6 +968,7 @@ fn the_default_policy_fast_path_decides_as_the_evaluation_does() {
 
 mod grants;
 mod import;
+mod last_usage;
 mod principals;
 mod regions;
 #[path = "rotation_tests.rs"]

@@ -1,0 +1,330 @@
+//! The last use of each key (`GetKeyLastUsage`): recorded in enclave memory as each successful
+//! cryptographic operation ends, written back in batches as sealed usage records (kind 7) when
+//! the host asks, and refused to be forgotten: usage left unwritten too long stops further
+//! cryptographic operations. The host never says what a key's last usage was; it only stores
+//! and shows the enclave's sealed records, which the state view checks like any record.
+//!
+//! Precision (docs/formats.md): the time is the enclave's clock in milliseconds; the host asks
+//! for a flush every [`FLUSH_INTERVAL`], so an honest crash loses the uses of the last interval
+//! or two; a host that withholds flushes gets cryptographic operations refused once a use has
+//! waited [`MAX_UNSAVED`], so no host can make the enclave lose more than that and go on
+//! serving.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{EnclaveError, ledger::Version};
+
+/// How often the host is expected to ask for a flush (`ekms serve` does so).
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a use may wait to become durable before cryptographic operations are refused.
+pub const MAX_UNSAVED: Duration = Duration::from_mins(1);
+/// Usage records sealed per flush request (about 200 bytes each).
+pub const MAX_PER_FLUSH: usize = 2000;
+
+/// A sealed usage record: the last successful cryptographic operation on a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// The key (UUID), also the record's sealed id.
+    pub key_id: String,
+    /// The operation (one of `plan::LAST_USAGE_OPERATIONS`).
+    pub operation: String,
+    /// When it ended, by the enclave's clock (Unix milliseconds).
+    pub ms: i64,
+    /// Its request id (`x-amzn-RequestId`), from its verified signature.
+    pub request_id: String,
+    /// `TrackingStartDate` (Unix milliseconds): since when uses of this key are recorded.
+    pub since_ms: i64,
+    /// The domain-wide sequence number of this version.
+    pub generation: u64,
+}
+
+impl UsageRecord {
+    /// The record, if its body names the key of its sealed id (a record is never moved to
+    /// another key: the id is authenticated, and the body must agree).
+    pub fn checked(self, sealed_id: &str) -> Result<Self, EnclaveError> {
+        if self.key_id == sealed_id {
+            Ok(self)
+        } else {
+            Err(EnclaveError::BadRecord)
+        }
+    }
+}
+
+/// One use of a key, as kept in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Last {
+    /// Index of the operation in `plan::LAST_USAGE_OPERATIONS`.
+    pub op: u8,
+    /// When it ended, Unix milliseconds (enclave clock).
+    pub ms: i64,
+    /// Its request id (16 bytes; shown as a UUID).
+    pub request: [u8; 16],
+    /// `TrackingStartDate` of the key, Unix milliseconds.
+    pub since_ms: i64,
+}
+
+/// A key used since its last durable usage record.
+#[derive(Debug)]
+struct Slot {
+    latest: Last,
+    /// Bumped at every use, so a flush knows whether what it sealed is still the latest.
+    stamp: u64,
+    /// When (monotonic ms) the oldest use not yet known durable happened.
+    since: u64,
+    /// The last version sealed for this slot: its stamp, version, and when it was sealed.
+    sealed: Option<(u64, Version, u64)>,
+}
+
+/// A use to seal in a flush.
+#[derive(Debug, Clone, Copy)]
+pub struct Due {
+    /// The key.
+    pub key: u128,
+    /// The slot's stamp when it was read.
+    pub stamp: u64,
+    /// The use.
+    pub last: Last,
+    /// The version the new record replaces (`None`: the key has none).
+    pub expected: Option<Version>,
+}
+
+/// Last uses not yet known durable, per key.
+#[derive(Debug)]
+pub struct Tracker {
+    slots: Mutex<HashMap<u128, Slot>>,
+    /// Monotonic ms of the oldest use not known durable (`u64::MAX`: none), read without the
+    /// lock on every cryptographic operation.
+    oldest: AtomicU64,
+    epoch: Instant,
+    /// The enclave's start (Unix ms): the tracking start of keys made before tracking existed.
+    started_ms: i64,
+    max_unsaved: Duration,
+}
+
+impl Tracker {
+    /// An empty tracker of an enclave that started at `started_ms` (Unix ms).
+    #[must_use]
+    pub fn new(started_ms: i64) -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+            oldest: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+            started_ms,
+            max_unsaved: MAX_UNSAVED,
+        }
+    }
+
+    /// The same tracker refusing after `max` instead of [`MAX_UNSAVED`] (tests).
+    #[must_use]
+    pub fn with_max_unsaved(mut self, max: Duration) -> Self {
+        self.max_unsaved = max;
+        self
+    }
+
+    /// The enclave's start, Unix ms.
+    #[must_use]
+    pub fn started_ms(&self) -> i64 {
+        self.started_ms
+    }
+
+    fn mono(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Records a use of `key`. A use that ended earlier than the one kept (two requests
+    /// finishing out of order) does not replace it.
+    pub fn record(&self, key: u128, last: Last) {
+        let now = self.mono();
+        let Ok(mut slots) = self.slots.lock() else {
+            return;
+        };
+        if let Some(s) = slots.get_mut(&key) {
+            if last.ms >= s.latest.ms {
+                s.latest = last;
+                s.stamp = s.stamp.wrapping_add(1);
+            }
+        } else {
+            slots.insert(
+                key,
+                Slot {
+                    latest: last,
+                    stamp: 1,
+                    since: now,
+                    sealed: None,
+                },
+            );
+            self.oldest.fetch_min(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a use has waited longer than allowed to become durable.
+    #[must_use]
+    pub fn overdue(&self) -> bool {
+        let oldest = self.oldest.load(Ordering::Relaxed);
+        oldest != u64::MAX
+            && Duration::from_millis(self.mono().saturating_sub(oldest)) > self.max_unsaved
+    }
+
+    /// The latest use of `key` not yet known durable.
+    #[must_use]
+    pub fn latest(&self, key: u128) -> Option<Last> {
+        self.slots.lock().ok()?.get(&key).map(|s| s.latest)
+    }
+
+    /// Forgets the slots whose sealed version is now current in the view (`current`) and
+    /// unchanged since, and lists at most `limit` others to seal. Returns them and whether more
+    /// wait.
+    pub fn due(&self, current: impl Fn(u128) -> Option<Version>, limit: usize) -> (Vec<Due>, bool) {
+        let Ok(mut slots) = self.slots.lock() else {
+            return (Vec::new(), false);
+        };
+        slots.retain(|key, s| {
+            let Some((stamp, version, sealed_at)) = s.sealed else {
+                return true;
+            };
+            if current(*key) != Some(version) {
+                return true;
+            }
+            if stamp == s.stamp {
+                return false;
+            }
+            // What was sealed is durable; only the uses after its sealing are not.
+            s.since = sealed_at;
+            s.sealed = None;
+            true
+        });
+        let oldest = slots.values().map(|s| s.since).min().unwrap_or(u64::MAX);
+        self.oldest.store(oldest, Ordering::Relaxed);
+        let mut due: Vec<Due> = slots
+            .iter()
+            .map(|(key, s)| Due {
+                key: *key,
+                stamp: s.stamp,
+                last: s.latest,
+                expected: current(*key),
+            })
+            .collect();
+        // Oldest first, so a long backlog drains in order of urgency.
+        due.sort_by_key(|d| slots.get(&d.key).map_or(0, |s| s.since));
+        let more = due.len() > limit;
+        due.truncate(limit);
+        (due, more)
+    }
+
+    /// Notes that the use with `stamp` of `key` was sealed as `version` (durable once the
+    /// view holds that version).
+    pub fn sealed(&self, key: u128, stamp: u64, version: Version) {
+        let now = self.mono();
+        if let Ok(mut slots) = self.slots.lock()
+            && let Some(s) = slots.get_mut(&key)
+        {
+            s.sealed = Some((stamp, version, now));
+        }
+    }
+
+    /// Keys with uses not yet known durable.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.slots.lock().map_or(0, |s| s.len())
+    }
+
+    /// Whether every use is known durable.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last(ms: i64) -> Last {
+        Last {
+            op: 2,
+            ms,
+            request: [ms.to_le_bytes()[0]; 16],
+            since_ms: 0,
+        }
+    }
+
+    fn v(seq: u64) -> Version {
+        Version {
+            seq,
+            digest: [u8::try_from(seq).unwrap(); 16],
+        }
+    }
+
+    #[test]
+    fn the_latest_use_wins_and_leaves_once_durable() {
+        let t = Tracker::new(0);
+        t.record(1, last(10));
+        t.record(1, last(30));
+        // A request that ended earlier, reported later, does not move the time back.
+        t.record(1, last(20));
+        assert_eq!(t.latest(1).unwrap().ms, 30);
+        let (due, more) = t.due(|_| None, 10);
+        assert!(!more);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].last.ms, 30);
+        t.sealed(1, due[0].stamp, v(5));
+        // Not yet committed: still due (sealed again, over the same expected version).
+        assert_eq!(t.due(|_| None, 10).0.len(), 1);
+        t.sealed(1, due[0].stamp, v(6));
+        // Committed: forgotten.
+        assert!(t.due(|_| Some(v(6)), 10).0.is_empty());
+        assert!(t.is_empty());
+        assert!(!t.overdue());
+    }
+
+    #[test]
+    fn a_use_after_the_seal_stays_due() {
+        let t = Tracker::new(0);
+        t.record(1, last(10));
+        let (due, _) = t.due(|_| None, 10);
+        t.sealed(1, due[0].stamp, v(5));
+        t.record(1, last(40));
+        let (due, _) = t.due(|_| Some(v(5)), 10);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].last.ms, 40);
+        assert_eq!(due[0].expected, Some(v(5)));
+    }
+
+    #[test]
+    fn unwritten_use_becomes_overdue_and_batches_are_bounded() {
+        let t = Tracker::new(0).with_max_unsaved(Duration::from_millis(30));
+        for k in 0..5 {
+            t.record(k, last(1));
+        }
+        assert!(!t.overdue());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(t.overdue());
+        let (due, more) = t.due(|_| None, 3);
+        assert_eq!(due.len(), 3);
+        assert!(more);
+        let first: Vec<u128> = due.iter().map(|d| d.key).collect();
+        for d in &due {
+            t.sealed(d.key, d.stamp, v(d.key.try_into().unwrap()));
+        }
+        let committed = |k: u128| first.contains(&k).then(|| v(k.try_into().unwrap()));
+        let (due, more) = t.due(committed, 3);
+        assert_eq!(due.len(), 2);
+        assert!(!more);
+        // Still overdue: two uses are not durable yet.
+        assert!(t.overdue());
+        for d in &due {
+            t.sealed(d.key, d.stamp, v(d.key.try_into().unwrap()));
+        }
+        assert!(t.due(|k| Some(v(k.try_into().unwrap())), 3).0.is_empty());
+        assert!(!t.overdue());
+    }
+}
