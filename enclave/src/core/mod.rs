@@ -24,6 +24,7 @@ use ekms_wire::{
 use crate::{
     EnclaveError,
     attest::Attestor,
+    clock::Clock,
     custody::{Domain, Refusal},
     delivery,
     domain::{Keyring, hex},
@@ -116,6 +117,8 @@ pub struct Core {
     pub(crate) replay: crate::replay::ReplayCache,
     /// Witnessed rounds (as the writer) and the checkpoint held (as a witness).
     rounds: Mutex<witness::Rounds>,
+    /// The time by which records are dated and key lifecycle events decided.
+    pub(crate) clock: Clock,
 }
 
 fn refused(why: impl Into<Refusal>) -> EnclaveResponse {
@@ -135,7 +138,18 @@ impl Core {
             follower: AtomicBool::new(false),
             replay: crate::replay::ReplayCache::new(chrono::Utc::now()),
             rounds: Mutex::new(witness::Rounds::new()),
+            clock: Clock::system(),
         }
+    }
+
+    /// This enclave with `clock`. A shifted clock is for simulation only: refused
+    /// ([`EnclaveError::SimulationOnly`]) unless attestation comes from the mock NSM.
+    pub fn with_clock(mut self, clock: Clock) -> Result<Self, EnclaveError> {
+        if clock.is_shifted() && !self.attestor.is_simulation() {
+            return Err(EnclaveError::SimulationOnly);
+        }
+        self.clock = clock;
+        Ok(self)
     }
 
     /// The state view.
@@ -254,7 +268,7 @@ impl Core {
             HostRequest::Witness { message } => self.witness_message(&message),
             HostRequest::LoadRecords { records, done } => self.load_records(&records, done),
             HostRequest::Sweep { keys } => match self.domain() {
-                Some(d) => match self.sweep(d.keyring(), &keys, chrono::Utc::now()) {
+                Some(d) => match self.sweep(d.keyring(), &keys, self.clock.now()) {
                     Ok((writes, token)) => EnclaveResponse::Swept { writes, token },
                     Err(_) => EnclaveResponse::Fault(Fault::Internal),
                 },
@@ -262,7 +276,7 @@ impl Core {
             },
             HostRequest::RotateDue { keys } => match self.domain() {
                 Some(d) => {
-                    match ops::rotation::rotate_due(self, d.keyring(), &keys, chrono::Utc::now()) {
+                    match ops::rotation::rotate_due(self, d.keyring(), &keys, self.clock.now()) {
                         Ok((writes, token)) => EnclaveResponse::RotatedDue { writes, token },
                         Err(_) => EnclaveResponse::Fault(Fault::Internal),
                     }
