@@ -397,14 +397,19 @@ async fn a_crash_during_rotations_loses_no_acknowledged_rotation() {
 /// The clock offset exists only in simulation: neither binary takes it for a real enclave.
 #[test]
 fn the_clock_offset_is_refused_outside_simulation() {
+    let dir = tempfile::tempdir().unwrap();
     let host = common::ekms(&[
         "serve",
         "--enclave-cid",
         "16",
         "--sim-clock-offset-days",
         "91",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
     ]);
     assert!(!host.status.success());
+    // Refused before it touches anything.
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
     assert!(
         common::text(&host).contains("--sim"),
         "{}",
