@@ -67,6 +67,9 @@ pub enum EnclaveError {
     /// Serializing a record failed.
     #[error("record encoding failed")]
     Encoding,
+    /// A simulation-only setting (a clock offset) was asked of an enclave on real hardware.
+    #[error("this setting exists only in simulation (mock NSM)")]
+    SimulationOnly,
 }
 
 impl From<aws_lc_rs::error::Unspecified> for EnclaveError {

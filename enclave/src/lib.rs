@@ -9,6 +9,7 @@ pub mod asymmetric;
 pub mod attest;
 pub mod auth;
 pub mod ciphertext;
+pub mod clock;
 pub mod context;
 pub mod core;
 pub mod custody;

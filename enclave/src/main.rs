@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::Parser;
 use ekms_attestation::{MockNsm, NitroNsm, Nsm, SimulationCa, TrustRoot};
-use ekms_enclave::{Config, Core, attest::Attestor, server};
+use ekms_enclave::{Config, Core, attest::Attestor, clock::Clock, server};
 use ekms_wire::{
     Listener, SocketAddress,
     transport::{DEFAULT_ENCLAVE_PORT, SIM_ENCLAVE_CID, VMADDR_CID_ANY},
@@ -39,6 +39,11 @@ struct Args {
     /// PRODUCTION). Its root certificate is written beside it as `simulation-root.pem`.
     #[arg(long, requires = "mock_vsock_dir")]
     sim_ca_file: Option<PathBuf>,
+    /// SIMULATION ONLY, for tests of schedules: run the enclave's clock this many days ahead of
+    /// the machine's (key dates, rotation, deletion, import expiry). Refused without the mock
+    /// vsock; on Nitro the command line is part of the measured image.
+    #[arg(long, requires = "mock_vsock_dir", value_name = "DAYS")]
+    sim_clock_offset_days: Option<u32>,
     /// Exit when standard input closes (the simulation parent holds it open, so the enclave
     /// never outlives `ekms serve`).
     #[arg(long)]
@@ -116,6 +121,28 @@ async fn run(args: Args) -> Result<(), String> {
         return Err(format!("'{}' is not a region name", args.region));
     }
     tracing::info!(home = %args.region, regions = %regions.to_arg(), "regions served");
+    let clock = match args.sim_clock_offset_days {
+        None => Clock::system(),
+        Some(_) if args.mock_vsock_dir.is_none() => {
+            return Err("--sim-clock-offset-days exists only in simulation".into());
+        }
+        Some(days) => {
+            let clock = Clock::simulation_ahead_by_days(days).ok_or_else(|| {
+                format!(
+                    "--sim-clock-offset-days {days}: at most {}",
+                    ekms_enclave::clock::MAX_SIM_OFFSET_DAYS
+                )
+            })?;
+            if clock.is_shifted() {
+                tracing::warn!(
+                    days,
+                    "SIMULATION: the enclave's clock runs {days} days AHEAD of the machine's: keys \
+                     are dated, rotated, deleted and expired by it; for tests only, never in production"
+                );
+            }
+            clock
+        }
+    };
     let core = Core::new(
         Config {
             region: args.region,
@@ -123,7 +150,9 @@ async fn run(args: Args) -> Result<(), String> {
             account: args.account,
         },
         attestor,
-    );
+    )
+    .with_clock(clock)
+    .map_err(|e| format!("--sim-clock-offset-days: {e}"))?;
     let listener = Listener::bind(&addr).map_err(|e| e.to_string())?;
     tracing::info!(%addr, "enclave listening");
     let serve = server::serve(listener, Arc::new(core));

@@ -118,6 +118,12 @@ struct ServeArgs {
     /// the same data dir (a peer) needs its own.
     #[arg(long, requires = "sim", default_value_t = ekms_wire::transport::SIM_ENCLAVE_CID)]
     sim_cid: u32,
+    /// Simulation, for tests of rotation and expiry schedules: run the enclave's clock DAYS ahead
+    /// of this machine's (announced at every start). Signatures still use the real time. A Nitro
+    /// enclave has no such setting.
+    #[arg(long, requires = "sim", value_name = "DAYS",
+          value_parser = clap::value_parser!(u32).range(..=36_500))]
+    sim_clock_offset_days: Option<u32>,
     /// A running appliance of the same domain (e.g. http://10.0.0.5:8400): when this one's
     /// enclave is sealed it gets the domain from that one by mutual attestation.
     #[arg(long, value_name = "URL")]
@@ -156,6 +162,12 @@ fn main() -> ExitCode {
 }
 
 fn serve_cmd(args: ServeArgs) -> ExitCode {
+    // clap's `requires = "sim"` is met by the flag's default (false), so say it here: a real
+    // enclave's clock is never the host's to move.
+    if args.sim_clock_offset_days.is_some() && !args.sim {
+        eprintln!("ekms: --sim-clock-offset-days exists only with --sim (a simulated enclave)");
+        return ExitCode::from(2);
+    }
     let mode = if let Some(cid) = args.enclave_cid {
         EnclaveMode::Nitro {
             cid,
@@ -179,6 +191,7 @@ fn serve_cmd(args: ServeArgs) -> ExitCode {
             program,
             cid: args.sim_cid,
             dev_custodian: !args.no_dev_custodian,
+            clock_offset_days: args.sim_clock_offset_days.unwrap_or(0),
         }
     } else {
         eprintln!("ekms: choose --sim (simulated enclave) or --enclave-cid N (Nitro enclave)");

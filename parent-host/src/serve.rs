@@ -29,6 +29,9 @@ pub enum EnclaveMode {
         cid: u32,
         /// Whether the development custodian in the data dir creates and unseals the domain.
         dev_custodian: bool,
+        /// Days the simulated enclave's clock runs ahead of the machine's (0: none); for tests
+        /// of schedules. A Nitro enclave has no such setting.
+        clock_offset_days: u32,
     },
     /// A Nitro enclave on AF_VSOCK.
     Nitro {
@@ -73,14 +76,19 @@ pub async fn run(mut cfg: ServeConfig) -> Result<(), HostError> {
     }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.data_dir.join("ekms.sqlite3"))?);
     let (addr, supervisor) = match &cfg.mode {
-        EnclaveMode::Simulation { program, cid, .. } => {
+        EnclaveMode::Simulation {
+            program,
+            cid,
+            clock_offset_days,
+            ..
+        } => {
             let run_dir = cfg.data_dir.join("run");
             let addr = SocketAddress::Mock {
                 dir: run_dir.clone(),
                 cid: *cid,
                 port: ekms_wire::transport::DEFAULT_ENCLAVE_PORT,
             };
-            let cmd = EnclaveCommand {
+            let mut cmd = EnclaveCommand {
                 program: program.clone(),
                 args: vec![
                     "--mock-vsock-dir".into(),
@@ -101,6 +109,16 @@ pub async fn run(mut cfg: ServeConfig) -> Result<(), HostError> {
                     "--exit-on-stdin-eof".into(),
                 ],
             };
+            if *clock_offset_days > 0 {
+                eprintln!(
+                    "ekms: WARNING: SIMULATION CLOCK: the enclave's clock runs {clock_offset_days} days ahead of\n\
+                     ekms: WARNING: this machine's: keys are dated, rotated, deleted and expired by it. For tests only."
+                );
+                cmd.args.extend([
+                    "--sim-clock-offset-days".into(),
+                    clock_offset_days.to_string(),
+                ]);
+            }
             (addr, Some(Supervisor::start(cmd)?))
         }
         EnclaveMode::Nitro { cid, port } => (
@@ -190,7 +208,13 @@ async fn serve_with(
     }
     // Tests and scripts read this line.
     println!("ekms: listening on {endpoint}");
-    let sweeper = tokio::spawn(sweep_loop(Arc::clone(&relay)));
+    let ahead = match cfg.mode {
+        EnclaveMode::Simulation {
+            clock_offset_days, ..
+        } => chrono::TimeDelta::try_days(i64::from(clock_offset_days)).unwrap_or_default(),
+        EnclaveMode::Nitro { .. } => chrono::TimeDelta::zero(),
+    };
+    let sweeper = tokio::spawn(sweep_loop(Arc::clone(&relay), ahead));
     let usage = tokio::spawn(usage_loop(Arc::clone(&relay)));
     let app = router(AppState {
         relay: Arc::clone(&relay),
@@ -254,26 +278,72 @@ async fn announce_witnesses(relay: &Relay, urls: &[String]) {
     }
 }
 
-/// Deletes keys whose deletion date passed. The host's state and date columns only nominate
-/// candidates; the enclave checks each against its sealed state and its own clock, and only its
-/// answer (tombstones) is written. A doctored column can delay a deletion, never cause one.
-async fn sweep_loop(relay: Arc<Relay>) {
+/// How often the host asks the enclave to delete and rotate what is due.
+const SWEEP_EVERY: Duration = Duration::from_mins(1);
+/// How often the host looks whether its enclave serves: the first pass after a start, an
+/// enclave restart or an unseal runs within this, not a whole [`SWEEP_EVERY`] later.
+const SERVING_POLL: Duration = Duration::from_secs(1);
+/// Keys nominated per request (the enclave takes at most 100 per `RotateDue`).
+const DUE_BATCH: usize = 100;
+/// Most rotation batches in one pass (each up to the enclave's 100 keys, or retried after a
+/// conflict with a client's write): a backlog of keys that fell due while the appliance was
+/// down is worked off at once.
+const MAX_ROTATION_BATCHES: usize = 100;
+
+/// Deletes keys whose deletion date passed and rotates keys whose automatic rotation is due, as
+/// soon as the enclave serves and then every [`SWEEP_EVERY`]. The host's state and date columns
+/// only nominate candidates; the enclave checks each against its sealed state and its own clock,
+/// and only its answer is written. A doctored column can delay a deletion or a rotation, never
+/// cause one. `ahead` is the simulated enclave's clock offset, so that the host nominates what
+/// that clock will find due.
+async fn sweep_loop(relay: Arc<Relay>, ahead: chrono::TimeDelta) {
+    let mut last: Option<tokio::time::Instant> = None;
     loop {
-        if let Err(e) = sweep_once(&relay).await {
-            tracing::warn!(error = %e, "deletion sweep failed");
+        if !serving(&relay).await {
+            // Starting, sealed, loading its records, or a follower: the next pass runs as soon
+            // as it serves (again).
+            last = None;
+        } else if last.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+            last = Some(tokio::time::Instant::now());
+            let now = chrono::Utc::now();
+            let now = now.checked_add_signed(ahead).unwrap_or(now).timestamp();
+            if let Err(e) = sweep_once(&relay, now).await {
+                tracing::warn!(error = %e, "deletion sweep failed");
+            }
+            for _ in 0..MAX_ROTATION_BATCHES {
+                match rotate_once(&relay, now).await {
+                    // A full batch: more may be due. A client changed one of the keys meanwhile
+                    // (the batch's writes were not applied): nominate again from the store.
+                    Ok(DUE_BATCH..) | Err(HostError::Conflict) => {}
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rotation sweep failed");
+                        break;
+                    }
+                }
+            }
         }
-        if let Err(e) = rotate_once(&relay).await {
-            tracing::warn!(error = %e, "rotation sweep failed");
-        }
-        tokio::time::sleep(Duration::from_mins(1)).await;
+        tokio::time::sleep(SERVING_POLL).await;
     }
 }
 
-/// One sweep: candidates from the store's index, decisions from the enclave.
-pub async fn sweep_once(relay: &Relay) -> Result<usize, HostError> {
+/// Whether the enclave serves KMS calls now: unsealed, its view of the records loaded, its
+/// state confirmed by its witnesses (if any), and the domain's writer, not a follower.
+async fn serving(relay: &Relay) -> bool {
+    use ekms_wire::msg::{CustodyState, EnclaveResponse, HostRequest};
+    matches!(
+        relay.enclave().call(&HostRequest::Status).await,
+        Ok(EnclaveResponse::Status(s))
+            if s.ledger_ready && s.fresh && !s.follower
+                && matches!(s.custody, CustodyState::Unsealed { .. })
+    )
+}
+
+/// One sweep at `now` (Unix seconds, the enclave's clock): candidates from the store's index,
+/// decisions from the enclave.
+pub async fn sweep_once(relay: &Relay, now: i64) -> Result<usize, HostError> {
     use ekms_wire::msg::{EnclaveResponse, HostRequest};
     let store = Arc::clone(relay.store());
-    let now = chrono::Utc::now().timestamp();
     let keys = tokio::task::spawn_blocking(move || store.due_for_deletion(now, 100))
         .await
         .map_err(|e| HostError::Startup(e.to_string()))??;
@@ -298,13 +368,13 @@ pub async fn sweep_once(relay: &Relay) -> Result<usize, HostError> {
 
 /// One rotation pass, like [`sweep_once`]: candidates from the store's index (enabled keys
 /// whose next rotation date passed), decisions from the enclave's sealed schedule and its own
-/// clock. A doctored column can delay a rotation, never cause one. Runs at every start, so keys
-/// that fell due while the appliance was down rotate promptly.
-pub async fn rotate_once(relay: &Relay) -> Result<usize, HostError> {
+/// clock. A doctored column can delay a rotation, never cause one. Runs as soon as the enclave
+/// serves after a start, so keys that fell due while the appliance was down rotate promptly.
+/// Returns how many keys rotated (at most [`DUE_BATCH`]).
+pub async fn rotate_once(relay: &Relay, now: i64) -> Result<usize, HostError> {
     use ekms_wire::msg::{EnclaveResponse, HostRequest};
     let store = Arc::clone(relay.store());
-    let now = chrono::Utc::now().timestamp();
-    let keys = tokio::task::spawn_blocking(move || store.due_for_rotation(now, 100))
+    let keys = tokio::task::spawn_blocking(move || store.due_for_rotation(now, DUE_BATCH))
         .await
         .map_err(|e| HostError::Startup(e.to_string()))??;
     if keys.is_empty() {

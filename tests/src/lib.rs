@@ -188,6 +188,22 @@ impl Appliance {
             let _ = child.wait();
         }
     }
+
+    /// Kills the host and its enclave together with SIGKILL, as a crash of the machine would:
+    /// neither gets a chance to finish what it was doing.
+    pub fn kill_all_hard(&mut self) {
+        let enclaves = self.enclave_pids();
+        let mut kill = Command::new("kill");
+        kill.arg("-KILL");
+        kill.args(enclaves.iter().map(ToString::to_string));
+        if let Some(child) = &self.child {
+            kill.arg(child.id().to_string());
+        }
+        let _ = kill.status();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Drop for Appliance {

@@ -265,16 +265,6 @@ fn boto3_rotation() {
     run_python("rotation.py");
 }
 
-/// Imported key material through boto3, wrapped with openssl and `cryptography` as AWS's guide
-/// shows; HMACs and signatures checked with Python's `hmac` and `cryptography`.
-#[test]
-fn boto3_imported_key_material() {
-    if !have("python3", &["-c", "import boto3, cryptography"]) {
-        return;
-    }
-    run_python("import_material.py");
-}
-
 /// GetKeyLastUsage through boto3: each tracked operation, with boto3's own request id.
 #[test]
 fn boto3_last_usage() {

@@ -260,7 +260,7 @@ impl Core {
         admin_key: &P384PublicKey,
         nonce: &[u8],
     ) -> Result<Genesis, EnclaveError> {
-        let (key, user_id) = new_access_key(chrono::Utc::now().timestamp_millis())?;
+        let (key, user_id) = new_access_key(self.clock.now().timestamp_millis())?;
         let access_key_id = key.id.clone();
         let mut record = PrincipalRecord::new(
             crate::principal::ADMIN_NAME,

@@ -24,6 +24,7 @@ use ekms_wire::{
 use crate::{
     EnclaveError,
     attest::Attestor,
+    clock::Clock,
     custody::{Domain, Refusal},
     delivery,
     domain::{Keyring, hex},
@@ -121,6 +122,8 @@ pub struct Core {
     rounds: Mutex<witness::Rounds>,
     /// Last uses of keys not yet written back (`GetKeyLastUsage`).
     pub(crate) usage: crate::usage::Tracker,
+    /// The time by which records are dated and key lifecycle events decided.
+    pub(crate) clock: Clock,
 }
 
 fn refused(why: impl Into<Refusal>) -> EnclaveResponse {
@@ -141,7 +144,18 @@ impl Core {
             replay: crate::replay::ReplayCache::new(chrono::Utc::now()),
             rounds: Mutex::new(witness::Rounds::new()),
             usage: crate::usage::Tracker::new(chrono::Utc::now().timestamp_millis()),
+            clock: Clock::system(),
         }
+    }
+
+    /// This enclave with `clock`. A shifted clock is for simulation only: refused
+    /// ([`EnclaveError::SimulationOnly`]) unless attestation comes from the mock NSM.
+    pub fn with_clock(mut self, clock: Clock) -> Result<Self, EnclaveError> {
+        if clock.is_shifted() && !self.attestor.is_simulation() {
+            return Err(EnclaveError::SimulationOnly);
+        }
+        self.clock = clock;
+        Ok(self)
     }
 
     /// The state view.
@@ -260,7 +274,7 @@ impl Core {
             HostRequest::Witness { message } => self.witness_message(&message),
             HostRequest::LoadRecords { records, done } => self.load_records(&records, done),
             HostRequest::Sweep { keys } => match self.domain() {
-                Some(d) => match self.sweep(d.keyring(), &keys, chrono::Utc::now()) {
+                Some(d) => match self.sweep(d.keyring(), &keys, self.clock.now()) {
                     Ok((writes, token)) => EnclaveResponse::Swept { writes, token },
                     Err(_) => EnclaveResponse::Fault(Fault::Internal),
                 },
@@ -269,7 +283,7 @@ impl Core {
             HostRequest::FlushUsage => self.flush_usage(),
             HostRequest::RotateDue { keys } => match self.domain() {
                 Some(d) => {
-                    match ops::rotation::rotate_due(self, d.keyring(), &keys, chrono::Utc::now()) {
+                    match ops::rotation::rotate_due(self, d.keyring(), &keys, self.clock.now()) {
                         Ok((writes, token)) => EnclaveResponse::RotatedDue { writes, token },
                         Err(_) => EnclaveResponse::Fault(Fault::Internal),
                     }

@@ -501,3 +501,41 @@ fn a_fresh_domain_serves_and_a_restarted_one_waits_for_its_records() {
         }
     ));
 }
+
+#[test]
+fn a_shifted_clock_is_refused_outside_simulation() {
+    let ahead = crate::clock::Clock::simulation_ahead_by_days(91).unwrap();
+    // The mock NSM with the simulation root: the one setup that may shift its clock.
+    let sim = Core::new(config(), test_attestor())
+        .with_clock(ahead)
+        .unwrap();
+    assert_eq!(sim.clock, ahead);
+    // An attestor whose documents must chain to the AWS Nitro root is real hardware.
+    let nitro = Attestor::new(
+        Box::new(ekms_attestation::MockNsm::from_executable_bytes(
+            SimulationCa::generate().unwrap(),
+            b"enclave",
+        )),
+        ekms_attestation::TrustRoot::aws_nitro().unwrap(),
+    )
+    .unwrap();
+    let core = Core::new(config(), nitro);
+    assert!(matches!(
+        core.with_clock(ahead),
+        Err(EnclaveError::SimulationOnly)
+    ));
+    // The machine's clock is every enclave's.
+    let nitro = Attestor::new(
+        Box::new(ekms_attestation::MockNsm::from_executable_bytes(
+            SimulationCa::generate().unwrap(),
+            b"enclave",
+        )),
+        ekms_attestation::TrustRoot::aws_nitro().unwrap(),
+    )
+    .unwrap();
+    assert!(
+        Core::new(config(), nitro)
+            .with_clock(crate::clock::Clock::system())
+            .is_ok()
+    );
+}

@@ -76,8 +76,10 @@ impl From<EnclaveError> for OpError {
 pub type Reply = (Vec<u8>, Vec<StoreWrite>);
 type OpResult = Result<Reply, OpError>;
 
-/// Authenticates and runs a KMS call at time `now`. Returns the body, the writes, and the token
-/// that commits them to the state view once the host made them durable (0: no writes).
+/// Authenticates and runs a KMS call received when the machine's clock read `now`: the signature
+/// and replay windows are checked against it, the operation runs at the enclave's time for it
+/// ([`Clock::at`](crate::clock::Clock::at)). Returns the body, the writes, and the token that
+/// commits them to the state view once the host made them durable (0: no writes).
 pub async fn execute(
     core: &Core,
     keys: &Keyring,
@@ -132,7 +134,7 @@ pub async fn execute(
         core,
         keys,
         call,
-        now_ms: now.timestamp_millis(),
+        now_ms: core.clock.at(now).timestamp_millis(),
         region: verified.region,
         tracked,
         used: RefCell::new(Vec::new()),

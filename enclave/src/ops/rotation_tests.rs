@@ -4,11 +4,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use ekms_wire::msg::{KmsErrorCode, SealedBlob, StoreWrite};
+use ekms_wire::msg::{EnclaveResponse, HostRequest, KmsErrorCode, SealedBlob, StoreWrite};
 use serde_json::{Value, json};
 
 use super::{Env, b64e};
 use crate::{
+    clock::Clock,
     ops::{OpError, rotation},
     record::{self, KeyRecord, Kind},
 };
@@ -25,6 +26,25 @@ impl Env {
     fn rotate_due(&mut self, candidates: &[SealedBlob], at: SystemTime) -> usize {
         let (writes, token) =
             rotation::rotate_due(&self.core, self.domain.keyring(), candidates, at.into()).unwrap();
+        self.apply_rotated(writes, token)
+    }
+
+    /// The host's `RotateDue` request as the enclave gets it: decided by the enclave's clock.
+    fn rotate_due_now(&mut self, candidates: Vec<SealedBlob>) -> usize {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let reply = rt.block_on(
+            self.core
+                .handle(HostRequest::RotateDue { keys: candidates }),
+        );
+        let EnclaveResponse::RotatedDue { writes, token } = reply else {
+            panic!("{reply:?}");
+        };
+        self.apply_rotated(writes, token)
+    }
+
+    fn apply_rotated(&mut self, writes: Vec<StoreWrite>, token: u64) -> usize {
         assert_eq!(writes.is_empty(), token == 0);
         if token != 0 {
             self.core.ledger().unwrap().commit(token).unwrap();
@@ -646,4 +666,51 @@ fn a_key_with_hundreds_of_materials_stays_small_and_cheap() {
         )
         .unwrap();
     assert_eq!(d["Plaintext"], b64e(b"oldest"));
+}
+
+/// `ekms serve --sim --sim-clock-offset-days 91`: requests signed by the machine's clock still
+/// verify, while records are dated, and schedules decided, by the enclave's clock, so a key
+/// enabled for 90 days is due when the host asks.
+#[test]
+fn a_simulation_clock_ahead_makes_a_schedule_due() {
+    let mut env = Env::new();
+    let id = env.create();
+    env.call(
+        "EnableKeyRotation",
+        json!({"KeyId": id, "RotationPeriodInDays": 90}),
+    )
+    .unwrap();
+    let first = env.current_material(&id);
+    let blob = env.encrypt(&id, b"before");
+    // By the machine's clock nothing is due.
+    assert_eq!(env.rotate_due_now(vec![env.sealed_key(&id)]), 0);
+
+    env.core.clock = Clock::simulation_ahead_by_days(91).unwrap();
+    let ahead = chrono::Utc::now().timestamp() + 91 * 86_400;
+    assert_eq!(env.rotate_due_now(vec![env.sealed_key(&id)]), 1);
+    let second = env.current_material(&id);
+    assert_ne!(first, second);
+    let rotations = env.call("ListKeyRotations", json!({"KeyId": id})).unwrap();
+    let entry = &rotations["Rotations"][0];
+    assert_eq!(entry["RotationType"], "AUTOMATIC");
+    assert_eq!(entry["KeyMaterialId"], second.as_str());
+    let at = entry["RotationDate"].as_f64().unwrap();
+    #[allow(clippy::cast_precision_loss)] // seconds since 1970 fit f64 exactly
+    let ahead_f = ahead as f64;
+    assert!((at - ahead_f).abs() < 60.0, "{at} vs {ahead}");
+    let status = env
+        .call("GetKeyRotationStatus", json!({"KeyId": id}))
+        .unwrap();
+    let next = status["NextRotationDate"].as_f64().unwrap();
+    assert!((next - at - 90.0 * 86_400.0).abs() < 1.0, "{next} vs {at}");
+    // Not due again until its new date, whatever the host asks.
+    assert_eq!(env.rotate_due_now(vec![env.sealed_key(&id)]), 0);
+    assert_eq!(env.decrypt(&blob)["KeyMaterialId"], first.as_str());
+    // New records carry the enclave's date too.
+    let other = env.create();
+    let created =
+        env.call("DescribeKey", json!({"KeyId": other})).unwrap()["KeyMetadata"]["CreationDate"]
+            .as_f64()
+            .unwrap();
+    assert!((created - ahead_f).abs() < 60.0, "{created} vs {ahead}");
 }
