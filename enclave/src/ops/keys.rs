@@ -412,23 +412,35 @@ pub(crate) fn schedule_key_deletion(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let mut rec = ctx.resolve_key_only(key_id)?;
     require_not_pending(ctx, &rec)?;
     // A multi-Region primary goes after its replicas (AWS holds it in PendingReplicaDeletion
-    // meanwhile; here the replicas are scheduled first).
-    if rec
+    // meanwhile): its replicas must be pending deletion already, and its own date is no
+    // earlier than their last.
+    let mut deletion = ctx.now_ms + days * 86_400_000;
+    if let Some(m) = rec
         .multi_region
         .as_ref()
-        .is_some_and(|m| m.primary == rec.region && !m.replicas.is_empty())
+        .filter(|m| m.primary == rec.region)
     {
-        return Err(KmsError::new(
-            KmsErrorCode::UnsupportedOperationException,
-            format!(
-                "{} is a multi-region primary key with replicas: schedule the deletion of its \
-                 replicas first, or make another region the primary (UpdatePrimaryRegion).",
-                rec.arn()
-            ),
-        )
-        .into());
+        if m.replicas
+            .values()
+            .any(|r| r.state != KeyState::PendingDeletion)
+        {
+            return Err(KmsError::new(
+                KmsErrorCode::UnsupportedOperationException,
+                format!(
+                    "{} is a multi-region primary key with replicas: schedule the deletion of \
+                     its replicas first, or make another region the primary \
+                     (UpdatePrimaryRegion).",
+                    rec.arn()
+                ),
+            )
+            .into());
+        }
+        deletion = m
+            .replicas
+            .values()
+            .filter_map(|r| r.deletion_ms)
+            .fold(deletion, i64::max);
     }
-    let deletion = ctx.now_ms + days * 86_400_000;
     rec.state = KeyState::PendingDeletion;
     rec.deletion_ms = Some(deletion);
     let write = ctx.put_key(&mut rec)?;

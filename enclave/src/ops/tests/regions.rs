@@ -403,6 +403,55 @@ fn a_multi_region_key_shares_its_material_and_keeps_each_regions_own_state() {
 }
 
 #[test]
+fn a_primary_is_deleted_after_its_replicas() {
+    let mut env = Env::new();
+    let id = env
+        .call_in(US, "CreateKey", json!({"MultiRegion": true}))
+        .unwrap()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.call_in(
+        US,
+        "ReplicateKey",
+        json!({"KeyId": id, "ReplicaRegion": EU}),
+    )
+    .unwrap();
+    let schedule = |env: &mut Env, region: &str, days: i64| {
+        env.call_in(
+            region,
+            "ScheduleKeyDeletion",
+            json!({"KeyId": id, "PendingWindowInDays": days}),
+        )
+    };
+    // Not before its replicas are on their way out (as Terraform destroys: replicas first).
+    let (c, _) = code(schedule(&mut env, US, 7));
+    assert_eq!(c, KmsErrorCode::UnsupportedOperationException);
+    let eu = schedule(&mut env, EU, 30).unwrap()["DeletionDate"]
+        .as_f64()
+        .unwrap();
+    let us = schedule(&mut env, US, 7).unwrap()["DeletionDate"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        us >= eu,
+        "the primary goes no earlier than its replica: {us} < {eu}"
+    );
+    // When both are due, the whole set goes.
+    let now = chrono::Utc::now() + chrono::Duration::days(31);
+    let (writes, _) = env
+        .core
+        .sweep(env.domain.keyring(), &env.keys, now)
+        .unwrap();
+    assert!(
+        writes
+            .iter()
+            .any(|w| matches!(w, ekms_wire::msg::StoreWrite::DeleteKey { .. })),
+        "{writes:?}"
+    );
+}
+
+#[test]
 fn a_multi_region_replicas_grants_are_its_own() {
     let mut env = Env::new();
     let id = env
