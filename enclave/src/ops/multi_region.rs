@@ -87,6 +87,10 @@ pub(crate) fn replicate_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: ReplicateInput = parse(body)?;
     let mut rec = primary(ctx, input.key_id.as_deref())?;
     let region = served_region(ctx, input.replica_region.as_deref(), "replicaRegion")?;
+    // As AWS: a replica is a new key (with a policy the caller chooses) in the other region, so
+    // the caller's identity policies must also allow kms:CreateKey, not only the key's
+    // kms:ReplicateKey.
+    ctx.with_action("kms:CreateKey", || ctx.authorize_account())?;
     if rec.regions().contains(&region.as_str()) {
         return Err(KmsError::new(
             KmsErrorCode::AlreadyExistsException,

@@ -483,3 +483,33 @@ fn a_multi_region_replicas_grants_are_its_own() {
     assert_eq!(grants(&mut env, US), 1);
     assert_eq!(grants(&mut env, EU), 0);
 }
+
+#[test]
+fn replicating_needs_create_key_as_well() {
+    let mut env = Env::new();
+    let id = env
+        .call_in(US, "CreateKey", json!({"MultiRegion": true}))
+        .unwrap()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let only_replicate = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "kms:ReplicateKey", "Resource": "*"}]});
+    let (akid, secret) = super::principals::make(&mut env, "carol", Some(only_replicate));
+    let (c, m) = code(env.call_as(
+        (&akid, &secret),
+        "ReplicateKey",
+        json!({"KeyId": id, "ReplicaRegion": EU}),
+    ));
+    assert_eq!(c, KmsErrorCode::AccessDeniedException);
+    assert!(m.contains("kms:CreateKey"), "{m}");
+    let both = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["kms:ReplicateKey", "kms:CreateKey"], "Resource": "*"}]});
+    let (akid, secret) = super::principals::make(&mut env, "dave", Some(both));
+    env.call_as(
+        (&akid, &secret),
+        "ReplicateKey",
+        json!({"KeyId": id, "ReplicaRegion": EU}),
+    )
+    .unwrap();
+}
