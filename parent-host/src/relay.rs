@@ -440,6 +440,7 @@ impl Relay {
                             // The enclave runs a state-changing request once: sent again, it
                             // would be refused as a replay. The client re-signs and retries.
                             if plan::changes_state(op) {
+                                tracing::warn!(op, "a state-changing request lost a write race");
                                 return lost_race();
                             }
                         }

@@ -598,6 +598,11 @@ impl Store for SqliteStore {
                 };
                 if changed != 1 {
                     // Dropping the transaction rolls every write of this request back.
+                    tracing::warn!(
+                        write = ?w,
+                        "a conditional store write did not apply (another writer changed the \
+                         record); the request's writes are rolled back"
+                    );
                     return Err(HostError::Conflict);
                 }
             }
