@@ -450,6 +450,16 @@ impl Relay {
                     }
                 }
                 Ok(EnclaveResponse::Kms(KmsOutcome::Err { code, message })) => {
+                    if code == KmsErrorCode::ThrottlingException
+                        && message.starts_with(REPLAYED_PREFIX)
+                    {
+                        // Two identical state-changing requests signed in the same second have
+                        // one signature, and the enclave runs it once. The SDKs retry a
+                        // ThrottlingException re-signed: answering only once the signing second
+                        // is over makes that retry a new request (a new X-Amz-Date) instead of
+                        // the same one again, so identical calls go through as on AWS.
+                        wait_out_signing_second(&http).await;
+                    }
                     return Answer::Err(code, message);
                 }
                 Ok(EnclaveResponse::Fault(Fault::StaleRecord)) => {
@@ -621,6 +631,28 @@ fn unwitnessed(why: &str) -> Answer {
              retry the request."
         ),
     )
+}
+
+/// How the enclave's refusal of a replayed signature begins.
+const REPLAYED_PREFIX: &str = "This signed request was already executed";
+
+/// Sleeps until the second after the request's `X-Amz-Date` (at most 1.1 s; not at all when
+/// the date is missing, malformed or already past).
+async fn wait_out_signing_second(http: &HttpRequest) {
+    let signed = http
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-date"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .and_then(|d| chrono::NaiveDateTime::parse_from_str(d, "%Y%m%dT%H%M%SZ").ok())
+        .map(|t| t.and_utc());
+    let Some(signed) = signed else { return };
+    let next = signed + chrono::TimeDelta::seconds(1);
+    let wait = (next - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default()
+        .min(std::time::Duration::from_millis(1100));
+    tokio::time::sleep(wait).await;
 }
 
 fn lost_race() -> Answer {
