@@ -63,11 +63,7 @@ pub async fn verify(
     now: DateTime<Utc>,
 ) -> Result<Verified, KmsError> {
     let region = http
-        .headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        .and_then(|(_, v)| std::str::from_utf8(v).ok())
-        .and_then(ekms_wire::region::scope_region)
+        .scope_region()
         .filter(|r| regions.allows(r))
         .unwrap_or(home)
         .to_owned();

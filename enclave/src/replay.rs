@@ -21,8 +21,7 @@ use ekms_wire::msg::KmsErrorCode;
 
 use crate::{KmsError, auth::SKEW_MINUTES};
 
-/// What a client gets for a replayed state-changing request.
-pub const MSG_REPLAYED: &str = "This signed request was already executed: a state-changing request runs at most once. Sign and send a new request.";
+pub use ekms_wire::msg::MSG_REPLAYED;
 
 /// Most signatures remembered at once: 1,048,576. An entry is 16 bytes; with the hash tables'
 /// spare slots and control bytes (17 bytes a slot, tables at most 7/8 full and sized in powers

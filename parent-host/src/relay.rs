@@ -14,7 +14,7 @@ use std::{
 use ekms_wire::{
     msg::{
         EnclaveResponse, Fault, HostRequest, HttpRequest, KmsCall, KmsErrorCode, KmsOutcome,
-        SealedBlob, StoreWrite,
+        MSG_REPLAYED, SealedBlob, StoreWrite,
     },
     plan::{self, KeyRef, Listing},
     region,
@@ -298,13 +298,7 @@ impl Relay {
         let plan = plan::plan(op, &http.body);
         // The region the request is signed for names its aliases in the store (the enclave
         // checks the signature, and asks for the records again if this guess was wrong).
-        let region = http
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .and_then(region::scope_region)
-            .unwrap_or(&self.home_region);
+        let region = http.scope_region().unwrap_or(&self.home_region);
         let alias_name = |a: &str| region::alias_record(&self.home_region, region, a);
         let mut keys = Vec::new();
         let mut aliases = Vec::new();
@@ -450,9 +444,7 @@ impl Relay {
                     }
                 }
                 Ok(EnclaveResponse::Kms(KmsOutcome::Err { code, message })) => {
-                    if code == KmsErrorCode::ThrottlingException
-                        && message.starts_with(REPLAYED_PREFIX)
-                    {
+                    if code == KmsErrorCode::ThrottlingException && message == MSG_REPLAYED {
                         // Two identical state-changing requests signed in the same second have
                         // one signature, and the enclave runs it once. The SDKs retry a
                         // ThrottlingException re-signed: answering only once the signing second
@@ -633,17 +625,11 @@ fn unwitnessed(why: &str) -> Answer {
     )
 }
 
-/// How the enclave's refusal of a replayed signature begins.
-const REPLAYED_PREFIX: &str = "This signed request was already executed";
-
 /// Sleeps until the second after the request's `X-Amz-Date` (at most 1.1 s; not at all when
 /// the date is missing, malformed or already past).
 async fn wait_out_signing_second(http: &HttpRequest) {
     let signed = http
-        .headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-date"))
-        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .header("x-amz-date")
         .and_then(|d| chrono::NaiveDateTime::parse_from_str(d, "%Y%m%dT%H%M%SZ").ok())
         .map(|t| t.and_utc());
     let Some(signed) = signed else { return };

@@ -193,6 +193,28 @@ pub struct HttpRequest {
     pub body: Vec<u8>,
 }
 
+impl HttpRequest {
+    /// The first header named `name` (any case), if its value is UTF-8.
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The region of the SigV4 credential scope (unverified: see `region::scope_region`).
+    #[must_use]
+    pub fn scope_region(&self) -> Option<&str> {
+        self.header("authorization")
+            .and_then(crate::region::scope_region)
+    }
+}
+
+/// What a client gets for a replayed state-changing request (the enclave's `ThrottlingException`;
+/// the host recognises it to time its answer).
+pub const MSG_REPLAYED: &str = "This signed request was already executed: a state-changing request runs at most once. Sign and send a new request.";
+
 impl fmt::Debug for HttpRequest {
     // Bodies may hold plaintext: never print them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
