@@ -231,6 +231,15 @@ fn a_host_that_hides_a_regions_alias_or_key_is_refused() {
     assert_eq!(listed_keys(&mut env, EU).len(), 1);
 }
 
+/// A new multi-Region key, primary in us-east-1; its id.
+fn new_mrk(env: &mut Env) -> String {
+    env.call_in(US, "CreateKey", json!({"MultiRegion": true}))
+        .unwrap()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn describe(env: &mut Env, region: &str, key: &str) -> Value {
     env.call_in(region, "DescribeKey", json!({"KeyId": key}))
         .unwrap()["KeyMetadata"]
@@ -405,12 +414,7 @@ fn a_multi_region_key_shares_its_material_and_keeps_each_regions_own_state() {
 #[test]
 fn a_primary_is_deleted_after_its_replicas() {
     let mut env = Env::new();
-    let id = env
-        .call_in(US, "CreateKey", json!({"MultiRegion": true}))
-        .unwrap()["KeyMetadata"]["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = new_mrk(&mut env);
     env.call_in(
         US,
         "ReplicateKey",
@@ -454,12 +458,7 @@ fn a_primary_is_deleted_after_its_replicas() {
 #[test]
 fn a_multi_region_replicas_grants_are_its_own() {
     let mut env = Env::new();
-    let id = env
-        .call_in(US, "CreateKey", json!({"MultiRegion": true}))
-        .unwrap()["KeyMetadata"]["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = new_mrk(&mut env);
     env.call_in(
         US,
         "ReplicateKey",
@@ -487,12 +486,7 @@ fn a_multi_region_replicas_grants_are_its_own() {
 #[test]
 fn replicating_needs_create_key_as_well() {
     let mut env = Env::new();
-    let id = env
-        .call_in(US, "CreateKey", json!({"MultiRegion": true}))
-        .unwrap()["KeyMetadata"]["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = new_mrk(&mut env);
     let only_replicate = json!({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "kms:ReplicateKey", "Resource": "*"}]});
     let (akid, secret) = super::principals::make(&mut env, "carol", Some(only_replicate));
