@@ -248,10 +248,13 @@ impl KeyRecord {
     /// The key ARN.
     #[must_use]
     pub fn arn(&self) -> String {
-        format!(
-            "arn:aws:kms:{}:{}:key/{}",
-            self.region, self.account, self.key_id
-        )
+        self.arn_in(&self.region)
+    }
+
+    /// The ARN of this key in `region` (a multi-Region key's replica there).
+    #[must_use]
+    pub fn arn_in(&self, region: &str) -> String {
+        format!("arn:aws:kms:{region}:{}:key/{}", self.account, self.key_id)
     }
     /// The material of a version.
     #[must_use]

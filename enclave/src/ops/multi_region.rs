@@ -14,7 +14,6 @@ pub(crate) fn describe(r: &KeyRecord, m: &mut Value) {
     let Some(mr) = &r.multi_region else {
         return;
     };
-    let arn = |region: &str| format!("arn:aws:kms:{region}:{}:key/{}", r.account, r.key_id);
     let mut replicas: Vec<&str> = r
         .regions()
         .into_iter()
@@ -26,10 +25,10 @@ pub(crate) fn describe(r: &KeyRecord, m: &mut Value) {
         "MultiRegionConfiguration",
         json!({
             "MultiRegionKeyType": if r.region == mr.primary { "PRIMARY" } else { "REPLICA" },
-            "PrimaryKey": {"Arn": arn(&mr.primary), "Region": mr.primary},
+            "PrimaryKey": {"Arn": r.arn_in(&mr.primary), "Region": mr.primary},
             "ReplicaKeys": replicas
                 .iter()
-                .map(|region| json!({"Arn": arn(region), "Region": region}))
+                .map(|region| json!({"Arn": r.arn_in(region), "Region": region}))
                 .collect::<Vec<_>>(),
         }),
     );
@@ -94,10 +93,7 @@ pub(crate) fn replicate_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     if rec.regions().contains(&region.as_str()) {
         return Err(KmsError::new(
             KmsErrorCode::AlreadyExistsException,
-            format!(
-                "Key 'arn:aws:kms:{region}:{}:key/{}' already exists",
-                rec.account, rec.key_id
-            ),
+            format!("Key '{}' already exists", rec.arn_in(&region)),
         )
         .into());
     }
@@ -159,10 +155,7 @@ pub(crate) fn update_primary_region(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     if !rec.regions().contains(&region.as_str()) {
         return Err(KmsError::new(
             KmsErrorCode::NotFoundException,
-            format!(
-                "Key 'arn:aws:kms:{region}:{}:key/{}' does not exist",
-                rec.account, rec.key_id
-            ),
+            format!("Key '{}' does not exist", rec.arn_in(&region)),
         )
         .into());
     }
