@@ -67,8 +67,10 @@ pub enum RecordId {
     Principal(Box<str>),
     /// A grant: its key (UUID) and its grant id.
     Grant(u128, Box<str>),
-    /// The last-usage record of a key (UUID), `GetKeyLastUsage`.
-    Usage(u128),
+    /// The last-usage record of a key (its 128 bits) in a region (empty: the key's only region,
+    /// or the home region of a multi-Region key; `ekms_wire::region::usage_region`),
+    /// `GetKeyLastUsage`.
+    Usage(u128, Box<str>),
 }
 
 impl RecordId {
@@ -90,6 +92,24 @@ impl RecordId {
             Self::Key(u) | Self::Mrk(u) => Some(*u),
             _ => None,
         }
+    }
+
+    /// The id of the usage record the store names `name` (`KEY` or `REGION/MRK`, as
+    /// `ekms_wire::region::usage_record` makes them); `None` for any other name.
+    #[must_use]
+    pub fn usage_named(name: &str) -> Option<Self> {
+        let (region, key) = match name.split_once('/') {
+            Some((r, k))
+                if ekms_wire::region::is_region_name(r) && ekms_wire::plan::is_multi_region(k) =>
+            {
+                (r, k)
+            }
+            Some(_) => return None,
+            None => ("", name),
+        };
+        let u = u128::from_be_bytes(ekms_wire::plan::key_id_bytes(key)?);
+        // Only the canonical spelling names a record (one name per id).
+        (key_name(u) == key).then(|| Self::Usage(u, region.into()))
     }
 
     /// An alias id.
@@ -114,7 +134,8 @@ impl RecordId {
     #[must_use]
     pub fn name(&self) -> String {
         match self {
-            Self::Key(u) | Self::Mrk(u) | Self::Usage(u) => key_name(*u),
+            Self::Key(u) | Self::Mrk(u) => key_name(*u),
+            Self::Usage(u, region) => ekms_wire::region::usage_record(region, &key_name(*u)),
             Self::Alias(n) | Self::Principal(n) => n.to_string(),
             Self::Grant(u, g) => format!("{}/{g}", key_name(*u)),
         }
@@ -689,9 +710,12 @@ fn summand(key: &hmac::Key, id: &RecordId, e: &Entry) -> [u64; 4] {
             ctx.update(&u.to_be_bytes());
             ctx.update(g.as_bytes());
         }
-        RecordId::Usage(u) => {
+        RecordId::Usage(u, region) => {
             ctx.update(&[7]);
             ctx.update(&u.to_be_bytes());
+            // Nothing for a key's only region: the sum of a view from before replicas were
+            // tracked apart is unchanged.
+            ctx.update(region.as_bytes());
         }
     }
     // The id above has a fixed length (keys) or is followed by a 0 byte that no name holds.
@@ -766,6 +790,32 @@ mod tests {
         }]);
         l.commit(t).unwrap();
         new
+    }
+
+    #[test]
+    fn usage_record_names_are_parsed_back_and_only_canonical_ones_are_accepted() {
+        let key = "0123abcd-0000-4000-8000-00000000beef";
+        let RecordId::Key(u) = RecordId::key(key).unwrap() else {
+            unreachable!()
+        };
+        let id = RecordId::usage_named(key).unwrap();
+        assert_eq!(id, RecordId::Usage(u, "".into()));
+        assert_eq!(id.name(), key);
+        let mrk = "mrk-0123456789ab8def8123456789abcdef";
+        let m = RecordId::key(mrk).unwrap().key_bits().unwrap();
+        let eu = RecordId::usage_named(&format!("eu-west-1/{mrk}")).unwrap();
+        assert_eq!(eu, RecordId::Usage(m, "eu-west-1".into()));
+        assert_eq!(eu.name(), format!("eu-west-1/{mrk}"));
+        for bad in [
+            format!("eu-west-1/{key}"), // a single-Region key has one record
+            format!("alias/{mrk}"),
+            format!("eu-west-1/eu-west-2/{mrk}"),
+            key.to_uppercase(),
+            "alias/x".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(RecordId::usage_named(&bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -395,10 +395,7 @@ pub fn index(keys: &Keyring, sealed: &[u8]) -> Result<Indexed, EnclaveError> {
             target: None,
         },
         7 => Indexed {
-            id: match crate::ledger::RecordId::key(&id).and_then(|k| k.key_bits()) {
-                Some(u) => RecordId::Usage(u),
-                None => return Err(EnclaveError::BadRecord),
-            },
+            id: RecordId::usage_named(&id).ok_or(EnclaveError::BadRecord)?,
             generation: open::<crate::usage::UsageRecord>(keys, Kind::Usage, None, sealed)?
                 .checked(&id)?
                 .generation,

@@ -30,11 +30,19 @@ pub const MAX_UNSAVED: Duration = Duration::from_mins(1);
 /// Usage records sealed per flush request (about 200 bytes each).
 pub const MAX_PER_FLUSH: usize = 2000;
 
-/// A sealed usage record: the last successful cryptographic operation on a key.
+/// Which usage record: a key's 128 bits and the region part of its name
+/// (`ekms_wire::region::usage_region`; empty for a key's only region).
+pub type UsageKey = (u128, Box<str>);
+
+/// A sealed usage record: the last successful cryptographic operation on a key (in one region,
+/// for a multi-Region key's replica).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRecord {
-    /// The key (UUID), also the record's sealed id.
+    /// The key (UUID or `mrk-` id).
     pub key_id: String,
+    /// The region part of the record's name (empty: the key's only region or the home region).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
     /// The operation (one of `plan::LAST_USAGE_OPERATIONS`).
     pub operation: String,
     /// When it ended, by the enclave's clock (Unix milliseconds).
@@ -48,10 +56,16 @@ pub struct UsageRecord {
 }
 
 impl UsageRecord {
-    /// The record, if its body names the key of its sealed id (a record is never moved to
-    /// another key: the id is authenticated, and the body must agree).
+    /// The record's name in the store, also its sealed id.
+    #[must_use]
+    pub fn name(&self) -> String {
+        ekms_wire::region::usage_record(&self.region, &self.key_id)
+    }
+
+    /// The record, if its body names the key and region of its sealed id (a record is never
+    /// moved to another key or replica: the id is authenticated, and the body must agree).
     pub fn checked(self, sealed_id: &str) -> Result<Self, EnclaveError> {
-        if self.key_id == sealed_id {
+        if self.name() == sealed_id {
             Ok(self)
         } else {
             Err(EnclaveError::BadRecord)
@@ -85,10 +99,10 @@ struct Slot {
 }
 
 /// A use to seal in a flush.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Due {
-    /// The key.
-    pub key: u128,
+    /// The record.
+    pub key: UsageKey,
     /// The slot's stamp when it was read.
     pub stamp: u64,
     /// The use.
@@ -100,7 +114,7 @@ pub struct Due {
 /// Last uses not yet known durable, per key.
 #[derive(Debug)]
 pub struct Tracker {
-    slots: Mutex<HashMap<u128, Slot>>,
+    slots: Mutex<HashMap<UsageKey, Slot>>,
     /// Monotonic ms of the oldest use not known durable (`u64::MAX`: none), read without the
     /// lock on every cryptographic operation.
     oldest: AtomicU64,
@@ -142,7 +156,7 @@ impl Tracker {
 
     /// Records a use of `key`. A use that ended earlier than the one kept (two requests
     /// finishing out of order) does not replace it.
-    pub fn record(&self, key: u128, last: Last) {
+    pub fn record(&self, key: UsageKey, last: Last) {
         let now = self.mono();
         let Ok(mut slots) = self.slots.lock() else {
             return;
@@ -176,14 +190,18 @@ impl Tracker {
 
     /// The latest use of `key` not yet known durable.
     #[must_use]
-    pub fn latest(&self, key: u128) -> Option<Last> {
-        self.slots.lock().ok()?.get(&key).map(|s| s.latest)
+    pub fn latest(&self, key: &UsageKey) -> Option<Last> {
+        self.slots.lock().ok()?.get(key).map(|s| s.latest)
     }
 
     /// Forgets the slots whose sealed version is now current in the view (`current`) and
     /// unchanged since, and lists at most `limit` others to seal. Returns them and whether more
     /// wait.
-    pub fn due(&self, current: impl Fn(u128) -> Option<Version>, limit: usize) -> (Vec<Due>, bool) {
+    pub fn due(
+        &self,
+        current: impl Fn(&UsageKey) -> Option<Version>,
+        limit: usize,
+    ) -> (Vec<Due>, bool) {
         let Ok(mut slots) = self.slots.lock() else {
             return (Vec::new(), false);
         };
@@ -191,7 +209,7 @@ impl Tracker {
             let Some((stamp, version, sealed_at)) = s.sealed else {
                 return true;
             };
-            if current(*key) != Some(version) {
+            if current(key) != Some(version) {
                 return true;
             }
             if stamp == s.stamp {
@@ -207,10 +225,10 @@ impl Tracker {
         let mut due: Vec<Due> = slots
             .iter()
             .map(|(key, s)| Due {
-                key: *key,
+                key: key.clone(),
                 stamp: s.stamp,
                 last: s.latest,
-                expected: current(*key),
+                expected: current(key),
             })
             .collect();
         // Oldest first, so a long backlog drains in order of urgency.
@@ -222,10 +240,10 @@ impl Tracker {
 
     /// Notes that the use with `stamp` of `key` was sealed as `version` (durable once the
     /// view holds that version).
-    pub fn sealed(&self, key: u128, stamp: u64, version: Version) {
+    pub fn sealed(&self, key: &UsageKey, stamp: u64, version: Version) {
         let now = self.mono();
         if let Ok(mut slots) = self.slots.lock()
-            && let Some(s) = slots.get_mut(&key)
+            && let Some(s) = slots.get_mut(key)
         {
             s.sealed = Some((stamp, version, now));
         }
@@ -257,6 +275,10 @@ mod tests {
         }
     }
 
+    fn k(n: u128) -> UsageKey {
+        (n, "".into())
+    }
+
     fn v(seq: u64) -> Version {
         Version {
             seq,
@@ -267,19 +289,19 @@ mod tests {
     #[test]
     fn the_latest_use_wins_and_leaves_once_durable() {
         let t = Tracker::new(0);
-        t.record(1, last(10));
-        t.record(1, last(30));
+        t.record(k(1), last(10));
+        t.record(k(1), last(30));
         // A request that ended earlier, reported later, does not move the time back.
-        t.record(1, last(20));
-        assert_eq!(t.latest(1).unwrap().ms, 30);
+        t.record(k(1), last(20));
+        assert_eq!(t.latest(&k(1)).unwrap().ms, 30);
         let (due, more) = t.due(|_| None, 10);
         assert!(!more);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].last.ms, 30);
-        t.sealed(1, due[0].stamp, v(5));
+        t.sealed(&k(1), due[0].stamp, v(5));
         // Not yet committed: still due (sealed again, over the same expected version).
         assert_eq!(t.due(|_| None, 10).0.len(), 1);
-        t.sealed(1, due[0].stamp, v(6));
+        t.sealed(&k(1), due[0].stamp, v(6));
         // Committed: forgotten.
         assert!(t.due(|_| Some(v(6)), 10).0.is_empty());
         assert!(t.is_empty());
@@ -289,10 +311,10 @@ mod tests {
     #[test]
     fn a_use_after_the_seal_stays_due() {
         let t = Tracker::new(0);
-        t.record(1, last(10));
+        t.record(k(1), last(10));
         let (due, _) = t.due(|_| None, 10);
-        t.sealed(1, due[0].stamp, v(5));
-        t.record(1, last(40));
+        t.sealed(&k(1), due[0].stamp, v(5));
+        t.record(k(1), last(40));
         let (due, _) = t.due(|_| Some(v(5)), 10);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].last.ms, 40);
@@ -302,8 +324,8 @@ mod tests {
     #[test]
     fn unwritten_use_becomes_overdue_and_batches_are_bounded() {
         let t = Tracker::new(0).with_max_unsaved(Duration::from_millis(30));
-        for k in 0..5 {
-            t.record(k, last(1));
+        for n in 0..5 {
+            t.record(k(n), last(1));
         }
         assert!(!t.overdue());
         std::thread::sleep(Duration::from_millis(60));
@@ -311,20 +333,20 @@ mod tests {
         let (due, more) = t.due(|_| None, 3);
         assert_eq!(due.len(), 3);
         assert!(more);
-        let first: Vec<u128> = due.iter().map(|d| d.key).collect();
+        let first: Vec<u128> = due.iter().map(|d| d.key.0).collect();
         for d in &due {
-            t.sealed(d.key, d.stamp, v(d.key.try_into().unwrap()));
+            t.sealed(&d.key, d.stamp, v(d.key.0.try_into().unwrap()));
         }
-        let committed = |k: u128| first.contains(&k).then(|| v(k.try_into().unwrap()));
+        let committed = |k: &UsageKey| first.contains(&k.0).then(|| v(k.0.try_into().unwrap()));
         let (due, more) = t.due(committed, 3);
         assert_eq!(due.len(), 2);
         assert!(!more);
         // Still overdue: two uses are not durable yet.
         assert!(t.overdue());
         for d in &due {
-            t.sealed(d.key, d.stamp, v(d.key.try_into().unwrap()));
+            t.sealed(&d.key, d.stamp, v(d.key.0.try_into().unwrap()));
         }
-        assert!(t.due(|k| Some(v(k.try_into().unwrap())), 3).0.is_empty());
+        assert!(t.due(|k| Some(v(k.0.try_into().unwrap())), 3).0.is_empty());
         assert!(!t.overdue());
     }
 }

@@ -373,7 +373,8 @@ impl Relay {
         if op == "GetKeyLastUsage" {
             for r in &plan.keys {
                 if let KeyRef::Id(id) = r {
-                    usage.extend(self.store.usage(id)?);
+                    let part = region::usage_region(&self.home_region, region, id);
+                    usage.extend(self.store.usage(&region::usage_record(part, id))?);
                 }
             }
         }

@@ -163,6 +163,23 @@ async fn two_regions_keep_their_keys_and_aliases_apart_across_a_restart() {
         common::decrypt(&eu, mrk_blob.clone()).await,
         b"across regions"
     );
+    // Each replica has its own last use (AWS tracks them apart), before and after a restart.
+    let last_op = |client: &aws_sdk_kms::Client| {
+        let (client, mrk) = (client.clone(), mrk.clone());
+        async move {
+            client
+                .get_key_last_usage()
+                .key_id(&mrk)
+                .send()
+                .await
+                .unwrap()
+                .key_last_usage
+                .and_then(|u| u.operation)
+                .map(|o| o.as_str().to_owned())
+        }
+    };
+    assert_eq!(last_op(&us).await.as_deref(), Some("Encrypt"));
+    assert_eq!(last_op(&eu).await.as_deref(), Some("Decrypt"));
 
     // After a restart, each region's alias still names its own key.
     assert!(app.terminate());
@@ -172,6 +189,9 @@ async fn two_regions_keep_their_keys_and_aliases_apart_across_a_restart() {
     assert_eq!(&alias_target(&eu, "alias/app").await, eu_id);
     let blob = common::encrypt(&eu, "alias/app", b"hello").await;
     assert_eq!(common::decrypt(&eu, blob).await, b"hello");
+    // Written back at shutdown, read back from the store per replica.
+    assert_eq!(last_op(&us).await.as_deref(), Some("Encrypt"));
+    assert_eq!(last_op(&eu).await.as_deref(), Some("Decrypt"));
     assert_eq!(common::decrypt(&eu, mrk_blob).await, b"across regions");
 }
 

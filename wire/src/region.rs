@@ -114,6 +114,29 @@ pub fn alias_record(home: &str, region: &str, alias: &str) -> String {
     }
 }
 
+/// The region part of the usage record (`GetKeyLastUsage`) of key `key_id` used in `region`:
+/// empty for a single-Region key (it has one region) and for a multi-Region key's home-region
+/// copy, else the region. AWS tracks the use of each replica apart.
+#[must_use]
+pub fn usage_region<'a>(home: &str, region: &'a str, key_id: &str) -> &'a str {
+    if region == home || !crate::plan::is_multi_region(key_id) {
+        ""
+    } else {
+        region
+    }
+}
+
+/// The store's name of a usage record: the key id, after `REGION/` when the region part
+/// ([`usage_region`]) is not empty.
+#[must_use]
+pub fn usage_record(region_part: &str, key_id: &str) -> String {
+    if region_part.is_empty() {
+        key_id.to_owned()
+    } else {
+        format!("{region_part}/{key_id}")
+    }
+}
+
 /// The alias name (`alias/...`) of a store name made by [`alias_record`].
 #[must_use]
 pub fn alias_display(record: &str) -> &str {
@@ -182,5 +205,16 @@ mod tests {
             alias_record("h", "eu-west-1", "alias/x").starts_with(&alias_prefix("h", "eu-west-1"))
         );
         assert!(alias_record("h", "h", "alias/x").starts_with(&alias_prefix("h", "h")));
+    }
+
+    #[test]
+    fn usage_records_are_per_region_only_for_multi_region_keys_outside_home() {
+        let mrk = "mrk-0123456789abcdef0123456789abcdef";
+        let single = "01234567-89ab-cdef-0123-456789abcdef";
+        assert_eq!(usage_region("us-east-1", "eu-west-1", single), "");
+        assert_eq!(usage_region("us-east-1", "us-east-1", mrk), "");
+        assert_eq!(usage_region("us-east-1", "eu-west-1", mrk), "eu-west-1");
+        assert_eq!(usage_record("", single), single);
+        assert_eq!(usage_record("eu-west-1", mrk), format!("eu-west-1/{mrk}"));
     }
 }

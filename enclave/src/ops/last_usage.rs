@@ -17,7 +17,7 @@ use crate::{
     ledger::{Change, RecordId, Version, digest_of},
     ops::keys::seconds,
     record::{self, KeyRecord, Kind},
-    usage::{Last, MAX_PER_FLUSH, UsageRecord},
+    usage::{Last, MAX_PER_FLUSH, UsageKey, UsageRecord},
 };
 
 /// The index of `op` among the tracked operations, if a success of it counts as a use.
@@ -38,21 +38,26 @@ pub(crate) fn tracking_start(core: &Core, key: &KeyRecord) -> i64 {
     }
 }
 
-/// The usage record id of a key id, if it is one. (A multi-Region key's replicas share one:
-/// AWS tracks each replica apart.)
-fn usage_id(key_id: &str) -> Option<(u128, RecordId)> {
+/// The usage record of key `key_id` as used by a request signed for `region` (a multi-Region
+/// key's replicas are tracked apart, as AWS does).
+pub(crate) fn usage_key(core: &Core, key_id: &str, region: &str) -> Option<UsageKey> {
     let u = RecordId::key(key_id)?.key_bits()?;
-    Some((u, RecordId::Usage(u)))
+    let part = ekms_wire::region::usage_region(&core.config.region, region, key_id);
+    Some((u, part.into()))
+}
+
+fn record_id((u, region): &UsageKey) -> RecordId {
+    RecordId::Usage(*u, region.clone())
 }
 
 pub(crate) fn get_key_last_usage(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: KeyIdInput = parse(body)?;
     // Key id or key ARN only: an alias is `NotFoundException` (AWS: aliases are not supported).
     let key = ctx.resolve_key_only(input.key_id()?)?;
-    let (u, rid) = usage_id(&key.key_id).ok_or(OpError::Stale)?;
-    let last = match ctx.core.usage.latest(u) {
+    let uk = usage_key(ctx.core, &key.key_id, &ctx.region).ok_or(OpError::Stale)?;
+    let last = match ctx.core.usage.latest(&uk) {
         Some(l) => Some(l),
-        None => stored(ctx, &key.key_id, &rid)?,
+        None => stored(ctx, &uk)?,
     };
     let mut out = json!({
         "KeyId": key.key_id,
@@ -80,15 +85,17 @@ pub(crate) fn get_key_last_usage(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
 
 /// The key's durable usage record as the host showed it, which must be the current one (or
 /// absent when the view has none).
-fn stored(ctx: &Ctx<'_>, key_id: &str, rid: &RecordId) -> Result<Option<Last>, OpError> {
-    let Some(sealed) = find(&ctx.call.usage, Kind::Usage, key_id) else {
-        ctx.core.ledger()?.check_absent(rid)?;
+fn stored(ctx: &Ctx<'_>, uk: &UsageKey) -> Result<Option<Last>, OpError> {
+    let rid = record_id(uk);
+    let name = rid.name();
+    let Some(sealed) = find(&ctx.call.usage, Kind::Usage, &name) else {
+        ctx.core.ledger()?.check_absent(&rid)?;
         return Ok(None);
     };
     let rec: UsageRecord =
-        record::open::<UsageRecord>(ctx.keys, Kind::Usage, Some(key_id), &sealed.0)?
-            .checked(key_id)?;
-    ctx.core.ledger()?.check(rid, rec.generation, &sealed.0)?;
+        record::open::<UsageRecord>(ctx.keys, Kind::Usage, Some(&name), &sealed.0)?
+            .checked(&name)?;
+    ctx.core.ledger()?.check(&rid, rec.generation, &sealed.0)?;
     let op = tracked(&rec.operation).ok_or(EnclaveError::BadRecord)?;
     let request = uuid::Uuid::try_parse(&rec.request_id)
         .map_err(|_| EnclaveError::BadRecord)?
@@ -113,42 +120,44 @@ pub(crate) fn flush(
             return Ok((Vec::new(), 0, false));
         }
         core.usage
-            .due(|u| ledger.current(&RecordId::Usage(u)), MAX_PER_FLUSH)
+            .due(|uk| ledger.current(&record_id(uk)), MAX_PER_FLUSH)
     };
     let mut writes = Vec::with_capacity(due.len());
     let mut changes = Vec::with_capacity(due.len());
     for d in due {
-        let key_id = crate::ledger::key_name(d.key);
+        let rid = record_id(&d.key);
+        let name = rid.name();
         let operation = LAST_USAGE_OPERATIONS
             .get(usize::from(d.last.op))
             .ok_or(EnclaveError::Encoding)?;
         let rec = UsageRecord {
-            key_id: key_id.clone(),
+            key_id: crate::ledger::key_name(d.key.0),
+            region: d.key.1.to_string(),
             operation: (*operation).to_owned(),
             ms: d.last.ms,
             request_id: plan::request_id(d.last.request),
             since_ms: d.last.since_ms,
             generation: core.ledger()?.next_seq(),
         };
-        let sealed = record::seal(keys.current(), Kind::Usage, &key_id, &rec)?;
+        let sealed = record::seal(keys.current(), Kind::Usage, &name, &rec)?;
         let new = Version {
             seq: rec.generation,
             digest: digest_of(&sealed),
         };
         changes.push(Change {
-            id: RecordId::Usage(d.key),
+            id: rid,
             expected: d.expected,
             new,
             live: true,
             target: None,
         });
         writes.push(StoreWrite::PutUsage {
-            key_id,
+            key_id: name,
             generation: rec.generation,
             expected: d.expected.map(|v| v.seq),
             sealed: SealedBlob(sealed),
         });
-        core.usage.sealed(d.key, d.stamp, new);
+        core.usage.sealed(&d.key, d.stamp, new);
     }
     if changes.is_empty() {
         return Ok((writes, 0, more));
@@ -166,7 +175,7 @@ pub(crate) fn reseal(
     sealed: &[u8],
 ) -> Result<(StoreWrite, Change), EnclaveError> {
     let mut rec = record::open::<UsageRecord>(keys, Kind::Usage, Some(id), sealed)?.checked(id)?;
-    let (_, rid) = usage_id(id).ok_or(EnclaveError::BadRecord)?;
+    let rid = RecordId::usage_named(id).ok_or(EnclaveError::BadRecord)?;
     let opened = core.check_current(&rid, rec.generation, sealed)?;
     rec.generation = core.ledger()?.next_seq();
     let resealed = record::seal(keys.current(), Kind::Usage, id, &rec)?;

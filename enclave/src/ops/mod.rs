@@ -186,7 +186,7 @@ pub(crate) struct Ctx<'a> {
     tracked: Option<u8>,
     /// Keys the operation was authorized to use (and their tracking start), recorded as used if
     /// it succeeds.
-    used: RefCell<Vec<(u128, i64)>>,
+    used: RefCell<Vec<(crate::usage::UsageKey, i64)>>,
     /// State-view changes of the writes made so far, prepared together at the end.
     changes: RefCell<Vec<Change>>,
     /// Who calls, and what the policies need to know about the request.
@@ -353,11 +353,11 @@ impl Ctx<'_> {
     /// Notes that the operation may use `key`: a use, if the operation is tracked and succeeds.
     pub(crate) fn note_use(&self, key: &KeyRecord) {
         if self.tracked.is_some()
-            && let Some(u) = RecordId::key(&key.key_id).and_then(|k| k.key_bits())
+            && let Some(uk) = last_usage::usage_key(self.core, &key.key_id, &self.region)
         {
             self.used
                 .borrow_mut()
-                .push((u, last_usage::tracking_start(self.core, key)));
+                .push((uk, last_usage::tracking_start(self.core, key)));
         }
     }
 

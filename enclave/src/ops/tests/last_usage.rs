@@ -276,7 +276,7 @@ fn a_usage_record_is_indexed_as_its_keys_usage_and_survives_a_domain_key_rotatio
     let crate::ledger::RecordId::Key(u) = crate::ledger::RecordId::key(&key).unwrap() else {
         unreachable!()
     };
-    assert_eq!(i.id, crate::ledger::RecordId::Usage(u));
+    assert_eq!(i.id, crate::ledger::RecordId::Usage(u, "".into()));
     // Re-sealing (what the host does for every record after a domain key rotation) writes a
     // new version the view accepts, and the old copy is refused from then on.
     let (write, change) =
@@ -286,4 +286,86 @@ fn a_usage_record_is_indexed_as_its_keys_usage_and_survives_a_domain_key_rotatio
     assert_eq!(operation(&env.last_usage(&key).unwrap()), Some("Encrypt"));
     env.usage = vec![sealed];
     stale(env.last_usage(&key));
+}
+
+#[test]
+fn each_replica_of_a_multi_region_key_has_its_own_last_use() {
+    const US: &str = "us-east-1";
+    const EU: &str = "eu-west-1";
+    const EU2: &str = "eu-west-2";
+    let mut env = Env::new();
+    let key = env
+        .call_in(US, "CreateKey", json!({"MultiRegion": true}))
+        .unwrap()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for region in [EU, EU2] {
+        env.call_in(
+            US,
+            "ReplicateKey",
+            json!({"KeyId": key, "ReplicaRegion": region}),
+        )
+        .unwrap();
+    }
+    let last_in = |env: &mut Env, region: &str| {
+        env.call_in(region, "GetKeyLastUsage", json!({ "KeyId": key }))
+    };
+    let blob = env
+        .call_in(EU, "Encrypt", json!({"KeyId": key, "Plaintext": "AAAA"}))
+        .unwrap()["CiphertextBlob"]
+        .clone();
+    // Used in eu-west-1 only: the primary in us-east-1 has no use.
+    assert_eq!(operation(&last_in(&mut env, EU).unwrap()), Some("Encrypt"));
+    assert!(last_in(&mut env, US).unwrap().get("KeyLastUsage").is_none());
+    env.call_in(
+        US,
+        "GenerateDataKey",
+        json!({"KeyId": key, "NumberOfBytes": 32}),
+    )
+    .unwrap();
+    // A replica decrypts what another made: a use of the replica that decrypted.
+    env.call_in(
+        EU2,
+        "Decrypt",
+        json!({"KeyId": key, "CiphertextBlob": blob}),
+    )
+    .unwrap();
+    // Three records, one per region; the home region's keeps the key's plain name.
+    assert_eq!(env.flush(), 3);
+    let eu_record = env.usage_record(&format!("{EU}/{key}"));
+    let us_record = env.usage_record(&key);
+    let u = crate::ledger::RecordId::key(&key)
+        .unwrap()
+        .key_bits()
+        .unwrap();
+    assert_eq!(
+        record::index(env.domain.keyring(), &eu_record.0)
+            .unwrap()
+            .id,
+        crate::ledger::RecordId::Usage(u, EU.into())
+    );
+    assert_eq!(operation(&last_in(&mut env, EU).unwrap()), Some("Encrypt"));
+    assert_eq!(operation(&last_in(&mut env, EU2).unwrap()), Some("Decrypt"));
+    assert_eq!(
+        operation(&last_in(&mut env, US).unwrap()),
+        Some("GenerateDataKey")
+    );
+    let current = env.usage.clone();
+    // The host shows one replica's record for another: the one asked for is hidden, refused.
+    env.usage = vec![eu_record.clone()];
+    stale(last_in(&mut env, US));
+    env.usage = vec![us_record];
+    stale(last_in(&mut env, EU));
+    // eu-west-1's record relabelled as eu-west-2's: it does not open.
+    let mut forged = eu_record.0;
+    let at = forged
+        .windows(EU.len())
+        .position(|w| w == EU.as_bytes())
+        .unwrap();
+    forged[at..at + EU2.len()].copy_from_slice(EU2.as_bytes());
+    env.usage = vec![SealedBlob(forged)];
+    assert!(matches!(last_in(&mut env, EU2), Err(OpError::Kms(_))));
+    env.usage = current;
+    assert_eq!(operation(&last_in(&mut env, EU2).unwrap()), Some("Decrypt"));
 }
