@@ -202,6 +202,7 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         ctx.condition_tags(tags.iter().filter_map(super::tags::TagInput::pair));
     }
     ctx.authorize_account()?;
+    super::tags::authorize_new_tags(ctx, input.tags.as_deref())?;
     let (spec, usage, origin) = kind_of(&input)?;
     if let Some(doc) = &input.policy {
         crate::policy::check(doc).map_err(|e| super::key_policy::policy_error(&e))?;

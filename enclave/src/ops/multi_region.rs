@@ -89,7 +89,11 @@ pub(crate) fn replicate_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     // As AWS: a replica is a new key (with a policy the caller chooses) in the other region, so
     // the caller's identity policies must also allow kms:CreateKey, not only the key's
     // kms:ReplicateKey.
+    if let Some(tags) = &input.tags {
+        ctx.condition_tags(tags.iter().filter_map(super::tags::TagInput::pair));
+    }
     ctx.with_action("kms:CreateKey", || ctx.authorize_account())?;
+    super::tags::authorize_new_tags(ctx, input.tags.as_deref())?;
     if rec.regions().contains(&region.as_str()) {
         return Err(KmsError::new(
             KmsErrorCode::AlreadyExistsException,

@@ -83,6 +83,20 @@ pub(crate) fn apply_tags(tags: &mut Vec<Tag>, new: Vec<TagInput>) -> Result<(), 
     Ok(())
 }
 
+/// For an operation that makes a key and tags it (CreateKey, ReplicateKey): with tags, the
+/// caller's identity policies must also allow `kms:TagResource` (AWS: "To use the Tags
+/// parameter, you must have kms:TagResource permission in an IAM policy"), with the tags as
+/// `aws:RequestTag` / `aws:TagKeys`.
+pub(crate) fn authorize_new_tags(ctx: &Ctx<'_>, tags: Option<&[TagInput]>) -> Result<(), KmsError> {
+    match tags {
+        Some(tags) if !tags.is_empty() => {
+            ctx.condition_tags(tags.iter().filter_map(TagInput::pair));
+            ctx.with_action("kms:TagResource", || ctx.authorize_account())
+        }
+        _ => Ok(()),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct TagResourceInput {

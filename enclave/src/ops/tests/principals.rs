@@ -471,6 +471,50 @@ fn request_tags_tag_keys_and_resource_aliases_condition_the_call() {
 }
 
 #[test]
+fn tags_on_a_new_key_or_replica_need_tag_resource_too() {
+    let mut env = Env::new();
+    let (akid, secret) = make(
+        &mut env,
+        "maker",
+        Some(allow(&[
+            "kms:CreateKey",
+            "kms:ReplicateKey",
+            "kms:DescribeKey",
+        ])),
+    );
+    let maker = (akid.as_str(), secret.as_str());
+    let tags = json!([{"TagKey": "team", "TagValue": "a"}]);
+    let (c, m) = code(env.call_as(maker, "CreateKey", json!({"Tags": tags})));
+    assert_eq!(c, KmsErrorCode::AccessDeniedException);
+    assert!(m.contains("kms:TagResource"), "{m}");
+    let key = env
+        .call_as(maker, "CreateKey", json!({"MultiRegion": true, "Tags": []}))
+        .unwrap()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let replicate = |tags: Value| json!({"KeyId": key, "ReplicaRegion": "eu-west-1", "Tags": tags});
+    let (c, m) = code(env.call_as(maker, "ReplicateKey", replicate(tags.clone())));
+    assert_eq!(c, KmsErrorCode::AccessDeniedException);
+    assert!(m.contains("kms:TagResource"), "{m}");
+    // Allowed to tag: both go through.
+    let (akid, secret) = make(
+        &mut env,
+        "tagger",
+        Some(allow(&[
+            "kms:CreateKey",
+            "kms:ReplicateKey",
+            "kms:TagResource",
+        ])),
+    );
+    let tagger = (akid.as_str(), secret.as_str());
+    env.call_as(tagger, "CreateKey", json!({"Tags": tags}))
+        .unwrap();
+    env.call_as(tagger, "ReplicateKey", replicate(tags))
+        .unwrap();
+}
+
+#[test]
 fn time_conditions_read_the_enclave_clock() {
     let mut env = Env::new();
     // aws:CurrentTime and aws:EpochTime are set only when a policy mentions them (in any
