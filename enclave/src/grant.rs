@@ -207,6 +207,13 @@ impl GrantRecord {
         self.region.as_deref().is_none_or(|r| r == region)
     }
 
+    /// The region of its key, `home` for a grant made before regions (every key was then in
+    /// the home region).
+    #[must_use]
+    pub fn region_or<'a>(&'a self, home: &'a str) -> &'a str {
+        self.region.as_deref().unwrap_or(home)
+    }
+
     /// The id it is sealed under.
     #[must_use]
     pub fn sealed_id(&self) -> String {

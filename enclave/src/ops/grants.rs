@@ -509,6 +509,9 @@ pub(super) fn list_retirable_grants(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .supplied_grants()?
         .into_iter()
         .filter(|g| g.retiring.as_deref() == Some(retiring.as_str()))
+        // AWS: the grants of the account *and Region* (a grant names its key by an ARN of the
+        // request's region, which a key of another region does not have).
+        .filter(|g| g.region_or(&ctx.core.config.region) == ctx.region)
         .filter(|g| after.as_ref().is_none_or(|a| g.sealed_id() > *a))
         .collect();
     found.sort_by_key(GrantRecord::sealed_id);

@@ -469,6 +469,7 @@ fn a_multi_region_replicas_grants_are_its_own() {
         US,
         "CreateGrant",
         json!({"KeyId": id, "GranteePrincipal": "arn:aws:iam::111122223333:user/bob",
+               "RetiringPrincipal": "arn:aws:iam::111122223333:user/rita",
                "Operations": ["Encrypt"]}),
     )
     .unwrap();
@@ -481,6 +482,36 @@ fn a_multi_region_replicas_grants_are_its_own() {
     };
     assert_eq!(grants(&mut env, US), 1);
     assert_eq!(grants(&mut env, EU), 0);
+    // A single-Region key of eu-west-1 with a grant for the same retiring principal.
+    let (eu_key, eu_arn) = create(&mut env, EU);
+    env.call_in(
+        EU,
+        "CreateGrant",
+        json!({"KeyId": eu_key, "GranteePrincipal": "arn:aws:iam::111122223333:user/bob",
+               "RetiringPrincipal": "arn:aws:iam::111122223333:user/rita",
+               "Operations": ["Decrypt"]}),
+    )
+    .unwrap();
+    // ListRetirableGrants lists the grants of the request's region, with that region's ARNs.
+    let retirable = |env: &mut Env, region: &str| -> Vec<String> {
+        env.call_in(
+            region,
+            "ListRetirableGrants",
+            json!({"RetiringPrincipal": "arn:aws:iam::111122223333:user/rita"}),
+        )
+        .unwrap()["Grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["KeyId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        retirable(&mut env, US),
+        vec![format!("arn:aws:kms:us-east-1:111122223333:key/{id}")]
+    );
+    assert_eq!(retirable(&mut env, EU), vec![eu_arn]);
+    assert!(retirable(&mut env, "ap-south-2").is_empty());
 }
 
 #[test]
