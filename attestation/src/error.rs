@@ -292,6 +292,10 @@ pub enum Error {
     #[error("cryptographic operation failed: {0}")]
     Crypto(&'static str),
 
+    /// A recipient's key or a `CiphertextForRecipient` envelope was refused.
+    #[error("recipient: {0}")]
+    Recipient(&'static str),
+
     /// The simulation CA could not be generated or issue a certificate.
     #[error("simulation CA error: {0}")]
     SimulationCa(String),

@@ -11,6 +11,7 @@ mod mock;
 mod nsm;
 mod payload;
 mod policy;
+pub mod recipient;
 pub mod report;
 mod root;
 mod simca;
