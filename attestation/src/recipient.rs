@@ -94,10 +94,12 @@ fn oaep_sha256_id() -> Result<AlgorithmIdentifierOwned> {
 /// # Errors
 /// [`Error::Recipient`] naming what is wrong (public text).
 pub fn recipient_key(spki_der: &[u8]) -> Result<PublicEncryptingKey> {
-    let key = PublicEncryptingKey::from_der(spki_der)
-        .map_err(|_| err("the public key is not a DER SubjectPublicKeyInfo of an RSA key"))?;
+    // aws-lc-rs itself refuses RSA keys under 2048 bits, so one message covers every refusal.
+    const NOT_USABLE: &str =
+        "its public key is not an RSA key of 2048 bits or more as a DER SubjectPublicKeyInfo";
+    let key = PublicEncryptingKey::from_der(spki_der).map_err(|_| err(NOT_USABLE))?;
     if key.key_size_bits() < MIN_RECIPIENT_RSA_BITS {
-        return Err(err("the RSA public key is shorter than 2048 bits"));
+        return Err(err(NOT_USABLE));
     }
     Ok(key)
 }

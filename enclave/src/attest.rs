@@ -31,6 +31,8 @@ pub struct Attestor {
     /// The root that peers' documents must chain to (the AWS root on Nitro; in simulation the
     /// simulation CA's root, which both peers share through the data dir).
     root: TrustRoot,
+    /// The AWS Nitro root, which a `Recipient`'s document may always chain to.
+    aws_root: TrustRoot,
 }
 
 impl fmt::Debug for Attestor {
@@ -49,7 +51,36 @@ impl Attestor {
             identity,
             identity_public,
             root,
+            aws_root: TrustRoot::aws_nitro().map_err(|_| EnclaveError::Crypto)?,
         })
+    }
+
+    /// Verifies the attestation document of a `Recipient` (a client enclave app) at `now`: the
+    /// COSE signature, the chain to the AWS Nitro root (or, in simulation only, to the
+    /// simulation CA's root, announced at start), every certificate valid at `now`, and not a
+    /// debug-mode enclave. The caller checks the public key. The reason for a refusal is
+    /// public text.
+    pub fn verify_recipient(
+        &self,
+        document: &[u8],
+        now: UnixMillis,
+    ) -> Result<VerifiedDoc, String> {
+        // The document names its root (cabundle[0]); `verify` then checks it is byte for byte
+        // the one pinned. A simulation root is a candidate only in simulation.
+        let claims_simulation = self.is_simulation()
+            && ekms_attestation::AttestationDoc::parse_unverified(document)
+                .is_ok_and(|d| d.cabundle().first().map(Vec::as_slice) == Some(self.root.der()));
+        let root = if claims_simulation {
+            &self.root
+        } else {
+            &self.aws_root
+        };
+        let verified =
+            verify(document, root, ValidationTime::At(now)).map_err(|e| e.to_string())?;
+        PcrPolicy::new()
+            .check(&verified, now)
+            .map_err(|e| e.to_string())?;
+        Ok(verified)
     }
 
     /// This enclave's PCRs 0, 1 and 2: the domain policy it creates, and what a peer must show.

@@ -93,7 +93,7 @@ async fn run(args: Args) -> Result<(), String> {
         let root = ca.trust_root().map_err(|e| e.to_string())?;
         let nsm = MockNsm::from_executable_path(ca, &exe).map_err(|e| e.to_string())?;
         tracing::warn!(
-            "SIMULATION: attestation documents come from a mock NSM and a simulation CA; never in production"
+            "SIMULATION: attestation documents come from a mock NSM and a simulation CA, and Recipient documents signed by that CA are trusted; never in production"
         );
         Attestor::new(Box::new(nsm), root).map_err(|e| e.to_string())?
     } else {

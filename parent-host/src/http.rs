@@ -22,9 +22,9 @@ use crate::{
     relay::{Answer, Relay},
 };
 
-/// Largest request body accepted (KMS's largest members, a 32 KiB policy or a 6 KiB
-/// ciphertext, fit with room to spare).
-pub const MAX_BODY: usize = 256 * 1024;
+/// Largest request body accepted: KMS's largest member, a `Recipient`'s attestation document of
+/// up to 262,144 bytes (349,528 in base64), fits with room for the rest of the request.
+pub const MAX_BODY: usize = 384 * 1024;
 const JSON: &str = "application/x-amz-json-1.1";
 
 /// What the handlers share.

@@ -109,6 +109,11 @@ pub async fn run(mut cfg: ServeConfig) -> Result<(), HostError> {
                     "--exit-on-stdin-eof".into(),
                 ],
             };
+            eprintln!(
+                "ekms: WARNING: SIMULATION ATTESTATION: Recipient documents signed by this data dir's\n\
+                 ekms: WARNING: simulation CA are trusted (besides the AWS Nitro root): anyone who can read\n\
+                 ekms: WARNING: the data dir can make one (`ekms attestation mock`). Never in production."
+            );
             if *clock_offset_days > 0 {
                 eprintln!(
                     "ekms: WARNING: SIMULATION CLOCK: the enclave's clock runs {clock_offset_days} days ahead of\n\

@@ -108,7 +108,7 @@ impl Sessions {
 #[derive(Debug)]
 pub struct Core {
     pub(crate) config: Config,
-    attestor: Attestor,
+    pub(crate) attestor: Attestor,
     state: RwLock<State>,
     sessions: Sessions,
     /// The latest version of every record of the domain.

@@ -1,6 +1,5 @@
 //! DeriveSharedSecret: ECDH between a `KEY_AGREEMENT` key and a peer's public key.
 
-use ekms_wire::msg::KmsErrorCode;
 use serde::Deserialize;
 
 use super::{
@@ -15,9 +14,12 @@ const MAX_PUBLIC_KEY: usize = 8192;
 #[serde(rename_all = "PascalCase")]
 struct Output<'a> {
     key_id: String,
-    shared_secret: SecretB64<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_secret: Option<SecretB64<'a>>,
     key_origin: &'a str,
     key_agreement_algorithm: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphertext_for_recipient: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -29,7 +31,7 @@ struct Input {
     dry_run: Option<bool>,
     #[allow(dead_code)]
     grant_tokens: Option<Vec<String>>,
-    recipient: Option<serde_json::Value>,
+    recipient: Option<super::recipient::RecipientInput>,
 }
 
 pub(crate) fn derive_shared_secret(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
@@ -46,13 +48,7 @@ pub(crate) fn derive_shared_secret(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         return Err(enum_error(algorithm, "keyAgreementAlgorithm", &["ECDH"]).into());
     }
     let peer = super::blob_input("PublicKey", input.public_key.as_deref(), MAX_PUBLIC_KEY)?;
-    if input.recipient.is_some() {
-        return Err(KmsError::new(
-            KmsErrorCode::UnsupportedOperationException,
-            "Recipient is not supported by this appliance yet.",
-        )
-        .into());
-    }
+    let recipient = super::recipient::recipient(ctx, input.recipient.as_ref())?;
     let key = ctx.resolve(key_id)?;
     require_enabled(ctx, &key)?;
     require_usage(ctx, &key, "KEY_AGREEMENT", "DeriveSharedSecret")?;
@@ -65,10 +61,12 @@ pub(crate) fn derive_shared_secret(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .map_err(|_| KmsError::internal())?
         // AWS answers a peer key that is not on the key's curve with an empty message.
         .ok_or_else(|| KmsError::validation(""))?;
+    let for_recipient = recipient.as_ref().map(|r| r.seal(&secret)).transpose()?;
     reply(
         &Output {
             key_id: ctx.key_arn(&key.key_id),
-            shared_secret: SecretB64(&secret),
+            shared_secret: for_recipient.is_none().then(|| SecretB64(&secret)),
+            ciphertext_for_recipient: for_recipient,
             key_origin: &key.origin,
             key_agreement_algorithm: "ECDH",
         },

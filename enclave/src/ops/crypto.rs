@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{
-    Ctx, OpError, OpResult, SecretB64, b64, dry_run, out_of_range, parse, reply, require_enabled,
-    require_usage,
+    Ctx, OpError, OpResult, SecretB64, b64, dry_run, out_of_range, parse,
+    recipient::{RecipientInput, recipient},
+    reply, require_enabled, require_usage,
 };
 use crate::{
     EnclaveError, KmsError, asymmetric, ciphertext, context::EncryptionContext, keyspec::Family,
@@ -335,31 +336,24 @@ struct DecryptInput {
     encryption_context: Option<EncryptionContext>,
     encryption_algorithm: Option<String>,
     dry_run: Option<bool>,
-    recipient: Option<serde_json::Value>,
+    recipient: Option<RecipientInput>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct DecryptOutput<'a> {
     key_id: String,
-    plaintext: SecretB64<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<SecretB64<'a>>,
     encryption_algorithm: &'static str,
     key_material_id: String,
-}
-
-pub(crate) fn no_recipient(r: Option<&serde_json::Value>) -> Result<(), KmsError> {
-    if r.is_some() {
-        return Err(KmsError::new(
-            KmsErrorCode::UnsupportedOperationException,
-            "Recipient is not supported by this appliance yet.",
-        ));
-    }
-    Ok(())
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphertext_for_recipient: Option<String>,
 }
 
 pub(crate) fn decrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: DecryptInput = parse(body)?;
-    no_recipient(input.recipient.as_ref())?;
+    let recipient = recipient(ctx, input.recipient.as_ref())?;
     let ec = input.encryption_context.unwrap_or_default();
     ctx.condition_ec(&ec);
     let opened = open_blob(
@@ -372,12 +366,19 @@ pub(crate) fn decrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         "Decrypt",
     )?;
     dry_run(input.dry_run)?;
+    let for_recipient = recipient
+        .as_ref()
+        .map(|r| r.seal(&opened.plaintext))
+        .transpose()?;
     reply(
         &DecryptOutput {
             key_id: ctx.key_arn(&opened.key.key_id),
-            plaintext: SecretB64(&opened.plaintext),
+            plaintext: for_recipient
+                .is_none()
+                .then(|| SecretB64(&opened.plaintext)),
             encryption_algorithm: opened.algorithm,
             key_material_id: opened.material_id,
+            ciphertext_for_recipient: for_recipient,
         },
         vec![],
     )
@@ -472,7 +473,7 @@ struct DataKeyInput {
     key_spec: Option<String>,
     encryption_context: Option<EncryptionContext>,
     dry_run: Option<bool>,
-    recipient: Option<serde_json::Value>,
+    recipient: Option<RecipientInput>,
 }
 
 #[derive(Serialize)]
@@ -483,11 +484,19 @@ struct DataKeyOutput<'a> {
     plaintext: Option<SecretB64<'a>>,
     key_id: String,
     key_material_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphertext_for_recipient: Option<String>,
 }
 
 pub(crate) fn generate_data_key(ctx: &Ctx<'_>, body: &[u8], with_plaintext: bool) -> OpResult {
     let input: DataKeyInput = parse(body)?;
-    no_recipient(input.recipient.as_ref())?;
+    // GenerateDataKeyWithoutPlaintext has no Recipient (AWS ignores members a request does not
+    // have).
+    let recipient = if with_plaintext {
+        recipient(ctx, input.recipient.as_ref())?
+    } else {
+        None
+    };
     let key_id = input
         .key_id
         .as_deref()
@@ -530,10 +539,12 @@ pub(crate) fn generate_data_key(ctx: &Ctx<'_>, body: &[u8], with_plaintext: bool
     rand::fill(&mut data_key).map_err(EnclaveError::from)?;
     let ec = input.encryption_context.unwrap_or_default();
     let blob = seal_for(&key, &ec, &data_key)?;
+    let for_recipient = recipient.as_ref().map(|r| r.seal(&data_key)).transpose()?;
     reply(
         &DataKeyOutput {
             ciphertext_blob: super::to_b64(&blob),
-            plaintext: with_plaintext.then(|| SecretB64(&data_key)),
+            plaintext: (with_plaintext && for_recipient.is_none()).then(|| SecretB64(&data_key)),
+            ciphertext_for_recipient: for_recipient,
             key_id: ctx.key_arn(&key.key_id),
             key_material_id: key
                 .current_material()
@@ -549,18 +560,23 @@ pub(crate) fn generate_data_key(ctx: &Ctx<'_>, body: &[u8], with_plaintext: bool
 struct RandomInput {
     number_of_bytes: Option<i64>,
     custom_key_store_id: Option<String>,
-    recipient: Option<serde_json::Value>,
+    recipient: Option<RecipientInput>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct RandomOutput<'a> {
-    plaintext: SecretB64<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<SecretB64<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphertext_for_recipient: Option<String>,
 }
 
-pub(crate) fn generate_random(_ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+pub(crate) fn generate_random(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: RandomInput = parse(body)?;
-    no_recipient(input.recipient.as_ref())?;
+    let recipient = recipient(ctx, input.recipient.as_ref())?;
+    // No key: the caller's identity policies decide, with the recipient's attestation.
+    ctx.authorize_account()?;
     if input.custom_key_store_id.is_some() {
         return Err(KmsError::new(
             KmsErrorCode::UnsupportedOperationException,
@@ -579,9 +595,11 @@ pub(crate) fn generate_random(_ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         usize::try_from(n).map_err(|_| KmsError::internal())?
     ]);
     rand::fill(&mut bytes).map_err(EnclaveError::from)?;
+    let for_recipient = recipient.as_ref().map(|r| r.seal(&bytes)).transpose()?;
     reply(
         &RandomOutput {
-            plaintext: SecretB64(&bytes),
+            plaintext: for_recipient.is_none().then(|| SecretB64(&bytes)),
+            ciphertext_for_recipient: for_recipient,
         },
         vec![],
     )

@@ -35,7 +35,7 @@ struct Input {
     key_pair_spec: Option<String>,
     encryption_context: Option<EncryptionContext>,
     dry_run: Option<bool>,
-    recipient: Option<serde_json::Value>,
+    recipient: Option<super::recipient::RecipientInput>,
     #[allow(dead_code)]
     grant_tokens: Option<Vec<String>>,
 }
@@ -50,11 +50,18 @@ struct Output<'a> {
     key_id: String,
     key_pair_spec: String,
     key_material_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphertext_for_recipient: Option<String>,
 }
 
 pub(crate) fn generate_data_key_pair(ctx: &Ctx<'_>, body: &[u8], with_plaintext: bool) -> OpResult {
     let input: Input = parse(body)?;
-    crypto::no_recipient(input.recipient.as_ref())?;
+    // GenerateDataKeyPairWithoutPlaintext has no Recipient.
+    let recipient = if with_plaintext {
+        super::recipient::recipient(ctx, input.recipient.as_ref())?
+    } else {
+        None
+    };
     let key_id = input
         .key_id
         .as_deref()
@@ -89,10 +96,14 @@ pub(crate) fn generate_data_key_pair(ctx: &Ctx<'_>, body: &[u8], with_plaintext:
     let public = asymmetric::public_key(family, &private).map_err(|_| KmsError::internal())?;
     let ec = input.encryption_context.unwrap_or_default();
     let blob = crypto::seal_for(&key, &ec, &private)?;
+    // For a recipient, the private key (PKCS #8 DER) goes in the envelope.
+    let for_recipient = recipient.as_ref().map(|r| r.seal(&private)).transpose()?;
     reply(
         &Output {
             private_key_ciphertext_blob: to_b64(&blob),
-            private_key_plaintext: with_plaintext.then(|| SecretB64(&private)),
+            private_key_plaintext: (with_plaintext && for_recipient.is_none())
+                .then(|| SecretB64(&private)),
+            ciphertext_for_recipient: for_recipient,
             public_key: to_b64(&public),
             key_id: ctx.key_arn(&key.key_id),
             key_pair_spec: spec.to_owned(),

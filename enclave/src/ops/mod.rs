@@ -16,6 +16,7 @@ mod mac;
 mod multi_region;
 mod principals;
 mod public_key;
+pub(crate) mod recipient;
 mod recovery;
 pub(crate) mod rotation;
 mod sign;
@@ -198,7 +199,8 @@ impl Ctx<'_> {
         // Operations that name no key are decided by the caller's identity policies alone
         // (ListAliases with a KeyId is decided again when the key is resolved; CreateKey
         // decides once it has read the request's tags).
-        if matches!(op, "ListKeys" | "ListAliases" | "GenerateRandom") {
+        // (GenerateRandom decides once it has verified a Recipient's attestation.)
+        if matches!(op, "ListKeys" | "ListAliases") {
             self.authorize_account()?;
         }
         match op {

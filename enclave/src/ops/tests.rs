@@ -28,17 +28,21 @@ struct Env {
     /// Calls made: each is signed a second later than the one before, so that two equal
     /// state-changing calls are two requests, not a replay.
     calls: u64,
+    /// The enclave's simulation CA (which client apps' documents may chain to, as with
+    /// `ekms attestation mock`).
+    ca: ekms_attestation::SimulationCa,
 }
 
 impl Env {
     fn new() -> Self {
+        let ca = ekms_attestation::SimulationCa::generate().unwrap();
         let core = Core::new(
             Config {
                 region: "us-east-1".into(),
                 regions: ekms_wire::region::Regions::Any,
                 account: "111122223333".into(),
             },
-            crate::core::test_attestor(),
+            crate::core::test_attestor_for(&ca, b"test"),
         );
         let domain = core.open_test_domain();
         let p = principal();
@@ -61,6 +65,7 @@ impl Env {
             grants: vec![],
             usage: vec![],
             calls: 0,
+            ca,
         }
     }
 
@@ -970,6 +975,7 @@ mod grants;
 mod import;
 mod last_usage;
 mod principals;
+mod recipient;
 mod regions;
 #[path = "rotation_tests.rs"]
 mod rotation_tests;
