@@ -300,3 +300,25 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn tools_required() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
 }
+
+/// Whether `cmd args` runs and succeeds (a tool, or a Python module import); in CI
+/// ([`tools_required`]) it must, elsewhere a missing one skips its test with a note.
+///
+/// # Panics
+/// In CI, when the tool is missing.
+#[must_use]
+#[allow(clippy::panic)]
+pub fn have(cmd: &str, args: &[&str]) -> bool {
+    let ok = Command::new(cmd)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok || !tools_required(),
+        "{cmd} {args:?} is required in CI but does not run"
+    );
+    if !ok {
+        eprintln!("SKIP: {cmd} {args:?} does not run here");
+    }
+    ok
+}

@@ -11,22 +11,7 @@
 
 use std::{path::Path, process::Command};
 
-use ekms_tests::{Appliance, tools_required};
-
-fn have(cmd: &str, args: &[&str]) -> bool {
-    let ok = Command::new(cmd)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok || !tools_required(),
-        "{cmd} is required in CI but not installed"
-    );
-    if !ok {
-        eprintln!("SKIP: {cmd} is not installed");
-    }
-    ok
-}
+use ekms_tests::{Appliance, have};
 
 fn aws(app: &Appliance, args: &[&str]) -> std::process::Output {
     Command::new("aws")

@@ -23,8 +23,8 @@ use aws_sdk_kms::{
         OriginType, WrappingKeySpec,
     },
 };
-use common::{admin, decrypt, encrypt};
-use ekms_tests::{Appliance, tools_required};
+use common::{admin, decrypt, encrypt, sh_block};
+use ekms_tests::{Appliance, have};
 
 /// The address the walkthroughs are written for (`ekms serve --sim`'s default).
 const DOC_ENDPOINT: &str = "http://127.0.0.1:8400";
@@ -46,35 +46,6 @@ async fn import_through_the_aws_cli_boto3_and_aws_sdk_kms() {
     sdk_imports(&admin(&app)).await;
     cli.join().unwrap();
     boto3.join().unwrap();
-}
-
-/// Whether `cmd` runs; in CI (`tools_required`) it must.
-fn have(cmd: &str, args: &[&str]) -> bool {
-    let ok = Command::new(cmd)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok || !tools_required(),
-        "{cmd} is required in CI but not installed"
-    );
-    if !ok {
-        eprintln!("SKIP: {cmd} is not installed");
-    }
-    ok
-}
-
-/// The first ```sh block after `after` in the repository file `file`.
-fn sh_block(file: &str, after: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let from = text
-        .find(after)
-        .unwrap_or_else(|| panic!("{after:?} in {file}"));
-    let rest = &text[from..];
-    let start = rest.find("```sh\n").unwrap() + "```sh\n".len();
-    let len = rest[start..].find("```").unwrap();
-    rest[start..start + len].to_owned()
 }
 
 /// Runs a walkthrough as a user would (bash, stopping at the first failing command), in `work`

@@ -20,7 +20,7 @@ use std::{
 
 use aws_sdk_kms::{error::ProvideErrorMetadata as _, primitives::Blob};
 use common::{admin, client, principal};
-use ekms_tests::{Appliance, bin_dir, tools_required};
+use ekms_tests::{Appliance, bin_dir, have};
 use serde_json::{Value, json};
 
 fn ok(out: &Output) -> Value {
@@ -36,18 +36,6 @@ fn write_json(dir: &Path, name: &str, v: &Value) -> String {
     let p = dir.join(name);
     std::fs::write(&p, v.to_string()).unwrap();
     p.to_str().unwrap().to_owned()
-}
-
-fn have(cmd: &str, args: &[&str]) -> bool {
-    let ok = Command::new(cmd)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok || !tools_required(), "{cmd} is required in CI");
-    if !ok {
-        eprintln!("SKIP part: {cmd} is not installed");
-    }
-    ok
 }
 
 /// boto3 as `(akid, secret)`: Decrypt `blob` with encryption context `app`; the error code, or

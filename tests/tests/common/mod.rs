@@ -242,3 +242,16 @@ pub(crate) fn principal(app: &Appliance, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// The first ```sh block after `after` in the repository file `file`.
+pub(crate) fn sh_block(file: &str, after: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let from = text
+        .find(after)
+        .unwrap_or_else(|| panic!("{after:?} in {file}"));
+    let rest = &text[from..];
+    let start = rest.find("```sh\n").unwrap() + "```sh\n".len();
+    let len = rest[start..].find("```").unwrap();
+    rest[start..start + len].to_owned()
+}
