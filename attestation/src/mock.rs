@@ -26,6 +26,27 @@ const BOOT_PCRS: u16 = 16;
 /// Largest data accepted by `extend_pcr` (the NSM request limit is 4 KiB).
 const MAX_EXTEND_LEN: usize = 4096;
 
+/// What [`simulated_pcr`] hashes, followed by the PCR's index in decimal.
+pub const SIMULATED_PCR_PREFIX: &str = "ekms simulated PCR";
+
+/// The value a simulated client enclave's PCR `index` has when none is given (see
+/// [`MockNsm::from_pcr_values`]): SHA-384 of the ASCII text `ekms simulated PCR<index>`, e.g.
+/// `ekms simulated PCR0`. Fixed and documented so that policies can name it, and never zero, so
+/// that a document made with defaults is not mistaken for a debug-mode enclave's.
+/// NEVER IN PRODUCTION: no real image measures to these values.
+#[must_use]
+pub fn simulated_pcr(index: PcrIndex) -> [u8; SHA384_OUTPUT_LEN] {
+    let mut out = [0u8; SHA384_OUTPUT_LEN];
+    out.copy_from_slice(
+        digest(
+            &SHA384,
+            format!("{SIMULATED_PCR_PREFIX}{}", index.get()).as_bytes(),
+        )
+        .as_ref(),
+    );
+    out
+}
+
 #[derive(Clone)]
 struct Slot {
     value: [u8; SHA384_OUTPUT_LEN],
@@ -124,6 +145,41 @@ impl MockNsm {
             pcrs: Mutex::new(bank),
             rng,
         }
+    }
+
+    /// A mock NSM standing in for a *client* enclave app's NSM, with explicit PCR values.
+    /// NEVER IN PRODUCTION.
+    ///
+    /// Boot PCRs 0–15 take the given value, or else [`simulated_pcr`] (non-zero), and are
+    /// locked. A user PCR 16–31 that is given takes that value, stays unlocked (it can still be
+    /// extended) and appears in every document, as if the app had extended it; the others start
+    /// at zero and follow NSM semantics. A zero PCR0 (debug mode) is taken as given: refusing it
+    /// is the caller's choice.
+    #[must_use]
+    pub fn from_pcr_values(
+        ca: SimulationCa,
+        values: &BTreeMap<PcrIndex, [u8; SHA384_OUTPUT_LEN]>,
+    ) -> Self {
+        let pcr0 = values
+            .get(&PcrIndex::IMAGE)
+            .copied()
+            .unwrap_or_else(|| simulated_pcr(PcrIndex::IMAGE));
+        let nsm = Self::with_pcr0(ca, pcr0);
+        {
+            let mut bank = nsm.bank();
+            for (i, slot) in bank.iter_mut().enumerate() {
+                let Some(index) = u8::try_from(i).ok().and_then(PcrIndex::new) else {
+                    continue;
+                };
+                if let Some(value) = values.get(&index) {
+                    slot.value = *value;
+                    slot.touched = i >= usize::from(BOOT_PCRS);
+                } else if i < usize::from(BOOT_PCRS) {
+                    slot.value = simulated_pcr(index);
+                }
+            }
+        }
+        nsm
     }
 
     /// Sets a boot PCR (1–15), e.g. PCR8 for a signed image, before the enclave runs.
@@ -436,6 +492,68 @@ mod tests {
             MockNsm::from_executable_bytes(sim_ca(), b"x").with_boot_pcr(16, [1; 48]),
             Err(Error::PcrIndexOutOfRange(16))
         ));
+    }
+
+    #[test]
+    fn simulated_pcrs_are_the_documented_nonzero_hashes() {
+        let pcr = |n| simulated_pcr(PcrIndex::new(n).unwrap());
+        assert_eq!(
+            pcr(0).as_slice(),
+            sha384(&[b"ekms simulated PCR0"]).as_slice()
+        );
+        assert_eq!(
+            pcr(15).as_slice(),
+            sha384(&[b"ekms simulated PCR15"]).as_slice()
+        );
+        // Pinned (`printf 'ekms simulated PCR0' | openssl dgst -sha384`): users' policies name it.
+        assert_eq!(
+            hex::encode(pcr(0)),
+            "2b1a40e18def05955398795432ebb09cee3f5d9c84c1f326e60f34581fac249fc1d768a36ff8f7430712e0898bca9bef"
+        );
+        assert_ne!(pcr(0), [0u8; 48]);
+        assert_ne!(pcr(0), pcr(1));
+    }
+
+    #[test]
+    fn client_documents_carry_the_given_and_default_pcrs() {
+        let ca = sim_ca();
+        let root = ca.trust_root().unwrap();
+        let idx = |n| PcrIndex::new(n).unwrap();
+        let values = BTreeMap::from([(idx(0), [0xa0; 48]), (idx(8), [8; 48]), (idx(20), [20; 48])]);
+        let nsm = MockNsm::from_pcr_values(ca, &values);
+        let doc = nsm
+            .attestation_at(Some(b"n"), Some(b"u"), Some(b"spki"), REAL_TS)
+            .unwrap();
+        let v = verify(&doc, &root, ValidationTime::DocumentTimestamp).unwrap();
+        assert_eq!(v.nonce(), Some(&b"n"[..]));
+        assert_eq!(v.user_data(), Some(&b"u"[..]));
+        assert_eq!(v.public_key(), Some(&b"spki"[..]));
+        assert!(!v.is_debug_mode());
+        let shown: Vec<u8> = v.pcrs().keys().map(|i| i.get()).collect();
+        assert_eq!(shown, (0..16).chain([20]).collect::<Vec<u8>>());
+        for (i, pcr) in v.pcrs() {
+            let want = values.get(i).copied().unwrap_or_else(|| simulated_pcr(*i));
+            assert_eq!(pcr.as_bytes(), want.as_slice(), "PCR{i}");
+        }
+        // Boot PCRs are locked; a given user PCR can still be extended, others start at zero.
+        assert!(matches!(nsm.extend_pcr(8, b"x"), Err(Error::PcrLocked(8))));
+        assert_eq!(
+            nsm.extend_pcr(20, b"x").unwrap(),
+            sha384(&[&[20; 48], b"x"])
+        );
+        assert_eq!(nsm.describe_pcr(21).unwrap().value, vec![0; 48]);
+
+        // Nothing given: every boot PCR is the documented default, PCR0 included.
+        let plain = MockNsm::from_pcr_values(sim_ca(), &BTreeMap::new());
+        let doc = AttestationDoc::parse_unverified(
+            &plain.attestation_at(None, None, None, REAL_TS).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(doc.pcrs().len(), 16);
+        assert_eq!(
+            doc.pcr(PcrIndex::IMAGE).unwrap().as_bytes(),
+            simulated_pcr(PcrIndex::IMAGE).as_slice()
+        );
     }
 
     #[test]
