@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use ekms_parent_host::{
-    cli_attestation, cli_credential, cli_domain, cli_principal, custodian, fetch,
+    cli_attestation, cli_credential, cli_domain, cli_principal, cli_recipient, custodian, fetch,
     serve::{self, EnclaveMode, ServeConfig},
 };
 
@@ -39,6 +39,10 @@ enum Command {
     /// requests that the enclave authorizes.
     #[command(subcommand)]
     Principal(cli_principal::PrincipalCommand),
+    /// CiphertextForRecipient: what KMS returns to an enclave app that sent an attestation
+    /// document as `Recipient`.
+    #[command(subcommand)]
+    Recipient(cli_recipient::RecipientCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +78,9 @@ enum AttestationCommand {
     Verify(cli_attestation::VerifyArgs),
     /// Fetch a fresh attestation document, bound to your nonce, from an appliance.
     Fetch(fetch::FetchArgs),
+    /// SIMULATION ONLY: make an attestation document for your own enclave app, signed by a
+    /// simulation data dir's CA, to send as `Recipient` to that simulated appliance.
+    Mock(cli_attestation::MockArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -150,6 +157,7 @@ fn main() -> ExitCode {
             cli_attestation::run_verify(&args)
         }
         Command::Attestation(AttestationCommand::Fetch(args)) => fetch::run_fetch(&args),
+        Command::Attestation(AttestationCommand::Mock(args)) => cli_attestation::run_mock(&args),
         Command::Custodian(CustodianCommand::Keygen(args)) => custodian::run_keygen(&args),
         Command::Custodian(CustodianCommand::Unseal(args)) => custodian::run_unseal(&args),
         Command::Domain(DomainCommand::Init(args)) => cli_domain::run_init(&args),
@@ -158,6 +166,7 @@ fn main() -> ExitCode {
         Command::Domain(DomainCommand::AcceptState(args)) => cli_domain::run_accept_state(&args),
         Command::Credential(CredentialCommand::Open(args)) => cli_credential::run_open(&args),
         Command::Principal(cmd) => cli_principal::run(&cmd),
+        Command::Recipient(cmd) => cli_recipient::run(&cmd),
     }
 }
 

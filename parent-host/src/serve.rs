@@ -17,6 +17,10 @@ use crate::{
     supervisor::{EnclaveCommand, Supervisor},
 };
 
+/// The simulated enclave's CA file in a simulation data dir (secret; its presence is what makes a
+/// data dir a simulation one). NEVER IN PRODUCTION.
+pub const SIM_CA_FILE: &str = "SIMULATION-ONLY-attestation-ca.secret";
+
 /// How `serve` reaches its enclave.
 #[derive(Debug, Clone)]
 pub enum EnclaveMode {
@@ -100,10 +104,7 @@ pub async fn run(mut cfg: ServeConfig) -> Result<(), HostError> {
                     "--account".into(),
                     cfg.account.clone(),
                     "--sim-ca-file".into(),
-                    cfg.data_dir
-                        .join("SIMULATION-ONLY-attestation-ca.secret")
-                        .display()
-                        .to_string(),
+                    cfg.data_dir.join(SIM_CA_FILE).display().to_string(),
                     "--cid".into(),
                     cid.to_string(),
                     "--exit-on-stdin-eof".into(),
