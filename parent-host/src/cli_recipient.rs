@@ -336,6 +336,26 @@ mod tests {
     }
 
     #[test]
+    fn no_file_content_panics() {
+        let app = app_key();
+        let pem = encode_string("PRIVATE KEY", LineEnding::LF, &app.pkcs8).unwrap();
+        let blob = recipient::seal(&app.spki, b"x").unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&blob);
+        for cut in (0..pem.len()).step_by(7) {
+            assert!(decrypt(&pem.as_bytes()[..cut], &blob).is_err());
+            let mut flipped = pem.clone().into_bytes();
+            flipped[cut] ^= 0x20;
+            let _ = decrypt(&flipped, &blob);
+        }
+        for cut in 0..b64.len() {
+            let _ = decrypt(pem.as_bytes(), &b64.as_bytes()[..cut]);
+        }
+        for cut in 0..app.pkcs8.len() {
+            let _ = private_key_pkcs8(&app.pkcs8[..cut]);
+        }
+    }
+
+    #[test]
     fn out_files_are_new_and_private() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
