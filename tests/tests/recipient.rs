@@ -17,6 +17,7 @@ use std::{
     process::Command,
 };
 
+use aws_lc_rs::encoding::AsDer as _;
 use aws_sdk_kms::{
     Client,
     error::ProvideErrorMetadata as _,
@@ -25,6 +26,7 @@ use aws_sdk_kms::{
 };
 use common::{admin, ekms, text};
 use ekms_tests::{Appliance, have};
+use p384::pkcs8::EncodePublicKey as _;
 
 /// An enclave app: its key pair made by `openssl`, as the guide says.
 struct App {
@@ -220,7 +222,6 @@ async fn a_data_key_is_released_only_to_the_measured_app_and_opens_everywhere() 
         &private,
     )
     .unwrap();
-    use aws_lc_rs::encoding::AsDer as _;
     assert_eq!(
         aws_lc_rs::signature::KeyPair::public_key(&pair)
             .as_der()
@@ -244,8 +245,22 @@ async fn a_data_key_is_released_only_to_the_measured_app_and_opens_everywhere() 
             .len(),
         64
     );
+}
 
-    // Refusals. No Recipient: the pinned key says no.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pinned_key_refuses_every_other_caller() {
+    if !openssl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let kms = admin(&app);
+    let work = tempfile::tempdir().unwrap();
+    let enclave_app = App::new(work.path(), "app");
+    let doc = enclave_app.document(&app, IMAGE);
+    let key = key_pinned_to(&kms, IMAGE).await;
+    let blob = common::encrypt(&kms, &key, b"pinned").await;
+    // No Recipient: the pinned key says no.
     let e = kms
         .decrypt()
         .ciphertext_blob(blob.clone())
@@ -316,7 +331,6 @@ async fn derive_shared_secret_releases_to_the_recipient() {
         .unwrap()
         .key_id;
     let peer = p384::SecretKey::random(&mut rand_core::OsRng);
-    use p384::pkcs8::EncodePublicKey as _;
     let peer_der = peer.public_key().to_public_key_der().unwrap();
     let derive = || {
         kms.derive_shared_secret()
