@@ -129,8 +129,9 @@ fn raw_requests_get_aws_shaped_errors() {
         "UnknownOperationException"
     );
 
-    // Oversized body: refused before it reaches the enclave.
-    let big = vec![b'a'; 300 * 1024];
+    // Oversized body (over the 384 KiB cap, which fits AWS's largest request): refused before
+    // it reaches the enclave.
+    let big = vec![b'a'; 400 * 1024];
     let r = send(&app.endpoint, &json("Encrypt"), &big);
     assert_eq!(r.status, 400);
     assert_eq!(r.body["__type"], "ValidationException");
