@@ -21,11 +21,10 @@ use aws_lc_rs::rsa::{
 };
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::{
-    EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo,
-    RecipientInfos,
+    EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo, RecipientInfos,
 };
 use der::asn1::{ObjectIdentifier, OctetString};
-use der::{Any, Decode as _, Encode as _, Sequence};
+use der::{Any, Decode as _, Sequence};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoRef};
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
 use zeroize::Zeroizing;
@@ -157,30 +156,72 @@ pub fn seal(spki_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         key_enc_alg: oaep_sha256_id()?,
         enc_key: OctetString::new(wrapped).map_err(|_| err("encoding"))?,
     };
-    let enveloped = EnvelopedData {
-        version: CmsVersion::V2,
-        originator_info: None,
-        recip_infos: RecipientInfos::try_from(vec![RecipientInfo::Ktri(ktri)])
-            .map_err(|_| err("encoding"))?,
-        encrypted_content: EncryptedContentInfo {
-            content_type: ID_DATA,
-            content_enc_alg: AlgorithmIdentifierOwned {
-                oid: ID_AES256_CBC,
-                parameters: Some(
-                    Any::encode_from(&OctetString::new(iv).map_err(|_| err("encoding"))?)
-                        .map_err(|_| err("encoding"))?,
-                ),
-            },
-            encrypted_content: Some(OctetString::new(content).map_err(|_| err("encoding"))?),
-        },
-        unprotected_attrs: None,
+    let recipients =
+        RecipientInfos::try_from(vec![RecipientInfo::Ktri(ktri)]).map_err(|_| err("encoding"))?;
+    let content_alg = AlgorithmIdentifierOwned {
+        oid: ID_AES256_CBC,
+        parameters: Some(
+            Any::encode_from(&OctetString::new(iv).map_err(|_| err("encoding"))?)
+                .map_err(|_| err("encoding"))?,
+        ),
     };
-    ContentInfo {
-        content_type: ID_ENVELOPED_DATA,
-        content: Any::encode_from(&enveloped).map_err(|_| err("encoding"))?,
+    let content = der::asn1::ContextSpecific {
+        tag_number: der::TagNumber(0),
+        tag_mode: der::TagMode::Implicit,
+        value: OctetString::new(content).map_err(|_| err("encoding"))?,
+    };
+    // The shape AWS KMS returns and the Nitro Enclaves SDK's reader requires: ContentInfo, its
+    // [0], EnvelopedData and EncryptedContentInfo in BER's indefinite-length form (that reader
+    // steps into each by reading only its header, so a definite length, as DER has, makes it
+    // skip the whole element); every part inside them is DER.
+    Ok(indefinite(
+        SEQUENCE,
+        &[
+            &der_of(&ID_ENVELOPED_DATA)?,
+            &indefinite(
+                CONTEXT_0,
+                &[&indefinite(
+                    SEQUENCE,
+                    &[
+                        &der_of(&CmsVersion::V2)?,
+                        &der_of(&recipients)?,
+                        &indefinite(
+                            SEQUENCE,
+                            &[
+                                &der_of(&ID_DATA)?,
+                                &der_of(&content_alg)?,
+                                &der_of(&content)?,
+                            ],
+                        ),
+                    ],
+                )],
+            ),
+        ],
+    ))
+}
+
+/// The DER encoding of `v`.
+fn der_of(v: &impl der::Encode) -> Result<Vec<u8>> {
+    v.to_der().map_err(|_| err("encoding"))
+}
+
+/// Identifier octets of a constructed SEQUENCE and of a constructed `[0]` (X.690 §8.1.2).
+const SEQUENCE: u8 = 0x30;
+const CONTEXT_0: u8 = 0xa0;
+
+/// A constructed BER element of `identifier` holding `parts` (each a complete encoding) in the
+/// indefinite-length form (X.690 §8.1.3.6): length octet 0x80, the contents, then the
+/// end-of-contents octets 00 00. The one BER production this module writes; no crate in the
+/// tree writes BER (der writes DER only).
+fn indefinite(identifier: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len = parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len + 4);
+    out.extend_from_slice(&[identifier, 0x80]);
+    for p in parts {
+        out.extend_from_slice(p);
     }
-    .to_der()
-    .map_err(|_| err("encoding"))
+    out.extend_from_slice(&[0, 0]);
+    out
 }
 
 /// Opens a `CiphertextForRecipient` with the recipient's RSA private key (PKCS #8 DER): the
@@ -193,13 +234,14 @@ pub fn open(private_key_pkcs8: &[u8], envelope: &[u8]) -> Result<Zeroizing<Vec<u
     let private = PrivateDecryptingKey::from_pkcs8(private_key_pkcs8)
         .map_err(|_| err("the private key is not a PKCS #8 RSA private key"))?;
     let private = OaepPrivateDecryptingKey::new(private).map_err(|_| err("unusable RSA key"))?;
-    let info = ContentInfo::from_der(envelope).map_err(|_| err("not a DER CMS ContentInfo"))?;
+    // BER, as AWS KMS and `seal` write it (indefinite lengths outside), or DER.
+    let info = ContentInfo::from_ber(envelope).map_err(|_| err("not a CMS ContentInfo"))?;
     if info.content_type != ID_ENVELOPED_DATA {
         return Err(err("the CMS content is not EnvelopedData"));
     }
     let enveloped: EnvelopedData = info
         .content
-        .decode_as()
+        .decode_as_encoding(der::EncodingRules::Ber)
         .map_err(|_| err("malformed EnvelopedData"))?;
     let content = &enveloped.encrypted_content;
     if content.content_type != ID_DATA || content.content_enc_alg.oid != ID_AES256_CBC {
@@ -289,6 +331,7 @@ fn same_oaep_params(alg: &AlgorithmIdentifierOwned, want: &AlgorithmIdentifierOw
 #[cfg(test)]
 mod tests {
     use super::*;
+    use der::Encode as _;
     use aws_lc_rs::encoding::AsDer as _;
     use aws_lc_rs::rsa::KeySize;
 
@@ -329,9 +372,29 @@ mod tests {
     fn the_envelope_has_the_shape_aws_enclave_tooling_reads() {
         let (_, public) = key_pair(KeySize::Rsa2048);
         let blob = seal(&public, b"x").unwrap();
-        let info = ContentInfo::from_der(&blob).unwrap();
+        // The bytes the Nitro Enclaves SDK's reader steps through: indefinite-length
+        // ContentInfo, [0] and EnvelopedData headers, the DER OID and version between them, ...
+        let oid = ID_ENVELOPED_DATA.to_der().unwrap();
+        assert_eq!(&blob[..2], [0x30, 0x80]);
+        assert_eq!(&blob[2..2 + oid.len()], oid.as_slice());
+        let rest = &blob[2 + oid.len()..];
+        assert_eq!(&rest[..7], [0xa0, 0x80, 0x30, 0x80, 0x02, 0x01, 0x02]);
+        assert_eq!(rest[7], 0x31, "recipientInfos SET");
+        // ... and, after the recipient infos, an indefinite-length EncryptedContentInfo whose
+        // [0] content is primitive; then four end-of-contents.
+        assert!(blob.ends_with(&[0; 8]));
+        let data = ID_DATA.to_der().unwrap();
+        let at = blob
+            .windows(2 + data.len())
+            .position(|w| w[..2] == [0x30, 0x80] && w[2..] == data[..])
+            .unwrap();
+        assert!(at > 2 + oid.len() + 7);
+        let info = ContentInfo::from_ber(&blob).unwrap();
         assert_eq!(info.content_type, ID_ENVELOPED_DATA);
-        let env: EnvelopedData = info.content.decode_as().unwrap();
+        let env: EnvelopedData = info
+            .content
+            .decode_as_encoding(der::EncodingRules::Ber)
+            .unwrap();
         assert_eq!(env.version, CmsVersion::V2);
         assert_eq!(env.recip_infos.0.len(), 1);
         let Some(RecipientInfo::Ktri(k)) = env.recip_infos.0.iter().next() else {
