@@ -22,6 +22,12 @@ pub enum HostRequest {
     Status,
     /// A client's signed KMS call with the sealed records it needs.
     Kms(Box<KmsCall>),
+    /// An External Key Store proxy call (`POST /{prefix}/kms/xks/v1/...`, SigV4 for service
+    /// `kms-xks-proxy`): `http.uri` is the full path; `principal` the sealed record the
+    /// request's access key id names, if the store has one; `keys` the sealed key record the
+    /// path's `{keyId}` names, if the store has one. Answered with [`EnclaveResponse::Xks`], or
+    /// `Fault::StaleRecord` (read the records again and retry).
+    Xks(Box<KmsCall>),
     /// A fresh attestation document bound to the client's nonce, carrying the enclave's per-boot
     /// identity public key.
     Attest {
@@ -261,6 +267,8 @@ pub enum EnclaveResponse {
     Status(StatusInfo),
     /// Answer to [`HostRequest::Kms`].
     Kms(KmsOutcome),
+    /// Answer to [`HostRequest::Xks`]: the complete HTTP answer, which the host sends as is.
+    Xks(XksOutcome),
     /// Answer to [`HostRequest::Open`]: the record is authentic and of this kind and id.
     Opened {
         /// "key", "alias" or "principal".
@@ -567,6 +575,28 @@ impl fmt::Debug for KmsOutcome {
             }
             Self::Err { code, message } => write!(f, "Err({code:?}: {message})"),
         }
+    }
+}
+
+/// The enclave's answer to an XKS proxy call: the HTTP status and the JSON body (a success, or
+/// the specification's `{"errorName", "errorMessage"}`), sent by the host as they are.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XksOutcome {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body. A decrypt answer holds plaintext: never logged.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+impl fmt::Debug for XksOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "XksOutcome({}, {} body bytes)",
+            self.status,
+            self.body.len()
+        )
     }
 }
 

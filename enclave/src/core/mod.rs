@@ -212,6 +212,10 @@ impl Core {
                 fresh: self.domain().is_some_and(|d| self.is_fresh(&d)),
             }),
             HostRequest::Kms(call) => self.kms(&call).await,
+            HostRequest::Xks(_) => EnclaveResponse::Xks(ekms_wire::msg::XksOutcome {
+                status: 501,
+                body: br#"{"errorName":"UnsupportedOperationException","errorMessage":"The XKS proxy API is being built."}"#.to_vec(),
+            }),
             HostRequest::Attest { nonce } => {
                 let (domain, state) = match self.custody_state() {
                     CustodyState::Uninitialised => ("none".to_owned(), "uninitialised"),
