@@ -331,9 +331,9 @@ fn same_oaep_params(alg: &AlgorithmIdentifierOwned, want: &AlgorithmIdentifierOw
 #[cfg(test)]
 mod tests {
     use super::*;
-    use der::Encode as _;
     use aws_lc_rs::encoding::AsDer as _;
     use aws_lc_rs::rsa::KeySize;
+    use der::Encode as _;
 
     fn key_pair(size: KeySize) -> (Vec<u8>, Vec<u8>) {
         let private = PrivateDecryptingKey::generate(size).unwrap();

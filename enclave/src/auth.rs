@@ -67,18 +67,79 @@ pub async fn verify(
         .filter(|r| regions.allows(r))
         .unwrap_or(home)
         .to_owned();
+    let sts = !http
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"));
+    let (service, required) = if sts {
+        ("sts", REQUIRED_STS)
+    } else {
+        ("kms", REQUIRED)
+    };
+    let checked = check_signature(
+        http,
+        principal,
+        (&region, service),
+        required,
+        chrono::Duration::minutes(SKEW_MINUTES),
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        CheckError::Malformed => KmsError::new(
+            KmsErrorCode::IncompleteSignatureException,
+            "The request is malformed.",
+        ),
+        CheckError::Signature(e) => map_error(e),
+    })?;
+    Ok(Verified {
+        operation: operation(sts, &checked.headers, &checked.body)?,
+        body: checked.body,
+        signature: checked.signature,
+        signed_at: checked.signed_at,
+        region,
+    })
+}
+
+/// A request whose signature verified, whatever its service.
+pub(crate) struct Checked {
+    /// Its headers.
+    pub(crate) headers: http::HeaderMap,
+    /// The signed body.
+    pub(crate) body: bytes::Bytes,
+    /// The signature (64 lower-case hex digits).
+    pub(crate) signature: String,
+    /// The signed request date.
+    pub(crate) signed_at: DateTime<Utc>,
+}
+
+/// Why [`check_signature`] refused.
+pub(crate) enum CheckError {
+    /// Not an HTTP request at all (bad method, URI or header).
+    Malformed,
+    /// The signature library's verdict.
+    Signature(SignatureError),
+}
+
+/// Checks `http`'s `SigV4` signature for `service` in `region` against the access keys of
+/// `principal`, with `required` among the signed headers and the date within `skew` of `now`.
+pub(crate) async fn check_signature(
+    http: &HttpRequest,
+    principal: Option<&PrincipalRecord>,
+    (region, service): (&str, &str),
+    required: &[Cow<'static, str>],
+    skew: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Result<Checked, CheckError> {
     let mut builder = http::Request::builder()
         .method(http.method.as_str())
         .uri(http.uri.as_str());
     for (name, value) in &http.headers {
         builder = builder.header(name.as_str(), value.as_slice());
     }
-    let request = builder.body(http.body.clone()).map_err(|_| {
-        KmsError::new(
-            KmsErrorCode::IncompleteSignatureException,
-            "The request is malformed.",
-        )
-    })?;
+    let request = builder
+        .body(http.body.clone())
+        .map_err(|_| CheckError::Malformed)?;
     // The access key and secret are checked inside the signing-key service; the secret is
     // turned into a signing key only for a matching access key.
     // A principal has up to two access keys (one being retired): the one the request names is
@@ -114,44 +175,25 @@ pub async fn verify(
             }
         }
     });
-    let sts = !http
-        .headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"));
-    let (service, required) = if sts {
-        (
-            "sts",
-            SliceSignedHeaderRequirements::new(REQUIRED_STS, &[], &[]),
-        )
-    } else {
-        (
-            "kms",
-            SliceSignedHeaderRequirements::new(REQUIRED, &[], &[]),
-        )
-    };
+    let required = SliceSignedHeaderRequirements::new(required, &[], &[]);
     // The steps of `sigv4_validate_request`, kept apart so that the signature and date the
     // replay cache records are the very ones this parse verified.
     let (parts, body) = request.into_parts();
     let (canonical, parts, body) =
         CanonicalRequest::from_request_parts(parts, body.into(), SignatureOptions::default())
-            .map_err(map_error)?;
-    let authenticator = canonical.get_authenticator(&required).map_err(map_error)?;
+            .map_err(CheckError::Signature)?;
+    let authenticator = canonical
+        .get_authenticator(&required)
+        .map_err(CheckError::Signature)?;
     authenticator
-        .validate_signature(
-            &region,
-            service,
-            now,
-            chrono::Duration::minutes(SKEW_MINUTES),
-            &mut get_key,
-        )
+        .validate_signature(region, service, now, skew, &mut get_key)
         .await
-        .map_err(map_error)?;
-    Ok(Verified {
-        operation: operation(sts, &parts.headers, &body)?,
+        .map_err(CheckError::Signature)?;
+    Ok(Checked {
+        headers: parts.headers,
         body,
         signature: authenticator.signature().to_owned(),
         signed_at: authenticator.request_timestamp(),
-        region,
     })
 }
 
