@@ -197,6 +197,76 @@ pub(crate) async fn check_signature(
     })
 }
 
+/// As [`check_signature`], for a principal whose secrets need not be IAM's 40 characters (an
+/// external key store's are 43 to 64): scratchstack parses the request, builds the string to
+/// sign and checks the date and credential scope; AWS's `aws-sigv4` derives the signing key
+/// from the secret and computes the expected signature, compared in constant time.
+pub(crate) fn check_signature_any_length(
+    http: &HttpRequest,
+    principal: &PrincipalRecord,
+    (region, service): (&str, &str),
+    required: &[Cow<'static, str>],
+    skew: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Result<Checked, CheckError> {
+    let mut builder = http::Request::builder()
+        .method(http.method.as_str())
+        .uri(http.uri.as_str());
+    for (name, value) in &http.headers {
+        builder = builder.header(name.as_str(), value.as_slice());
+    }
+    let request = builder
+        .body(http.body.clone())
+        .map_err(|_| CheckError::Malformed)?;
+    let (parts, body) = request.into_parts();
+    let (canonical, parts, body) =
+        CanonicalRequest::from_request_parts(parts, body.into(), SignatureOptions::default())
+            .map_err(CheckError::Signature)?;
+    let required = SliceSignedHeaderRequirements::new(required, &[], &[]);
+    let authenticator = canonical
+        .get_authenticator(&required)
+        .map_err(CheckError::Signature)?;
+    authenticator
+        .prevalidate(region, service, now, skew)
+        .map_err(CheckError::Signature)?;
+    let unknown = || {
+        CheckError::Signature(SignatureError::InvalidClientTokenId(
+            MSG_UNRECOGNIZED.into(),
+        ))
+    };
+    let akid = authenticator
+        .credential()
+        .split('/')
+        .next()
+        .ok_or_else(unknown)?;
+    let secret = principal.secret_of(akid).ok_or_else(unknown)?;
+    let key = aws_sigv4::sign::v4::generate_signing_key(
+        &secret.0,
+        authenticator.request_timestamp().into(),
+        region,
+        service,
+    );
+    let expected = zeroize::Zeroizing::new(aws_sigv4::sign::v4::calculate_signature(
+        key,
+        &authenticator.get_string_to_sign(),
+    ));
+    aws_lc_rs::constant_time::verify_slices_are_equal(
+        expected.as_bytes(),
+        authenticator.signature().as_bytes(),
+    )
+    .map_err(|_| {
+        CheckError::Signature(SignatureError::SignatureDoesNotMatch(Some(
+            MSG_SIGNATURE_MISMATCH.to_owned(),
+        )))
+    })?;
+    Ok(Checked {
+        headers: parts.headers,
+        body,
+        signature: authenticator.signature().to_owned(),
+        signed_at: authenticator.request_timestamp(),
+    })
+}
+
 /// The operation of a verified request: `X-Amz-Target`'s, or for STS the body's `Action`.
 fn operation(
     sts: bool,
@@ -325,6 +395,19 @@ pub(crate) mod tests {
         body: &str,
         at: SystemTime,
     ) -> HttpRequest {
+        sign_request_to("/", (akid, secret), (service, region), headers, body, at)
+    }
+
+    /// Signs `POST path` with `headers` and `body` for `service` in `region`, as the AWS SDKs
+    /// (and curl's `--aws-sigv4`) do.
+    pub(crate) fn sign_request_to(
+        path: &str,
+        (akid, secret): (&str, &str),
+        (service, region): (&str, &str),
+        headers: &[(&str, &str)],
+        body: &str,
+        at: SystemTime,
+    ) -> HttpRequest {
         let creds = Credentials::new(akid, secret, None, None, "test");
         let identity = creds.into();
         let params = v4::SigningParams::builder()
@@ -336,9 +419,10 @@ pub(crate) mod tests {
             .build()
             .unwrap()
             .into();
+        let url = format!("http://127.0.0.1:8400{path}");
         let signable = SignableRequest::new(
             "POST",
-            "http://127.0.0.1:8400/",
+            &url,
             headers.iter().copied(),
             SignableBody::Bytes(body.as_bytes()),
         )
@@ -346,7 +430,7 @@ pub(crate) mod tests {
         let (instructions, _) = sign(signable, &params).unwrap().into_parts();
         let mut req = http::Request::builder()
             .method("POST")
-            .uri("/")
+            .uri(path)
             .body(())
             .unwrap();
         for (k, v) in headers {
@@ -358,7 +442,7 @@ pub(crate) mod tests {
         instructions.apply_to_request_http1x(&mut req);
         HttpRequest {
             method: "POST".into(),
-            uri: "/".into(),
+            uri: path.into(),
             headers: req
                 .headers()
                 .iter()

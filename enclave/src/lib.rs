@@ -30,6 +30,7 @@ pub mod replica;
 pub mod server;
 pub mod usage;
 pub mod witness;
+pub mod xks;
 
 pub use crate::core::{Config, Core};
 pub use error::{EnclaveError, KmsError};

@@ -62,6 +62,10 @@ pub struct PrincipalRecord {
     /// before principals had policies: the domain's administrator, who may do everything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_policies: Option<Vec<String>>,
+    /// For the credentials of an external key store: its URI prefix (`ekms_wire::xks`). Such a
+    /// principal signs XKS proxy calls of that key store only, never a KMS call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xks_prefix: Option<String>,
     /// The one access key id of an older record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
@@ -88,6 +92,7 @@ impl PrincipalRecord {
             access_keys: vec![key],
             generation: 0,
             identity_policies: policy.map(|p| vec![p]),
+            xks_prefix: None,
             access_key_id: None,
             secret: None,
             id: name.to_owned(),

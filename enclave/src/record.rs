@@ -232,6 +232,9 @@ pub struct KeyRecord {
     /// material itself is deleted or expires (see `imported`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub imports: Vec<crate::imported::ImportInfo>,
+    /// For a key an external key store uses (XKS proxy API): its URI prefix and key usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xks: Option<crate::xks::XksBinding>,
     /// For a multi-Region key: the primary's region and the other regions' replicas (see
     /// `replica`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

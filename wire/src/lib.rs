@@ -15,6 +15,7 @@ pub mod region;
 pub mod sealed;
 pub mod sts;
 pub mod transport;
+pub mod xks;
 
 pub use error::WireError;
 pub use frame::{Envelope, MAX_FRAME_LEN, PROTOCOL_VERSION};

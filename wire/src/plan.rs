@@ -223,6 +223,13 @@ pub fn plan(op: &str, body: &[u8]) -> Plan {
     {
         plan.principals.push(name.clone());
     }
+    // An external key store's credentials are a principal record named after its prefix.
+    if op.starts_with("Ekms")
+        && op.contains("Xks")
+        && let Some(Value::String(prefix)) = obj.get("UriPrefix")
+    {
+        plan.principals.push(crate::xks::credential_record(prefix));
+    }
     plan_grants(op, &obj, &mut plan);
     plan
 }
@@ -435,10 +442,15 @@ pub const APPLIANCE_OPERATIONS: &[&str] = &[
     "EkmsDeletePrincipal",
     "EkmsListPrincipals",
     "EkmsPutPrincipalPolicy",
+    // External key stores (the XKS proxy API): docs/xks.md.
+    "EkmsCreateXksCredential",
+    "EkmsCreateXksKey",
+    "EkmsDeleteXksCredential",
+    "EkmsListXksCredentials",
 ];
 
 /// The operations of [`APPLIANCE_OPERATIONS`] that only read.
-pub const APPLIANCE_READS: &[&str] = &["EkmsListPrincipals"];
+pub const APPLIANCE_READS: &[&str] = &["EkmsListPrincipals", "EkmsListXksCredentials"];
 
 /// Whether `op` is an operation of AWS KMS or of this appliance.
 #[must_use]

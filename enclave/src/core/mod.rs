@@ -175,7 +175,7 @@ impl Core {
         self.domain().map(|d| hex(&d.id())).unwrap_or_default()
     }
 
-    fn domain(&self) -> Option<Arc<Domain>> {
+    pub(crate) fn domain(&self) -> Option<Arc<Domain>> {
         match &*self.state.read().ok()? {
             State::Open(d) => Some(Arc::clone(d)),
             _ => None,
@@ -212,10 +212,7 @@ impl Core {
                 fresh: self.domain().is_some_and(|d| self.is_fresh(&d)),
             }),
             HostRequest::Kms(call) => self.kms(&call).await,
-            HostRequest::Xks(_) => EnclaveResponse::Xks(ekms_wire::msg::XksOutcome {
-                status: 501,
-                body: br#"{"errorName":"UnsupportedOperationException","errorMessage":"The XKS proxy API is being built."}"#.to_vec(),
-            }),
+            HostRequest::Xks(call) => crate::xks::call(self, &call),
             HostRequest::Attest { nonce } => {
                 let (domain, state) = match self.custody_state() {
                     CustodyState::Uninitialised => ("none".to_owned(), "uninitialised"),

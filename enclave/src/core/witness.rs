@@ -132,7 +132,7 @@ impl Core {
     }
 
     /// Whether a witnessed writer proved its state (true for an unwitnessed domain).
-    pub(super) fn is_fresh(&self, domain: &Domain) -> bool {
+    pub(crate) fn is_fresh(&self, domain: &Domain) -> bool {
         domain.witnesses() == 0 || self.rounds().is_some_and(|r| r.fresh())
     }
 

@@ -196,6 +196,16 @@ fn kind_of(input: &CreateKeyInput) -> Result<(&'static keyspec::Spec, String, St
 }
 
 pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    create_key_with(ctx, body, None)
+}
+
+/// CreateKey, for a key an external key store uses when `xks` is given (`EkmsCreateXksKey`,
+/// which has authorized the caller; the answer then also carries the `KeyId` alone).
+pub(crate) fn create_key_with(
+    ctx: &Ctx<'_>,
+    body: &[u8],
+    xks: Option<crate::xks::XksBinding>,
+) -> OpResult {
     let input: CreateKeyInput = parse(body)?;
     // CreateKey names no key: the caller's identity policies decide, with the request's tags.
     if let Some(tags) = &input.tags {
@@ -266,6 +276,7 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         on_demand_rotations: 0,
         usage_tracked: true,
         imports: Vec::new(),
+        xks,
         multi_region: multi_region.then(|| crate::replica::MultiRegion {
             primary: ctx.region.clone(),
             replicas: std::collections::BTreeMap::new(),
@@ -281,7 +292,13 @@ pub(crate) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         )?;
     }
     let write = ctx.put_key(&mut rec)?;
-    reply(&json!({ "KeyMetadata": key_metadata(&rec) }), vec![write])
+    let mut out = json!({ "KeyMetadata": key_metadata(&rec) });
+    if let Some(b) = &rec.xks {
+        super::set(&mut out, "KeyId", json!(rec.key_id));
+        super::set(&mut out, "UriPrefix", json!(b.prefix));
+        super::set(&mut out, "XksKeyUsage", json!(b.usage()));
+    }
+    reply(&out, vec![write])
 }
 
 pub(crate) fn describe_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {

@@ -10,7 +10,7 @@ mod data_key_pair;
 mod grants;
 mod import;
 mod key_policy;
-mod keys;
+pub(crate) mod keys;
 pub(crate) mod last_usage;
 mod mac;
 mod multi_region;
@@ -22,6 +22,7 @@ pub(crate) mod rotation;
 mod sign;
 mod sts;
 mod tags;
+mod xks_admin;
 
 use std::cell::RefCell;
 
@@ -97,6 +98,14 @@ pub async fn execute(
             })?;
             // An old copy of a principal (a retired key, a changed policy) is refused.
             core.check_current(&RecordId::principal(&p.id), p.generation, &sealed.0)?;
+            // An external key store's credential signs that store's XKS calls, no KMS call.
+            if p.xks_prefix.is_some() {
+                return Err(KmsError::new(
+                    KmsErrorCode::UnrecognizedClientException,
+                    auth::MSG_UNRECOGNIZED,
+                )
+                .into());
+            }
             Some(p)
         }
         None => None,
@@ -267,6 +276,10 @@ impl Ctx<'_> {
             "EkmsCreateAccessKey" => principals::create_access_key(self, body),
             "EkmsDeleteAccessKey" => principals::delete_access_key(self, body),
             "EkmsPutPrincipalPolicy" => principals::put_principal_policy(self, body),
+            "EkmsCreateXksCredential" => xks_admin::create_credential(self, body),
+            "EkmsListXksCredentials" => xks_admin::list_credentials(self, body),
+            "EkmsDeleteXksCredential" => xks_admin::delete_credential(self, body),
+            "EkmsCreateXksKey" => xks_admin::create_key(self, body),
             other if AWS_KMS_OPERATIONS.contains(&other) => Err(KmsError::new(
                 KmsErrorCode::UnsupportedOperationException,
                 format!("{other} is not supported by this appliance yet."),

@@ -58,20 +58,7 @@ impl NameInput {
 
     /// The receiver's key and nonce, checked.
     fn recipient(&self) -> Result<(&str, Vec<u8>), KmsError> {
-        let key = self
-            .recipient_public_key
-            .as_deref()
-            .ok_or_else(|| KmsError::required("recipientPublicKey"))?;
-        let nonce = self
-            .nonce
-            .as_deref()
-            .ok_or_else(|| KmsError::required("nonce"))?;
-        let nonce = base64::engine::general_purpose::STANDARD
-            .decode(nonce)
-            .ok()
-            .filter(|n| (16..=MAX_NONCE).contains(&n.len()))
-            .ok_or_else(|| KmsError::validation("Nonce must be 16 to 64 bytes, base64-encoded."))?;
-        Ok((key, nonce))
+        receiver(self.recipient_public_key.as_deref(), self.nonce.as_deref())
     }
 
     fn policy(&self) -> Result<Option<String>, KmsError> {
@@ -83,6 +70,22 @@ impl NameInput {
             })
             .transpose()
     }
+}
+
+/// The one-off key (`RecipientPublicKey`) and nonce (`Nonce`, base64) a new secret is delivered
+/// to, checked.
+pub(super) fn receiver<'a>(
+    key: Option<&'a str>,
+    nonce: Option<&str>,
+) -> Result<(&'a str, Vec<u8>), KmsError> {
+    let key = key.ok_or_else(|| KmsError::required("recipientPublicKey"))?;
+    let nonce = nonce.ok_or_else(|| KmsError::required("nonce"))?;
+    let nonce = base64::engine::general_purpose::STANDARD
+        .decode(nonce)
+        .ok()
+        .filter(|n| (16..=MAX_NONCE).contains(&n.len()))
+        .ok_or_else(|| KmsError::validation("Nonce must be 16 to 64 bytes, base64-encoded."))?;
+    Ok((key, nonce))
 }
 
 fn policy_error(e: policy::PolicyError) -> KmsError {
@@ -139,7 +142,7 @@ impl Ctx<'_> {
     }
 
     /// Seals a new version of `rec` into a store write.
-    fn put_principal(&self, rec: &mut PrincipalRecord) -> Result<StoreWrite, OpError> {
+    pub(super) fn put_principal(&self, rec: &mut PrincipalRecord) -> Result<StoreWrite, OpError> {
         let (write, change) = super::principal_write(self.core, self.keys, rec)?;
         self.record_change(change);
         Ok(write)
@@ -165,7 +168,7 @@ fn user_json(ctx: &Ctx<'_>, rec: &PrincipalRecord) -> serde_json::Value {
 }
 
 /// `{AccessKeyId, SealedSecret, AttestationDocument, DomainId}` for the new key `akid` of `rec`.
-fn delivered_key(
+pub(super) fn delivered_key(
     ctx: &Ctx<'_>,
     rec: &PrincipalRecord,
     akid: &str,

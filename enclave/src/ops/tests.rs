@@ -980,3 +980,4 @@ mod regions;
 #[path = "rotation_tests.rs"]
 mod rotation_tests;
 mod sts;
+mod xks;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Env, OpError};
 
-const NONCE: [u8; 32] = [7; 32];
+pub(super) const NONCE: [u8; 32] = [7; 32];
 
 pub(super) fn b64(b: &[u8]) -> String {
     use base64::Engine as _;
@@ -39,7 +39,7 @@ pub(super) fn make(env: &mut Env, name: &str, policy: Option<Value>) -> (String,
     open_key(&out["AccessKey"], &receiver)
 }
 
-fn open_key(key: &Value, receiver: &CustodianKey) -> (String, String) {
+pub(super) fn open_key(key: &Value, receiver: &CustodianKey) -> (String, String) {
     let akid = key["AccessKeyId"].as_str().unwrap().to_owned();
     let hex = key["DomainId"].as_str().unwrap();
     let domain: [u8; 8] = std::array::from_fn(|i| {

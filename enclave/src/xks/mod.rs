@@ -1,0 +1,279 @@
+//! The External Key Store (XKS) proxy API, answered inside the enclave: AWS KMS calls
+//! `POST /{prefix}/kms/xks/v1/...` with SigV4 for service `kms-xks-proxy`, and the enclave
+//! authenticates the request against the URI prefix's sealed credentials, checks every record
+//! against its state view, and encrypts or decrypts with keys of the domain bound to that prefix
+//! (`docs/xks.md`). The host only relays bytes: it learns no secret, and it cannot move a key to
+//! another key store, revive a deleted credential or answer for the enclave.
+
+mod cipher;
+mod ops;
+
+use ekms_wire::{
+    msg::{EnclaveResponse, Fault, KmsCall, XksOutcome},
+    xks::{self, XksOp, XksPath},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{
+    Core, EnclaveError, auth,
+    ledger::RecordId,
+    principal::{self, PrincipalRecord},
+};
+
+/// Clock skew allowed for an XKS request's signature (the specification's five minutes).
+pub(crate) const SKEW_MINUTES: i64 = 5;
+/// The SigV4 service name of the XKS proxy API.
+pub(crate) const SERVICE: &str = "kms-xks-proxy";
+
+/// How a key of the domain serves an external key store: the URI prefix that sees it and what
+/// it may do there (the specification's `keyUsage`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XksBinding {
+    /// The URI prefix (the logical key store).
+    pub prefix: String,
+    /// Whether XKS `Encrypt` may use it.
+    pub encrypt: bool,
+    /// Whether XKS `Decrypt` may use it.
+    pub decrypt: bool,
+}
+
+impl XksBinding {
+    /// The specification's `keyUsage` list.
+    #[must_use]
+    pub fn usage(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.encrypt {
+            out.push("ENCRYPT");
+        }
+        if self.decrypt {
+            out.push("DECRYPT");
+        }
+        out
+    }
+}
+
+/// An XKS error: the specification's `errorName`, its HTTP status, and a message of public
+/// values only.
+#[derive(Debug)]
+pub(crate) struct XksError {
+    name: &'static str,
+    message: String,
+}
+
+impl XksError {
+    fn new(name: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            name,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn validation(m: impl Into<String>) -> Self {
+        Self::new("ValidationException", m)
+    }
+    pub(crate) fn invalid_state(m: impl Into<String>) -> Self {
+        Self::new("InvalidStateException", m)
+    }
+    pub(crate) fn invalid_ciphertext(m: impl Into<String>) -> Self {
+        Self::new("InvalidCiphertextException", m)
+    }
+    pub(crate) fn invalid_key_usage(m: impl Into<String>) -> Self {
+        Self::new("InvalidKeyUsageException", m)
+    }
+    fn authentication() -> Self {
+        Self::new(
+            "AuthenticationFailedException",
+            "The request signature does not verify with a credential of this key store.",
+        )
+    }
+    pub(crate) fn key_not_found(key_id: &str) -> Self {
+        Self::new(
+            "KeyNotFoundException",
+            format!("Key {key_id} is not a key of this key store."),
+        )
+    }
+    fn invalid_uri_path() -> Self {
+        Self::new(
+            "InvalidUriPathException",
+            "The URI path is not that of a key store of this proxy.",
+        )
+    }
+    pub(crate) fn unsupported(m: impl Into<String>) -> Self {
+        Self::new("UnsupportedOperationException", m)
+    }
+    pub(crate) fn internal(m: impl Into<String>) -> Self {
+        Self::new("InternalException", m)
+    }
+
+    /// The HTTP status the specification gives this error.
+    fn status(&self) -> u16 {
+        match self.name {
+            "AuthenticationFailedException" => 401,
+            "AccessDeniedException" => 403,
+            "KeyNotFoundException" | "InvalidUriPathException" => 404,
+            "UnsupportedOperationException" => 501,
+            "DependencyTimeoutException" => 503,
+            "InternalException" => 500,
+            _ => 400,
+        }
+    }
+
+    fn outcome(&self) -> XksOutcome {
+        XksOutcome {
+            status: self.status(),
+            body: json!({"errorName": self.name, "errorMessage": self.message})
+                .to_string()
+                .into_bytes(),
+        }
+    }
+}
+
+/// Why an XKS call was not answered with its result.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The specification's error.
+    Xks(XksError),
+    /// A record the host showed is not the current one: it must read its store again.
+    Stale,
+}
+
+impl From<XksError> for Refusal {
+    fn from(e: XksError) -> Self {
+        Self::Xks(e)
+    }
+}
+
+impl From<EnclaveError> for Refusal {
+    fn from(e: EnclaveError) -> Self {
+        match e {
+            EnclaveError::StaleRecord => Self::Stale,
+            _ => Self::Xks(XksError::internal("The request could not be processed.")),
+        }
+    }
+}
+
+impl From<crate::ledger::LedgerError> for Refusal {
+    fn from(_: crate::ledger::LedgerError) -> Self {
+        Self::Stale
+    }
+}
+
+/// An authenticated XKS request, as the operations see it.
+pub(crate) struct Request<'a> {
+    pub(crate) core: &'a Core,
+    pub(crate) keys: &'a crate::domain::Keyring,
+    pub(crate) call: &'a KmsCall,
+    pub(crate) path: XksPath<'a>,
+    /// The verified body.
+    pub(crate) body: bytes::Bytes,
+    /// The caller (the key store's credential record), for the audit line.
+    pub(crate) akid: String,
+    /// The enclave's time, Unix ms.
+    pub(crate) now_ms: i64,
+}
+
+/// Answers one XKS call.
+pub(crate) fn call(core: &Core, call: &KmsCall) -> EnclaveResponse {
+    let outcome = match answer(core, call) {
+        Ok(o) => o,
+        Err(Refusal::Xks(e)) => e.outcome(),
+        Err(Refusal::Stale) => return EnclaveResponse::Fault(Fault::StaleRecord),
+    };
+    EnclaveResponse::Xks(outcome)
+}
+
+fn answer(core: &Core, call: &KmsCall) -> Result<XksOutcome, Refusal> {
+    let uri = call.http.uri.as_str();
+    let path = uri.split_once('?').map_or(uri, |(p, _)| p);
+    let path = xks::parse_path(path).ok_or_else(XksError::invalid_uri_path)?;
+    if !call.http.method.eq_ignore_ascii_case("POST") {
+        return Err(XksError::new(
+            "UnsupportedOperationException",
+            "The XKS proxy API takes POST requests only.",
+        )
+        .into());
+    }
+    let Some(domain) = core.domain() else {
+        // Sealed: no credential can be checked. Health says so (the host knows it anyway);
+        // everything else fails and AWS KMS retries.
+        if path.op == XksOp::Health {
+            return Ok(ops::health(core, false));
+        }
+        return Err(XksError::internal(
+            "The key domain is sealed: this appliance waits for its custodians.",
+        )
+        .into());
+    };
+    if !core.ledger().is_ok_and(|l| l.is_ready()) || !core.is_fresh(&domain) {
+        return Err(XksError::internal("The appliance is not serving yet; retry.").into());
+    }
+    // The key store exists when the state view holds its credential record.
+    let record = xks::credential_record(path.prefix);
+    let rid = RecordId::principal(&record);
+    if core.ledger()?.current(&rid).is_none() {
+        return Err(XksError::invalid_uri_path().into());
+    }
+    let credential = match &call.principal {
+        Some(sealed) => {
+            let p = principal::open(domain.keyring(), &sealed.0)
+                .map_err(|_| XksError::authentication())?;
+            // Another key store's credential, or a KMS principal: not this store's.
+            if p.id != record || p.xks_prefix.as_deref() != Some(path.prefix) {
+                return Err(XksError::authentication().into());
+            }
+            core.check_current(&rid, p.generation, &sealed.0)?;
+            p
+        }
+        None => return Err(XksError::authentication().into()),
+    };
+    let now = chrono::Utc::now();
+    let checked = verify(&call.http, &credential, now)?;
+    let request = Request {
+        core,
+        keys: domain.keyring(),
+        call,
+        path,
+        body: checked.1,
+        akid: checked.0,
+        now_ms: core.clock.at(now).timestamp_millis(),
+    };
+    ops::dispatch(&request)
+}
+
+/// Checks the request's signature (service `kms-xks-proxy`, the region it names, five minutes
+/// of skew) against the key store's credentials: the access key id used, and the signed body.
+fn verify(
+    http: &ekms_wire::msg::HttpRequest,
+    credential: &PrincipalRecord,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(String, bytes::Bytes), XksError> {
+    let region = http
+        .scope_region()
+        .filter(|r| ekms_wire::region::is_region_name(r))
+        .ok_or_else(XksError::authentication)?
+        .to_owned();
+    let required = [std::borrow::Cow::Borrowed("host")];
+    let checked = auth::check_signature_any_length(
+        http,
+        credential,
+        (&region, SERVICE),
+        &required,
+        chrono::Duration::minutes(SKEW_MINUTES),
+        now,
+    )
+    .map_err(|_| XksError::authentication())?;
+    let akid = credential
+        .keys()
+        .map(|(id, _)| id)
+        .find(|id| http_access_key(http) == Some(*id))
+        .unwrap_or_default()
+        .to_owned();
+    Ok((akid, checked.body))
+}
+
+/// The access key id of a request's `Authorization` header (`Credential=AKID/...`).
+fn http_access_key(http: &ekms_wire::msg::HttpRequest) -> Option<&str> {
+    let auth = http.header("authorization")?;
+    let cred = auth.split("Credential=").nth(1)?;
+    cred.split('/').next()
+}
