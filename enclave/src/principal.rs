@@ -66,6 +66,9 @@ pub struct PrincipalRecord {
     /// principal signs XKS proxy calls of that key store only, never a KMS call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xks_prefix: Option<String>,
+    /// For an external key store: its secondary authorization rule, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xks_rule: Option<crate::xks::XksRule>,
     /// The one access key id of an older record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
@@ -93,6 +96,7 @@ impl PrincipalRecord {
             generation: 0,
             identity_policies: policy.map(|p| vec![p]),
             xks_prefix: None,
+            xks_rule: None,
             access_key_id: None,
             secret: None,
             id: name.to_owned(),

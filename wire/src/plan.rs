@@ -447,6 +447,7 @@ pub const APPLIANCE_OPERATIONS: &[&str] = &[
     "EkmsCreateXksKey",
     "EkmsDeleteXksCredential",
     "EkmsListXksCredentials",
+    "EkmsPutXksAccessRule",
 ];
 
 /// The operations of [`APPLIANCE_OPERATIONS`] that only read.

@@ -280,6 +280,7 @@ impl Ctx<'_> {
             "EkmsListXksCredentials" => xks_admin::list_credentials(self, body),
             "EkmsDeleteXksCredential" => xks_admin::delete_credential(self, body),
             "EkmsCreateXksKey" => xks_admin::create_key(self, body),
+            "EkmsPutXksAccessRule" => xks_admin::put_rule(self, body),
             other if AWS_KMS_OPERATIONS.contains(&other) => Err(KmsError::new(
                 KmsErrorCode::UnsupportedOperationException,
                 format!("{other} is not supported by this appliance yet."),

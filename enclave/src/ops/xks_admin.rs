@@ -30,6 +30,9 @@ struct Input {
     access_key_id: Option<String>,
     key_usage: Option<Vec<String>>,
     description: Option<String>,
+    aws_principal_arns: Option<Vec<String>>,
+    kms_key_arns: Option<Vec<String>>,
+    kms_operations: Option<Vec<String>>,
 }
 
 impl Input {
@@ -207,4 +210,39 @@ pub(super) fn create_key(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .unwrap_or_else(|| format!("External key store key of {prefix}"));
     let create = json!({ "Description": description }).to_string();
     super::keys::create_key_with(ctx, create.as_bytes(), Some(binding))
+}
+
+/// `EkmsPutXksAccessRule`: the key store's secondary authorization rule — the
+/// `AwsPrincipalArns` and `KmsKeyArns` patterns and the `KmsOperations` its requests'
+/// `requestMetadata` must name (each absent or empty: any; all three absent removes the rule).
+pub(super) fn put_rule(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    let input: Input = parse(body)?;
+    let prefix = input.prefix()?;
+    ctx.authorize_account()?;
+    let mut rec = credentials(ctx, prefix)?.ok_or_else(|| no_store(prefix))?;
+    let rule = crate::xks::XksRule {
+        principal_arns: input.aws_principal_arns.clone().unwrap_or_default(),
+        key_arns: input.kms_key_arns.clone().unwrap_or_default(),
+        operations: input.kms_operations.clone().unwrap_or_default(),
+    };
+    for v in rule
+        .principal_arns
+        .iter()
+        .chain(&rule.key_arns)
+        .chain(&rule.operations)
+    {
+        if v.is_empty() || v.len() > 2048 {
+            return Err(KmsError::validation("Each rule entry has 1 to 2048 characters.").into());
+        }
+    }
+    let count = rule.principal_arns.len() + rule.key_arns.len() + rule.operations.len();
+    if count > 100 {
+        return Err(KmsError::validation("A rule has at most 100 entries.").into());
+    }
+    rec.xks_rule = (rule != crate::xks::XksRule::default()).then_some(rule);
+    let write = ctx.put_principal(&mut rec)?;
+    reply(
+        &json!({ "UriPrefix": prefix, "Rule": rec.xks_rule }),
+        vec![write],
+    )
 }

@@ -53,6 +53,46 @@ impl XksBinding {
     }
 }
 
+/// A key store's secondary authorization: which AWS callers, KMS keys and KMS operations its
+/// `requestMetadata` may name (each list empty: any). Checked for every call but health.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XksRule {
+    /// `awsPrincipalArn` patterns (`*` and `?` wildcards, as in IAM).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub principal_arns: Vec<String>,
+    /// `kmsKeyArn` patterns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_arns: Vec<String>,
+    /// `kmsOperation` names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<String>,
+}
+
+impl XksRule {
+    /// Whether the rule allows a call whose metadata names these (a pattern list that is not
+    /// empty needs the member present and matching).
+    #[must_use]
+    pub fn allows(
+        &self,
+        principal: Option<&str>,
+        key: Option<&str>,
+        operation: Option<&str>,
+    ) -> bool {
+        let matches = |patterns: &[String], value: Option<&str>| {
+            patterns.is_empty()
+                || value.is_some_and(|v| {
+                    patterns
+                        .iter()
+                        .any(|p| crate::policy::condition::glob(p, v))
+                })
+        };
+        matches(&self.principal_arns, principal)
+            && matches(&self.key_arns, key)
+            && (self.operations.is_empty()
+                || operation.is_some_and(|o| self.operations.iter().any(|x| x == o)))
+    }
+}
+
 /// An XKS error: the specification's `errorName`, its HTTP status, and a message of public
 /// values only.
 #[derive(Debug)]
@@ -76,6 +116,9 @@ impl XksError {
     }
     pub(crate) fn invalid_ciphertext(m: impl Into<String>) -> Self {
         Self::new("InvalidCiphertextException", m)
+    }
+    pub(crate) fn access_denied(m: impl Into<String>) -> Self {
+        Self::new("AccessDeniedException", m)
     }
     pub(crate) fn invalid_key_usage(m: impl Into<String>) -> Self {
         Self::new("InvalidKeyUsageException", m)
@@ -166,8 +209,10 @@ pub(crate) struct Request<'a> {
     pub(crate) path: XksPath<'a>,
     /// The verified body.
     pub(crate) body: bytes::Bytes,
-    /// The caller (the key store's credential record), for the audit line.
+    /// The caller's access key id, for the audit line.
     pub(crate) akid: String,
+    /// The key store's secondary authorization rule, if any.
+    pub(crate) rule: Option<XksRule>,
     /// The enclave's time, Unix ms.
     pub(crate) now_ms: i64,
 }
@@ -235,6 +280,7 @@ fn answer(core: &Core, call: &KmsCall) -> Result<XksOutcome, Refusal> {
         path,
         body: checked.1,
         akid: checked.0,
+        rule: credential.xks_rule.clone(),
         now_ms: core.clock.at(now).timestamp_millis(),
     };
     ops::dispatch(&request)

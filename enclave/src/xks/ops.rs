@@ -108,6 +108,20 @@ pub(super) fn dispatch(req: &Request<'_>) -> Result<XksOutcome, Refusal> {
         .as_ref()
         .ok_or_else(|| XksError::validation("requestMetadata is required."))?;
     metadata.check(req.path.op)?;
+    // The key store's secondary authorization (never for health).
+    if req.path.op != XksOp::Health
+        && let Some(rule) = &req.rule
+        && !rule.allows(
+            metadata.aws_principal_arn.as_deref(),
+            metadata.kms_key_arn.as_deref(),
+            metadata.kms_operation.as_deref(),
+        )
+    {
+        return Err(XksError::access_denied(
+            "The key store's secondary authorization does not allow this request.",
+        )
+        .into());
+    }
     let result = match req.path.op {
         XksOp::Health => Ok(health(req.core, true)),
         XksOp::Metadata => key_metadata(req),

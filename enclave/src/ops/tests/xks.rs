@@ -418,3 +418,43 @@ fn an_xks_credential_makes_no_kms_call() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+#[test]
+fn the_secondary_authorization_rule_holds_for_every_call_but_health() {
+    let mut env = Env::new();
+    let (akid, secret) = env.xks_credential(PREFIX);
+    let who = (akid.as_str(), secret.as_str());
+    let key = env.xks_key(PREFIX, &["ENCRYPT", "DECRYPT"]);
+    env.call(
+        "EkmsPutXksAccessRule",
+        json!({"UriPrefix": PREFIX,
+               "AwsPrincipalArns": ["arn:aws:iam::123456789012:user/*"],
+               "KmsOperations": ["Encrypt", "GenerateDataKey", "DescribeKey"]}),
+    )
+    .unwrap();
+    let enc = path(PREFIX, &format!("keys/{key}/encrypt"));
+    let body = |m: Value| json!({"requestMetadata": m, "plaintext": b64(b"x"), "encryptionAlgorithm": "AES_GCM"});
+    assert_eq!(env.xks(&enc, who, &body(meta("Encrypt"))).0, 200);
+    // An operation the rule does not name; a principal it does not match.
+    assert_eq!(
+        error(&env.xks(&enc, who, &body(meta("ReEncrypt")))),
+        (403, "AccessDeniedException")
+    );
+    let mut m = meta("Encrypt");
+    m["awsPrincipalArn"] = json!("arn:aws:iam::999999999999:role/Other");
+    assert_eq!(
+        error(&env.xks(&enc, who, &body(m))),
+        (403, "AccessDeniedException")
+    );
+    // Health is never subject to it.
+    let h = env.xks(
+        &path(PREFIX, "health"),
+        who,
+        &json!({"requestMetadata": {"kmsOperation": "KmsHealthCheck", "kmsRequestId": "r"}}),
+    );
+    assert_eq!(h.0, 200);
+    // Removed: anything goes again.
+    env.call("EkmsPutXksAccessRule", json!({"UriPrefix": PREFIX}))
+        .unwrap();
+    assert_eq!(env.xks(&enc, who, &body(meta("ReEncrypt"))).0, 200);
+}
