@@ -54,9 +54,21 @@ impl Env {
     fn xks_raw(
         &mut self,
         path: &str,
+        who: (&str, &str),
+        body: &Value,
+        principal: Option<SealedBlob>,
+    ) -> Option<(u16, Value)> {
+        self.xks_at(path, who, body, principal, SystemTime::now())
+    }
+
+    /// As [`Env::xks_raw`], signed at `at`.
+    fn xks_at(
+        &mut self,
+        path: &str,
         (akid, secret): (&str, &str),
         body: &Value,
         principal: Option<SealedBlob>,
+        at: SystemTime,
     ) -> Option<(u16, Value)> {
         let http = crate::auth::tests::sign_request_to(
             path,
@@ -67,7 +79,7 @@ impl Env {
                 ("content-type", "application/json"),
             ],
             &body.to_string(),
-            SystemTime::now(),
+            at,
         );
         let call = KmsCall {
             http,
@@ -457,4 +469,35 @@ fn the_secondary_authorization_rule_holds_for_every_call_but_health() {
     env.call("EkmsPutXksAccessRule", json!({"UriPrefix": PREFIX}))
         .unwrap();
     assert_eq!(env.xks(&enc, who, &body(meta("ReEncrypt"))).0, 200);
+}
+
+#[test]
+fn signatures_outside_five_minutes_are_refused() {
+    let mut env = Env::new();
+    let (akid, secret) = env.xks_credential(PREFIX);
+    let who = (akid.as_str(), secret.as_str());
+    let health = path(PREFIX, "health");
+    let good = json!({"requestMetadata": {"kmsOperation": "KmsHealthCheck", "kmsRequestId": "r"}});
+    // Signed six minutes ago or ahead: outside the specification's five minutes of skew.
+    let principal = env
+        .principals
+        .iter()
+        .find(|s| crate::record::peek(&s.0).unwrap().id == format!("xks:{PREFIX}"))
+        .cloned();
+    for shift in [-360i64, 360] {
+        let at = if shift < 0 {
+            SystemTime::now() - std::time::Duration::from_secs(360)
+        } else {
+            SystemTime::now() + std::time::Duration::from_secs(360)
+        };
+        let r = env
+            .xks_at(&health, who, &good, principal.clone(), at)
+            .unwrap();
+        assert_eq!(error(&r), (401, "AuthenticationFailedException"), "{shift}");
+    }
+    let at = SystemTime::now() - std::time::Duration::from_secs(240);
+    assert_eq!(
+        env.xks_at(&health, who, &good, principal, at).unwrap().0,
+        200
+    );
 }
