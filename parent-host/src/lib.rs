@@ -29,5 +29,6 @@ pub mod store;
 pub mod sts;
 pub mod supervisor;
 pub mod witness;
+pub mod xks_http;
 
 pub use error::HostError;
