@@ -30,5 +30,6 @@ pub mod sts;
 pub mod supervisor;
 pub mod witness;
 pub mod xks_http;
+pub mod xks_tls;
 
 pub use error::HostError;
