@@ -11,6 +11,7 @@ pub mod cli_credential;
 pub mod cli_domain;
 pub mod cli_principal;
 pub mod cli_recipient;
+pub mod cli_xks;
 pub mod client;
 pub mod credentials;
 pub mod custodian;

@@ -4,7 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use ekms_parent_host::{
-    cli_attestation, cli_credential, cli_domain, cli_principal, cli_recipient, custodian, fetch,
+    cli_attestation, cli_credential, cli_domain, cli_principal, cli_recipient, cli_xks, custodian,
+    fetch,
     serve::{self, EnclaveMode, ServeConfig, XksListen},
     xks_tls::XksTlsFiles,
 };
@@ -44,6 +45,9 @@ enum Command {
     /// document as `Recipient`.
     #[command(subcommand)]
     Recipient(cli_recipient::RecipientCommand),
+    /// The XKS proxy API (AWS KMS external key store): its credentials and external keys.
+    #[command(subcommand)]
+    Xks(cli_xks::XksCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -187,6 +191,7 @@ fn main() -> ExitCode {
         Command::Credential(CredentialCommand::Open(args)) => cli_credential::run_open(&args),
         Command::Principal(cmd) => cli_principal::run(&cmd),
         Command::Recipient(cmd) => cli_recipient::run(&cmd),
+        Command::Xks(cmd) => cli_xks::run(&cmd),
     }
 }
 
@@ -363,6 +368,103 @@ mod tests {
             &["--xks-listen", "not-an-address", "--xks-insecure-http"],
         ] {
             assert!(serve(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn xks_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "ekms",
+            "xks",
+            "key",
+            "create",
+            "--prefix",
+            "a/b",
+            "--usage",
+            "decrypt",
+            "--endpoint",
+            "http://127.0.0.1:8400",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Xks(cli_xks::XksCommand::Key(_))
+        ));
+        for bad in [
+            &[
+                "ekms",
+                "xks",
+                "key",
+                "create",
+                "--prefix",
+                "/a",
+                "--endpoint",
+                "x",
+            ][..],
+            &[
+                "ekms",
+                "xks",
+                "key",
+                "create",
+                "--prefix",
+                "a",
+                "--usage",
+                "sign",
+                "--endpoint",
+                "x",
+            ],
+            &["ekms", "xks", "credential", "create", "--endpoint", "x"],
+            &[
+                "ekms",
+                "xks",
+                "credential",
+                "delete",
+                "--prefix",
+                "a",
+                "--endpoint",
+                "x",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        for ok in [
+            &[
+                "ekms",
+                "xks",
+                "credential",
+                "create",
+                "--prefix",
+                "a",
+                "--endpoint",
+                "x",
+            ][..],
+            &["ekms", "xks", "credential", "list", "--endpoint", "x"],
+            &[
+                "ekms",
+                "xks",
+                "credential",
+                "list",
+                "--prefix",
+                "a",
+                "--endpoint",
+                "x",
+            ],
+            &[
+                "ekms",
+                "xks",
+                "credential",
+                "delete",
+                "--prefix",
+                "a",
+                "--access-key-id",
+                "AK1",
+                "--endpoint",
+                "x",
+                "--data-dir",
+                "/tmp/d",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(ok).is_ok(), "{ok:?}");
         }
     }
 }
