@@ -166,7 +166,8 @@ pub fn run(cmd: &PrincipalCommand) -> ExitCode {
 }
 
 impl Target {
-    async fn call(&self, op: &str, body: &Value) -> anyhow::Result<Value> {
+    /// Calls KMS-API operation `op` with `body`, signed with the caller's credential.
+    pub(crate) async fn call(&self, op: &str, body: &Value) -> anyhow::Result<Value> {
         let creds = signed_client::credentials(self.profile.as_deref()).await?;
         signed_client::call(&self.endpoint, &self.region, op, body, creds).await
     }
@@ -188,7 +189,7 @@ impl Target {
 
     /// Calls `op`, which makes an access key, with a one-off key and a fresh nonce; verifies
     /// the attested answer and opens the secret.
-    async fn new_key(&self, op: &str, body: Value) -> anyhow::Result<(Value, NewKey)> {
+    pub(crate) async fn new_key(&self, op: &str, body: Value) -> anyhow::Result<(Value, NewKey)> {
         let trust = self.trust()?;
         let receiver = one_off_key()?;
         let mut nonce = [0u8; 32];
@@ -245,13 +246,24 @@ impl Target {
 }
 
 /// A new access key, opened.
-struct NewKey {
-    akid: String,
-    secret: Zeroizing<String>,
+pub(crate) struct NewKey {
+    /// Access key id.
+    pub(crate) akid: String,
+    /// The secret access key.
+    pub(crate) secret: Zeroizing<String>,
     arn: String,
 }
 
 impl NewKey {
+    #[cfg(test)]
+    pub(crate) fn for_test(akid: &str, secret: &str) -> Self {
+        Self {
+            akid: akid.into(),
+            secret: Zeroizing::new(secret.into()),
+            arn: String::new(),
+        }
+    }
+
     fn print(&self) -> anyhow::Result<()> {
         let out = Zeroizing::new(serde_json::to_string_pretty(&json!({
             "AccessKeyId": self.akid,

@@ -28,6 +28,9 @@ pub enum HostError {
     /// A witnessed round did not complete (public text from the enclave); retryable.
     #[error("witnesses: {0}")]
     Witness(String),
+    /// The XKS listener's TLS setup is unusable: its certificate, key or client CA.
+    #[error("XKS TLS: {0}")]
+    Tls(String),
 }
 
 impl HostError {

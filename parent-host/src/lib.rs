@@ -11,6 +11,7 @@ pub mod cli_credential;
 pub mod cli_domain;
 pub mod cli_principal;
 pub mod cli_recipient;
+pub mod cli_xks;
 pub mod client;
 pub mod credentials;
 pub mod custodian;
@@ -29,5 +30,7 @@ pub mod store;
 pub mod sts;
 pub mod supervisor;
 pub mod witness;
+pub mod xks_http;
+pub mod xks_tls;
 
 pub use error::HostError;

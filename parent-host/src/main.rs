@@ -4,8 +4,10 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use ekms_parent_host::{
-    cli_attestation, cli_credential, cli_domain, cli_principal, cli_recipient, custodian, fetch,
-    serve::{self, EnclaveMode, ServeConfig},
+    cli_attestation, cli_credential, cli_domain, cli_principal, cli_recipient, cli_xks, custodian,
+    fetch,
+    serve::{self, EnclaveMode, ServeConfig, XksListen},
+    xks_tls::XksTlsFiles,
 };
 
 #[derive(Parser, Debug)]
@@ -43,6 +45,9 @@ enum Command {
     /// document as `Recipient`.
     #[command(subcommand)]
     Recipient(cli_recipient::RecipientCommand),
+    /// The XKS proxy API (AWS KMS external key store): its credentials and external keys.
+    #[command(subcommand)]
+    Xks(cli_xks::XksCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -141,6 +146,25 @@ struct ServeArgs {
     /// with a majority of them (docs/state.md).
     #[arg(long = "witness", value_name = "URL")]
     witnesses: Vec<String>,
+    /// Also serve the XKS proxy API (an AWS KMS external key store) on this address, with
+    /// --xks-tls-cert and --xks-tls-key (HTTPS) or --xks-insecure-http.
+    #[arg(long, value_name = "ADDR")]
+    xks_listen: Option<SocketAddr>,
+    /// XKS listener: the server certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "CERT.pem", requires_all = ["xks_listen", "xks_tls_key"])]
+    xks_tls_cert: Option<PathBuf>,
+    /// XKS listener: the server's private key (PEM: PKCS #8, PKCS #1 or SEC1).
+    #[arg(long, value_name = "KEY.pem", requires = "xks_tls_cert")]
+    xks_tls_key: Option<PathBuf>,
+    /// XKS listener: require a client certificate chaining to a CA in this PEM file (mTLS). A
+    /// refused certificate ends the handshake with the alert handshake_failure.
+    #[arg(long, value_name = "CA.pem", requires = "xks_tls_cert")]
+    xks_client_ca: Option<PathBuf>,
+    /// XKS listener: plain HTTP instead of HTTPS. For tests only: AWS KMS calls an XKS proxy
+    /// over HTTPS.
+    #[arg(long, requires = "xks_listen",
+          conflicts_with_all = ["xks_tls_cert", "xks_tls_key", "xks_client_ca"])]
+    xks_insecure_http: bool,
 }
 
 fn main() -> ExitCode {
@@ -167,7 +191,30 @@ fn main() -> ExitCode {
         Command::Credential(CredentialCommand::Open(args)) => cli_credential::run_open(&args),
         Command::Principal(cmd) => cli_principal::run(&cmd),
         Command::Recipient(cmd) => cli_recipient::run(&cmd),
+        Command::Xks(cmd) => cli_xks::run(&cmd),
     }
+}
+
+/// The XKS listener the flags ask for; an error when they ask for one without saying how.
+fn xks_listen(args: &ServeArgs) -> Result<Option<XksListen>, &'static str> {
+    let Some(addr) = args.xks_listen else {
+        return Ok(None);
+    };
+    let tls = match (&args.xks_tls_cert, &args.xks_tls_key) {
+        (Some(cert), Some(key)) => Some(XksTlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.xks_client_ca.clone(),
+        }),
+        _ if args.xks_insecure_http => None,
+        _ => {
+            return Err(
+                "--xks-listen needs --xks-tls-cert and --xks-tls-key (HTTPS), or \
+                 --xks-insecure-http (plain HTTP, for tests)",
+            );
+        }
+    };
+    Ok(Some(XksListen { addr, tls }))
 }
 
 fn serve_cmd(args: ServeArgs) -> ExitCode {
@@ -177,6 +224,13 @@ fn serve_cmd(args: ServeArgs) -> ExitCode {
         eprintln!("ekms: --sim-clock-offset-days exists only with --sim (a simulated enclave)");
         return ExitCode::from(2);
     }
+    let xks = match xks_listen(&args) {
+        Ok(x) => x,
+        Err(why) => {
+            eprintln!("ekms: {why}");
+            return ExitCode::from(2);
+        }
+    };
     let mode = if let Some(cid) = args.enclave_cid {
         EnclaveMode::Nitro {
             cid,
@@ -234,6 +288,7 @@ fn serve_cmd(args: ServeArgs) -> ExitCode {
         connections: args.enclave_connections,
         peer: args.peer,
         witnesses: args.witnesses,
+        xks,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -250,6 +305,166 @@ fn serve_cmd(args: ServeArgs) -> ExitCode {
         Err(e) => {
             eprintln!("ekms: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let argv = ["ekms", "serve", "--sim"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Serve(a) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_xks_listener_is_https_or_explicitly_plain_http() {
+        let tls = [
+            "--xks-listen",
+            "127.0.0.1:8443",
+            "--xks-tls-cert",
+            "c.pem",
+            "--xks-tls-key",
+            "k.pem",
+        ];
+        let x = xks_listen(&serve(&tls).unwrap()).unwrap().unwrap();
+        let files = x.tls.unwrap();
+        assert_eq!(x.addr.port(), 8443);
+        assert_eq!(
+            (files.cert.to_str(), files.key.to_str()),
+            (Some("c.pem"), Some("k.pem"))
+        );
+        assert!(files.client_ca.is_none());
+        let mtls = [&tls[..], &["--xks-client-ca", "ca.pem"]].concat();
+        let x = xks_listen(&serve(&mtls).unwrap()).unwrap().unwrap();
+        assert!(x.tls.unwrap().client_ca.is_some());
+        let plain = ["--xks-listen", "127.0.0.1:8480", "--xks-insecure-http"];
+        let x = xks_listen(&serve(&plain).unwrap()).unwrap().unwrap();
+        assert!(x.tls.is_none());
+        assert!(xks_listen(&serve(&[]).unwrap()).unwrap().is_none());
+        // A listener without TLS files or --xks-insecure-http says how to choose.
+        let bare = serve(&["--xks-listen", "127.0.0.1:8443"]).unwrap();
+        assert!(
+            xks_listen(&bare)
+                .unwrap_err()
+                .contains("--xks-insecure-http")
+        );
+        // Refused by the parser.
+        for bad in [
+            &["--xks-listen", "127.0.0.1:8443", "--xks-tls-cert", "c.pem"][..],
+            &["--xks-listen", "127.0.0.1:8443", "--xks-tls-key", "k.pem"],
+            &["--xks-tls-cert", "c.pem", "--xks-tls-key", "k.pem"],
+            &["--xks-insecure-http"],
+            &[
+                &plain[..],
+                &["--xks-tls-cert", "c.pem", "--xks-tls-key", "k.pem"],
+            ]
+            .concat(),
+            &[&plain[..], &["--xks-client-ca", "ca.pem"]].concat(),
+            &["--xks-listen", "not-an-address", "--xks-insecure-http"],
+        ] {
+            assert!(serve(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn xks_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "ekms",
+            "xks",
+            "key",
+            "create",
+            "--prefix",
+            "a/b",
+            "--usage",
+            "decrypt",
+            "--endpoint",
+            "http://127.0.0.1:8400",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Xks(cli_xks::XksCommand::Key(_))
+        ));
+        for bad in [
+            &[
+                "ekms",
+                "xks",
+                "key",
+                "create",
+                "--prefix",
+                "/a",
+                "--endpoint",
+                "x",
+            ][..],
+            &[
+                "ekms",
+                "xks",
+                "key",
+                "create",
+                "--prefix",
+                "a",
+                "--usage",
+                "sign",
+                "--endpoint",
+                "x",
+            ],
+            &["ekms", "xks", "credential", "create", "--endpoint", "x"],
+            &[
+                "ekms",
+                "xks",
+                "credential",
+                "delete",
+                "--prefix",
+                "a",
+                "--endpoint",
+                "x",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        for ok in [
+            &[
+                "ekms",
+                "xks",
+                "credential",
+                "create",
+                "--prefix",
+                "a",
+                "--endpoint",
+                "x",
+            ][..],
+            &["ekms", "xks", "credential", "list", "--endpoint", "x"],
+            &[
+                "ekms",
+                "xks",
+                "credential",
+                "list",
+                "--prefix",
+                "a",
+                "--endpoint",
+                "x",
+            ],
+            &[
+                "ekms",
+                "xks",
+                "credential",
+                "delete",
+                "--prefix",
+                "a",
+                "--access-key-id",
+                "AK1",
+                "--endpoint",
+                "x",
+                "--data-dir",
+                "/tmp/d",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(ok).is_ok(), "{ok:?}");
         }
     }
 }

@@ -22,6 +22,8 @@ use ekms_wire::{
 
 use crate::{HostError, client::EnclaveClient, store::Store};
 
+mod xks;
+
 /// Attempts per request when records turn out stale or a write loses a race (with a growing
 /// pause between attempts: a concurrent write may not be committed yet).
 const ATTEMPTS: u32 = 10;

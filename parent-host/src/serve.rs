@@ -67,10 +67,27 @@ pub struct ServeConfig {
     pub peer: Option<String>,
     /// The witnesses' appliance URLs (a domain created here needs as many witnesses).
     pub witnesses: Vec<String>,
+    /// The XKS proxy API listener, if any.
+    pub xks: Option<XksListen>,
+}
+
+/// Where and how `serve` offers the XKS proxy API (AWS KMS External Key Store).
+#[derive(Debug, Clone)]
+pub struct XksListen {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// TLS files; `None` serves plain HTTP (`--xks-insecure-http`, for tests: AWS KMS calls an
+    /// XKS proxy over HTTPS only).
+    pub tls: Option<crate::xks_tls::XksTlsFiles>,
 }
 
 /// Runs until Ctrl-C or SIGTERM.
 pub async fn run(mut cfg: ServeConfig) -> Result<(), HostError> {
+    // Unusable TLS files fail the start before anything else does.
+    let xks_tls = match cfg.xks.as_ref().and_then(|x| x.tls.as_ref()) {
+        Some(files) => Some(crate::xks_tls::load(files)?),
+        None => None,
+    };
     std::fs::create_dir_all(&cfg.data_dir)?;
     // Absolute, so the printed exports work from any directory.
     cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)?;
@@ -136,7 +153,7 @@ pub async fn run(mut cfg: ServeConfig) -> Result<(), HostError> {
         ),
     };
     let client = Arc::new(EnclaveClient::new(addr, cfg.connections));
-    let result = serve_with(&cfg, store, Arc::clone(&client)).await;
+    let result = serve_with(&cfg, store, Arc::clone(&client), xks_tls).await;
     if let Some(s) = supervisor {
         s.stop().await;
     }
@@ -147,6 +164,7 @@ async fn serve_with(
     cfg: &ServeConfig,
     store: Arc<dyn Store>,
     client: Arc<EnclaveClient>,
+    xks_tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<(), HostError> {
     client.wait_ready(Duration::from_secs(30)).await?;
     let relay = Arc::new(
@@ -222,6 +240,7 @@ async fn serve_with(
     };
     let sweeper = tokio::spawn(sweep_loop(Arc::clone(&relay), ahead));
     let usage = tokio::spawn(usage_loop(Arc::clone(&relay)));
+    let xks = start_xks(cfg.xks.as_ref(), xks_tls, Arc::clone(&relay)).await?;
     let app = router(AppState {
         relay: Arc::clone(&relay),
         custody,
@@ -232,6 +251,9 @@ async fn serve_with(
     )
     .with_graceful_shutdown(shutdown_signal())
     .await;
+    if let Some(x) = xks {
+        stop_xks(x).await;
+    }
     sweeper.abort();
     usage.abort();
     // The uses since the last write-back would be lost with the enclave: write them now.
@@ -242,6 +264,63 @@ async fn serve_with(
     committer_task.abort();
     eprintln!("ekms: shutting down");
     served.map_err(HostError::Io)
+}
+
+/// Binds the XKS listener, if there is one (TLS with `tls`, else plain HTTP), announces it,
+/// and serves it in a task until Ctrl-C/SIGTERM.
+async fn start_xks(
+    x: Option<&XksListen>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    relay: Arc<Relay>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, HostError> {
+    let Some(x) = x else { return Ok(None) };
+    let tcp = tokio::net::TcpListener::bind(x.addr).await?;
+    let local = tcp.local_addr()?;
+    let app = crate::xks_http::router(relay);
+    let mtls = x.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let task = if let Some(config) = tls {
+        let listener = crate::xks_tls::TlsListener::new(tcp, config)?;
+        // Tests and scripts read this line.
+        println!(
+            "ekms: XKS proxy listening on https://{local}{}",
+            if mtls { " (mTLS)" } else { "" }
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+            {
+                tracing::error!(error = %e, "XKS listener failed");
+            }
+        })
+    } else {
+        eprintln!(
+            "ekms: WARNING: the XKS proxy API is served over plain HTTP (--xks-insecure-http): for\n\
+             ekms: WARNING: tests only; AWS KMS calls an external key store proxy over HTTPS only."
+        );
+        println!("ekms: XKS proxy listening on http://{local}");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(tcp, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+            {
+                tracing::error!(error = %e, "XKS listener failed");
+            }
+        })
+    };
+    Ok(Some(task))
+}
+
+/// Waits for the XKS listener, which saw the same shutdown signal, to finish its requests in
+/// flight (at most 5 s).
+async fn stop_xks(task: tokio::task::JoinHandle<()>) {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
 }
 
 /// Says at every start whether the domain's state is witnessed (docs/state.md).

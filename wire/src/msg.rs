@@ -215,6 +215,17 @@ impl HttpRequest {
         self.header("authorization")
             .and_then(crate::region::scope_region)
     }
+
+    /// The access key id of the SigV4 `Authorization` header's `Credential=AKID/...`
+    /// (unverified: only a lookup key for the sealed principal record; the enclave verifies the
+    /// signature). `None` when the header or the credential is missing, empty or over 128 bytes.
+    #[must_use]
+    pub fn access_key_id(&self) -> Option<&str> {
+        let rest = self.header("authorization")?.split("Credential=").nth(1)?;
+        rest.split('/')
+            .next()
+            .filter(|s| !s.is_empty() && s.len() <= 128)
+    }
 }
 
 /// What a client gets for a replayed state-changing request (the enclave's `ThrottlingException`;
@@ -820,6 +831,35 @@ impl KmsErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_authorization(value: &[u8]) -> HttpRequest {
+        HttpRequest {
+            method: "POST".into(),
+            uri: "/p/kms/xks/v1/health".into(),
+            headers: vec![("authorization".into(), serde_bytes::ByteBuf::from(value))],
+            body: vec![],
+        }
+    }
+
+    #[test]
+    fn the_access_key_id_is_read_from_the_credential_scope() {
+        let h = with_authorization(
+            b"AWS4-HMAC-SHA256 Credential=AKIAXKS1/20261130/us-east-1/kms-xks-proxy/aws4_request, \
+              SignedHeaders=host;x-amz-date, Signature=00",
+        );
+        assert_eq!(h.access_key_id(), Some("AKIAXKS1"));
+        assert_eq!(with_authorization(b"Bearer x").access_key_id(), None);
+        assert_eq!(with_authorization(b"Credential=/x").access_key_id(), None);
+        let long = format!("Credential={}/x", "A".repeat(129));
+        assert_eq!(with_authorization(long.as_bytes()).access_key_id(), None);
+        assert_eq!(
+            with_authorization(b"Credential=\xff/x").access_key_id(),
+            None
+        );
+        let mut none = with_authorization(b"");
+        none.headers.clear();
+        assert_eq!(none.access_key_id(), None);
+    }
 
     #[test]
     fn debug_never_prints_bodies_or_secrets() {
