@@ -295,6 +295,15 @@ fn encrypt(req: &Request<'_>, body: &Body) -> Result<XksOutcome, Refusal> {
         }
     };
     let key = usable_key(req, true)?;
+    // The integrity value vouches that the ciphertext decrypts, so it is computed only for a
+    // key that may decrypt, and checked by decrypting (as the specification asks).
+    if cdiv && !key.xks.as_ref().is_some_and(|b| b.decrypt) {
+        return Err(XksError::invalid_key_usage(format!(
+            "A ciphertext integrity value needs DECRYPT in the key usage of key {}.",
+            req.path.key_id.unwrap_or_default()
+        ))
+        .into());
+    }
     let material = key
         .current_material()
         .ok_or_else(|| XksError::invalid_state("The key has no key material."))?;
@@ -313,6 +322,8 @@ fn encrypt(req: &Request<'_>, body: &Body) -> Result<XksOutcome, Refusal> {
         "ciphertextMetadata": to_b64(&metadata),
     });
     if cdiv {
+        // Computed first, then the ciphertext decrypted with what was returned: the value is
+        // only given for a ciphertext that opens.
         let value = cipher::integrity_value(
             aad.as_deref().map(Vec::as_slice),
             &metadata,
@@ -320,6 +331,16 @@ fn encrypt(req: &Request<'_>, body: &Body) -> Result<XksOutcome, Refusal> {
             &ciphertext,
             &tag,
         );
+        cipher::open(
+            material,
+            aad.as_deref().map(Vec::as_slice),
+            &metadata,
+            &iv,
+            &ciphertext,
+            &tag,
+        )
+        .filter(|p| p.as_slice() == plaintext.as_slice())
+        .ok_or_else(|| XksError::internal("The ciphertext did not decrypt after encryption."))?;
         if let Some(o) = out.as_object_mut() {
             o.insert(
                 "ciphertextDataIntegrityValue".into(),

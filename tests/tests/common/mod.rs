@@ -225,8 +225,15 @@ pub(crate) fn unseal(app: &Appliance, base: &Path, share: &Path, policy: &Path) 
 
 /// Runs `ekms principal ARGS…` against `app` as its admin (the data dir's `ekms` profile).
 pub(crate) fn principal(app: &Appliance, args: &[&str]) -> Output {
+    let mut all = vec!["principal"];
+    all.extend_from_slice(args);
+    ekms_admin(app, &all)
+}
+
+/// Runs `ekms ARGS…` (a command that signs calls: `principal`, `xks`) against `app` as its
+/// admin (the data dir's `ekms` profile).
+pub(crate) fn ekms_admin(app: &Appliance, args: &[&str]) -> Output {
     Command::new(bin_dir().join("ekms"))
-        .arg("principal")
         .args(args)
         .args(["--endpoint", &app.endpoint])
         .arg("--data-dir")

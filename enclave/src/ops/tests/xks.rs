@@ -259,6 +259,13 @@ fn the_specifications_errors() {
         error(&env.xks(&path(&format!("{PREFIX}/invalid"), "health"), who, &good)),
         (404, "InvalidUriPathException")
     );
+}
+
+#[test]
+fn key_errors_follow_the_specification() {
+    let mut env = Env::new();
+    let (akid, secret) = env.xks_credential(PREFIX);
+    let who = (akid.as_str(), secret.as_str());
     // Keys: unknown, another store's, and usage or state that forbid the operation.
     let md = |k: &str| path(PREFIX, &format!("keys/{k}/metadata"));
     let mbody = json!({"requestMetadata": meta("DescribeKey")});
@@ -296,6 +303,13 @@ fn the_specifications_errors() {
     );
     assert_eq!(
         error(&env.xks(&encrypt(&impotent), who, &ebody)),
+        (400, "InvalidKeyUsageException")
+    );
+    // An integrity value vouches that the ciphertext decrypts: not for an encrypt-only key.
+    let mut with_cdiv = ebody.clone();
+    with_cdiv["ciphertextDataIntegrityValueAlgorithm"] = json!("SHA_256");
+    assert_eq!(
+        error(&env.xks(&encrypt(&enc_only), who, &with_cdiv)),
         (400, "InvalidKeyUsageException")
     );
     assert_eq!(
