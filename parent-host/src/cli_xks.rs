@@ -57,9 +57,9 @@ pub struct PrefixArgs {
 /// Arguments of `ekms xks credential list`.
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
-    /// Only the credentials of this URI path prefix.
+    /// The key store's URI path prefix.
     #[arg(long, value_parser = parse_prefix)]
-    pub prefix: Option<String>,
+    pub prefix: String,
     /// Where and as whom to call.
     #[command(flatten)]
     pub target: Target,
@@ -158,8 +158,8 @@ fn create_credential_body(prefix: &str) -> Value {
 }
 
 /// `EkmsListXksCredentials`'s body.
-fn list_body(prefix: Option<&str>) -> Value {
-    prefix.map_or_else(|| json!({}), |p| json!({ "UriPrefix": p }))
+fn list_body(prefix: &str) -> Value {
+    json!({ "UriPrefix": prefix })
 }
 
 /// `EkmsDeleteXksCredential`'s body.
@@ -267,7 +267,7 @@ async fn create_credential(args: &PrefixArgs) -> anyhow::Result<()> {
 async fn list_credentials(args: &ListArgs) -> anyhow::Result<()> {
     let answer = args
         .target
-        .call("EkmsListXksCredentials", &list_body(args.prefix.as_deref()))
+        .call("EkmsListXksCredentials", &list_body(&args.prefix))
         .await?;
     println!(
         "{}",
@@ -364,8 +364,7 @@ mod tests {
     #[test]
     fn request_bodies_have_the_operations_shapes() {
         assert_eq!(create_credential_body("a/b"), json!({"UriPrefix": "a/b"}));
-        assert_eq!(list_body(None), json!({}));
-        assert_eq!(list_body(Some("p")), json!({"UriPrefix": "p"}));
+        assert_eq!(list_body("p"), json!({"UriPrefix": "p"}));
         assert_eq!(
             delete_body("p", "AK1"),
             json!({"UriPrefix": "p", "AccessKeyId": "AK1"})

@@ -112,38 +112,42 @@ fn client_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor/aws-kms-xksproxy-test-client")
 }
 
-#[test]
-fn aws_compliance_client_passes_over_mutual_tls() {
-    if !have("curl", &["--version"])
-        || !have("jq", &["--version"])
-        || !have("xxd", &["-v"])
-        || !have("uuidgen", &["--version"])
-    {
-        return;
-    }
+/// Runs AWS's compliance client (`-a`: the key-usage cases too) against a fresh appliance's
+/// XKS listener over HTTPS, with mutual TLS (then also its negative mTLS cases) or without;
+/// its summary line and report.
+fn compliance(mtls: bool) -> (String, String) {
     let certs = tempfile::tempdir().unwrap();
     let pki = pki(certs.path());
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let app = Appliance::start_with(
-        dir.path(),
-        &[
-            "--xks-listen",
-            &listen,
-            "--xks-tls-cert",
-            pki.server_cert.to_str().unwrap(),
-            "--xks-tls-key",
-            pki.server_key.to_str().unwrap(),
-            "--xks-client-ca",
-            pki.ca.to_str().unwrap(),
-        ],
-    );
+    let mut args = vec![
+        "--xks-listen".to_owned(),
+        listen,
+        "--xks-tls-cert".to_owned(),
+        pki.server_cert.display().to_string(),
+        "--xks-tls-key".to_owned(),
+        pki.server_key.display().to_string(),
+    ];
+    if mtls {
+        args.extend(["--xks-client-ca".to_owned(), pki.ca.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = Appliance::start_with(dir.path(), &args);
     let (akid, secret) = credential(&app);
     let key_id = key(&app, "encrypt,decrypt");
     let encrypt_only = key(&app, "encrypt");
     let decrypt_only = key(&app, "decrypt");
     let impotent = key(&app, "none");
+    let client = if mtls {
+        format!(
+            "--key {} --cert {}",
+            pki.client_key.display(),
+            pki.client_cert.display()
+        )
+    } else {
+        String::new()
+    };
     let out = Command::new("bash")
         .arg("./test-xks-proxy")
         .arg("-a")
@@ -157,14 +161,7 @@ fn aws_compliance_client_passes_over_mutual_tls() {
         .env("DECRYPT_ONLY_KEY_ID", &decrypt_only)
         .env("IMPOTENT_KEY_ID", &impotent)
         .env("SECURE", format!("--cacert {}", pki.ca.display()))
-        .env(
-            "MTLS",
-            format!(
-                "--key {} --cert {}",
-                pki.client_key.display(),
-                pki.client_cert.display()
-            ),
-        )
+        .env("MTLS", client)
         .env("ANSI_ESCAPE", "0")
         .output()
         .unwrap();
@@ -175,9 +172,43 @@ fn aws_compliance_client_passes_over_mutual_tls() {
         .find(|l| l.contains("tests PASSED") || l.contains("tests FAILED"))
         .unwrap_or_default()
         .to_owned();
+    (summary, report)
+}
+
+fn tools() -> bool {
+    have("curl", &["--version"])
+        && have("jq", &["--version"])
+        && have("xxd", &["-v"])
+        && have("uuidgen", &["--version"])
+}
+
+#[test]
+fn aws_compliance_client_passes_over_mutual_tls() {
+    if !tools() {
+        return;
+    }
+    let (summary, report) = compliance(true);
     assert!(
         summary.contains("All") && summary.contains("PASSED") && !report.contains("FAILED with"),
         "compliance client: {summary}\n{report}"
     );
-    eprintln!("compliance client: {summary}");
+    // The negative mTLS cases (an expired and a self-signed client certificate) ran.
+    assert!(
+        report.contains("self-signed") || report.contains("selfsigned"),
+        "{report}"
+    );
+    eprintln!("compliance client, mTLS: {summary}");
+}
+
+#[test]
+fn aws_compliance_client_passes_over_tls() {
+    if !tools() {
+        return;
+    }
+    let (summary, report) = compliance(false);
+    assert!(
+        summary.contains("All") && summary.contains("PASSED") && !report.contains("FAILED with"),
+        "compliance client: {summary}\n{report}"
+    );
+    eprintln!("compliance client, TLS: {summary}");
 }
