@@ -212,3 +212,111 @@ fn aws_compliance_client_passes_over_tls() {
     );
     eprintln!("compliance client, TLS: {summary}");
 }
+
+/// One XKS Encrypt with curl (`--aws-sigv4`, as AWS's compliance client sends it): the status.
+fn curl_encrypt(port: u16, ca: &Path, (akid, secret): (&str, &str), key: &str) -> u16 {
+    let body = serde_json::json!({
+        "requestMetadata": {"awsPrincipalArn": "arn:aws:iam::123456789012:user/Alice",
+                            "kmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/x",
+                            "kmsOperation": "Encrypt", "kmsRequestId": "r"},
+        "plaintext": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        "encryptionAlgorithm": "AES_GCM"});
+    let out = Command::new("curl")
+        .args([
+            "--silent",
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .args(["-H", "Content-Type:application/json"])
+        .args(["--aws-sigv4", "aws:amz:us-east-1:kms-xks-proxy"])
+        .arg("--user")
+        .arg(format!("{akid}:{secret}"))
+        .arg("--data-binary")
+        .arg(body.to_string())
+        .arg(format!(
+            "https://localhost:{port}/{PREFIX}/kms/xks/v1/keys/{key}/encrypt"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+/// Credentials rotated while requests run: the old one works until it is deleted, the new one
+/// from the moment it exists, and no request in between fails.
+#[test]
+fn credentials_rotate_while_requests_run() {
+    if !have("curl", &["--version"]) {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let pki = pki(certs.path());
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let app = Appliance::start_with(
+        dir.path(),
+        &[
+            "--xks-listen",
+            &listen,
+            "--xks-tls-cert",
+            pki.server_cert.to_str().unwrap(),
+            "--xks-tls-key",
+            pki.server_key.to_str().unwrap(),
+        ],
+    );
+    let old = credential(&app);
+    let key_id = key(&app, "encrypt,decrypt");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let run = |cred: (String, String)| {
+        let (stop, ca, key_id) = (stop.clone(), pki.ca.clone(), key_id.clone());
+        std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                statuses.push(curl_encrypt(port, &ca, (&cred.0, &cred.1), &key_id));
+            }
+            statuses
+        })
+    };
+    let with_old = run(old.clone());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let new = credential(&app);
+    let with_new = run(new.clone());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // AWS KMS now has the new credential: the old one goes.
+    let o = ekms_admin(
+        &app,
+        &[
+            "xks",
+            "credential",
+            "delete",
+            "--prefix",
+            PREFIX,
+            "--access-key-id",
+            &old.0,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let old_statuses = with_old.join().unwrap();
+    let new_statuses = with_new.join().unwrap();
+    // The new credential never failed.
+    assert!(!new_statuses.is_empty());
+    assert!(new_statuses.iter().all(|s| *s == 200), "{new_statuses:?}");
+    // The old one succeeded, then (once deleted) was refused, and nothing else happened.
+    let first_refusal = old_statuses
+        .iter()
+        .position(|s| *s != 200)
+        .expect("the deleted credential was refused");
+    assert!(first_refusal > 0, "{old_statuses:?}");
+    assert!(
+        old_statuses[first_refusal..].iter().all(|s| *s == 401),
+        "{old_statuses:?}"
+    );
+    assert_eq!(curl_encrypt(port, &pki.ca, (&old.0, &old.1), &key_id), 401);
+    assert_eq!(curl_encrypt(port, &pki.ca, (&new.0, &new.1), &key_id), 200);
+}
