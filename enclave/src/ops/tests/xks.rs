@@ -515,3 +515,46 @@ fn signatures_outside_five_minutes_are_refused() {
         200
     );
 }
+
+#[test]
+fn a_sealed_enclave_reports_unavailable_and_serves_nothing() {
+    let core = crate::Core::new(
+        crate::Config {
+            region: "us-east-1".into(),
+            regions: ekms_wire::region::Regions::Any,
+            account: "111122223333".into(),
+        },
+        crate::core::test_attestor(),
+    );
+    let call = |path: &str| KmsCall {
+        http: crate::auth::tests::sign_request_to(
+            path,
+            (
+                "EKMSANYKEY0000000000",
+                "secret-of-no-one-secret-of-no-one-secret-of-n",
+            ),
+            ("kms-xks-proxy", "us-east-1"),
+            &[("host", "127.0.0.1:8400")],
+            "{}",
+            SystemTime::now(),
+        ),
+        principal: None,
+        keys: vec![],
+        aliases: vec![],
+        principals: vec![],
+        grants: vec![],
+        next_marker: None,
+        usage: vec![],
+    };
+    let EnclaveResponse::Xks(h) = crate::xks::call(&core, &call(&path(PREFIX, "health"))) else {
+        panic!("not an XKS answer")
+    };
+    assert_eq!(h.status, 200);
+    let v: Value = serde_json::from_slice(&h.body).unwrap();
+    assert_eq!(v["ekmFleetDetails"][0]["healthStatus"], "UNAVAILABLE");
+    let EnclaveResponse::Xks(e) = crate::xks::call(&core, &call(&path(PREFIX, "keys/k/encrypt")))
+    else {
+        panic!("not an XKS answer")
+    };
+    assert_eq!(e.status, 500);
+}
