@@ -99,6 +99,12 @@ fn signed_headers(app: &Appliance, op: &str, body: &[u8]) -> Vec<(&'static str, 
 fn raw_requests_get_aws_shaped_errors() {
     let dir = tempfile::tempdir().unwrap();
     let app = Appliance::start(dir.path());
+    // Its log goes to a pipe here, not a terminal: plain text, no colour codes (serve.log).
+    assert!(
+        !app.output().contains(&0x1b),
+        "{}",
+        String::from_utf8_lossy(&app.output())
+    );
     let json = |op: &str| {
         vec![
             ("content-type", "application/x-amz-json-1.1".to_owned()),
