@@ -280,7 +280,10 @@ impl XksTarget {
             sealed: None,
         };
         let mut s = t.connect().await?;
-        let (status, answer) = t.call(&mut s, "xks-encrypt", 0).await?;
+        let (status, answer) = t.call(&mut s, "xks-encrypt", 0).await.context(
+            "the first XKS request failed (a proxy with mutual TLS closes the connection of a \
+             client without --xks-client-cert/--xks-client-key)",
+        )?;
         if status != 200 {
             bail!(
                 "XKS encrypt failed: HTTP {status}: {}",
