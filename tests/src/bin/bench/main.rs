@@ -328,6 +328,71 @@ async fn measure(
     Ok(m)
 }
 
+/// Prints one measurement's line, and the server's CPU per request when it was sampled.
+fn print_measured(op: &str, conns: usize, m: &Measured) {
+    #[allow(clippy::cast_precision_loss)]
+    let rate = m.ops as f64 / m.secs;
+    println!(
+        "{:<20} {:>6} {:>10.0} {:>9.3} {:>9.3} {:>7}",
+        op,
+        conns,
+        rate,
+        f64::from(percentile(&m.lat_us, 50.0)) / 1000.0,
+        f64::from(percentile(&m.lat_us, 99.0)) / 1000.0,
+        m.errors
+    );
+    if !m.server_cpu.is_empty() && m.ops > 0 {
+        #[allow(clippy::cast_precision_loss)]
+        let per = |us: u64| us as f64 / m.ops as f64;
+        let total: u64 = m.server_cpu.iter().map(|(_, us)| us).sum();
+        let parts: Vec<String> = m
+            .server_cpu
+            .iter()
+            .map(|(name, us)| format!("{name} {:.1}", per(*us)))
+            .collect();
+        println!(
+            "    server CPU per request: {:.1} us ({})",
+            per(total),
+            parts.join(" + ")
+        );
+    }
+}
+
+/// What measures `op`: its XKS target, or its KMS target, request and body.
+fn driver_for(
+    op: &str,
+    xks_target: Option<&Arc<xks::XksTarget>>,
+    fixture: Option<&(Arc<Target>, Fixture)>,
+) -> anyhow::Result<Driver> {
+    Ok(
+        match (xks::XKS_OPS.iter().find(|x| **x == op), xks_target, fixture) {
+            (Some(x), Some(xt), _) => Driver::Xks {
+                t: Arc::clone(xt),
+                op: x,
+            },
+            (None, _, Some((t, fixture))) => {
+                let (name, body) = fixture.body_for(op);
+                let target = match fixture.credentials_for(op) {
+                    Some(creds) => Arc::new(Target {
+                        host: t.host.clone(),
+                        addr: t.addr.clone(),
+                        url: t.url.clone(),
+                        region: t.region.clone(),
+                        creds,
+                    }),
+                    None => Arc::clone(t),
+                };
+                Driver::Kms {
+                    t: target,
+                    op: name,
+                    body: Arc::new(body),
+                }
+            }
+            _ => bail!("{op}: not set up"),
+        },
+    )
+}
+
 fn credentials(args: &Args) -> anyhow::Result<(String, String)> {
     if let (Some(a), Some(s)) = (&args.access_key, &args.secret_key) {
         return Ok((a.clone(), s.clone()));
@@ -426,35 +491,7 @@ fn main() -> anyhow::Result<()> {
         "op", "conns", "ops/s", "p50(ms)", "p99(ms)", "errors"
     );
     for op in &args.ops {
-        let driver = match (
-            xks::XKS_OPS.iter().find(|x| **x == op.as_str()),
-            &xks_target,
-            &fixture,
-        ) {
-            (Some(x), Some(xt), _) => Driver::Xks {
-                t: Arc::clone(xt),
-                op: *x,
-            },
-            (None, _, Some((t, fixture))) => {
-                let (name, body) = fixture.body_for(op);
-                let target = match fixture.credentials_for(op) {
-                    Some(creds) => Arc::new(Target {
-                        host: t.host.clone(),
-                        addr: t.addr.clone(),
-                        url: t.url.clone(),
-                        region: t.region.clone(),
-                        creds,
-                    }),
-                    None => Arc::clone(t),
-                };
-                Driver::Kms {
-                    t: target,
-                    op: name,
-                    body: Arc::new(body),
-                }
-            }
-            _ => bail!("{op}: not set up"),
-        };
+        let driver = driver_for(op, xks_target.as_ref(), fixture.as_ref())?;
         for &conns in &args.connections {
             let m = rt.block_on(measure(
                 &driver,
@@ -463,32 +500,7 @@ fn main() -> anyhow::Result<()> {
                 Duration::from_secs(args.duration_secs.max(1)),
                 args.server_pid,
             ))?;
-            #[allow(clippy::cast_precision_loss)]
-            let rate = m.ops as f64 / m.secs;
-            println!(
-                "{:<20} {:>6} {:>10.0} {:>9.3} {:>9.3} {:>7}",
-                op,
-                conns,
-                rate,
-                f64::from(percentile(&m.lat_us, 50.0)) / 1000.0,
-                f64::from(percentile(&m.lat_us, 99.0)) / 1000.0,
-                m.errors
-            );
-            if !m.server_cpu.is_empty() && m.ops > 0 {
-                #[allow(clippy::cast_precision_loss)]
-                let per = |us: u64| us as f64 / m.ops as f64;
-                let total: u64 = m.server_cpu.iter().map(|(_, us)| us).sum();
-                let parts: Vec<String> = m
-                    .server_cpu
-                    .iter()
-                    .map(|(name, us)| format!("{name} {:.1}", per(*us)))
-                    .collect();
-                println!(
-                    "    server CPU per request: {:.1} us ({})",
-                    per(total),
-                    parts.join(" + ")
-                );
-            }
+            print_measured(op, conns, &m);
             if let Some(e) = m.first_error {
                 if m.aborted {
                     bail!("{op} at {conns} connections: unexpected answer: {e}");

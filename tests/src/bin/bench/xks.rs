@@ -45,6 +45,10 @@ const KMS_KEY_ARN: &str =
 
 /// The XKS command-line options.
 #[derive(clap::Args, Debug, Default)]
+#[expect(
+    clippy::struct_field_names,
+    reason = "the fields are the --xks-* flags, named apart from the KMS ones they sit beside"
+)]
 pub(crate) struct XksArgs {
     /// XKS proxy endpoint (`https://HOST:PORT`, the appliance's `--xks-listen`).
     #[arg(long)]
