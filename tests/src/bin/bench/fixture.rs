@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail};
 use base64::Engine as _;
 
-use crate::{Target, call, connect};
+use crate::{Target, call, connect, xks::XKS_OPS};
 
 /// Operations the bench knows.
 pub(crate) const OPS: &[&str] = &[
@@ -46,6 +46,16 @@ pub(crate) struct Fixture {
     grantee: Option<aws_credential_types::Credentials>,
 }
 
+/// Refuses an operation the bench does not know.
+pub(crate) fn check_ops(ops: &[String]) -> anyhow::Result<()> {
+    let known = || OPS.iter().chain(XKS_OPS);
+    if let Some(op) = ops.iter().find(|o| !known().any(|k| *k == o.as_str())) {
+        let names: Vec<&str> = known().copied().collect();
+        bail!("unknown operation {op}; known: {}", names.join(", "));
+    }
+    Ok(())
+}
+
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -57,9 +67,7 @@ impl Fixture {
         key_id: Option<String>,
         ops: &[String],
     ) -> anyhow::Result<Self> {
-        if let Some(op) = ops.iter().find(|o| !OPS.contains(&o.as_str())) {
-            bail!("unknown operation {op}; known: {}", OPS.join(", "));
-        }
+        check_ops(ops)?;
         let wants = |names: &[&str]| ops.iter().any(|o| names.contains(&o.as_str()));
         let mut f = Self {
             key_id: match key_id {
@@ -211,19 +219,57 @@ async fn request_json(t: &Target, op: &str, body: &str) -> anyhow::Result<serde_
 /// a one-off key. (The bench trusts the appliance it measures: it does not verify the
 /// attestation document; `ekms principal create` does.)
 async fn principal(t: &Target, name: &str) -> anyhow::Result<aws_credential_types::Credentials> {
+    new_access_key(
+        t,
+        "EkmsCreatePrincipal",
+        serde_json::json!({ "UserName": name }),
+    )
+    .await
+}
+
+/// Makes a credential of XKS key store `prefix` (the store too, if new) and opens its secret,
+/// as [`principal`] does.
+pub(crate) async fn xks_credential(
+    t: &Target,
+    prefix: &str,
+) -> anyhow::Result<aws_credential_types::Credentials> {
+    new_access_key(
+        t,
+        "EkmsCreateXksCredential",
+        serde_json::json!({ "UriPrefix": prefix }),
+    )
+    .await
+}
+
+/// Makes an XKS key of store `prefix` that may encrypt and decrypt; its id.
+pub(crate) async fn xks_key(t: &Target, prefix: &str) -> anyhow::Result<String> {
+    let body = serde_json::json!({ "UriPrefix": prefix, "KeyUsage": ["ENCRYPT", "DECRYPT"] });
+    request(t, "EkmsCreateXksKey", &body.to_string(), "KeyId").await
+}
+
+/// Calls `op`, which makes an access key and delivers its secret sealed to a one-off key, with
+/// `body` and the one-off key's public half; the opened credential.
+async fn new_access_key(
+    t: &Target,
+    op: &str,
+    mut body: serde_json::Value,
+) -> anyhow::Result<aws_credential_types::Credentials> {
     let receiver = ekms_custody::CustodianKey::generate()?;
     let nonce = [9u8; 32];
-    let body = serde_json::json!({
-        "UserName": name,
-        "RecipientPublicKey": receiver.public_key().to_json()?,
-        "Nonce": b64(&nonce),
-    });
-    let v = request_json(t, "EkmsCreatePrincipal", &body.to_string()).await?;
+    let o = body
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("{op}: body is not an object"))?;
+    o.insert(
+        "RecipientPublicKey".into(),
+        receiver.public_key().to_json()?.into(),
+    );
+    o.insert("Nonce".into(), b64(&nonce).into());
+    let v = request_json(t, op, &body.to_string()).await?;
     let field = |p: &str| {
         v.pointer(p)
             .and_then(serde_json::Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| anyhow!("no {p} in the EkmsCreatePrincipal reply"))
+            .ok_or_else(|| anyhow!("no {p} in the {op} reply"))
     };
     let akid = field("/AccessKey/AccessKeyId")?;
     let domain: [u8; 8] = hex::decode(field("/AccessKey/DomainId")?)?

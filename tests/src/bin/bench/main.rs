@@ -1,7 +1,8 @@
 //! `ekms-bench`: drives any AWS-KMS-compatible endpoint with SigV4-signed Encrypt (32 B),
 //! Decrypt, GenerateDataKey, CreateKey, Sign (ECDSA P-256, RSA-2048 PSS), Verify and GenerateMac
 //! requests at several connection counts for a fixed time, prints ops/s and p50/p99 latency, and
-//! beside them the same cryptography done in-process with aws-lc-rs (the ceiling).
+//! beside them the same cryptography done in-process with aws-lc-rs (the ceiling). With
+//! `--ops xks-encrypt,xks-decrypt` it drives the appliance's XKS proxy API over HTTPS instead.
 
 use std::{
     path::PathBuf,
@@ -22,6 +23,7 @@ use http_body_util::{BodyExt as _, Full};
 mod ceiling;
 mod fixture;
 mod server_cpu;
+mod xks;
 
 use fixture::Fixture;
 
@@ -61,7 +63,8 @@ struct Args {
     /// Operations: encrypt, decrypt, generate-data-key, create-key, sign-ecdsa, verify-ecdsa,
     /// sign-rsa, generate-mac, encrypt-context (the admin's Encrypt with an encryption context),
     /// encrypt-grant (the same Encrypt by a principal that only a grant lets in, on a key with a
-    /// realistic three-statement policy, one with a context condition).
+    /// realistic three-statement policy, one with a context condition); xks-encrypt,
+    /// xks-decrypt (the XKS proxy API: 32-byte plaintext, 20-byte AAD; see the --xks options).
     #[arg(
         long,
         value_delimiter = ',',
@@ -75,6 +78,8 @@ struct Args {
     /// each process below it (the simulated enclave), read from /proc during the measurement.
     #[arg(long)]
     server_pid: Option<u32>,
+    #[command(flatten)]
+    xks: xks::XksArgs,
 }
 
 struct Target {
@@ -119,6 +124,7 @@ impl Target {
     }
 }
 
+/// One keep-alive HTTP/1.1 connection (plain or TLS).
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 async fn connect(t: &Target) -> anyhow::Result<Sender> {
@@ -135,10 +141,63 @@ async fn call(t: &Target, s: &mut Sender, op: &str, body: &str) -> anyhow::Resul
     if s.is_closed() || s.ready().await.is_err() {
         *s = connect(t).await?;
     }
-    let resp = s.send_request(t.request(op, body)?).await?;
+    send(s, t.request(op, body)?).await
+}
+
+/// Sends `req` on `s`; the status and body of the answer.
+async fn send(s: &mut Sender, req: http::Request<Full<Bytes>>) -> anyhow::Result<(u16, Bytes)> {
+    let resp = s.send_request(req).await?;
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await?.to_bytes();
     Ok((status, bytes))
+}
+
+/// What one measurement drives: a KMS operation with its body, or an XKS operation.
+#[derive(Clone)]
+enum Driver {
+    Kms {
+        t: Arc<Target>,
+        op: &'static str,
+        body: Arc<String>,
+    },
+    Xks {
+        t: Arc<xks::XksTarget>,
+        op: &'static str,
+    },
+}
+
+impl Driver {
+    async fn connect(&self) -> anyhow::Result<Sender> {
+        match self {
+            Self::Kms { t, .. } => connect(t).await,
+            Self::Xks { t, .. } => t.connect().await,
+        }
+    }
+
+    async fn call(&self, s: &mut Sender) -> anyhow::Result<(u16, Bytes)> {
+        let n = UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self {
+            // A state-changing request is executed at most once per signature: make each
+            // CreateKey unique (the enclave refuses byte-identical replays).
+            Self::Kms { t, op, body } if *op == "CreateKey" => {
+                call(
+                    t,
+                    s,
+                    op,
+                    &body.replace("ekms-bench", &format!("ekms-bench {n}")),
+                )
+                .await
+            }
+            Self::Kms { t, op, body } => call(t, s, op, body).await,
+            Self::Xks { t, op } => t.call(s, op, n).await,
+        }
+    }
+
+    /// Whether an answer other than 200 ends the run (XKS: the bench's requests are all valid,
+    /// so any error answer is a finding, not load).
+    fn aborts_on_error(&self) -> bool {
+        matches!(self, Self::Xks { .. })
+    }
 }
 
 /// Result of one measurement.
@@ -146,6 +205,8 @@ struct Measured {
     ops: usize,
     errors: usize,
     first_error: Option<String>,
+    /// An XKS answer other than 200 stopped the measurement (`first_error` holds it).
+    aborted: bool,
     secs: f64,
     lat_us: Vec<u32>,
     /// Server CPU (µs) by process over the measurement, when a server pid was given.
@@ -172,48 +233,45 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 /// A counter that makes state-changing bench requests distinct.
 static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-#[allow(clippy::too_many_arguments)]
 async fn measure(
-    t: Arc<Target>,
+    driver: &Driver,
     conns: usize,
-    op: &'static str,
-    body: Arc<String>,
     warmup: Duration,
     dur: Duration,
     server_pid: Option<u32>,
 ) -> anyhow::Result<Measured> {
     let mut senders = Vec::with_capacity(conns);
     for _ in 0..conns {
-        senders.push(connect(&t).await?);
+        senders.push(driver.connect().await?);
     }
     let start = Instant::now() + warmup;
     let end = start + dur;
     let mut tasks = Vec::new();
+    let abort = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for mut s in senders {
-        let (t, body) = (Arc::clone(&t), Arc::clone(&body));
+        let driver = driver.clone();
+        let abort = Arc::clone(&abort);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let (mut ops, mut errors, mut first_error) = (0usize, 0usize, None);
             loop {
                 let t0 = Instant::now();
-                if t0 >= end {
+                if t0 >= end || abort.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
-                // A state-changing request is executed at most once per signature: make each
-                // CreateKey unique (the enclave refuses byte-identical replays).
-                let r = if op == "CreateKey" {
-                    let n = UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    call(
-                        &t,
-                        &mut s,
-                        op,
-                        &body.replace("ekms-bench", &format!("ekms-bench {n}")),
-                    )
-                    .await
-                } else {
-                    call(&t, &mut s, op, &body).await
-                };
+                let r = driver.call(&mut s).await;
                 let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
+                // Every XKS answer must be 200, warm-up included: the first other one stops
+                // the measurement with its body.
+                if driver.aborts_on_error()
+                    && let Ok((status, b)) = &r
+                    && *status != 200
+                {
+                    errors += 1;
+                    first_error = Some(format!("HTTP {status}: {}", String::from_utf8_lossy(b)));
+                    abort.store(true, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
                 if t0 < start {
                     continue;
                 }
@@ -231,7 +289,7 @@ async fn measure(
                     Err(e) => {
                         errors += 1;
                         first_error.get_or_insert_with(|| e.to_string());
-                        match connect(&t).await {
+                        match driver.connect().await {
                             Ok(n) => s = n,
                             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                         }
@@ -252,6 +310,7 @@ async fn measure(
         ops: 0,
         errors: 0,
         first_error: None,
+        aborted: abort.load(std::sync::atomic::Ordering::Relaxed),
         secs: dur.as_secs_f64(),
         lat_us: Vec::new(),
         server_cpu,
@@ -267,6 +326,71 @@ async fn measure(
     }
     m.lat_us.sort_unstable();
     Ok(m)
+}
+
+/// Prints one measurement's line, and the server's CPU per request when it was sampled.
+fn print_measured(op: &str, conns: usize, m: &Measured) {
+    #[allow(clippy::cast_precision_loss)]
+    let rate = m.ops as f64 / m.secs;
+    println!(
+        "{:<20} {:>6} {:>10.0} {:>9.3} {:>9.3} {:>7}",
+        op,
+        conns,
+        rate,
+        f64::from(percentile(&m.lat_us, 50.0)) / 1000.0,
+        f64::from(percentile(&m.lat_us, 99.0)) / 1000.0,
+        m.errors
+    );
+    if !m.server_cpu.is_empty() && m.ops > 0 {
+        #[allow(clippy::cast_precision_loss)]
+        let per = |us: u64| us as f64 / m.ops as f64;
+        let total: u64 = m.server_cpu.iter().map(|(_, us)| us).sum();
+        let parts: Vec<String> = m
+            .server_cpu
+            .iter()
+            .map(|(name, us)| format!("{name} {:.1}", per(*us)))
+            .collect();
+        println!(
+            "    server CPU per request: {:.1} us ({})",
+            per(total),
+            parts.join(" + ")
+        );
+    }
+}
+
+/// What measures `op`: its XKS target, or its KMS target, request and body.
+fn driver_for(
+    op: &str,
+    xks_target: Option<&Arc<xks::XksTarget>>,
+    fixture: Option<&(Arc<Target>, Fixture)>,
+) -> anyhow::Result<Driver> {
+    Ok(
+        match (xks::XKS_OPS.iter().find(|x| **x == op), xks_target, fixture) {
+            (Some(x), Some(xt), _) => Driver::Xks {
+                t: Arc::clone(xt),
+                op: x,
+            },
+            (None, _, Some((t, fixture))) => {
+                let (name, body) = fixture.body_for(op);
+                let target = match fixture.credentials_for(op) {
+                    Some(creds) => Arc::new(Target {
+                        host: t.host.clone(),
+                        addr: t.addr.clone(),
+                        url: t.url.clone(),
+                        region: t.region.clone(),
+                        creds,
+                    }),
+                    None => Arc::clone(t),
+                };
+                Driver::Kms {
+                    t: target,
+                    op: name,
+                    body: Arc::new(body),
+                }
+            }
+            _ => bail!("{op}: not set up"),
+        },
+    )
 }
 
 fn credentials(args: &Args) -> anyhow::Result<(String, String)> {
@@ -313,85 +437,74 @@ fn profile_credentials(text: &str, profile: &str) -> Option<(String, String)> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (ak, sk) = credentials(&args)?;
-    let hostport = args
-        .endpoint
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("only http:// endpoints are supported"))?
-        .trim_end_matches('/')
-        .to_owned();
-    let t = Arc::new(Target {
-        host: hostport.clone(),
-        addr: hostport,
-        url: format!("{}/", args.endpoint.trim_end_matches('/')),
-        region: args.region.clone(),
-        creds: Credentials::new(ak, sk, None, None, "ekms-bench"),
-    });
+    fixture::check_ops(&args.ops)?;
+    let (xks_ops, kms_ops): (Vec<String>, Vec<String>) = args
+        .ops
+        .iter()
+        .cloned()
+        .partition(|o| xks::XKS_OPS.contains(&o.as_str()));
+    let needs_kms = !kms_ops.is_empty() || (!xks_ops.is_empty() && args.xks.needs_kms());
+    let t = if needs_kms {
+        let (ak, sk) = credentials(&args)?;
+        let hostport = args
+            .endpoint
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow!("only http:// endpoints are supported"))?
+            .trim_end_matches('/')
+            .to_owned();
+        Some(Arc::new(Target {
+            host: hostport.clone(),
+            addr: hostport,
+            url: format!("{}/", args.endpoint.trim_end_matches('/')),
+            region: args.region.clone(),
+            creds: Credentials::new(ak, sk, None, None, "ekms-bench"),
+        }))
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let fixture = rt.block_on(Fixture::setup(&t, args.key_id.clone(), &args.ops))?;
+    let mut fixture = None;
+    if let (Some(t), false) = (&t, kms_ops.is_empty()) {
+        let f = rt.block_on(Fixture::setup(t, args.key_id.clone(), &kms_ops))?;
+        println!("endpoint {}  key {}", args.endpoint, f.key_id());
+        fixture = Some((Arc::clone(t), f));
+    }
+    let mut xks_target = None;
+    if !xks_ops.is_empty() {
+        let x = rt.block_on(xks::XksTarget::setup(
+            &args.xks,
+            &args.region,
+            t.as_deref(),
+            &xks_ops,
+        ))?;
+        println!("{}", x.describe());
+        xks_target = Some(Arc::new(x));
+    }
     println!(
-        "endpoint {}  key {}  duration {}s (+{}s warm-up)",
-        args.endpoint,
-        fixture.key_id(),
-        args.duration_secs,
-        args.warmup_secs
+        "duration {}s (+{}s warm-up)",
+        args.duration_secs, args.warmup_secs
     );
     println!(
         "{:<20} {:>6} {:>10} {:>9} {:>9} {:>7}",
         "op", "conns", "ops/s", "p50(ms)", "p99(ms)", "errors"
     );
     for op in &args.ops {
-        let (name, body) = fixture.body_for(op);
-        let body = Arc::new(body);
-        let target = match fixture.credentials_for(op) {
-            Some(creds) => Arc::new(Target {
-                host: t.host.clone(),
-                addr: t.addr.clone(),
-                url: t.url.clone(),
-                region: t.region.clone(),
-                creds,
-            }),
-            None => Arc::clone(&t),
-        };
+        let driver = driver_for(op, xks_target.as_ref(), fixture.as_ref())?;
         for &conns in &args.connections {
             let m = rt.block_on(measure(
-                Arc::clone(&target),
+                &driver,
                 conns.max(1),
-                name,
-                Arc::clone(&body),
                 Duration::from_secs(args.warmup_secs),
                 Duration::from_secs(args.duration_secs.max(1)),
                 args.server_pid,
             ))?;
-            #[allow(clippy::cast_precision_loss)]
-            let rate = m.ops as f64 / m.secs;
-            println!(
-                "{:<20} {:>6} {:>10.0} {:>9.3} {:>9.3} {:>7}",
-                op,
-                conns,
-                rate,
-                f64::from(percentile(&m.lat_us, 50.0)) / 1000.0,
-                f64::from(percentile(&m.lat_us, 99.0)) / 1000.0,
-                m.errors
-            );
-            if !m.server_cpu.is_empty() && m.ops > 0 {
-                #[allow(clippy::cast_precision_loss)]
-                let per = |us: u64| us as f64 / m.ops as f64;
-                let total: u64 = m.server_cpu.iter().map(|(_, us)| us).sum();
-                let parts: Vec<String> = m
-                    .server_cpu
-                    .iter()
-                    .map(|(name, us)| format!("{name} {:.1}", per(*us)))
-                    .collect();
-                println!(
-                    "    server CPU per request: {:.1} us ({})",
-                    per(total),
-                    parts.join(" + ")
-                );
-            }
+            print_measured(op, conns, &m);
             if let Some(e) = m.first_error {
+                if m.aborted {
+                    bail!("{op} at {conns} connections: unexpected answer: {e}");
+                }
                 println!("    first error: {e}");
             }
         }
@@ -416,6 +529,40 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), 99);
         assert_eq!(percentile(&[], 99.0), 0);
         assert_eq!(percentile(&[7], 99.0), 7);
+    }
+
+    #[test]
+    fn xks_options_parse_and_pair() {
+        let a = Args::try_parse_from([
+            "ekms-bench",
+            "--ops",
+            "xks-encrypt,xks-decrypt,encrypt",
+            "--xks-endpoint",
+            "https://localhost:8443",
+            "--xks-ca",
+            "ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(a.ops, ["xks-encrypt", "xks-decrypt", "encrypt"]);
+        assert!(fixture::check_ops(&a.ops).is_ok());
+        // No credential or key given: the bench makes them with its KMS credentials.
+        assert!(a.xks.needs_kms());
+        let given = Args::try_parse_from([
+            "ekms-bench",
+            "--xks-access-key-id",
+            "A",
+            "--xks-secret",
+            "S",
+            "--xks-key-id",
+            "K",
+        ])
+        .unwrap();
+        assert!(!given.xks.needs_kms());
+        // A secret without its access key id, and a client certificate without its key, are
+        // refused.
+        assert!(Args::try_parse_from(["ekms-bench", "--xks-secret", "S"]).is_err());
+        assert!(Args::try_parse_from(["ekms-bench", "--xks-client-cert", "c.pem"]).is_err());
+        assert!(fixture::check_ops(&["xks-frobnicate".to_owned()]).is_err());
     }
 
     #[test]
