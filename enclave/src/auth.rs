@@ -121,6 +121,19 @@ pub(crate) enum CheckError {
     Signature(SignatureError),
 }
 
+/// The relayed request as an `http::Request`, for the signature library.
+fn as_http(http: &HttpRequest) -> Result<http::Request<bytes::Bytes>, CheckError> {
+    let mut builder = http::Request::builder()
+        .method(http.method.as_str())
+        .uri(http.uri.as_str());
+    for (name, value) in &http.headers {
+        builder = builder.header(name.as_str(), value.as_slice());
+    }
+    builder
+        .body(bytes::Bytes::from(http.body.clone()))
+        .map_err(|_| CheckError::Malformed)
+}
+
 /// Checks `http`'s `SigV4` signature for `service` in `region` against the access keys of
 /// `principal`, with `required` among the signed headers and the date within `skew` of `now`.
 pub(crate) async fn check_signature(
@@ -131,15 +144,7 @@ pub(crate) async fn check_signature(
     skew: chrono::Duration,
     now: DateTime<Utc>,
 ) -> Result<Checked, CheckError> {
-    let mut builder = http::Request::builder()
-        .method(http.method.as_str())
-        .uri(http.uri.as_str());
-    for (name, value) in &http.headers {
-        builder = builder.header(name.as_str(), value.as_slice());
-    }
-    let request = builder
-        .body(http.body.clone())
-        .map_err(|_| CheckError::Malformed)?;
+    let request = as_http(http)?;
     // The access key and secret are checked inside the signing-key service; the secret is
     // turned into a signing key only for a matching access key.
     // A principal has up to two access keys (one being retired): the one the request names is
@@ -180,7 +185,7 @@ pub(crate) async fn check_signature(
     // replay cache records are the very ones this parse verified.
     let (parts, body) = request.into_parts();
     let (canonical, parts, body) =
-        CanonicalRequest::from_request_parts(parts, body.into(), SignatureOptions::default())
+        CanonicalRequest::from_request_parts(parts, body, SignatureOptions::default())
             .map_err(CheckError::Signature)?;
     let authenticator = canonical
         .get_authenticator(&required)
@@ -209,18 +214,10 @@ pub(crate) fn check_signature_any_length(
     skew: chrono::Duration,
     now: DateTime<Utc>,
 ) -> Result<Checked, CheckError> {
-    let mut builder = http::Request::builder()
-        .method(http.method.as_str())
-        .uri(http.uri.as_str());
-    for (name, value) in &http.headers {
-        builder = builder.header(name.as_str(), value.as_slice());
-    }
-    let request = builder
-        .body(http.body.clone())
-        .map_err(|_| CheckError::Malformed)?;
+    let request = as_http(http)?;
     let (parts, body) = request.into_parts();
     let (canonical, parts, body) =
-        CanonicalRequest::from_request_parts(parts, body.into(), SignatureOptions::default())
+        CanonicalRequest::from_request_parts(parts, body, SignatureOptions::default())
             .map_err(CheckError::Signature)?;
     let required = SliceSignedHeaderRequirements::new(required, &[], &[]);
     let authenticator = canonical

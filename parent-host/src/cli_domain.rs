@@ -431,18 +431,7 @@ async fn rotate(args: &EndpointArgs) -> anyhow::Result<()> {
 }
 
 fn run(name: &str, f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(f));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ekms domain {name}: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::signed_client::run_command(&format!("ekms domain {name}"), f)
 }
 
 /// Runs `ekms domain init`.

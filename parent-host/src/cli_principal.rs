@@ -151,18 +151,7 @@ pub fn run(cmd: &PrincipalCommand) -> ExitCode {
         PrincipalCommand::RotateKey(a) => ("rotate-key", Box::pin(rotate(a))),
         PrincipalCommand::PutPolicy(a) => ("put-policy", Box::pin(put_policy(a))),
     };
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(f));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ekms principal {name}: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::signed_client::run_command(&format!("ekms principal {name}"), f)
 }
 
 impl Target {

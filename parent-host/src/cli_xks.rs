@@ -237,18 +237,7 @@ pub fn run(cmd: &XksCommand) -> ExitCode {
         }
         XksCommand::Key(KeyCommand::Create(a)) => ("key create", Box::pin(create_key(a))),
     };
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(f));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ekms xks {name}: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::signed_client::run_command(&format!("ekms xks {name}"), f)
 }
 
 async fn create_credential(args: &PrefixArgs) -> anyhow::Result<()> {

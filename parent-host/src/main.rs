@@ -393,6 +393,8 @@ mod tests {
             Command::Xks(cli_xks::XksCommand::Key(_))
         ));
         for bad in [
+            // A store's credentials are listed by its prefix.
+            &["ekms", "xks", "credential", "list", "--endpoint", "x"],
             &[
                 "ekms",
                 "xks",
@@ -440,7 +442,6 @@ mod tests {
                 "--endpoint",
                 "x",
             ][..],
-            &["ekms", "xks", "credential", "list", "--endpoint", "x"],
             &[
                 "ekms",
                 "xks",

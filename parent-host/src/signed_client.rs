@@ -91,3 +91,23 @@ pub async fn call(
     }
     serde_json::from_slice(&bytes).context("the appliance's answer is not JSON")
 }
+
+/// Runs an operator command's future on a current-thread runtime: exit 0, or its error after
+/// `label` on stderr and exit 1.
+pub fn run_command(
+    label: &str,
+    f: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(f));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{label}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

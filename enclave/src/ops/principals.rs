@@ -148,6 +148,24 @@ impl Ctx<'_> {
         Ok(write)
     }
 
+    /// Replaces principal record `rec` (opened from the current version) by a tombstone.
+    pub(super) fn delete_principal_record(
+        &self,
+        rec: &PrincipalRecord,
+    ) -> Result<StoreWrite, OpError> {
+        let opened = rec.opened.ok_or(OpError::Stale)?;
+        let (write, change) = super::tombstone_write(
+            self.core,
+            self.keys,
+            crate::record::Kind::Principal,
+            &rec.id,
+            opened,
+            self.now_ms,
+        )?;
+        self.record_change(change);
+        Ok(write)
+    }
+
     fn caller_is(&self, rec: &PrincipalRecord) -> bool {
         self.authz
             .principal
@@ -277,16 +295,7 @@ pub(super) fn delete_principal(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         )
         .into());
     }
-    let opened = rec.opened.ok_or(OpError::Stale)?;
-    let (write, change) = super::tombstone_write(
-        ctx.core,
-        ctx.keys,
-        crate::record::Kind::Principal,
-        &rec.id,
-        opened,
-        ctx.now_ms,
-    )?;
-    ctx.record_change(change);
+    let write = ctx.delete_principal_record(&rec)?;
     reply(&json!({}), vec![write])
 }
 

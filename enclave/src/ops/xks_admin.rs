@@ -159,17 +159,7 @@ pub(super) fn delete_credential(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .into());
     }
     let write = if rec.access_keys.is_empty() {
-        let opened = rec.opened.ok_or(OpError::Stale)?;
-        let (write, change) = super::tombstone_write(
-            ctx.core,
-            ctx.keys,
-            crate::record::Kind::Principal,
-            &rec.id,
-            opened,
-            ctx.now_ms,
-        )?;
-        ctx.record_change(change);
-        write
+        ctx.delete_principal_record(&rec)?
     } else {
         ctx.put_principal(&mut rec)?
     };
