@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::{Refusal, Request, XksError, cipher};
 use crate::{
     ledger::RecordId,
+    ops::to_b64,
     record::{self, KeyRecord, KeyState, Kind},
 };
 
@@ -86,10 +87,6 @@ fn b64(member: &str, value: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, XksErro
         .decode(value)
         .map(zeroize::Zeroizing::new)
         .map_err(|_| XksError::validation(format!("{member} is not valid base64.")))
-}
-
-fn to_b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn ok(body: &Value) -> XksOutcome {

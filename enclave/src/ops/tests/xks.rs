@@ -100,6 +100,15 @@ impl Env {
         }
     }
 
+    /// The store's current credential record `xks:PREFIX`, as the host holds it.
+    fn store_record(&self, prefix: &str) -> Option<SealedBlob> {
+        let name = ekms_wire::xks::credential_record(prefix);
+        self.principals
+            .iter()
+            .find(|s| crate::record::peek(&s.0).is_some_and(|h| h.id == name))
+            .cloned()
+    }
+
     /// As [`Env::xks_raw`], with the principal record the host finds for `akid`.
     fn xks(&mut self, path: &str, who: (&str, &str), body: &Value) -> (u16, Value) {
         let principal = self
@@ -365,12 +374,7 @@ fn the_host_cannot_cross_key_stores_revive_credentials_or_hide_keys() {
         (401, "AuthenticationFailedException")
     );
     // A second credential (rotation); both work; a third is refused.
-    let old_record = env
-        .principals
-        .iter()
-        .find(|s| crate::record::peek(&s.0).unwrap().id == format!("xks:{PREFIX}"))
-        .unwrap()
-        .clone();
+    let old_record = env.store_record(PREFIX).unwrap();
     let (akid2, secret2) = env.xks_credential(PREFIX);
     assert_eq!(env.xks(&health, (&akid2, &secret2), &good).0, 200);
     assert_eq!(env.xks(&health, who, &good).0, 200);
@@ -400,11 +404,7 @@ fn the_host_cannot_cross_key_stores_revive_credentials_or_hide_keys() {
     let key = env.xks_key(PREFIX, &["ENCRYPT"]);
     let keys = std::mem::take(&mut env.keys);
     let md = json!({"requestMetadata": meta("DescribeKey")});
-    let principal = env
-        .principals
-        .iter()
-        .find(|s| crate::record::peek(&s.0).unwrap().id == format!("xks:{PREFIX}"))
-        .cloned();
+    let principal = env.store_record(PREFIX);
     assert!(
         env.xks_raw(
             &path(PREFIX, &format!("keys/{key}/metadata")),
@@ -493,11 +493,7 @@ fn signatures_outside_five_minutes_are_refused() {
     let health = path(PREFIX, "health");
     let good = json!({"requestMetadata": {"kmsOperation": "KmsHealthCheck", "kmsRequestId": "r"}});
     // Signed six minutes ago or ahead: outside the specification's five minutes of skew.
-    let principal = env
-        .principals
-        .iter()
-        .find(|s| crate::record::peek(&s.0).unwrap().id == format!("xks:{PREFIX}"))
-        .cloned();
+    let principal = env.store_record(PREFIX);
     for shift in [-360i64, 360] {
         let at = if shift < 0 {
             SystemTime::now() - std::time::Duration::from_secs(360)
