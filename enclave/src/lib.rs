@@ -7,6 +7,7 @@
 
 pub mod asymmetric;
 pub mod attest;
+pub mod audit;
 pub mod auth;
 pub mod ciphertext;
 pub mod clock;

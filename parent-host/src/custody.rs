@@ -133,7 +133,11 @@ impl Custody {
             .await
             .map_err(|e| HostError::Startup(e.to_string()))??;
         match domain {
-            Some(domain) => self.load_blob(domain).await,
+            Some(domain) => {
+                // A restarted enclave's first audit chain names the newest stored record.
+                crate::audit::resume(self.relay.enclave(), &self.data_dir).await;
+                self.load_blob(domain).await
+            }
             None => self.state().await,
         }
     }

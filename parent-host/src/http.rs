@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ekms/peer/challenge", post(peer_challenge))
         .route("/ekms/peer/grant", post(peer_grant))
         .route("/ekms/witness", post(witness))
+        .route("/ekms/audit/head", get(audit_head))
         .fallback(fallback)
         .with_state(state)
 }
@@ -520,6 +521,27 @@ async fn peer_grant(State(custody): State<Arc<Custody>>, body: axum::body::Bytes
             "grant": b64.encode(grant),
         })),
         Err(e) => custody_error(&e),
+    }
+}
+
+/// `GET /ekms/audit/head` (loopback only): the enclave's audit head, signed now (stored as a
+/// checkpoint too), for `ekms audit verify --endpoint`.
+async fn audit_head(
+    State(relay): State<Arc<Relay>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if let Some(r) = loopback_only(peer) {
+        return r;
+    }
+    let Some(sink) = relay.audit() else {
+        return bad_request("this appliance keeps no audit log");
+    };
+    match crate::audit::checkpoint_once(relay.enclave(), sink, true).await {
+        Some(c) => {
+            sink.flush().await;
+            json(&crate::cli_audit::checkpoint_json(&c))
+        }
+        None => bad_request("the enclave has written no audit record yet"),
     }
 }
 

@@ -6,7 +6,9 @@
 //! enclave verifies every signature and every record.
 
 pub mod attested_secret;
+pub mod audit;
 pub mod cli_attestation;
+pub mod cli_audit;
 pub mod cli_credential;
 pub mod cli_domain;
 pub mod cli_principal;

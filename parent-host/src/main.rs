@@ -4,8 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use ekms_parent_host::{
-    cli_attestation, cli_credential, cli_domain, cli_principal, cli_recipient, cli_xks, custodian,
-    fetch,
+    cli_attestation, cli_audit, cli_credential, cli_domain, cli_principal, cli_recipient, cli_xks,
+    custodian, fetch,
     serve::{self, EnclaveMode, ServeConfig, XksListen},
     xks_tls::XksTlsFiles,
 };
@@ -48,6 +48,9 @@ enum Command {
     /// The XKS proxy API (AWS KMS external key store): its credentials and external keys.
     #[command(subcommand)]
     Xks(cli_xks::XksCommand),
+    /// The enclave's signed audit log: verify, tail, export.
+    #[command(subcommand)]
+    Audit(cli_audit::AuditCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -194,6 +197,7 @@ fn main() -> ExitCode {
         Command::Principal(cmd) => cli_principal::run(&cmd),
         Command::Recipient(cmd) => cli_recipient::run(&cmd),
         Command::Xks(cmd) => cli_xks::run(&cmd),
+        Command::Audit(cmd) => cli_audit::run(&cmd),
     }
 }
 

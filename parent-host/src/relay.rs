@@ -119,6 +119,8 @@ pub struct Relay {
     grant_keys: RwLock<std::collections::HashSet<String>>,
     /// The home region (its aliases keep their plain names in the store).
     home_region: String,
+    /// Where the enclave's audit records go (none in tests that do not keep them).
+    audit: OnceLock<crate::audit::AuditSink>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -149,6 +151,7 @@ impl Relay {
             account: String::new(),
             grant_keys: RwLock::new(grant_keys),
             home_region: "us-east-1".into(),
+            audit: OnceLock::new(),
         }
     }
 
@@ -189,6 +192,16 @@ impl Relay {
     /// Commits through `committer` from now on (set once).
     pub fn set_committer(&self, committer: crate::witness::Committer) {
         let _ = self.committer.set(committer);
+    }
+
+    /// Stores the enclave's audit records through `sink` from now on.
+    pub fn set_audit(&self, sink: crate::audit::AuditSink) {
+        let _ = self.audit.set(sink);
+    }
+
+    /// The audit sink, once set.
+    pub fn audit(&self) -> Option<&crate::audit::AuditSink> {
+        self.audit.get()
     }
 
     /// Records whether the domain has witnesses (from the enclave's status).
@@ -420,13 +433,22 @@ impl Relay {
                     .collect()
             };
             let (key_ids, alias_ids) = (ids(&call.keys), ids(&call.aliases));
-            let reply = self.enclave.call(&HostRequest::Kms(Box::new(call))).await;
+            let mut reply = self.enclave.call(&HostRequest::Kms(Box::new(call))).await;
+            if let Ok(EnclaveResponse::Kms(_, audit)) = &mut reply
+                && !audit.is_empty()
+                && let Some(sink) = self.audit.get()
+            {
+                sink.record(std::mem::take(audit)).await;
+            }
             match reply {
-                Ok(EnclaveResponse::Kms(KmsOutcome::Ok {
-                    body,
-                    writes,
-                    token,
-                })) => {
+                Ok(EnclaveResponse::Kms(
+                    KmsOutcome::Ok {
+                        body,
+                        writes,
+                        token,
+                    },
+                    _,
+                )) => {
                     if writes.is_empty() {
                         return Answer::Ok(body);
                     }
@@ -446,7 +468,7 @@ impl Relay {
                         Err(e) => return internal(&e),
                     }
                 }
-                Ok(EnclaveResponse::Kms(KmsOutcome::Err { code, message })) => {
+                Ok(EnclaveResponse::Kms(KmsOutcome::Err { code, message }, _)) => {
                     if code == KmsErrorCode::ThrottlingException && message == MSG_REPLAYED {
                         // Two identical state-changing requests signed in the same second have
                         // one signature, and the enclave runs it once. The SDKs retry a

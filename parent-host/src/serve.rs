@@ -179,6 +179,7 @@ async fn serve_with(
         crate::witness::Witnesses::new(cfg.witnesses.clone()),
     );
     relay.set_committer(committer);
+    let audit = crate::audit::Running::start(&relay, &cfg.data_dir)?;
     let dev = match &cfg.mode {
         EnclaveMode::Simulation {
             program,
@@ -262,6 +263,7 @@ async fn serve_with(
     }
     watch.abort();
     committer_task.abort();
+    audit.stop(&relay).await;
     eprintln!("ekms: shutting down");
     served.map_err(HostError::Io)
 }

@@ -6,6 +6,7 @@
 //! clear. Both sides depend on this crate; the enclave never depends on the host, nor the host on
 //! the enclave's internals.
 
+pub mod audit;
 pub mod blob;
 pub mod error;
 pub mod frame;

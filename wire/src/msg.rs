@@ -140,6 +140,26 @@ pub enum HostRequest {
     /// writes to make durable. The host asks every few seconds and at shutdown; the enclave
     /// refuses cryptographic operations when usage stays unwritten too long (docs/formats.md).
     FlushUsage,
+    /// A signed checkpoint of the audit chain's head: always with `force`, else only when
+    /// records were written since the last one (the host asks every few seconds and at
+    /// shutdown). Answered with [`EnclaveResponse::AuditCheckpoint`].
+    AuditCheckpoint {
+        /// Sign the head even if nothing changed since the last checkpoint.
+        force: bool,
+    },
+    /// The newest audit record the host stored (its chain, sequence number and the SHA-256 of
+    /// its line): the next chain this enclave starts names it as its predecessor, so that a
+    /// whole chain deleted later breaks the link. Sent before serving.
+    AuditResume {
+        /// Chain id.
+        #[serde(with = "serde_bytes")]
+        chain: Vec<u8>,
+        /// Sequence number.
+        seq: u64,
+        /// SHA-256 of the record's line.
+        #[serde(with = "serde_bytes")]
+        head: Vec<u8>,
+    },
     /// Witnessed domain, on the writer: start a round that commits these prepared writes (the
     /// host has not made them durable yet). Answered with the intent for the witnesses.
     Propose {
@@ -276,8 +296,11 @@ pub struct KmsCall {
 pub enum EnclaveResponse {
     /// Answer to [`HostRequest::Status`].
     Status(StatusInfo),
-    /// Answer to [`HostRequest::Kms`].
-    Kms(KmsOutcome),
+    /// Answer to [`HostRequest::Kms`], with the call's audit record (after the first record of
+    /// a new chain when the call started one; none while no domain is open: no audit key).
+    Kms(KmsOutcome, Vec<crate::audit::AuditEntry>),
+    /// Answer to [`HostRequest::AuditCheckpoint`] (none: nothing new, or no domain).
+    AuditCheckpoint(Option<crate::audit::AuditCheckpoint>),
     /// Answer to [`HostRequest::Xks`]: the complete HTTP answer, which the host sends as is.
     Xks(XksOutcome),
     /// Answer to [`HostRequest::Open`]: the record is authentic and of this kind and id.
@@ -525,6 +548,9 @@ pub struct StatusInfo {
     /// Whether a witnessed writer has proved it holds the latest state (always true otherwise).
     #[serde(default)]
     pub fresh: bool,
+    /// The domain's audit public key (Ed25519, 32 bytes), once a domain is open.
+    #[serde(default, with = "serde_bytes")]
+    pub audit_key: Option<Vec<u8>>,
 }
 
 /// The administrator credential created with a new domain. The host stores the sealed

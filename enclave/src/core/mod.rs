@@ -124,6 +124,8 @@ pub struct Core {
     pub(crate) usage: crate::usage::Tracker,
     /// The time by which records are dated and key lifecycle events decided.
     pub(crate) clock: Clock,
+    /// The audit chain this enclave writes.
+    pub(crate) audit: crate::audit::AuditLog,
 }
 
 fn refused(why: impl Into<Refusal>) -> EnclaveResponse {
@@ -145,6 +147,7 @@ impl Core {
             rounds: Mutex::new(witness::Rounds::new()),
             usage: crate::usage::Tracker::new(chrono::Utc::now().timestamp_millis()),
             clock: Clock::system(),
+            audit: crate::audit::AuditLog::default(),
         }
     }
 
@@ -210,7 +213,11 @@ impl Core {
                 follower: self.follower.load(Ordering::Relaxed),
                 witnesses: self.domain().map_or(0, |d| d.witnesses()),
                 fresh: self.domain().is_some_and(|d| self.is_fresh(&d)),
+                audit_key: self.domain().and_then(|d| crate::audit::public_key(&d)),
             }),
+            req @ (HostRequest::AuditCheckpoint { .. } | HostRequest::AuditResume { .. }) => {
+                self.audit_request(req)
+            }
             HostRequest::Kms(call) => self.kms(&call).await,
             HostRequest::Xks(call) => crate::xks::call(self, &call),
             HostRequest::Attest { nonce } => {
@@ -324,10 +331,14 @@ impl Core {
                 _ => "The appliance has no key domain yet: run `ekms domain init`. Retry after."
                     .to_owned(),
             };
-            return EnclaveResponse::Kms(KmsOutcome::Err {
-                code: KmsErrorCode::KMSInternalException,
-                message: why,
-            });
+            // No domain, no audit key: nothing is served, and nothing to record.
+            return EnclaveResponse::Kms(
+                KmsOutcome::Err {
+                    code: KmsErrorCode::KMSInternalException,
+                    message: why,
+                },
+                Vec::new(),
+            );
         };
         if self.follower.load(Ordering::Relaxed) {
             return EnclaveResponse::Fault(Fault::NotWriter);
@@ -339,17 +350,50 @@ impl Core {
             return EnclaveResponse::Fault(Fault::NotFresh);
         }
         let now = chrono::Utc::now();
-        match ops::execute(self, domain.keyring(), call, now).await {
-            Ok((body, writes, token)) => EnclaveResponse::Kms(KmsOutcome::Ok {
+        let mut note = crate::audit::Note::default();
+        let outcome = match ops::execute_noted(self, domain.keyring(), call, now, &mut note).await {
+            Ok((body, writes, token)) => KmsOutcome::Ok {
                 body,
                 writes,
                 token,
-            }),
-            Err(ops::OpError::Kms(e)) => EnclaveResponse::Kms(KmsOutcome::Err {
+            },
+            Err(ops::OpError::Kms(e)) => KmsOutcome::Err {
                 code: e.code,
                 message: e.message,
-            }),
-            Err(ops::OpError::Stale) => EnclaveResponse::Fault(Fault::StaleRecord),
+            },
+            // Not answered: the host re-reads its records and sends the call again, which is
+            // recorded then.
+            Err(ops::OpError::Stale) => return EnclaveResponse::Fault(Fault::StaleRecord),
+        };
+        let code = match &outcome {
+            KmsOutcome::Ok { .. } => crate::audit::Outcome::Success,
+            KmsOutcome::Err { code, .. } => crate::audit::Outcome::Error(code.name()),
+        };
+        let audit = self.audit.append(
+            &domain,
+            &self.config.account,
+            call,
+            &note,
+            code,
+            self.clock.at(now).timestamp_millis(),
+        );
+        EnclaveResponse::Kms(outcome, audit)
+    }
+}
+
+impl Core {
+    /// The host's audit requests: a checkpoint of the head, the newest stored record.
+    fn audit_request(&self, req: HostRequest) -> EnclaveResponse {
+        match req {
+            HostRequest::AuditCheckpoint { force } => EnclaveResponse::AuditCheckpoint(
+                self.audit
+                    .checkpoint(force, self.clock.at(chrono::Utc::now()).timestamp_millis()),
+            ),
+            HostRequest::AuditResume { chain, seq, head } => {
+                self.audit.resume(chain, seq, head);
+                EnclaveResponse::Committed
+            }
+            _ => EnclaveResponse::Fault(Fault::BadInput),
         }
     }
 }

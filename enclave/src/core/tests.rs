@@ -459,7 +459,7 @@ fn a_sealed_enclave_refuses_kms_calls_with_a_retryable_error() {
         next_marker: None,
         usage: vec![],
     };
-    let EnclaveResponse::Kms(KmsOutcome::Err { code, message }) =
+    let EnclaveResponse::Kms(KmsOutcome::Err { code, message }, _) =
         call(&core, HostRequest::Kms(Box::new(call_)))
     else {
         panic!()

@@ -190,6 +190,9 @@ impl Ctx<'_> {
 
     /// As [`Ctx::authorize`], with `key_policy` as the key's policy (the lockout check).
     fn authorize_with(&self, key: &KeyRecord, key_policy: Option<&str>) -> Result<(), OpError> {
+        if self.audited_key.borrow().is_none() {
+            *self.audited_key.borrow_mut() = Some(self.key_arn(&key.key_id));
+        }
         // AWS's default key policy (the account may do everything, as its identity policies
         // say) with an identity policy that allows everything: allowed, whatever the request.
         // The same answer as the evaluation below, without parsing either document.

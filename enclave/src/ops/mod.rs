@@ -88,6 +88,18 @@ pub async fn execute(
     call: &KmsCall,
     now: DateTime<Utc>,
 ) -> Result<(Vec<u8>, Vec<StoreWrite>, u64), OpError> {
+    execute_noted(core, keys, call, now, &mut crate::audit::Note::default()).await
+}
+
+/// [`execute`], noting in `note` what the call's audit record needs as it is learnt (the
+/// caller only once its signature verified).
+pub async fn execute_noted(
+    core: &Core,
+    keys: &Keyring,
+    call: &KmsCall,
+    now: DateTime<Utc>,
+    note: &mut crate::audit::Note,
+) -> Result<(Vec<u8>, Vec<StoreWrite>, u64), OpError> {
     let principal = match &call.principal {
         Some(sealed) => {
             let p = crate::principal::open(keys, &sealed.0).map_err(|_| {
@@ -117,6 +129,9 @@ pub async fn execute(
         now,
     )
     .await?;
+    note.operation = Some(verified.operation.clone());
+    note.region = Some(verified.region.clone());
+    note.principal_arn = principal.as_ref().map(|p| p.arn(&core.config.account));
     // A state-changing request runs at most once (see `replay`); one that then fails (say
     // NotFound) has still run. Only stale records, which change nothing and make the host
     // re-read and resend the same request, give it back.
@@ -149,6 +164,7 @@ pub async fn execute(
         tracked,
         used: RefCell::new(Vec::new()),
         changes: RefCell::new(Vec::new()),
+        audited_key: RefCell::new(None),
         authz: authz::Authz {
             principal,
             action: format!("kms:{}", verified.operation),
@@ -156,6 +172,8 @@ pub async fn execute(
         },
     };
     let result = ctx.dispatch(&verified.operation, &verified.body);
+    note.key_arn = ctx.audited_key.take();
+    note.ec_keys = ctx.authz.ec.borrow().keys().cloned().collect();
     if let (Some(id), Err(OpError::Stale)) = (admitted, &result) {
         core.replay.release(id, verified.signed_at);
     }
@@ -201,6 +219,8 @@ pub(crate) struct Ctx<'a> {
     changes: RefCell<Vec<Change>>,
     /// Who calls, and what the policies need to know about the request.
     pub(crate) authz: authz::Authz,
+    /// The ARN of the first key the call was authorized against, for its audit record.
+    pub(crate) audited_key: RefCell<Option<String>>,
 }
 
 impl Ctx<'_> {

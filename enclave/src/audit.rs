@@ -1,0 +1,435 @@
+//! The audit log, kept by the enclave: one record for every KMS call it answers, allowed or
+//! refused, hash-chained, with checkpoints signed by the domain's audit key (the format is in
+//! `ekms_wire::audit`, the rules in docs/audit.md).
+//!
+//! The enclave writes every record and every checkpoint; the host only stores them. What the
+//! host can do is therefore limited to what a verifier detects: an edited, reordered, deleted
+//! or inserted record breaks the chain, a dropped tail is below a later checkpoint (or the
+//! enclave's current head), and a forged checkpoint does not verify under the audit key, which
+//! never leaves the enclave: it is derived from the custody secret.
+//!
+//! A record holds who called (the principal's ARN only when the signature verified), the
+//! access key id named, the operation, the key, the request id, the outcome and error code, and
+//! the encryption context's keys: never its values, never plaintext, never a secret.
+
+use std::sync::Mutex;
+
+use aws_lc_rs::{digest, hkdf, rand, signature::Ed25519KeyPair, signature::KeyPair as _};
+use ekms_wire::{
+    audit::{AUDIT_KEY_INFO, AuditCheckpoint, AuditEntry, CHAIN_ID_LEN, CHAIN_START, HASH_LEN},
+    msg::KmsCall,
+};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::custody::Domain;
+
+/// The enclave signs a checkpoint with every this many records (the host also asks for one
+/// every few seconds).
+pub const CHECKPOINT_EVERY: u64 = 1000;
+
+/// What the call's processing learnt for its record.
+#[derive(Debug, Default)]
+pub struct Note {
+    /// The verified operation (else the record names the one the request claims).
+    pub operation: Option<String>,
+    /// The region the request is signed for, once verified.
+    pub region: Option<String>,
+    /// The caller's ARN, once its signature verified.
+    pub principal_arn: Option<String>,
+    /// The ARN of the key the call was authorized against (the first one).
+    pub key_arn: Option<String>,
+    /// The request's encryption context keys (sorted, unique).
+    pub ec_keys: Vec<String>,
+}
+
+/// The outcome of a call, for its record.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    /// Answered.
+    Success,
+    /// Refused or failed with this AWS error code.
+    Error(&'a str),
+}
+
+/// The chain this enclave writes.
+#[derive(Default)]
+pub struct AuditLog {
+    chain: Mutex<Option<Chain>>,
+    /// The newest record the host stored (chain, seq, head), for the next chain's first record.
+    previous: Mutex<Option<Head>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditLog")
+    }
+}
+
+/// A stored record's chain, sequence number and hash.
+type Head = (Vec<u8>, u64, Vec<u8>);
+
+struct Chain {
+    domain: [u8; 8],
+    id: [u8; CHAIN_ID_LEN],
+    /// Sequence number of the next record.
+    next: u64,
+    /// Hash of the newest record.
+    head: [u8; HASH_LEN],
+    /// Records since the last checkpoint.
+    unsigned: u64,
+    key: Ed25519KeyPair,
+}
+
+/// The domain's Ed25519 audit key, derived from its custody secret.
+fn audit_key(domain: &Domain) -> Option<Ed25519KeyPair> {
+    struct Seed;
+    impl hkdf::KeyType for Seed {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(domain.secret().expose());
+    let info = [AUDIT_KEY_INFO];
+    let okm = prk.expand(&info, Seed).ok()?;
+    let mut seed = Zeroizing::new([0u8; 32]);
+    okm.fill(seed.as_mut()).ok()?;
+    Ed25519KeyPair::from_seed_unchecked(seed.as_ref()).ok()
+}
+
+/// The domain's audit public key (Ed25519, 32 bytes).
+#[must_use]
+pub fn public_key(domain: &Domain) -> Option<Vec<u8>> {
+    audit_key(domain).map(|k| k.public_key().as_ref().to_vec())
+}
+
+impl AuditLog {
+    /// Remembers the newest record the host stored, for the next chain's first record.
+    pub fn resume(&self, chain: Vec<u8>, seq: u64, head: Vec<u8>) {
+        if chain.len() == CHAIN_ID_LEN
+            && head.len() == HASH_LEN
+            && let Ok(mut p) = self.previous.lock()
+        {
+            *p = Some((chain, seq, head));
+        }
+    }
+
+    /// Writes the record of `call` (its outcome, what `note` learnt) at `time_ms` (the
+    /// enclave's clock). Starts a chain first when there is none for this domain. An empty
+    /// answer only when the audit key cannot be made (then nothing is served either: see
+    /// `Core::kms`).
+    pub fn append(
+        &self,
+        domain: &Domain,
+        account: &str,
+        call: &KmsCall,
+        note: &Note,
+        outcome: Outcome<'_>,
+        time_ms: i64,
+    ) -> Vec<AuditEntry> {
+        let Ok(mut slot) = self.chain.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(1);
+        if slot.as_ref().is_none_or(|c| c.domain != domain.id()) {
+            let previous = self.previous.lock().ok().and_then(|mut p| p.take());
+            match Chain::start(domain, account, previous.as_ref(), time_ms) {
+                Some((chain, first)) => {
+                    *slot = Some(chain);
+                    out.push(first);
+                }
+                None => return out,
+            }
+        }
+        let Some(chain) = slot.as_mut() else {
+            return out;
+        };
+        let event = event(account, call, note, outcome);
+        out.push(chain.push(&event, time_ms));
+        out
+    }
+
+    /// A signed checkpoint of the head: with `force` always, else only when records were
+    /// written since the last one. `None` before the first record.
+    pub fn checkpoint(&self, force: bool, time_ms: i64) -> Option<AuditCheckpoint> {
+        let mut slot = self.chain.lock().ok()?;
+        let chain = slot.as_mut()?;
+        (force || chain.unsigned > 0).then(|| chain.sign(time_ms))
+    }
+}
+
+impl Chain {
+    fn start(
+        domain: &Domain,
+        account: &str,
+        previous: Option<&Head>,
+        time_ms: i64,
+    ) -> Option<(Self, AuditEntry)> {
+        let mut id = [0u8; CHAIN_ID_LEN];
+        rand::fill(&mut id).ok()?;
+        let mut chain = Self {
+            domain: domain.id(),
+            id,
+            next: 0,
+            head: [0; HASH_LEN],
+            unsigned: 0,
+            key: audit_key(domain)?,
+        };
+        let public = ekms_wire::audit::hex(chain.key.public_key().as_ref());
+        let event = Fields {
+            event_name: CHAIN_START,
+            user_identity: Identity {
+                kind: "AWSService",
+                invoked_by: Some("ekms.enclave"),
+                ..Identity::default()
+            },
+            recipient_account_id: account,
+            service_event_details: Some(ChainStart {
+                domain: ekms_wire::audit::hex(&domain.id()),
+                audit_public_key: public,
+                previous: previous.map(|(c, seq, head)| Previous {
+                    chain: ekms_wire::audit::hex(c),
+                    seq: *seq,
+                    hash: ekms_wire::audit::hex(head),
+                }),
+            }),
+            event_type: "AwsServiceEvent",
+            ..Fields::default()
+        };
+        let first = chain.push(&event, time_ms);
+        Some((chain, first))
+    }
+
+    fn push(&mut self, event: &Fields<'_>, time_ms: i64) -> AuditEntry {
+        let seq = self.next;
+        let record = Record {
+            event,
+            event_time: event_time(time_ms),
+            event_id: event_id(&self.id, seq),
+            ekms: Link {
+                chain: ekms_wire::audit::hex(&self.id),
+                seq,
+                prev: ekms_wire::audit::hex(&self.head),
+            },
+        };
+        // Serializing plain strings and numbers cannot fail; an empty line would break the
+        // chain visibly rather than silently.
+        let line = serde_json::to_string(&record).unwrap_or_default();
+        let hash = digest::digest(&digest::SHA256, line.as_bytes());
+        self.head.copy_from_slice(hash.as_ref());
+        self.next = seq.saturating_add(1);
+        self.unsigned = self.unsigned.saturating_add(1);
+        let checkpoint = (self.unsigned >= CHECKPOINT_EVERY).then(|| self.sign(time_ms));
+        AuditEntry {
+            chain: self.id.to_vec(),
+            seq,
+            time_ms,
+            record: line,
+            checkpoint,
+        }
+    }
+
+    fn sign(&mut self, time_ms: i64) -> AuditCheckpoint {
+        let seq = self.next.saturating_sub(1);
+        let message = ekms_wire::audit::checkpoint_message(&self.id, seq, &self.head, time_ms);
+        self.unsigned = 0;
+        AuditCheckpoint {
+            chain: self.id.to_vec(),
+            seq,
+            head: self.head.to_vec(),
+            time_ms,
+            public_key: self.key.public_key().as_ref().to_vec(),
+            signature: self.key.sign(&message).as_ref().to_vec(),
+        }
+    }
+}
+
+/// CloudTrail's `eventTime` (UTC, seconds): `2026-12-01T10:00:00Z`.
+fn event_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// A UUID-shaped `eventID`, unique per chain and sequence number.
+fn event_id(chain: &[u8; CHAIN_ID_LEN], seq: u64) -> String {
+    let mut b = [0u8; 16];
+    let d = digest::digest(
+        &digest::SHA256,
+        &[chain.as_slice(), &seq.to_be_bytes()].concat(),
+    );
+    for (dst, src) in b.iter_mut().zip(d.as_ref()) {
+        *dst = *src;
+    }
+    uuid::Builder::from_random_bytes(b)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
+/// The record of a KMS call.
+fn event<'a>(
+    account: &'a str,
+    call: &'a KmsCall,
+    note: &'a Note,
+    outcome: Outcome<'a>,
+) -> Fields<'a> {
+    let authorization = call.http.header("authorization");
+    let access_key_id = call.http.access_key_id();
+    let claimed_op = call
+        .http
+        .header("x-amz-target")
+        .and_then(|t| t.strip_prefix("TrentService."))
+        .filter(|o| ekms_wire::plan::is_known(o));
+    let operation = note
+        .operation
+        .as_deref()
+        .or(claimed_op)
+        .unwrap_or("Unknown");
+    let kind = match note.principal_arn.as_deref() {
+        Some(arn) if arn.contains(":assumed-role/") => "AssumedRole",
+        Some(_) => "IAMUser",
+        None => "Unknown",
+    };
+    Fields {
+        event_name: operation,
+        aws_region: note.region.as_deref(),
+        user_identity: Identity {
+            kind,
+            arn: note.principal_arn.as_deref(),
+            account_id: note.principal_arn.as_ref().map(|_| account),
+            access_key_id,
+            invoked_by: None,
+        },
+        request_id: authorization.and_then(request_id),
+        read_only: Some(!ekms_wire::plan::changes_state(operation)),
+        resources: note
+            .key_arn
+            .as_deref()
+            .map(|arn| {
+                vec![Resource {
+                    arn,
+                    account_id: account,
+                    kind: "AWS::KMS::Key",
+                }]
+            })
+            .unwrap_or_default(),
+        request_parameters: (!note.ec_keys.is_empty()).then(|| Params {
+            encryption_context_keys: &note.ec_keys,
+        }),
+        error_code: match outcome {
+            Outcome::Success => None,
+            Outcome::Error(code) => Some(code),
+        },
+        event_type: "AwsApiCall",
+        recipient_account_id: account,
+        service_event_details: None,
+    }
+}
+
+/// The request id the host shows the client (`x-amzn-RequestId`): derived from the SigV4
+/// signature, so the enclave knows it without trusting the host.
+fn request_id(authorization: &str) -> Option<String> {
+    let sig = authorization
+        .split("Signature=")
+        .nth(1)?
+        .split(',')
+        .next()?
+        .trim();
+    if sig.len() != 64 || !sig.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    Some(ekms_wire::plan::request_id(
+        crate::replay::RequestId::of_signature(sig).bytes(),
+    ))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Record<'a> {
+    #[serde(flatten)]
+    event: &'a Fields<'a>,
+    event_time: String,
+    #[serde(rename = "eventID")]
+    event_id: String,
+    ekms: Link,
+}
+
+#[derive(Serialize)]
+struct Link {
+    chain: String,
+    seq: u64,
+    prev: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Fields<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    event_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aws_region: Option<&'a str>,
+    user_identity: Identity<'a>,
+    #[serde(rename = "requestID", skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_only: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    resources: Vec<Resource<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_parameters: Option<Params<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'a str>,
+    event_type: &'a str,
+    recipient_account_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_event_details: Option<ChainStart>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Identity<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invoked_by: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Resource<'a> {
+    #[serde(rename = "ARN")]
+    arn: &'a str,
+    account_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Params<'a> {
+    encryption_context_keys: &'a [String],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChainStart {
+    domain: String,
+    audit_public_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<Previous>,
+}
+
+#[derive(Serialize)]
+struct Previous {
+    chain: String,
+    seq: u64,
+    hash: String,
+}
