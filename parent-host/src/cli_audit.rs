@@ -207,10 +207,11 @@ fn print_all(out: &mut impl std::io::Write, records: &[StoredRecord]) -> anyhow:
 
 fn run_tail(a: &TailArgs) -> anyhow::Result<()> {
     let db = open(&a.data_dir)?;
-    let mut after = db.id_before_last(a.lines.saturating_sub(1))?;
-    if a.lines == 0 {
-        after = db.newest()?.map_or(0, |r| r.id);
-    }
+    let mut after = if a.lines == 0 {
+        db.newest()?.map_or(0, |r| r.id)
+    } else {
+        db.id_before_last(a.lines)?
+    };
     let stdout = std::io::stdout();
     loop {
         let page = db.records_after(after, 1000)?;
