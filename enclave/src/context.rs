@@ -9,6 +9,27 @@ use std::collections::BTreeMap;
 /// An encryption context (string pairs). A `BTreeMap` keeps the keys sorted and unique.
 pub type EncryptionContext = BTreeMap<String, String>;
 
+/// Most characters in an encryption context, AWS's quota: the characters (Unicode scalar
+/// values, as the JSON strings hold them) of every key and every value, counted together.
+pub const MAX_CHARS: usize = 8192;
+
+/// Refuses a context over [`MAX_CHARS`] with a `ValidationException`.
+pub fn check_size(ctx: &EncryptionContext) -> Result<(), crate::error::KmsError> {
+    let mut n = 0usize;
+    for (k, v) in ctx {
+        n = n
+            .saturating_add(k.chars().count())
+            .saturating_add(v.chars().count());
+    }
+    if n > MAX_CHARS {
+        return Err(crate::error::KmsError::validation(format!(
+            "Encryption context exceeds the limit of {MAX_CHARS} characters (its keys and values \
+             together have {n})."
+        )));
+    }
+    Ok(())
+}
+
 /// Canonical bytes of a context.
 #[must_use]
 pub fn canonical(ctx: &EncryptionContext) -> Vec<u8> {

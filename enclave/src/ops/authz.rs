@@ -52,7 +52,9 @@ impl Ctx<'_> {
     }
 
     /// Sets `kms:EncryptionContext:<k>` and `kms:EncryptionContextKeys` from a context.
-    pub(crate) fn condition_ec(&self, ec: &EncryptionContext) {
+    /// Refuses a context over AWS's size limit.
+    pub(crate) fn condition_ec(&self, ec: &EncryptionContext) -> Result<(), KmsError> {
+        crate::context::check_size(ec)?;
         self.authz.ec.borrow_mut().clone_from(ec);
         let mut keys = Vec::new();
         for (k, v) in ec {
@@ -62,6 +64,7 @@ impl Ctx<'_> {
         if !keys.is_empty() {
             self.condition("kms:EncryptionContextKeys", keys);
         }
+        Ok(())
     }
 
     /// Sets `aws:RequestTag/<k>` and `aws:TagKeys` from the tags a request carries.

@@ -163,7 +163,7 @@ pub(crate) fn encrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         return Err(KmsError::validation("1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length less than or equal to 4096").into());
     }
     if let Some(ec) = &input.encryption_context {
-        ctx.condition_ec(ec);
+        ctx.condition_ec(ec)?;
     }
     ctx.condition(
         "kms:EncryptionAlgorithm",
@@ -355,7 +355,7 @@ pub(crate) fn decrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
     let input: DecryptInput = parse(body)?;
     let recipient = recipient(ctx, input.recipient.as_ref())?;
     let ec = input.encryption_context.unwrap_or_default();
-    ctx.condition_ec(&ec);
+    ctx.condition_ec(&ec)?;
     let opened = open_blob(
         ctx,
         input.ciphertext_blob.as_deref(),
@@ -416,7 +416,7 @@ pub(crate) fn re_encrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .as_deref()
         .ok_or_else(|| KmsError::required("destinationKeyId"))?;
     let src_ec = input.source_encryption_context.unwrap_or_default();
-    ctx.condition_ec(&src_ec);
+    ctx.condition_ec(&src_ec)?;
     let opened = ctx.with_action("kms:ReEncryptFrom", || {
         open_blob(
             ctx,
@@ -433,7 +433,7 @@ pub(crate) fn re_encrypt(ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         .clone()
         .unwrap_or_default();
     ctx.authz.conditions.borrow_mut().clear();
-    ctx.condition_ec(&dest_ec_conditions);
+    ctx.condition_ec(&dest_ec_conditions)?;
     let dest = ctx.with_action("kms:ReEncryptTo", || ctx.resolve(dest_id))?;
     require_usage(ctx, &dest, "ENCRYPT_DECRYPT", "ReEncrypt")?;
     let dest_alg = check_algorithm(
@@ -523,7 +523,7 @@ pub(crate) fn generate_data_key(ctx: &Ctx<'_>, body: &[u8], with_plaintext: bool
         }
     };
     if let Some(ec) = &input.encryption_context {
-        ctx.condition_ec(ec);
+        ctx.condition_ec(ec)?;
     }
     let key = ctx.resolve(key_id)?;
     let op = if with_plaintext {

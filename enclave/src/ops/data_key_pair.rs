@@ -95,6 +95,7 @@ pub(crate) fn generate_data_key_pair(ctx: &Ctx<'_>, body: &[u8], with_plaintext:
         crypto::blocking(|| asymmetric::generate(family)).map_err(|_| KmsError::internal())?;
     let public = asymmetric::public_key(family, &private).map_err(|_| KmsError::internal())?;
     let ec = input.encryption_context.unwrap_or_default();
+    crate::context::check_size(&ec)?;
     let blob = crypto::seal_for(&key, &ec, &private)?;
     // For a recipient, the private key (PKCS #8 DER) goes in the envelope.
     let for_recipient = recipient.as_ref().map(|r| r.seal(&private)).transpose()?;
