@@ -68,10 +68,16 @@ pub fn write(
         "[{PROFILE}]\naws_access_key_id = {access_key_id}\naws_secret_access_key = {secret_access_key}\n"
     ));
     write_new_private(credentials, text.as_bytes())?;
+    write_config(config, region, endpoint)
+}
+
+/// Writes the profile's config file: the region and, when known, the endpoint, so that every
+/// client that reads `endpoint_url` from its profile (the aws CLI, boto3 and the tools built on
+/// it, the AWS SDKs) reaches the appliance without an endpoint flag.
+pub fn write_config(config: &Path, region: &str, endpoint: Option<&str>) -> Result<(), HostError> {
     let endpoint = endpoint.map_or_else(String::new, |e| format!("endpoint_url = {e}\n"));
     let cfg = format!("[profile {PROFILE}]\nregion = {region}\n{endpoint}");
-    write_private(config, cfg.as_bytes())?;
-    Ok(())
+    write_private(config, cfg.as_bytes())
 }
 
 /// Writes `bytes` to a new file `path` with mode 0600; fails if `path` exists (a hard link of a
@@ -114,7 +120,7 @@ pub fn usage(data_dir: &Path, endpoint: &str) -> String {
     let (creds, config) = paths(data_dir);
     format!(
         "export AWS_SHARED_CREDENTIALS_FILE={} AWS_CONFIG_FILE={}\n\
-         aws --endpoint-url {endpoint} --profile {PROFILE} kms create-key",
+         aws --profile {PROFILE} kms create-key    # the profile names endpoint_url = {endpoint}",
         creds.display(),
         config.display()
     )

@@ -225,7 +225,12 @@ async fn serve_with(
         cfg.account
     );
     announce_witnesses(&relay, &cfg.witnesses).await;
-    if credentials::paths(&cfg.data_dir).0.exists() {
+    let (creds, config) = credentials::paths(&cfg.data_dir);
+    if creds.exists() {
+        // The profile follows the address actually listened on (a port may change).
+        if let Err(e) = credentials::write_config(&config, &cfg.region, Some(&endpoint)) {
+            tracing::warn!(error = %e, "could not write the profile's endpoint_url");
+        }
         eprintln!(
             "ekms: use it with:\n{}",
             credentials::usage(&cfg.data_dir, &endpoint)

@@ -293,3 +293,78 @@ fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
+
+/// Runs `program args` with only the data dir's profile files: no endpoint flag, no endpoint
+/// variable, unless `extra_env` sets one.
+fn with_profile_only(
+    app: &Appliance,
+    config: &Path,
+    program: &str,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            app.data_dir.join("credentials"),
+        )
+        .env("AWS_CONFIG_FILE", config)
+        .env("AWS_PROFILE", "ekms");
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_KMS",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn the_generated_profile_names_the_endpoint_and_aws_endpoint_url_kms_works_too() {
+    if !have("aws", &["--version"]) || !have("python3", &["-c", "import boto3"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let config = app.data_dir.join("config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains(&format!("endpoint_url = {}", app.endpoint)),
+        "{text}"
+    );
+    // The profile alone: the aws CLI and boto3 find the appliance.
+    let out = with_profile_only(&app, &config, "aws", &["kms", "list-keys"], &[]);
+    json(&out);
+    let script = "import boto3; print(len(boto3.client('kms').list_keys()['Keys']))";
+    let out = with_profile_only(&app, &config, "python3", &["-c", script], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A profile without endpoint_url, and AWS_ENDPOINT_URL_KMS instead.
+    let bare = dir.path().join("bare-config");
+    std::fs::write(&bare, "[profile ekms]\nregion = us-east-1\n").unwrap();
+    let env = [("AWS_ENDPOINT_URL_KMS", app.endpoint.as_str())];
+    json(&with_profile_only(
+        &app,
+        &bare,
+        "aws",
+        &["kms", "list-keys"],
+        &env,
+    ));
+    let out = with_profile_only(&app, &bare, "python3", &["-c", script], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
