@@ -225,17 +225,7 @@ async fn serve_with(
         cfg.account
     );
     announce_witnesses(&relay, &cfg.witnesses).await;
-    let (creds, config) = credentials::paths(&cfg.data_dir);
-    if creds.exists() {
-        // The profile follows the address actually listened on (a port may change).
-        if let Err(e) = credentials::write_config(&config, &cfg.region, Some(&endpoint)) {
-            tracing::warn!(error = %e, "could not write the profile's endpoint_url");
-        }
-        eprintln!(
-            "ekms: use it with:\n{}",
-            credentials::usage(&cfg.data_dir, &endpoint)
-        );
-    }
+    announce_profile(cfg, &endpoint);
     // Tests and scripts read this line.
     println!("ekms: listening on {endpoint}");
     let ahead = match cfg.mode {
@@ -271,6 +261,21 @@ async fn serve_with(
     audit.stop(&relay).await;
     eprintln!("ekms: shutting down");
     served.map_err(HostError::Io)
+}
+
+/// Points the data dir's profile at the address listened on (a port may change between
+/// starts) and says how to use it.
+fn announce_profile(cfg: &ServeConfig, endpoint: &str) {
+    let (creds, config) = credentials::paths(&cfg.data_dir);
+    if creds.exists() {
+        if let Err(e) = credentials::write_config(&config, &cfg.region, Some(endpoint)) {
+            tracing::warn!(error = %e, "could not write the profile's endpoint_url");
+        }
+        eprintln!(
+            "ekms: use it with:\n{}",
+            credentials::usage(&cfg.data_dir, endpoint)
+        );
+    }
 }
 
 /// Binds the XKS listener, if there is one (TLS with `tls`, else plain HTTP), announces it,
