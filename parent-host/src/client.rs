@@ -107,8 +107,12 @@ impl EnclaveClient {
             conn.alive.store(false, Ordering::Release);
             return Err(HostError::Unavailable("connection closed".into()));
         }
+        let started = std::time::Instant::now();
         match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => {
+                crate::metrics::enclave_round_trip(started.elapsed().as_secs_f64());
+                Ok(resp)
+            }
             Ok(Err(_)) => Err(HostError::Unavailable(
                 "connection to the enclave was lost".into(),
             )),

@@ -15,6 +15,7 @@ use axum::{
     routing::{get, post},
 };
 use ekms_wire::msg::{CustodyState, EnclaveResponse, HostRequest, HttpRequest, KmsErrorCode};
+use tracing::Instrument as _;
 
 use crate::{
     custody::{Custody, CustodyError},
@@ -136,7 +137,46 @@ pub fn access_key_id(authorization: &str) -> Option<&str> {
 
 #[tracing::instrument(skip_all)]
 async fn kms(State(relay): State<Arc<Relay>>, req: Request) -> Response {
+    let _in_flight = crate::metrics::InFlight::start();
+    let started = std::time::Instant::now();
     let (parts, body) = req.into_parts();
+    // The request id the client will get: from the signature when it is well formed (the
+    // enclave's audit record names the same), else a fresh one. Every log line of the request
+    // carries it.
+    let request_id = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(request_id_of)
+        .unwrap_or_else(|| uuid::Uuid::from_u128(rand_u128()).to_string());
+    let span = tracing::info_span!("request", id = %request_id);
+    let (response, op, error) = kms_answer(relay, parts, body, &request_id)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| {
+        tracing::debug!(
+            operation = op.as_deref().unwrap_or("Unknown"),
+            outcome = error.map_or("ok", KmsErrorCode::name),
+            micros = started.elapsed().as_micros(),
+            "answered"
+        );
+    });
+    crate::metrics::request_done(
+        op.as_deref().unwrap_or("Unknown"),
+        error.map_or("ok", KmsErrorCode::name),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// The answer to a KMS request, with its operation (when known) and error code (when
+/// refused), for the metrics.
+async fn kms_answer(
+    relay: Arc<Relay>,
+    parts: axum::http::request::Parts,
+    body: Body,
+    request_id: &str,
+) -> (Response, Option<String>, Option<KmsErrorCode>) {
     let sts = crate::sts::is_sts(&parts.headers);
     let op = parts
         .headers
@@ -146,12 +186,18 @@ async fn kms(State(relay): State<Arc<Relay>>, req: Request) -> Response {
         .map(str::to_owned);
     let op = op.filter(|o| ekms_wire::plan::is_known(o));
     if op.is_none() && !sts {
-        return error_response(KmsErrorCode::UnknownOperationException, "");
+        let code = KmsErrorCode::UnknownOperationException;
+        return (error_response(code, ""), None, Some(code));
     }
     let Ok(body) = to_bytes(body, MAX_BODY).await else {
-        return error_response(
-            KmsErrorCode::ValidationException,
-            &format!("Request body exceeds the limit of {MAX_BODY} bytes."),
+        let code = KmsErrorCode::ValidationException;
+        return (
+            error_response(
+                code,
+                &format!("Request body exceeds the limit of {MAX_BODY} bytes."),
+            ),
+            op,
+            Some(code),
         );
     };
     let op = op.unwrap_or_else(|| ekms_wire::sts::operation(&body));
@@ -179,32 +225,24 @@ async fn kms(State(relay): State<Arc<Relay>>, req: Request) -> Response {
             .collect(),
         body: body.to_vec(),
     };
-    let signed_id = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(request_id_of);
     let answer = relay.kms(&op, http, akid.as_deref()).await;
-    let request_id = || {
-        signed_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::from_u128(rand_u128()).to_string())
+    let error = match &answer {
+        Answer::Err(code, _) => Some(*code),
+        _ => None,
     };
-    match answer {
-        Answer::Ok(body) if sts => crate::sts::ok_response(body, &request_id()),
-        Answer::Err(code, message) if sts => {
-            crate::sts::error_response(code, &message, &request_id())
-        }
+    let response = match answer {
+        Answer::Ok(body) if sts => crate::sts::ok_response(body, request_id),
+        Answer::Err(code, message) if sts => crate::sts::error_response(code, &message, request_id),
         Answer::Ok(body) => {
             let mut resp = Response::new(Body::from(body));
             let h = resp.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-            set_request_id(h, &request_id());
+            set_request_id(h, request_id);
             resp
         }
         Answer::Err(code, message) => {
             let mut resp = error_response(code, &message);
-            set_request_id(resp.headers_mut(), &request_id());
+            set_request_id(resp.headers_mut(), request_id);
             resp
         }
         Answer::Forwarded {
@@ -226,7 +264,8 @@ async fn kms(State(relay): State<Arc<Relay>>, req: Request) -> Response {
             add_request_id(h);
             resp
         }
-    }
+    };
+    (response, Some(op), error)
 }
 
 async fn health(State(relay): State<Arc<Relay>>) -> Response {

@@ -24,6 +24,7 @@ pub mod error;
 pub mod fetch;
 pub mod http;
 pub mod http_client;
+pub mod metrics;
 pub mod relay;
 pub mod serve;
 pub mod signed_client;

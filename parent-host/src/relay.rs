@@ -541,9 +541,14 @@ impl Relay {
         let store = Arc::clone(&self.store);
         let writes = Arc::new(writes);
         let w = Arc::clone(&writes);
-        tokio::task::spawn_blocking(move || store.apply(&w))
-            .await
-            .map_err(|e| HostError::Startup(e.to_string()))??;
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let r = store.apply(&w);
+            crate::metrics::store_write(started.elapsed().as_secs_f64());
+            r
+        })
+        .await
+        .map_err(|e| HostError::Startup(e.to_string()))??;
         if token != 0 {
             match self
                 .enclave

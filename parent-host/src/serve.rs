@@ -69,6 +69,8 @@ pub struct ServeConfig {
     pub witnesses: Vec<String>,
     /// The XKS proxy API listener, if any.
     pub xks: Option<XksListen>,
+    /// Where to serve `GET /metrics` (Prometheus), if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Where and how `serve` offers the XKS proxy API (AWS KMS External Key Store).
@@ -237,6 +239,8 @@ async fn serve_with(
     let sweeper = tokio::spawn(sweep_loop(Arc::clone(&relay), ahead));
     let usage = tokio::spawn(usage_loop(Arc::clone(&relay)));
     let xks = start_xks(cfg.xks.as_ref(), xks_tls, Arc::clone(&relay)).await?;
+    let metrics =
+        crate::metrics::start_if(cfg.metrics, Arc::clone(&relay), shutdown_signal()).await?;
     let app = router(AppState {
         relay: Arc::clone(&relay),
         custody,
@@ -249,6 +253,9 @@ async fn serve_with(
     .await;
     if let Some(x) = xks {
         stop_xks(x).await;
+    }
+    if let Some(m) = metrics {
+        m.abort();
     }
     sweeper.abort();
     usage.abort();
