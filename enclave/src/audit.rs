@@ -248,21 +248,15 @@ impl Chain {
 fn event_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// A UUID-shaped `eventID`, unique per chain and sequence number.
 fn event_id(chain: &[u8; CHAIN_ID_LEN], seq: u64) -> String {
-    let mut b = [0u8; 16];
-    let d = digest::digest(
-        &digest::SHA256,
-        &[chain.as_slice(), &seq.to_be_bytes()].concat(),
-    );
-    for (dst, src) in b.iter_mut().zip(d.as_ref()) {
-        *dst = *src;
-    }
-    uuid::Builder::from_random_bytes(b)
+    // The chain's random id with the sequence number added into its low half: distinct for
+    // every record of a chain, and across chains as their ids are.
+    let id = u128::from_be_bytes(*chain).wrapping_add(u128::from(seq));
+    uuid::Builder::from_random_bytes(id.to_be_bytes())
         .into_uuid()
         .hyphenated()
         .to_string()

@@ -108,10 +108,11 @@ pub fn checkpoint_message(chain: &[u8], seq: u64, head: &[u8], time_ms: i64) -> 
 /// Lower-case hex.
 #[must_use]
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        for nibble in [b >> 4, b & 0x0f] {
+            s.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
     }
     s
 }

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use ekms_wire::audit::{AuditCheckpoint, AuditEntry, hex};
+use ::hex::encode as hex;
+use ekms_wire::audit::{AuditCheckpoint, AuditEntry};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
 use crate::HostError;
