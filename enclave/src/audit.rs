@@ -427,3 +427,104 @@ struct Previous {
     seq: u64,
     hash: String,
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // test code
+
+    use aws_lc_rs::signature::{ED25519, UnparsedPublicKey};
+    use ekms_wire::msg::HttpRequest;
+
+    use super::*;
+
+    fn domain() -> Domain {
+        let custodian = ekms_custody::CustodianKey::generate().unwrap();
+        let pubs = vec![custodian.public_key().to_json().unwrap()];
+        Domain::create(&pubs, 1, crate::custody::PcrValues::new(), 0)
+            .unwrap()
+            .0
+    }
+
+    fn call() -> KmsCall {
+        KmsCall {
+            http: HttpRequest {
+                method: "POST".into(),
+                uri: "/".into(),
+                headers: vec![(
+                    "x-amz-target".into(),
+                    serde_bytes::ByteBuf::from(b"TrentService.Encrypt".to_vec()),
+                )],
+                body: Vec::new(),
+            },
+            principal: None,
+            keys: vec![],
+            aliases: vec![],
+            principals: vec![],
+            grants: vec![],
+            next_marker: None,
+            usage: vec![],
+        }
+    }
+
+    #[test]
+    fn records_chain_and_checkpoints_verify_under_the_domain_key() {
+        let d = domain();
+        let log = AuditLog::default();
+        let mut lines = Vec::new();
+        for i in 0..3 {
+            let note = Note {
+                operation: Some("Encrypt".into()),
+                principal_arn: (i > 0).then(|| "arn:aws:iam::1:user/a".to_owned()),
+                ec_keys: vec!["tenant".into()],
+                ..Note::default()
+            };
+            let outcome = if i == 2 {
+                Outcome::Error("AccessDeniedException")
+            } else {
+                Outcome::Success
+            };
+            lines.extend(log.append(&d, "1", &call(), &note, outcome, 1_000 * i));
+        }
+        // A chain start, then the three calls.
+        assert_eq!(lines.len(), 4);
+        let mut prev = [0u8; 32];
+        for (n, e) in lines.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(&e.record).unwrap();
+            assert_eq!(v["ekms"]["seq"], n as u64);
+            assert_eq!(v["ekms"]["prev"], ekms_wire::audit::hex(&prev));
+            prev.copy_from_slice(digest::digest(&digest::SHA256, e.record.as_bytes()).as_ref());
+        }
+        let first: serde_json::Value = serde_json::from_str(&lines[1].record).unwrap();
+        assert_eq!(first["userIdentity"]["type"], "Unknown");
+        assert!(first["userIdentity"].get("arn").is_none());
+        assert_eq!(
+            first["requestParameters"]["encryptionContextKeys"],
+            serde_json::json!(["tenant"])
+        );
+        let last: serde_json::Value = serde_json::from_str(&lines[3].record).unwrap();
+        assert_eq!(last["errorCode"], "AccessDeniedException");
+        let cp = log.checkpoint(false, 5).unwrap();
+        assert_eq!((cp.seq, cp.head.as_slice()), (3, prev.as_slice()));
+        assert_eq!(Some(cp.public_key.clone()), public_key(&d));
+        UnparsedPublicKey::new(&ED25519, &cp.public_key)
+            .verify(&cp.message(), &cp.signature)
+            .unwrap();
+        // Nothing new: no checkpoint unless forced.
+        assert!(log.checkpoint(false, 6).is_none());
+        assert!(log.checkpoint(true, 6).is_some());
+    }
+
+    #[test]
+    fn a_new_chain_names_the_record_the_host_stored_last() {
+        let d = domain();
+        let log = AuditLog::default();
+        log.resume(vec![7; 16], 41, vec![9; 32]);
+        let lines = log.append(&d, "1", &call(), &Note::default(), Outcome::Success, 0);
+        let start: serde_json::Value = serde_json::from_str(&lines[0].record).unwrap();
+        assert_eq!(start["eventName"], CHAIN_START);
+        let previous = &start["serviceEventDetails"]["previous"];
+        assert_eq!(previous["chain"], ekms_wire::audit::hex(&[7; 16]));
+        assert_eq!(previous["seq"], 41);
+        assert_eq!(previous["hash"], ekms_wire::audit::hex(&[9; 32]));
+    }
+}
