@@ -202,6 +202,29 @@ async fn every_documented_limit_holds_at_the_limit_and_refuses_past_it() {
         );
     }
 
+    // Grant tokens: at most 10, each at most 8,192 characters (unknown tokens are ignored).
+    let tokens =
+        |n: usize, len: usize| -> Vec<String> { (0..n).map(|_| "t".repeat(len)).collect() };
+    kms.encrypt()
+        .key_id(&key)
+        .plaintext(Blob::new(b"x".to_vec()))
+        .set_grant_tokens(Some(tokens(10, 8192)))
+        .send()
+        .await
+        .unwrap();
+    for (n, len, what) in [(11, 10, "11 grant tokens"), (1, 8193, "a token of 8193")] {
+        refused(
+            kms.encrypt()
+                .key_id(&key)
+                .plaintext(Blob::new(b"x".to_vec()))
+                .set_grant_tokens(Some(tokens(n, len)))
+                .send()
+                .await
+                .map_err(|e| e.code().unwrap_or("?").to_owned()),
+            what,
+        );
+    }
+
     // Alias names: 256 characters with the `alias/` prefix.
     let name = format!("alias/{}", "a".repeat(250));
     kms.create_alias()

@@ -326,6 +326,41 @@ impl Ctx<'_> {
 }
 
 /// The `GrantTokens` of a request body, if it has any (the body is parsed again only then).
+/// AWS's limits on `GrantTokens`: at most 10, each 1 to 8,192 characters. Checked for every
+/// operation, before anything else reads the tokens.
+pub(crate) fn check_grant_tokens(body: &[u8]) -> Result<(), KmsError> {
+    #[derive(serde::Deserialize)]
+    struct Tokens {
+        #[serde(rename = "GrantTokens", default)]
+        grant_tokens: Vec<String>,
+    }
+    if !body.windows(11).any(|w| w == b"GrantTokens") {
+        return Ok(());
+    }
+    let Ok(t) = serde_json::from_slice::<Tokens>(body) else {
+        // The operation's own parser says what is wrong with the body.
+        return Ok(());
+    };
+    if t.grant_tokens.len() > grant::MAX_GRANT_TOKENS {
+        return Err(KmsError::validation(format!(
+            "1 validation error detected: Value at 'grantTokens' failed to satisfy constraint: \
+             Member must have length less than or equal to {}",
+            grant::MAX_GRANT_TOKENS
+        )));
+    }
+    if t.grant_tokens
+        .iter()
+        .any(|g| g.is_empty() || g.chars().count() > 8192)
+    {
+        return Err(KmsError::validation(
+            "1 validation error detected: Value at 'grantTokens' failed to satisfy constraint: \
+             Member must satisfy constraint: [Member must have length less than or equal to \
+             8192, Member must have length greater than or equal to 1]",
+        ));
+    }
+    Ok(())
+}
+
 fn grant_tokens(body: &[u8]) -> Vec<String> {
     #[derive(serde::Deserialize)]
     struct Tokens {

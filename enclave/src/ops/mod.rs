@@ -132,6 +132,7 @@ pub async fn execute_noted(
     note.operation = Some(verified.operation.clone());
     note.region = Some(verified.region.clone());
     note.principal_arn = principal.as_ref().map(|p| p.arn(&core.config.account));
+    authz::check_grant_tokens(&verified.body)?;
     // A state-changing request runs at most once (see `replay`); one that then fails (say
     // NotFound) has still run. Only stale records, which change nothing and make the host
     // re-read and resend the same request, give it back.
