@@ -59,6 +59,10 @@ impl AuditDb {
         // lost to a power cut ends its chain early (the next chain names what was kept), the
         // same as records a crash lost before their batch was written (docs/audit.md).
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Appended records rewrite the table's last pages in every batch: checkpointing the WAL
+        // less often copies each page back once instead of once per version (64 MiB of WAL at
+        // most, then SQLite's own checkpoint).
+        conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         Ok(Self { conn })

@@ -97,7 +97,7 @@ impl AuditSink {
 
 /// How long the writer lets records gather before it writes them: one transaction, and no
 /// wake-up per record, however fast they come.
-const GATHER: Duration = Duration::from_millis(25);
+const GATHER: Duration = Duration::from_millis(50);
 
 /// The writer: a thread of its own that wakes every [`GATHER`], takes everything queued and
 /// writes it in one transaction. Senders never wake it (it is not waiting on the queue), so a
