@@ -41,7 +41,17 @@ pub struct Note {
     pub key_arn: Option<String>,
     /// The request's encryption context keys (sorted, unique).
     pub ec_keys: Vec<String>,
+    /// An XKS proxy call (from AWS KMS, with a key store's credential): the request id is AWS
+    /// KMS's, and the principal the one AWS KMS names in the request's metadata.
+    pub xks: bool,
+    /// The request id, where it is not derived from the signature (XKS: AWS KMS's).
+    pub request_id: Option<String>,
 }
+
+/// `eventSource` of KMS calls.
+const KMS_SOURCE: &str = "kms.amazonaws.com";
+/// `eventSource` of XKS proxy calls.
+const XKS_SOURCE: &str = "xks-proxy.ekms";
 
 /// The outcome of a call, for its record.
 #[derive(Debug, Clone, Copy)]
@@ -282,21 +292,30 @@ fn event<'a>(
         .or(claimed_op)
         .unwrap_or("Unknown");
     let kind = match note.principal_arn.as_deref() {
+        _ if note.xks => "AWSService",
         Some(arn) if arn.contains(":assumed-role/") => "AssumedRole",
         Some(_) => "IAMUser",
         None => "Unknown",
     };
     Fields {
         event_name: operation,
+        event_source: if note.xks { XKS_SOURCE } else { KMS_SOURCE },
         aws_region: note.region.as_deref(),
         user_identity: Identity {
             kind,
             arn: note.principal_arn.as_deref(),
-            account_id: note.principal_arn.as_ref().map(|_| account),
+            account_id: note
+                .principal_arn
+                .as_ref()
+                .filter(|_| !note.xks)
+                .map(|_| account),
             access_key_id,
-            invoked_by: None,
+            invoked_by: note.xks.then_some(KMS_SOURCE),
         },
-        request_id: authorization.and_then(request_id),
+        request_id: note
+            .request_id
+            .clone()
+            .or_else(|| authorization.and_then(request_id)),
         read_only: Some(!ekms_wire::plan::changes_state(operation)),
         resources: note
             .key_arn
@@ -362,6 +381,8 @@ struct Link {
 struct Fields<'a> {
     #[serde(skip_serializing_if = "str::is_empty")]
     event_name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    event_source: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     aws_region: Option<&'a str>,
     user_identity: Identity<'a>,

@@ -121,7 +121,7 @@ async fn every_call_is_recorded_and_the_context_values_never_are() {
     assert_eq!(enc.len(), 1);
     let enc = enc[0];
     assert_eq!(enc["requestID"], encrypt_id.as_str());
-    assert_eq!(enc["eventSource"], Value::Null);
+    assert_eq!(enc["eventSource"], "kms.amazonaws.com");
     assert_eq!(
         enc["userIdentity"]["arn"],
         "arn:aws:iam::111122223333:user/admin"

@@ -166,6 +166,7 @@ fn compliance(mtls: bool) -> (String, String) {
         .output()
         .unwrap();
     let report = text(&out);
+    xks_calls_are_audited(&app);
     let summary = report
         .lines()
         .rev()
@@ -173,6 +174,38 @@ fn compliance(mtls: bool) -> (String, String) {
         .unwrap_or_default()
         .to_owned();
     (summary, report)
+}
+
+/// Every XKS call is in the domain's audit chain, under AWS KMS's request id, and the chain
+/// verifies against the running enclave.
+fn xks_calls_are_audited(app: &Appliance) {
+    let ekms = |args: &[&str]| {
+        Command::new(ekms_tests::bin_dir().join("ekms"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&app.data_dir)
+            .output()
+            .unwrap()
+    };
+    let verified = ekms(&["audit", "verify", "--endpoint", &app.endpoint]);
+    assert!(verified.status.success(), "{}", text(&verified));
+    let exported = ekms(&["audit", "export"]);
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&exported.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let xks: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["eventSource"] == "xks-proxy.ekms")
+        .collect();
+    assert!(xks.len() > 20, "{} XKS records", xks.len());
+    let encrypt = xks
+        .iter()
+        .find(|r| r["eventName"] == "XksEncrypt" && r["errorCode"].is_null())
+        .unwrap();
+    assert_eq!(encrypt["userIdentity"]["type"], "AWSService");
+    assert!(encrypt["requestID"].is_string(), "{encrypt}");
+    assert!(xks.iter().any(|r| r["errorCode"].is_string()));
 }
 
 fn tools() -> bool {

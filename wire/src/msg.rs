@@ -301,8 +301,9 @@ pub enum EnclaveResponse {
     Kms(KmsOutcome, Vec<crate::audit::AuditEntry>),
     /// Answer to [`HostRequest::AuditCheckpoint`] (none: nothing new, or no domain).
     AuditCheckpoint(Option<crate::audit::AuditCheckpoint>),
-    /// Answer to [`HostRequest::Xks`]: the complete HTTP answer, which the host sends as is.
-    Xks(XksOutcome),
+    /// Answer to [`HostRequest::Xks`]: the complete HTTP answer, which the host sends as is,
+    /// and the call's audit record (as for [`EnclaveResponse::Kms`]).
+    Xks(XksOutcome, Vec<crate::audit::AuditEntry>),
     /// Answer to [`HostRequest::Open`]: the record is authentic and of this kind and id.
     Opened {
         /// "key", "alias" or "principal".

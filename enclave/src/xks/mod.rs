@@ -219,18 +219,39 @@ pub(crate) struct Request<'a> {
 
 /// Answers one XKS call.
 pub(crate) fn call(core: &Core, call: &KmsCall) -> EnclaveResponse {
-    let outcome = match answer(core, call) {
-        Ok(o) => o,
-        Err(Refusal::Xks(e)) => e.outcome(),
+    let mut note = crate::audit::Note {
+        xks: true,
+        ..crate::audit::Note::default()
+    };
+    let (outcome, error) = match answer(core, call, &mut note) {
+        Ok(o) => (o, None),
+        Err(Refusal::Xks(e)) => (e.outcome(), Some(e.name)),
         Err(Refusal::Stale) => return EnclaveResponse::Fault(Fault::StaleRecord),
     };
-    EnclaveResponse::Xks(outcome)
+    // Recorded in the domain's chain like a KMS call (nothing while sealed: no audit key).
+    let audit = match core.domain() {
+        Some(domain) => core.audit.append(
+            &domain,
+            &core.config.account,
+            call,
+            &note,
+            error.map_or(crate::audit::Outcome::Success, crate::audit::Outcome::Error),
+            core.clock.at(chrono::Utc::now()).timestamp_millis(),
+        ),
+        None => Vec::new(),
+    };
+    EnclaveResponse::Xks(outcome, audit)
 }
 
-fn answer(core: &Core, call: &KmsCall) -> Result<XksOutcome, Refusal> {
+fn answer(
+    core: &Core,
+    call: &KmsCall,
+    note: &mut crate::audit::Note,
+) -> Result<XksOutcome, Refusal> {
     let uri = call.http.uri.as_str();
     let path = uri.split_once('?').map_or(uri, |(p, _)| p);
     let path = xks::parse_path(path).ok_or_else(XksError::invalid_uri_path)?;
+    note.operation = Some(format!("Xks{}", path.op.name()));
     if !call.http.method.eq_ignore_ascii_case("POST") {
         return Err(XksError::new(
             "UnsupportedOperationException",
@@ -283,7 +304,7 @@ fn answer(core: &Core, call: &KmsCall) -> Result<XksOutcome, Refusal> {
         rule: credential.xks_rule.clone(),
         now_ms: core.clock.at(now).timestamp_millis(),
     };
-    ops::dispatch(&request)
+    ops::dispatch(&request, note)
 }
 
 /// Checks the request's signature (service `kms-xks-proxy`, the region it names, five minutes

@@ -97,13 +97,20 @@ fn ok(body: &Value) -> XksOutcome {
 }
 
 /// Runs the operation of an authenticated request.
-pub(super) fn dispatch(req: &Request<'_>) -> Result<XksOutcome, Refusal> {
+pub(super) fn dispatch(
+    req: &Request<'_>,
+    note: &mut crate::audit::Note,
+) -> Result<XksOutcome, Refusal> {
     let body: Body = serde_json::from_slice(&req.body)
         .map_err(|_| XksError::validation("The request body is not the operation's JSON."))?;
     let metadata = body
         .request_metadata
         .as_ref()
         .ok_or_else(|| XksError::validation("requestMetadata is required."))?;
+    // For the audit record: what AWS KMS says (signed with this key store's credential).
+    note.principal_arn.clone_from(&metadata.aws_principal_arn);
+    note.key_arn.clone_from(&metadata.kms_key_arn);
+    note.request_id.clone_from(&metadata.kms_request_id);
     metadata.check(req.path.op)?;
     // The key store's secondary authorization (never for health).
     if req.path.op != XksOp::Health
