@@ -56,9 +56,7 @@ pub enum CustodyError {
     #[error("the custodian signature does not verify")]
     BadSignature,
     /// A submission is signed by a key that is not the custodian of that share index.
-    #[error(
-        "share {index} belongs to custodian {expected}; this submission is signed by {actual}"
-    )]
+    #[error("share {index} belongs to custodian {expected}; this submission is signed by {actual}")]
     NotTheCustodian {
         /// The share index claimed.
         index: u8,

@@ -428,7 +428,9 @@ mod tests {
             ..sub.clone()
         };
         let ck_pub = ck.public_key().key().clone();
-        cross.signature = ck.sign(&cross.signed_message(&ck_pub, b"n1").unwrap()).unwrap();
+        cross.signature = ck
+            .sign(&cross.signed_message(&ck_pub, b"n1").unwrap())
+            .unwrap();
         assert!(matches!(
             cross
                 .verify(&ck_pub, fp, alice, b"n1")
@@ -440,7 +442,10 @@ mod tests {
         let (wrong, _) = enclave_key();
         let v = sub.verify(&ep, fp, alice, b"n1").unwrap();
         assert_eq!(v.signer(), ck.public_key().fingerprint());
-        assert!(matches!(v.decrypt(&wrong), Err(CustodyError::DecryptFailed)));
+        assert!(matches!(
+            v.decrypt(&wrong),
+            Err(CustodyError::DecryptFailed)
+        ));
         assert!(v.decrypt(&ek).is_ok());
         let long = [0u8; MAX_SESSION_LEN + 1];
         assert!(matches!(

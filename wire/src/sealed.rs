@@ -170,7 +170,10 @@ mod tests {
             (h.domain, h.generation, h.threshold, h.total, h.body.len()),
             ([9; 8], 5, 2, 3, 40)
         );
-        assert_eq!((h.version, h.custodians.as_ref(), h.custodian(1)), (1, None, None));
+        assert_eq!(
+            (h.version, h.custodians.as_ref(), h.custodian(1)),
+            (1, None, None)
+        );
         assert_eq!(h.aad.len(), DOMAIN_HEADER_LEN);
         assert!(peek_domain(&d[..12]).is_none());
         assert!(peek_domain(&rec_like()).is_none());
