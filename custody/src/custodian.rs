@@ -1,11 +1,18 @@
-//! Custodian keys: the P-384 ECDH key pair a custodian's shares are encrypted to. The private key
-//! lives in the custodian's PEM file (PKCS#8); the public key travels as a small JSON file.
+//! Custodian keys: the P-384 key pair a custodian's shares are encrypted to (ECDH) and with which
+//! the custodian signs what it submits to an enclave (ECDSA P-384/SHA-384, over messages with
+//! their own label, never over anything ECDH sees). The private key lives in the custodian's PEM
+//! file (PKCS#8); the public key travels as a small JSON file.
 
 use std::fmt;
 
 use aws_lc_rs::{
     agreement::{self, ECDH_P384},
     encoding::{AsDer, Pkcs8V1Der},
+    rand::SystemRandom,
+    signature::{
+        ECDSA_P384_SHA384_FIXED, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _,
+        UnparsedPublicKey,
+    },
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use serde::{Deserialize, Serialize};
@@ -25,10 +32,22 @@ const CURVE: &str = "P-384";
 const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
 const PEM_END: &str = "-----END PRIVATE KEY-----";
 
+/// Length of a custodian's signature: ECDSA P-384 in the fixed `r ‖ s` form (48 + 48 bytes).
+pub const CUSTODIAN_SIGNATURE_LEN: usize = 96;
+
 /// A custodian's private key. No `Clone`, no `Serialize`; `Debug` shows the fingerprint only.
 /// aws-lc-rs frees (and cleanses) the key when it is dropped.
+///
+/// One P-384 scalar serves two uses: ECDH (shares sealed to the custodian) and ECDSA (the
+/// custodian's signature on a submission). Custodians already hold and have distributed this key,
+/// so signing with it needs no new ceremony and no new public key file. The two uses never meet
+/// on the same bytes: ECDH output only feeds HKDF with an `ekms/v1/share-to-*` label, and a
+/// signature covers a message that starts with its own label (`ekms/v2/custodian-submission`);
+/// ECDSA and ECIES-style ECDH with one key are known to be jointly secure (Degabriele, Lehmann,
+/// Paterson, Smart, Strefler, CT-RSA 2012).
 pub struct CustodianKey {
     key: agreement::PrivateKey,
+    signer: EcdsaKeyPair,
     public: CustodianPublicKey,
 }
 
@@ -41,19 +60,29 @@ impl fmt::Debug for CustodianKey {
 impl CustodianKey {
     /// Generates a fresh P-384 key from aws-lc-rs's RNG.
     pub fn generate() -> Result<Self> {
-        Self::from_private(agreement::PrivateKey::generate(&ECDH_P384)?)
-    }
-
-    fn from_private(key: agreement::PrivateKey) -> Result<Self> {
-        let public = CustodianPublicKey(P384PublicKey::of(&key)?);
-        Ok(Self { key, public })
+        let key = agreement::PrivateKey::generate(&ECDH_P384)?;
+        let der: Pkcs8V1Der<'static> = key.as_der()?;
+        Self::from_pkcs8_der(der.as_ref())
     }
 
     /// Imports a PKCS#8 (or RFC 5915) DER P-384 private key.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self> {
         let key = agreement::PrivateKey::from_private_key_der(&ECDH_P384, der)
             .map_err(|_| CustodyError::InvalidPrivateKey)?;
-        Self::from_private(key).map_err(|_| CustodyError::InvalidPrivateKey)
+        let signer = EcdsaKeyPair::from_private_key_der(&ECDSA_P384_SHA384_FIXED_SIGNING, der)
+            .map_err(|_| CustodyError::InvalidPrivateKey)?;
+        let public = CustodianPublicKey(
+            P384PublicKey::of(&key).map_err(|_| CustodyError::InvalidPrivateKey)?,
+        );
+        // Both views of the one scalar must name the same public key.
+        if signer.public_key().as_ref() != public.key().sec1().as_slice() {
+            return Err(CustodyError::InvalidPrivateKey);
+        }
+        Ok(Self {
+            key,
+            signer,
+            public,
+        })
     }
 
     /// Exports the private key as PKCS#8 v1 DER.
@@ -108,6 +137,13 @@ impl CustodianKey {
     pub fn agreement_key(&self) -> &agreement::PrivateKey {
         &self.key
     }
+
+    /// Signs `message` (ECDSA P-384/SHA-384, fixed `r ‖ s`). Crate-private: the only messages a
+    /// custodian key signs are built here, each starting with its own label.
+    pub(crate) fn sign(&self, message: &[u8]) -> Result<[u8; CUSTODIAN_SIGNATURE_LEN]> {
+        let sig = self.signer.sign(&SystemRandom::new(), message)?;
+        sig.as_ref().try_into().map_err(|_| CustodyError::Crypto)
+    }
 }
 
 /// A custodian's public key, named by its fingerprint.
@@ -150,6 +186,13 @@ impl CustodianPublicKey {
     #[must_use]
     pub fn fingerprint_hex(&self) -> String {
         hex::encode(self.fingerprint())
+    }
+
+    /// Checks this custodian's signature over `message` ([`CustodyError::BadSignature`] if not).
+    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()> {
+        UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, self.0.sec1().as_slice())
+            .verify(message, signature)
+            .map_err(|_| CustodyError::BadSignature)
     }
 
     /// The public key file (pretty JSON, trailing newline).
@@ -250,6 +293,27 @@ mod tests {
             CustodianKey::from_pem(&"A".repeat(MAX_KEY_FILE_LEN + 1)),
             Err(CustodyError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn signs_with_the_same_key_and_verifies_only_its_own_message() {
+        let k = CustodianKey::generate().unwrap();
+        let sig = k.sign(b"ekms/test message").unwrap();
+        k.public_key().verify(b"ekms/test message", &sig).unwrap();
+        assert!(matches!(
+            k.public_key().verify(b"ekms/test messagf", &sig),
+            Err(CustodyError::BadSignature)
+        ));
+        let other = CustodianKey::generate().unwrap();
+        assert!(matches!(
+            other.public_key().verify(b"ekms/test message", &sig),
+            Err(CustodyError::BadSignature)
+        ));
+        // A key re-imported from its PEM signs as the same custodian.
+        let again = CustodianKey::from_pem(&k.to_pem().unwrap()).unwrap();
+        let sig = again.sign(b"m").unwrap();
+        k.public_key().verify(b"m", &sig).unwrap();
+        assert!(k.public_key().verify(b"m", &sig[..95]).is_err());
     }
 
     #[test]

@@ -51,6 +51,32 @@ pub enum CustodyError {
         /// Fingerprint of the key offered, hex.
         actual: String,
     },
+    /// A custodian's signature over a submission does not verify (forged, altered, or signed
+    /// for another enclave key, session or position).
+    #[error("the custodian signature does not verify")]
+    BadSignature,
+    /// A submission is signed by a key that is not the custodian of that share index.
+    #[error("share {index} belongs to custodian {expected}; this submission is signed by {actual}")]
+    NotTheCustodian {
+        /// The share index claimed.
+        index: u8,
+        /// Fingerprint the domain lists at that index, hex.
+        expected: String,
+        /// Fingerprint of the signing key, hex.
+        actual: String,
+    },
+    /// A submission is sealed to another enclave identity key than this enclave's (an earlier
+    /// start of the enclave, or another enclave).
+    #[error(
+        "the share is sealed to enclave key {actual}, not this enclave's ({expected}): it was \
+         made for an earlier start or another enclave; fetch a fresh attestation and submit again"
+    )]
+    WrongEnclave {
+        /// This enclave's identity key fingerprint, hex.
+        expected: String,
+        /// The fingerprint the submission names, hex.
+        actual: String,
+    },
     /// Decryption failed (wrong key, wrong label, altered ciphertext or metadata).
     #[error("decryption failed")]
     DecryptFailed,

@@ -1,5 +1,5 @@
 //! Pure cryptographic core of the M-of-N custody ceremony: Shamir shares of a domain key,
-//! custodian P-384 keys, hybrid encryption to a P-384 key, the share envelopes, and the binding
+//! custodian P-384 keys (and their signatures on submitted shares), hybrid encryption to a P-384 key, the share envelopes, and the binding
 //! of a secret the enclave delivers to a receiver's key.
 //! No I/O: callers pass bytes and keys in. Only aws-lc-rs does cryptography (blahaj does the
 //! GF(256) sharing arithmetic with aws-lc-rs randomness). Never logs or serializes a secret.
@@ -13,7 +13,7 @@ mod shamir;
 mod share_file;
 mod submitted;
 
-pub use custodian::{CustodianKey, CustodianPublicKey, MAX_KEY_FILE_LEN};
+pub use custodian::{CUSTODIAN_SIGNATURE_LEN, CustodianKey, CustodianPublicKey, MAX_KEY_FILE_LEN};
 pub use delivery::{
     DELIVERY_VERSION, Delivery, LABEL_CREDENTIAL, MAX_DELIVERY_ID_LEN, MAX_DELIVERY_NONCE_LEN,
     SecretKind, sealed_digest_hex,
@@ -26,4 +26,4 @@ pub use seal::{
 };
 pub use shamir::{MAX_SHARES, SHARE_LEN, Share, combine, combine_checked, split};
 pub use share_file::{MAX_SHARE_JSON_LEN, SHARE_FORMAT_VERSION, ShareFile};
-pub use submitted::{MAX_SESSION_LEN, SubmittedShare};
+pub use submitted::{MAX_SESSION_LEN, SUBMITTED_VERSION, SubmittedShare, VerifiedSubmission};

@@ -97,8 +97,9 @@ impl ShareFile {
         Share::new(self.index, self.threshold, self.total, value)
     }
 
-    /// The custodian tool's step after it verified the enclave's attestation: open this file and
-    /// seal the share to the enclave's attested key, bound to `session` (e.g. the attestation nonce).
+    /// The custodian tool's step after it verified the enclave's attestation: open this file,
+    /// seal the share to the enclave's attested key, bound to `session` (the attestation nonce),
+    /// and sign the submission with the same custodian key.
     pub fn reseal_for_enclave(
         &self,
         key: &CustodianKey,
@@ -106,7 +107,13 @@ impl ShareFile {
         session: &[u8],
     ) -> Result<SubmittedShare> {
         let share = self.decrypt(key)?;
-        SubmittedShare::encrypt_for_enclave(&share, enclave_key, self.domain_fingerprint, session)
+        SubmittedShare::encrypt_for_enclave(
+            &share,
+            key,
+            enclave_key,
+            self.domain_fingerprint,
+            session,
+        )
     }
 
     /// `"ekms/v1/share-file" ‖ version ‖ domain fp (8) ‖ custodian fp (16) ‖ index ‖ threshold ‖ total`.
@@ -299,7 +306,11 @@ mod tests {
                     .reseal_for_enclave(&c.custodians[i], &ep, nonce)
                     .unwrap();
                 let sub = SubmittedShare::from_json(&sub.to_json().unwrap()).unwrap();
-                sub.decrypt(&ek, fp, nonce).unwrap()
+                let expected = c.custodians[i].public_key().fingerprint();
+                sub.verify(&ep, fp, Some(expected), nonce)
+                    .unwrap()
+                    .decrypt(&ek)
+                    .unwrap()
             })
             .collect();
         assert_eq!(
@@ -362,49 +373,192 @@ mod tests {
         let c = ceremony(2, 2);
         let fp = c.secret.fingerprint();
         let (ek, ep) = enclave_key();
-        let (other, _) = enclave_key();
+        let (_, other) = enclave_key();
+        let alice = Some(c.custodians[0].public_key().fingerprint());
         let sub = c.files[0]
             .reseal_for_enclave(&c.custodians[0], &ep, b"n1")
             .unwrap();
+        sub.verify(&ep, fp, alice, b"n1").unwrap();
+        // Another enclave key (an earlier boot): refused by name before the signature.
         assert!(matches!(
-            sub.decrypt(&other, fp, b"n1"),
-            Err(CustodyError::DecryptFailed)
+            sub.verify(&other, fp, alice, b"n1"),
+            Err(CustodyError::WrongEnclave { .. })
+        ));
+        // Relabelled to claim the other key: the signature covers the full key.
+        let mut relabelled = sub.clone();
+        relabelled.enclave_key = other.fingerprint();
+        assert!(matches!(
+            relabelled.verify(&other, fp, alice, b"n1"),
+            Err(CustodyError::BadSignature)
+        ));
+        // Another session.
+        assert!(matches!(
+            sub.verify(&ep, fp, alice, b"n2"),
+            Err(CustodyError::BadSignature)
         ));
         assert!(matches!(
-            sub.decrypt(&ek, fp, b"n2"),
-            Err(CustodyError::DecryptFailed)
-        ));
-        assert!(matches!(
-            sub.decrypt(&ek, [0; 8], b"n1"),
+            sub.verify(&ep, [0; 8], alice, b"n1"),
             Err(CustodyError::DomainMismatch { .. })
         ));
-        // Relabelled to another domain or position: AEAD refuses.
+        // Relabelled to another domain or position: the signature refuses it.
         let mut moved = sub.clone();
         moved.domain_fingerprint = [9; 8];
         assert!(matches!(
-            moved.decrypt(&ek, [9; 8], b"n1"),
-            Err(CustodyError::DecryptFailed)
+            moved.verify(&ep, [9; 8], alice, b"n1"),
+            Err(CustodyError::BadSignature)
         ));
         let mut moved = sub.clone();
         moved.index = 2;
         assert!(matches!(
-            moved.decrypt(&ek, fp, b"n1"),
-            Err(CustodyError::DecryptFailed)
+            moved.verify(&ep, fp, alice, b"n1"),
+            Err(CustodyError::BadSignature)
         ));
-        // A share-file blob is not a submitted share (different label), even to the same key.
+        // ... and a position that is another custodian's names who it belongs to.
+        let bob = Some(c.custodians[1].public_key().fingerprint());
+        assert!(matches!(
+            moved.verify(&ep, fp, bob, b"n1"),
+            Err(CustodyError::NotTheCustodian { index: 2, .. })
+        ));
+        // A share-file blob is not a submitted share (different label), even to the same key,
+        // and a re-signed submission of it still does not open.
         let ck = &c.custodians[0];
-        let cross = SubmittedShare {
+        let mut cross = SubmittedShare {
             sealed_share: c.files[0].sealed_share.clone(),
+            enclave_key: ck.public_key().fingerprint(),
             ..sub.clone()
         };
+        let ck_pub = ck.public_key().key().clone();
+        cross.signature = ck
+            .sign(&cross.signed_message(&ck_pub, b"n1").unwrap())
+            .unwrap();
         assert!(matches!(
-            cross.decrypt(ck.agreement_key(), fp, b"n1"),
+            cross
+                .verify(&ck_pub, fp, alice, b"n1")
+                .unwrap()
+                .decrypt(ck.agreement_key()),
             Err(CustodyError::DecryptFailed)
         ));
+        // Verified, but opened with another enclave's private key: opaque failure.
+        let (wrong, _) = enclave_key();
+        let v = sub.verify(&ep, fp, alice, b"n1").unwrap();
+        assert_eq!(v.signer(), ck.public_key().fingerprint());
+        assert!(matches!(
+            v.decrypt(&wrong),
+            Err(CustodyError::DecryptFailed)
+        ));
+        assert!(v.decrypt(&ek).is_ok());
         let long = [0u8; MAX_SESSION_LEN + 1];
         assert!(matches!(
-            SubmittedShare::encrypt_for_enclave(&c.files[0].decrypt(ck).unwrap(), &ep, fp, &long),
+            SubmittedShare::encrypt_for_enclave(
+                &c.files[0].decrypt(ck).unwrap(),
+                ck,
+                &ep,
+                fp,
+                &long
+            ),
             Err(CustodyError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn forged_submissions_refused() {
+        let c = ceremony(2, 3);
+        let fp = c.secret.fingerprint();
+        let (_, ep) = enclave_key();
+        let alice = Some(c.custodians[0].public_key().fingerprint());
+        let good = c.files[0]
+            .reseal_for_enclave(&c.custodians[0], &ep, b"s")
+            .unwrap();
+        // An attacker seals a share of its own to the enclave's (public) key and signs with its
+        // own key: not the custodian of index 1.
+        let mallory = CustodianKey::generate().unwrap();
+        let fake = Share::new(1, 2, 3, [7; 32]).unwrap();
+        let forged = SubmittedShare::encrypt_for_enclave(&fake, &mallory, &ep, fp, b"s").unwrap();
+        assert!(matches!(
+            forged.verify(&ep, fp, alice, b"s"),
+            Err(CustodyError::NotTheCustodian { index: 1, .. })
+        ));
+        // It claims to be alice (her public key), with its own signature: refused.
+        let mut claimed = forged.clone();
+        claimed.custodian = c.custodians[0].public_key().clone();
+        assert!(matches!(
+            claimed.verify(&ep, fp, alice, b"s"),
+            Err(CustodyError::BadSignature)
+        ));
+        // Alice's real submission with the sealed share swapped for the attacker's.
+        let mut swapped = good.clone();
+        swapped.sealed_share = forged.sealed_share.clone();
+        assert!(matches!(
+            swapped.verify(&ep, fp, alice, b"s"),
+            Err(CustodyError::BadSignature)
+        ));
+        // A flipped signature bit.
+        let mut flipped = good.clone();
+        flipped.signature[10] ^= 1;
+        assert!(matches!(
+            flipped.verify(&ep, fp, alice, b"s"),
+            Err(CustodyError::BadSignature)
+        ));
+        // A legacy domain (no custodian list) still needs a valid signature by the key named.
+        forged.verify(&ep, fp, None, b"s").unwrap();
+        assert!(claimed.verify(&ep, fp, None, b"s").is_err());
+    }
+
+    #[test]
+    fn unsigned_version_1_submissions_refused() {
+        let v1 = r#"{"kind":"ekms-submitted-share","version":1,"domain_id":"0011223344556677","index":1,"threshold":2,"total":3,"sealed_share":"AAAA"}"#;
+        assert!(matches!(
+            SubmittedShare::from_json(v1),
+            Err(CustodyError::UnsupportedVersion(1))
+        ));
+    }
+
+    #[test]
+    fn malformed_submissions_refused() {
+        let c = ceremony(2, 3);
+        let (_, ep) = enclave_key();
+        let sub = c.files[0]
+            .reseal_for_enclave(&c.custodians[0], &ep, b"s")
+            .unwrap();
+        let base: serde_json::Value = serde_json::from_str(&sub.to_json().unwrap()).unwrap();
+        let with = |field: &str, v: serde_json::Value| {
+            let mut j = base.clone();
+            j[field] = v;
+            SubmittedShare::from_json(&j.to_string())
+        };
+        assert!(matches!(
+            with("version", 3.into()),
+            Err(CustodyError::UnsupportedVersion(3))
+        ));
+        assert!(matches!(
+            with("kind", "ekms-custodian-share".into()),
+            Err(CustodyError::Malformed(_))
+        ));
+        assert!(matches!(
+            with("custodian_key", "04".into()),
+            Err(CustodyError::InvalidPublicKey)
+        ));
+        assert!(matches!(
+            with("enclave_key", "00".into()),
+            Err(CustodyError::Malformed(_))
+        ));
+        assert!(matches!(
+            with("signature", "AAAA".into()),
+            Err(CustodyError::Malformed(_))
+        ));
+        assert!(matches!(
+            with("index", 4.into()),
+            Err(CustodyError::InvalidShareIndex { .. })
+        ));
+        assert!(matches!(
+            with("extra", 1.into()),
+            Err(CustodyError::Malformed(_))
+        ));
+        let mut missing = base.clone();
+        missing.as_object_mut().unwrap().remove("signature");
+        assert!(matches!(
+            SubmittedShare::from_json(&missing.to_string()),
+            Err(CustodyError::Malformed(_))
         ));
     }
 
@@ -533,7 +687,9 @@ mod tests {
             prop_assert_eq!((opened.index(), opened.threshold(), opened.total()), (share.index(), t, n));
             let (ek, ep) = enclave_key();
             let sub = back.reseal_for_enclave(&key, &ep, &session).unwrap();
-            let got = SubmittedShare::from_json(&sub.to_json().unwrap()).unwrap().decrypt(&ek, fp, &session).unwrap();
+            let back = SubmittedShare::from_json(&sub.to_json().unwrap()).unwrap();
+            prop_assert_eq!(&back, &sub);
+            let got = back.verify(&ep, fp, Some(key.public_key().fingerprint()), &session).unwrap().decrypt(&ek).unwrap();
             prop_assert_eq!(got.expose(), &value);
         }
     }

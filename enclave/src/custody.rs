@@ -11,17 +11,21 @@
 //! | offset | len | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `EKMD` |
-//! | 4 | 1 | version (1) |
+//! | 4 | 1 | version (2; version 1 is read, and lacks the custodian list) |
 //! | 5 | 8 | domain id: fingerprint of the custody secret |
 //! | 13 | 8 | generation, big endian |
 //! | 21 | 1 | threshold |
-//! | 22 | 1 | total (custodians) |
-//! | 23 | 12 | nonce |
-//! | 35 | m | AES-256-GCM ciphertext of the CBOR keyring |
-//! | 35+m | 16 | tag |
+//! | 22 | 1 | total (custodians), `n` |
+//! | 23 | 16·n | custodian fingerprints in share-index order (version 2 only) |
+//! | h = 23+16·n | 12 | nonce |
+//! | h+12 | m | AES-256-GCM ciphertext of the CBOR keyring |
+//! | h+12+m | 16 | tag |
 //!
-//! The AAD is the 23-byte header. Opening it is the strong check that a reconstructed secret is
-//! the domain's (a 128-bit tag, where the 64-bit fingerprint alone would be a weak commitment).
+//! The AAD is the whole header. Opening it is the strong check that a reconstructed secret is
+//! the domain's (a 128-bit tag, where the 64-bit fingerprint alone would be a weak commitment),
+//! and it authenticates the custodian list the sealed enclave already relied on to decide whose
+//! signed shares to accept: a host that lists its own keys there gets its shares taken, but no
+//! secret made from them opens a keyring whose AAD it changed.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +36,9 @@ use aws_lc_rs::{
 use ekms_custody::{CustodianPublicKey, DomainSecret, ShareFile};
 use ekms_wire::{
     msg::CustodyState,
-    sealed::{DOMAIN_HEADER_LEN, DOMAIN_MAGIC, VERSION, peek_domain},
+    sealed::{
+        CUSTODIAN_FINGERPRINT_LEN, DOMAIN_HEADER_LEN, DOMAIN_MAGIC, DOMAIN_VERSION, peek_domain,
+    },
 };
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
@@ -209,6 +215,16 @@ impl Domain {
         buf.truncate(len);
         let plain: KeyringPlain =
             serde_cbor::from_slice(&buf).map_err(|_| EnclaveError::BadRecord)?;
+        // The list in the header (version 2) is the one sealed inside: the enclave wrote both.
+        if let Some(listed) = &h.custodians
+            && (listed.len() != plain.custodians.len()
+                || listed
+                    .iter()
+                    .zip(&plain.custodians)
+                    .any(|(fp, hex_fp)| hex(fp) != *hex_fp))
+        {
+            return Err(EnclaveError::BadRecord);
+        }
         let mut keys = Vec::with_capacity(plain.keys.len());
         for k in &plain.keys {
             let mut bytes = [0u8; 32];
@@ -237,6 +253,11 @@ impl Domain {
 
     /// The sealed keyring at this generation, for the host to store.
     pub fn seal(&self) -> Result<Vec<u8>, EnclaveError> {
+        self.seal_as(DOMAIN_VERSION)
+    }
+
+    /// The sealed keyring in format `version` (2; 1 only in tests, to check old records open).
+    fn seal_as(&self, version: u8) -> Result<Vec<u8>, EnclaveError> {
         let plain = KeyringPlain {
             keys: self
                 .keyring
@@ -255,12 +276,35 @@ impl Domain {
         };
         let mut buf =
             Zeroizing::new(serde_cbor::to_vec(&plain).map_err(|_| EnclaveError::Encoding)?);
-        let mut out = Vec::with_capacity(DOMAIN_HEADER_LEN + NONCE_LEN + buf.len() + 16);
+        let fingerprints = self
+            .custodians
+            .iter()
+            .map(|h| {
+                let mut fp = [0u8; CUSTODIAN_FINGERPRINT_LEN];
+                hex::decode_to_slice(h, &mut fp).map_err(|_| EnclaveError::Encoding)?;
+                Ok(fp)
+            })
+            .collect::<Result<Vec<_>, EnclaveError>>()?;
+        if fingerprints.len() != usize::from(self.total) {
+            return Err(EnclaveError::Encoding);
+        }
+        let mut out = Vec::with_capacity(
+            DOMAIN_HEADER_LEN
+                + fingerprints.len() * CUSTODIAN_FINGERPRINT_LEN
+                + NONCE_LEN
+                + buf.len()
+                + 16,
+        );
         out.extend_from_slice(DOMAIN_MAGIC);
-        out.push(VERSION);
+        out.push(version);
         out.extend_from_slice(&self.id);
         out.extend_from_slice(&self.generation.to_be_bytes());
         out.extend_from_slice(&[self.threshold, self.total]);
+        if version >= DOMAIN_VERSION {
+            for fp in &fingerprints {
+                out.extend_from_slice(fp);
+            }
+        }
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce)?;
         let tag = keyring_key(&self.secret)?
@@ -282,6 +326,12 @@ impl Domain {
         let mut keys = self.copy_keys()?;
         keys.push(DomainKey::generate()?);
         self.next(keys)
+    }
+
+    /// The next generation with the same keys: how a version 1 record (no custodian list in its
+    /// header) becomes a version 2 one once it opened.
+    pub fn upgraded(&self) -> Result<Self, EnclaveError> {
+        self.next(self.copy_keys()?)
     }
 
     /// The next generation with only the current domain key.
@@ -406,8 +456,48 @@ fn keyring_key(secret: &DomainSecret) -> Result<LessSafeKey, EnclaveError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// `sealed` (a version 2 record of a 1-of-1 domain whose share value is `secret`) as earlier
+    /// versions wrote it: version 1, no custodian list in the header.
+    pub(crate) fn as_version_1(secret: &[u8; 32], sealed: &[u8]) -> Vec<u8> {
+        let d = Domain::open(DomainSecret::new(*secret), sealed).unwrap();
+        let v1 = d.seal_as(ekms_wire::sealed::DOMAIN_VERSION_1).unwrap();
+        assert_eq!(peek_domain(&v1).unwrap().version, 1);
+        v1
+    }
+
+    #[test]
+    fn the_header_lists_the_custodians_and_an_edited_list_does_not_open() {
+        let (keys, pubs) = custodians(3);
+        let (d, _) = Domain::create(&pubs, 2, PcrValues::new(), 0).unwrap();
+        let sealed = d.seal().unwrap();
+        let h = peek_domain(&sealed).unwrap();
+        assert_eq!(h.version, 2);
+        for (i, k) in keys.iter().enumerate() {
+            let index = u8::try_from(i + 1).unwrap();
+            assert_eq!(h.custodian(index), Some(k.public_key().fingerprint()));
+        }
+        let secret = || DomainSecret::new(*d.secret().expose());
+        // Swapping two custodians, or listing another key, changes the AAD.
+        let mut swapped = sealed.clone();
+        let at = DOMAIN_HEADER_LEN;
+        swapped.copy_within(at..at + 16, at + 16 * 2);
+        assert!(Domain::open(secret(), &swapped).is_err());
+        let mut other = sealed.clone();
+        other[at + 5] ^= 1;
+        assert!(Domain::open(secret(), &other).is_err());
+        // A version 1 record of the same keyring opens, and re-seals as version 2.
+        let mut one = [0u8; 32];
+        one.copy_from_slice(d.secret().expose());
+        let v1 = d.seal_as(ekms_wire::sealed::DOMAIN_VERSION_1).unwrap();
+        let opened = Domain::open(secret(), &v1).unwrap();
+        let up = opened.upgraded().unwrap();
+        let h = peek_domain(&up.seal().unwrap()).unwrap().custodians;
+        assert_eq!(h.map(|l| l.len()), Some(3));
+        assert_eq!(up.generation(), d.generation() + 1);
+    }
     use ekms_custody::{CustodianKey, SubmittedShare, combine_checked};
 
     fn custodians(n: usize) -> (Vec<CustodianKey>, Vec<String>) {

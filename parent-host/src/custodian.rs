@@ -6,8 +6,10 @@
 //!
 //! `ekms custodian unseal` asks the appliance for an attestation document bound to a fresh nonce
 //! of its own, verifies it (chain to the root, signature, the custodian's PCR policy, nonce,
-//! age, the domain named in the document), and only then opens its share and re-encrypts it to
-//! the identity key in the document: only the enclave that was measured can read it.
+//! age, the domain named in the document), and only then opens its share, re-encrypts it to
+//! the identity key in the document (only the enclave that was measured can read it) and signs
+//! the submission with the custodian's key: the enclave takes share `i` only from the custodian
+//! its domain record lists at `i`.
 
 use std::{
     fs,
@@ -109,7 +111,8 @@ pub struct UnsealArgs {
 /// A share ready to submit, and what was verified to get there.
 #[derive(Debug)]
 pub struct Prepared {
-    /// The submitted share (JSON), sealed to the attested identity key.
+    /// The submitted share (JSON), sealed to the attested identity key and signed with the
+    /// custodian's key.
     pub submission: String,
     /// Domain id (hex).
     pub domain: String,
@@ -125,7 +128,8 @@ pub fn fresh_nonce() -> anyhow::Result<Vec<u8>> {
 }
 
 /// The custodian's checks and re-encryption: verifies `document` against `root`, `policy`, our
-/// `nonce` and the share's domain, then seals the share to the document's identity key.
+/// `nonce` and the share's domain, then seals the share to the document's identity key and signs
+/// the submission (bound to that key and `nonce`) with `key`.
 pub fn prepare(
     document: &[u8],
     nonce: &[u8],
@@ -227,7 +231,9 @@ async fn unseal(args: &UnsealArgs) -> anyhow::Result<()> {
     )
     .await
     .context("the enclave refused the share")?;
-    println!("submitted: your share, encrypted to the attested enclave key");
+    println!(
+        "submitted: your share, encrypted to the attested enclave key and signed with your key"
+    );
     println!("{}", describe_state(&answer));
     Ok(())
 }

@@ -448,9 +448,40 @@ impl Custody {
                     tracing::debug!("older domain keys in use");
                 }
                 self.load_records().await?;
+                self.upgrade_version_1().await?;
             }
         }
         Ok(state)
+    }
+
+    /// A domain record written before custodians signed their shares (version 1) names no
+    /// custodians in its header, so a sealed enclave cannot tell theirs from a stranger's. Once
+    /// the domain is open here, the writer stores the next generation in version 2; until then
+    /// (and on a follower) nothing changes.
+    async fn upgrade_version_1(&self) -> Result<()> {
+        let store = Arc::clone(self.store());
+        let stored = tokio::task::spawn_blocking(move || store.domain())
+            .await
+            .map_err(|e| HostError::Startup(e.to_string()))??;
+        if stored
+            .as_ref()
+            .and_then(|d| peek_domain(&d.0))
+            .is_none_or(|h| h.version != ekms_wire::sealed::DOMAIN_VERSION_1)
+        {
+            return Ok(());
+        }
+        let EnclaveResponse::Status(status) = self.call(&HostRequest::Status).await? else {
+            return Err(CustodyError::Host(HostError::Fault(Fault::Internal)));
+        };
+        if status.follower {
+            return Ok(());
+        }
+        self.stage_and_store(HostRequest::UpgradeDomain).await?;
+        eprintln!(
+            "ekms: upgraded the stored domain record to version 2: its header now lists the \
+             custodians, so a sealed enclave takes shares only from them"
+        );
+        Ok(())
     }
 
     async fn join_logged(&self, peer: &str) -> Result<CustodyState> {

@@ -2,8 +2,9 @@
 //! init` with 3 custodians and threshold 2 (the CLI verifies the enclave's attestation and opens
 //! the admin credential sealed to the first custodian), a restart (sealed), `ekms custodian unseal` by two
 //! custodians (one share is not enough; a wrong policy is refused), old ciphertexts decrypt.
-//! Then peer forwarding between two appliances on one store, refused for other PCRs, and a
-//! domain key rotation with background re-sealing.
+//! Then peer forwarding between two appliances on one store, refused for other PCRs, a domain
+//! key rotation with background re-sealing, and an attacker on the network submitting garbage
+//! and forged shares while two of three custodians unseal.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -415,4 +416,198 @@ async fn rotation_reseals_every_record_and_old_ciphertexts_still_decrypt() {
             .unwrap();
         assert_eq!(plain.as_ref(), vec![u8::try_from(i).unwrap(); 8].as_slice());
     }
+}
+
+/// What an attacker on the network sends to `/ekms/custody/share`; the answer's status and text.
+async fn post_share(app: &Appliance, body: String) -> (u16, String) {
+    let (status, bytes) = ekms_parent_host::http_client::request(
+        &app.endpoint,
+        http::Method::POST,
+        "/ekms/custody/share",
+        Some(body.into_bytes()),
+    )
+    .await
+    .unwrap();
+    (
+        status.as_u16(),
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+/// A share of the attacker's own, sealed to the enclave's real attested identity key (from an
+/// anonymous attestation request) and signed with a key of its own, or with `claim` named as
+/// the signer.
+async fn forged(
+    app: &Appliance,
+    domain: [u8; 8],
+    index: u8,
+    claim: Option<&ekms_custody::CustodianPublicKey>,
+) -> String {
+    let mut session = vec![0u8; 16];
+    aws_lc_rs::rand::fill(&mut session).unwrap();
+    let document = ekms_parent_host::fetch::fetch(&app.endpoint, &hex::encode(&session))
+        .await
+        .unwrap();
+    let doc = ekms_attestation::AttestationDoc::parse_unverified(&document).unwrap();
+    let identity = ekms_custody::P384PublicKey::from_sec1(doc.public_key().unwrap()).unwrap();
+    let mallory = ekms_custody::CustodianKey::generate().unwrap();
+    let share = ekms_custody::Share::new(index, 2, 3, [0x42; 32]).unwrap();
+    let sub = ekms_custody::SubmittedShare::encrypt_for_enclave(
+        &share, &mallory, &identity, domain, &session,
+    )
+    .unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&sub.to_json().unwrap()).unwrap();
+    if let Some(claim) = claim {
+        json["custodian_key"] = hex::encode(claim.key().sec1()).into();
+    }
+    serde_json::json!({ "session": hex::encode(&session), "share": json.to_string() }).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attacker_submitting_garbage_and_forged_shares_cannot_stop_two_of_three_custodians() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut app = Appliance::start_with(&data, &["--no-dev-custodian"]);
+    let people = ["alice", "bob", "carol"].map(|n| keygen(dir.path(), n));
+    let shares = dir.path().join("shares");
+    let policy = dir.path().join("pcrs.json");
+    policy_for(&bin_dir().join("ekms-enclave"), &policy);
+    let mut init = vec![
+        "domain".to_owned(),
+        "init".into(),
+        "--endpoint".into(),
+        app.endpoint.clone(),
+        "--threshold".into(),
+        "2".into(),
+        "--out-dir".into(),
+        shares.display().to_string(),
+        "--root".into(),
+        sim_root(&app),
+        "--allow-simulation-root".into(),
+    ];
+    for p in &people {
+        init.push("--custodian".into());
+        init.push(format!("{}.pub", p.display()));
+    }
+    let o = ekms(&init.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    let kms = admin_of(&app, &shares.join("credentials"));
+    let key = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let blob = kms
+        .encrypt()
+        .key_id(&key)
+        .plaintext(Blob::new(b"under attack".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap();
+    assert!(app.terminate());
+    let app = std::sync::Arc::new(Appliance::start_with(&data, &["--no-dev-custodian"]));
+    let state = custody(&app);
+    assert_eq!(state["state"], "sealed");
+    let mut domain = [0u8; 8];
+    hex::decode_to_slice(state["domain"].as_str().unwrap(), &mut domain).unwrap();
+    let share = |name: &str| shares.join(format!("{name}.share.json"));
+    let alice_pub = ekms_custody::CustodianPublicKey::from_json(
+        &std::fs::read_to_string(format!("{}.pub", people[0].display())).unwrap(),
+    )
+    .unwrap();
+
+    // Before any custodian: a forged share for each position, one claiming alice's key, and
+    // garbage. Every one refused, with its reason; no slot taken.
+    for index in 1..=3u8 {
+        let (status, body) = post_share(&app, forged(&app, domain, index, None).await).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body.contains(&format!("share {index} belongs to custodian")),
+            "{body}"
+        );
+    }
+    let (status, body) = post_share(&app, forged(&app, domain, 1, Some(&alice_pub)).await).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("signature does not verify"), "{body}");
+    let garbage = [
+        "not json".to_owned(),
+        "{}".to_owned(),
+        serde_json::json!({"session": "00", "share": "{}"}).to_string(),
+        serde_json::json!({"session": "00ff", "share": r#"{"kind":"ekms-submitted-share","version":1,"domain_id":"0011223344556677","index":1,"threshold":2,"total":3,"sealed_share":"AAAA"}"#}).to_string(),
+    ];
+    for g in &garbage {
+        let (status, body) = post_share(&app, g.clone()).await;
+        assert_eq!(status, 400, "{g}: {body}");
+    }
+    assert_eq!(custody(&app)["have"], 0);
+
+    // One custodian.
+    let o = unseal(&app, &people[0], &share("alice"), &policy);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("signed with your key"), "{}", text(&o));
+    assert!(text(&o).contains("1 of 2"), "{}", text(&o));
+
+    // The attacker keeps going (forgeries for every position, a replay of one, anonymous
+    // attestation requests) while the second custodian unseals.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attacker = {
+        let (app, stop) = (std::sync::Arc::clone(&app), std::sync::Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut round = 0u8;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || answers.len() < 12 {
+                let f = forged(&app, domain, 1 + round % 3, None).await;
+                answers.push(post_share(&app, f.clone()).await);
+                answers.push(post_share(&app, f).await);
+                for _ in 0..20 {
+                    let nonce: String = format!("{round:02x}").repeat(16);
+                    ekms_parent_host::fetch::fetch(&app.endpoint, &nonce)
+                        .await
+                        .unwrap();
+                }
+                round = round.wrapping_add(1);
+            }
+            answers
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (carol, people2, policy2, app2) = (
+        share("carol"),
+        people.clone(),
+        policy.clone(),
+        std::sync::Arc::clone(&app),
+    );
+    let o = tokio::task::spawn_blocking(move || unseal(&app2, &people2[2], &carol, &policy2))
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("UNSEALED"), "{}", text(&o));
+    let answers = attacker.await.unwrap();
+    assert!(answers.len() >= 12);
+    for (status, body) in &answers {
+        // Refused with a reason while sealed; once unsealed, told so and nothing more.
+        let clear = body.contains("belongs to custodian")
+            || body.contains("already used")
+            || body.contains("\"unsealed\"");
+        assert!(clear, "{status} {body}");
+        assert!(
+            *status == 400 || body.contains("\"unsealed\""),
+            "{status} {body}"
+        );
+    }
+    let plain = admin_of(&app, &shares.join("credentials"))
+        .decrypt()
+        .ciphertext_blob(blob)
+        .send()
+        .await
+        .unwrap()
+        .plaintext
+        .unwrap();
+    assert_eq!(plain.as_ref(), b"under attack");
 }

@@ -63,9 +63,11 @@ pub enum HostRequest {
         #[serde(default)]
         witnesses: u8,
     },
-    /// A custodian's share, re-sealed to this enclave's attested identity key.
+    /// A custodian's share, re-sealed to this enclave's attested identity key and signed with
+    /// the custodian's key (docs/custody.md).
     SubmitShare {
-        /// The nonce of the attestation document the custodian verified.
+        /// The nonce of the attestation document the custodian verified (the custodian's own;
+        /// the signature covers it, and each custodian can use it once per enclave start).
         #[serde(with = "serde_bytes")]
         session: Vec<u8>,
         /// The submitted share (JSON).
@@ -76,6 +78,9 @@ pub enum HostRequest {
     RotateDomain,
     /// Drop every domain key but the current one (the host re-sealed all records first).
     RetireDomainKeys,
+    /// The next generation of the keyring with the same keys, in the current format (the host
+    /// asks once it finds a version 1 domain record, whose header lists no custodians).
+    UpgradeDomain,
     /// Re-seal a record under the current domain key if an older one sealed it.
     Reseal {
         /// The record.

@@ -3,17 +3,19 @@
 
 use super::{
     Arc, Core, Domain, DomainCreated, DomainSecret, EnclaveError, EnclaveResponse, Fault, Genesis,
-    Kind, Ordering, P384PublicKey, Pending, PrincipalRecord, RecordId, SealedBlob, SecretKind,
-    Share, State, SubmittedShare, Version, delivery, digest_of, hex, peek_domain, rand, record,
-    refused,
+    Kind, Ordering, P384PublicKey, Pending, PrincipalRecord, Received, RecordId, Refusal,
+    SealedBlob, SecretKind, Share, State, SubmittedShare, Version, delivery, digest_of, hex,
+    peek_domain, rand, record, refused,
 };
+use ekms_custody::CustodyError;
 
 impl Core {
     pub(super) fn load_domain(&self, sealed: Vec<u8>) -> EnclaveResponse {
         let Some(h) = peek_domain(&sealed) else {
             return refused("the stored domain record is not a sealed keyring");
         };
-        let (id, generation, threshold) = (h.domain, h.generation, h.threshold);
+        let (id, generation) = (h.domain, h.generation);
+        let (threshold, total, custodians) = (h.threshold, h.total, h.custodians);
         let Ok(mut state) = self.state.write() else {
             return EnclaveResponse::Fault(Fault::Internal);
         };
@@ -23,18 +25,34 @@ impl Core {
                     sealed,
                     id,
                     threshold,
+                    total,
+                    custodians,
                     shares: Vec::new(),
                 });
             }
             State::Sealed(p) if p.id == id => {
+                // The host may show another copy (a newer generation, or an edited header).
+                // Shares taken under a list that no longer names their signer at their index,
+                // or of another sharing, are let go; the rest stay.
+                p.shares.retain(|r| {
+                    (r.share.threshold(), r.share.total()) == (threshold, total)
+                        && custodians.as_ref().is_none_or(|list| {
+                            list.get(usize::from(r.share.index()).wrapping_sub(1))
+                                == Some(&r.signer)
+                        })
+                });
                 p.sealed = sealed;
                 p.threshold = threshold;
+                p.total = total;
+                p.custodians = custodians;
             }
             State::Sealed(p) => {
                 *p = Pending {
                     sealed,
                     id,
                     threshold,
+                    total,
+                    custodians,
                     shares: Vec::new(),
                 };
             }
@@ -137,7 +155,26 @@ impl Core {
         }
     }
 
+    /// A custodian's signed share. Every check that can refuse a stranger comes before anything
+    /// is decrypted or kept: the share's sharing and index against the stored record's header,
+    /// the signer against the custodian the header lists at that index, the signature (over
+    /// this enclave's identity key, the session and the sealed share), and that the custodian
+    /// did not use this session before in this start. So a forged, misplaced or replayed
+    /// submission takes no slot and discards nothing.
     pub(super) fn submit_share(&self, session: &[u8], share: &str) -> EnclaveResponse {
+        let submitted = match SubmittedShare::from_json(share) {
+            Ok(s) => s,
+            Err(CustodyError::UnsupportedVersion(1)) => {
+                return refused(
+                    "the submission is unsigned (format version 1): custodians now sign their \
+                     shares; update ekms and run `ekms custodian unseal` again",
+                );
+            }
+            Err(e) => return refused(format!("the submitted share does not parse: {e}")),
+        };
+        let Ok(identity) = P384PublicKey::from_sec1(self.attestor.identity_public()) else {
+            return EnclaveResponse::Fault(Fault::Internal);
+        };
         let Ok(mut state) = self.state.write() else {
             return EnclaveResponse::Fault(Fault::Internal);
         };
@@ -149,45 +186,56 @@ impl Core {
             }
             State::Empty => return refused("this appliance has no domain to unseal"),
         };
-        if !self.sessions.redeem(session) {
-            return refused(
-                "the share answers no attestation this enclave issued (or it expired or was used); \
-                 fetch a fresh document and submit again",
-            );
+        let index = submitted.index();
+        if (submitted.threshold(), submitted.total()) != (p.threshold, p.total) {
+            return refused(format!(
+                "the share was refused: it is from a {}-of-{} sharing; the stored domain record \
+                 is {}-of-{}",
+                submitted.threshold(),
+                submitted.total(),
+                p.threshold,
+                p.total
+            ));
         }
-        let submitted = match SubmittedShare::from_json(share) {
-            Ok(s) => s,
-            Err(e) => return refused(format!("the submitted share does not parse: {e}")),
+        let custodian = match &p.custodians {
+            Some(list) => match list.get(usize::from(index).wrapping_sub(1)) {
+                Some(fp) => Some(*fp),
+                None => {
+                    return refused(format!(
+                        "the share was refused: the domain lists no custodian {index}"
+                    ));
+                }
+            },
+            None => None,
         };
-        let share = match submitted.decrypt(self.attestor.identity(), p.id, session) {
+        let verified = match submitted.verify(&identity, p.id, custodian, session) {
+            Ok(v) => v,
+            Err(e) => return refused(format!("the share was refused: {e}")),
+        };
+        // Authenticated from here: the custodian of this index signed it for this enclave.
+        if let Err(why) = self
+            .sessions
+            .use_custody_session(verified.signer(), session)
+        {
+            return refused(format!(
+                "the share was refused: {why}; fetch a fresh attestation document and submit \
+                 again"
+            ));
+        }
+        if p.shares.iter().any(|r| r.share.index() == index) {
+            return refused(format!("share {index} was already received"));
+        }
+        let share = match verified.decrypt(self.attestor.identity()) {
             Ok(s) => s,
             Err(e) => return refused(format!("the share was refused: {e}")),
         };
-        if let Some(first) = p.shares.first()
-            && (first.threshold(), first.total()) != (share.threshold(), share.total())
-        {
-            return refused(format!(
-                "this share is from a {}-of-{} sharing, the others from {}-of-{}",
-                share.threshold(),
-                share.total(),
-                first.threshold(),
-                first.total()
-            ));
-        }
-        if p.shares.iter().any(|s| s.index() == share.index()) {
-            return refused(format!("share {} was already received", share.index()));
-        }
-        tracing::info!(index = share.index(), "received a custodian share");
-        p.shares.push(share);
-        if p.shares.len() >= usize::from(share_threshold(&p.shares)) {
-            let combined = ekms_custody::combine_checked(&p.shares, p.id)
-                .map_err(|e| e.to_string())
-                .and_then(|secret| {
-                    Domain::open(secret, &p.sealed).map_err(|_| {
-                        "the reconstructed secret does not open the stored keyring".to_owned()
-                    })
-                });
-            match combined {
+        tracing::info!(index, "received a custodian's signed share");
+        p.shares.push(Received {
+            share,
+            signer: verified.signer(),
+        });
+        if p.shares.len() >= usize::from(p.threshold) {
+            match reconstruct(p) {
                 Ok(domain) => {
                     tracing::info!(domain = %hex(&domain.id()), "unsealed by the custodians");
                     let view = self.open_view(&domain, false);
@@ -195,14 +243,7 @@ impl Core {
                     self.follower.store(false, Ordering::Relaxed);
                     *state = State::Open(Arc::new(domain));
                 }
-                Err(why) => {
-                    p.shares.clear();
-                    return refused(format!(
-                        "the shares do not reconstruct domain {} ({why}); every share received \
-                         was discarded: submit again",
-                        hex(&p.id)
-                    ));
-                }
+                Err(why) => return refused(why),
             }
         }
         drop(state);
@@ -226,8 +267,98 @@ impl Core {
     }
 }
 
-pub(super) fn share_threshold(shares: &[Share]) -> u8 {
-    shares.first().map_or(u8::MAX, Share::threshold)
+/// Reconstructs the domain from the shares held (at least the threshold), newest last.
+///
+/// Shares checked against the header's custodian list (version 2) are each their custodian's
+/// own, so one that does not fit (a damaged share file) is no reason to drop the others: every
+/// threshold-sized set that includes the newest share is tried (sets without it were tried
+/// before), and the shares are kept for the next custodian unless every custodian's share is
+/// already held. Shares of a version 1 record (no list) may be anyone's: a failure discards
+/// them all, as before there were lists.
+fn reconstruct(p: &mut Pending) -> Result<Domain, Refusal> {
+    let threshold = usize::from(p.threshold);
+    let authenticated = p.custodians.is_some();
+    let sets = if authenticated {
+        sets_with_newest(p.shares.len(), threshold)
+    } else {
+        vec![(0..p.shares.len()).collect()]
+    };
+    for set in &sets {
+        let shares = set
+            .iter()
+            .filter_map(|&i| p.shares.get(i))
+            .filter_map(|r| copy_share(&r.share))
+            .collect::<Vec<_>>();
+        if let Ok(secret) = ekms_custody::combine_checked(&shares, p.id)
+            && let Ok(domain) = Domain::open(secret, &p.sealed)
+        {
+            return Ok(domain);
+        }
+    }
+    let held = p.shares.len();
+    if authenticated && held < usize::from(p.total) {
+        return Err(format!(
+            "your share was kept, but no {threshold} of the {held} shares held reconstruct \
+             domain {} (a custodian's share file may be damaged, or the stored domain record is \
+             not this domain's): each further custodian's share is tried with them",
+            hex(&p.id)
+        ));
+    }
+    p.shares.clear();
+    Err(if authenticated {
+        format!(
+            "every custodian's share is held and no {threshold} of them reconstruct domain {}: \
+             the stored domain record or the share files are not this domain's; every share was \
+             discarded",
+            hex(&p.id)
+        )
+    } else {
+        format!(
+            "the shares do not reconstruct domain {} (its stored record is version 1, which \
+             lists no custodians, so any of them may be a stranger's); every share received was \
+             discarded: submit again",
+            hex(&p.id)
+        )
+    })
+}
+
+/// Every set of `size` indices out of `0..held` that includes `held - 1` (the newest share).
+fn sets_with_newest(held: usize, size: usize) -> Vec<Vec<usize>> {
+    fn choose(
+        from: usize,
+        left: usize,
+        below: usize,
+        cur: &mut Vec<usize>,
+        out: &mut Vec<Vec<usize>>,
+    ) {
+        if left == 0 {
+            out.push(cur.clone());
+            return;
+        }
+        for i in from..below {
+            if below - i < left {
+                break;
+            }
+            cur.push(i);
+            choose(i + 1, left - 1, below, cur, out);
+            cur.pop();
+        }
+    }
+    let (Some(newest), Some(others)) = (held.checked_sub(1), size.checked_sub(1)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut cur = Vec::with_capacity(size);
+    choose(0, others, newest, &mut cur, &mut out);
+    for set in &mut out {
+        set.push(newest);
+    }
+    out
+}
+
+/// A copy of a share for one reconstruction attempt (zeroized on drop like the original).
+fn copy_share(s: &Share) -> Option<Share> {
+    Share::new(s.index(), s.threshold(), s.total(), *s.expose()).ok()
 }
 
 pub(crate) const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";

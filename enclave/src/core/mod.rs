@@ -1,14 +1,10 @@
 //! The enclave's state and its request handler: the custody state (empty, sealed, unsealed),
-//! the attestation sessions it issued, and the authenticated view of the latest version of
-//! every record ([`Ledger`]).
+//! the challenges and sessions that authenticated parties redeemed ([`sessions`]), and the
+//! authenticated view of the latest version of every record ([`Ledger`]).
 
-use std::{
-    collections::VecDeque,
-    sync::{
-        Arc, Mutex, MutexGuard, RwLock,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
+use std::sync::{
+    Arc, Mutex, MutexGuard, RwLock,
+    atomic::{AtomicBool, Ordering},
 };
 
 use aws_lc_rs::{digest, rand};
@@ -36,12 +32,10 @@ use crate::{
 pub(crate) mod ceremony;
 mod peer;
 mod records;
+mod sessions;
 mod witness;
 
-/// How long an issued attestation nonce stays redeemable.
-const SESSION_TTL: Duration = Duration::from_mins(10);
-/// Most outstanding sessions kept (the oldest are forgotten first).
-const MAX_SESSIONS: usize = 1024;
+use sessions::Sessions;
 
 /// Settings of the enclave.
 #[derive(Debug, Clone)]
@@ -73,35 +67,20 @@ struct Pending {
     id: [u8; 8],
     /// Threshold named by the stored keyring's header (a hint until the keyring opens).
     threshold: u8,
-    shares: Vec<Share>,
+    /// Custodians named by the header.
+    total: u8,
+    /// The header's custodian fingerprints in share-index order (version 2); `None` for a
+    /// version 1 record, whose shares cannot be checked against a list before it opens.
+    custodians: Option<Vec<[u8; 16]>>,
+    /// At most one share per index, each from the custodian whose signature verified.
+    shares: Vec<Received>,
 }
 
-/// Nonces this enclave put in attestation documents, redeemable once (a custodian's share or a
-/// peer's document must answer one of them).
-#[derive(Debug, Default)]
-struct Sessions(Mutex<VecDeque<(Vec<u8>, Instant)>>);
-
-impl Sessions {
-    fn issue(&self, nonce: &[u8]) {
-        if let Ok(mut s) = self.0.lock() {
-            if s.len() >= MAX_SESSIONS {
-                s.pop_front();
-            }
-            s.push_back((nonce.to_vec(), Instant::now()));
-        }
-    }
-
-    /// Redeems `nonce`: true once per issue, within [`SESSION_TTL`].
-    fn redeem(&self, nonce: &[u8]) -> bool {
-        let Ok(mut s) = self.0.lock() else {
-            return false;
-        };
-        s.retain(|(_, at)| at.elapsed() < SESSION_TTL);
-        match s.iter().position(|(n, _)| n == nonce) {
-            Some(i) => s.remove(i).is_some(),
-            None => false,
-        }
-    }
+/// A share the enclave took, and who signed it.
+#[derive(Debug)]
+struct Received {
+    share: Share,
+    signer: [u8; 16],
 }
 
 /// The enclave.
@@ -195,7 +174,7 @@ impl Core {
             State::Sealed(p) => CustodyState::Sealed {
                 domain: hex(&p.id),
                 have: u8::try_from(p.shares.len()).unwrap_or(u8::MAX),
-                need: Some(p.shares.first().map_or(p.threshold, Share::threshold)),
+                need: Some(p.threshold),
             },
             State::Open(d) => d.state(),
         }
@@ -227,11 +206,10 @@ impl Core {
                     CustodyState::Unsealed { domain, .. } => (domain, "unsealed"),
                 };
                 let user_data = format!("ekms/v1 domain={domain} state={state}");
+                // Anonymous: the document is the whole answer and nothing is remembered. A
+                // custodian's nonce is remembered only once its signed share verifies.
                 match self.attestor.document(&nonce, user_data.as_bytes()) {
-                    Ok(document) => {
-                        self.sessions.issue(&nonce);
-                        EnclaveResponse::Attestation { document }
-                    }
+                    Ok(document) => EnclaveResponse::Attestation { document },
                     Err(EnclaveError::BadInput) => EnclaveResponse::Fault(Fault::BadInput),
                     Err(_) => EnclaveResponse::Fault(Fault::Internal),
                 }
@@ -254,6 +232,7 @@ impl Core {
             HostRequest::SubmitShare { session, share } => self.submit_share(&session, &share),
             HostRequest::RotateDomain => self.stage(Domain::rotated),
             HostRequest::RetireDomainKeys => self.stage(Domain::retired),
+            HostRequest::UpgradeDomain => self.stage(Domain::upgraded),
             HostRequest::Reseal { sealed } => match self.domain() {
                 Some(d) => match self.reseal(d.keyring(), &sealed) {
                     Ok(w) => EnclaveResponse::Resealed(w),
@@ -451,6 +430,8 @@ pub(crate) fn test_attestor_for(
     .unwrap()
 }
 
+#[cfg(test)]
+mod custody_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! Peer forwarding: a running enclave of the domain and a joining one attest to each other, and
-//! the custody secret travels sealed to the joiner's attested identity key.
+//! the custody secret travels sealed to the joiner's attested identity key. Each side's
+//! challenge is minted without state ([`Purpose`]) and remembered only when a peer whose
+//! attestation verified redeems it, so anonymous challenge requests cannot flush anything.
 
 use super::{
     Arc, Core, Domain, DomainSecret, EnclaveError, EnclaveResponse, Fault, Ordering, P384PublicKey,
-    State, digest, fresh_nonce, hex, refused,
+    State, digest, hex, refused, sessions::Purpose,
 };
 
 /// Label and AAD prefix of a custody secret forwarded to a peer enclave.
@@ -15,11 +17,8 @@ impl Core {
         if self.domain().is_none() {
             return refused("this enclave is not serving a domain; it cannot forward one");
         }
-        match fresh_nonce() {
-            Ok(nonce) => {
-                self.sessions.issue(&nonce);
-                EnclaveResponse::Challenge { nonce }
-            }
+        match self.sessions.mint(Purpose::PeerGrant) {
+            Ok(nonce) => EnclaveResponse::Challenge { nonce },
             Err(_) => EnclaveResponse::Fault(Fault::Internal),
         }
     }
@@ -35,17 +34,14 @@ impl Core {
             State::Empty => return refused("this enclave has no stored domain to join"),
         };
         let user_data = format!("ekms/v1 peer-hello domain={}", hex(&id));
-        let Ok(own) = fresh_nonce() else {
+        let Ok(own) = self.sessions.mint(Purpose::PeerAccept) else {
             return EnclaveResponse::Fault(Fault::Internal);
         };
         match self.attestor.document(challenge, user_data.as_bytes()) {
-            Ok(document) => {
-                self.sessions.issue(&own);
-                EnclaveResponse::PeerHello {
-                    document,
-                    challenge: own,
-                }
-            }
+            Ok(document) => EnclaveResponse::PeerHello {
+                document,
+                challenge: own,
+            },
             Err(EnclaveError::BadInput) => refused("the challenge must be 1 to 512 bytes"),
             Err(_) => EnclaveResponse::Fault(Fault::Internal),
         }
@@ -64,8 +60,8 @@ impl Core {
         let Some(nonce) = verified.doc().nonce() else {
             return refused("the joining enclave's attestation has no nonce");
         };
-        if !self.sessions.redeem(nonce) {
-            return refused("the joining enclave's attestation answers no challenge of ours");
+        if let Err(why) = self.sessions.redeem(Purpose::PeerGrant, nonce) {
+            return refused(format!("the joining enclave's attestation: {why}"));
         }
         let expected = format!("ekms/v1 peer-hello domain={}", hex(&d.id()));
         if verified.doc().user_data() != Some(expected.as_bytes()) {
@@ -123,8 +119,8 @@ impl Core {
             drop(state);
             return EnclaveResponse::Custody(self.custody_state());
         };
-        if !self.sessions.redeem(&nonce) {
-            return refused("the running enclave's attestation answers no challenge of ours");
+        if let Err(why) = self.sessions.redeem(Purpose::PeerAccept, &nonce) {
+            return refused(format!("the running enclave's attestation: {why}"));
         }
         let expected = format!(
             "ekms/v1 peer-grant domain={} grant={}",

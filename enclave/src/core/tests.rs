@@ -20,14 +20,14 @@ pub(super) fn call(c: &Core, req: HostRequest) -> EnclaveResponse {
 }
 
 pub(super) struct Ceremony {
-    ca: SimulationCa,
-    custodians: Vec<CustodianKey>,
-    shares: Vec<String>,
+    pub(super) ca: SimulationCa,
+    pub(super) custodians: Vec<CustodianKey>,
+    pub(super) shares: Vec<String>,
     pub(super) sealed: SealedBlob,
     pub(super) genesis: Genesis,
 }
 
-fn init(threshold: u8, n: usize) -> (Core, Ceremony) {
+pub(super) fn init(threshold: u8, n: usize) -> (Core, Ceremony) {
     init_with(threshold, n, 0)
 }
 
@@ -113,7 +113,7 @@ pub(super) fn restarted(cer: &Ceremony, exe: &[u8]) -> Core {
     core
 }
 
-fn opens_admin(core: &Core, cer: &Ceremony) -> bool {
+pub(super) fn opens_admin(core: &Core, cer: &Ceremony) -> bool {
     matches!(
         call(
             core,
@@ -234,55 +234,6 @@ fn init_refuses_a_bad_admin_key_or_nonce_and_creates_nothing() {
         ));
         assert_eq!(core.custody_state(), CustodyState::Uninitialised);
     }
-}
-
-#[test]
-fn shares_must_answer_an_issued_session_and_the_right_domain() {
-    let (_, cer) = init(2, 3);
-    let core = restarted(&cer, b"enclave v1");
-    // A session the enclave never issued.
-    let file = ShareFile::from_json(&cer.shares[0]).unwrap();
-    let EnclaveResponse::Attestation { document } =
-        call(&core, HostRequest::Attest { nonce: vec![1; 16] })
-    else {
-        panic!()
-    };
-    let doc = ekms_attestation::AttestationDoc::parse_unverified(&document).unwrap();
-    let key = P384PublicKey::from_sec1(doc.public_key().unwrap()).unwrap();
-    let submitted = file
-        .reseal_for_enclave(&cer.custodians[0], &key, &[2; 16])
-        .unwrap();
-    assert!(matches!(
-        call(
-            &core,
-            HostRequest::SubmitShare {
-                session: vec![2; 16],
-                share: submitted.to_json().unwrap()
-            }
-        ),
-        EnclaveResponse::Refused(_)
-    ));
-    // Issued, but the share was sealed for another session: refused, and the session is spent.
-    assert!(matches!(
-        call(
-            &core,
-            HostRequest::SubmitShare {
-                session: vec![1; 16],
-                share: submitted.to_json().unwrap()
-            }
-        ),
-        EnclaveResponse::Refused(_)
-    ));
-    // A share of another domain.
-    let (_, other) = init(2, 3);
-    let mixed = Ceremony {
-        ca: SimulationCa::from_bytes(&cer.ca.to_bytes().unwrap()).unwrap(),
-        ..other
-    };
-    let EnclaveResponse::Refused(why) = submit(&core, &mixed, 0) else {
-        panic!()
-    };
-    assert!(why.contains("domain"), "{why}");
 }
 
 #[test]
