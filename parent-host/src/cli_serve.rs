@@ -1,5 +1,5 @@
 //! The flags of `ekms serve` and what they become: the appliance's [`ServeConfig`], with the
-//! HTTP edge's limits.
+//! HTTP edge's limits. The flags may also come from a TOML file (`--config`, `config_file`).
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -13,6 +13,11 @@ use crate::{
 #[derive(clap::Args, Debug)]
 #[allow(clippy::struct_excessive_bools)] // clap flags
 pub struct ServeArgs {
+    /// Read flags from this TOML file: each key is a flag's long name (`listen = "0.0.0.0:8400"`,
+    /// `max-connections = 1024`, `sim = true`, `witness = ["http://a:8400", "http://b:8400"]`).
+    /// A flag given on the command line overrides the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Simulation mode: start `ekms-enclave` as a child process on the vsock mock.
     #[arg(long, conflicts_with = "enclave_cid")]
     sim: bool,
@@ -232,6 +237,14 @@ pub fn run(args: ServeArgs) -> ExitCode {
             eprintln!("ekms: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+impl ServeArgs {
+    /// The TOML file the flags were read from (already applied by [`crate::config_file`]).
+    #[must_use]
+    pub fn config(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
     }
 }
 

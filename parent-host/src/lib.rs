@@ -14,6 +14,7 @@ pub mod cli_recipient;
 pub mod cli_serve;
 pub mod cli_xks;
 pub mod client;
+pub mod config_file;
 pub mod credentials;
 pub mod custodian;
 pub mod custody;

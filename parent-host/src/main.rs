@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use ekms_parent_host::{
     cli_attestation, cli_credential, cli_domain, cli_principal, cli_recipient, cli_serve, cli_xks,
     config_file, custodian, fetch,
@@ -95,7 +95,15 @@ fn main() -> ExitCode {
         // Colour only on a terminal: a redirected log (serve.log) holds plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    // `serve --config FILE`: the file's flags join the command line's (which win).
+    let argv = match config_file::apply(&Cli::command(), std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("ekms: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     match cli.command {
         Command::Serve(args) => cli_serve::run(args),
         Command::Attestation(AttestationCommand::Verify(args)) => {
