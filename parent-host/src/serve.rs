@@ -237,6 +237,9 @@ async fn serve_with(
             credentials::usage(&cfg.data_dir, &endpoint)
         );
     }
+    // The XKS listener is bound (and serves) before the line below says the appliance is up.
+    let budget = BodyBudget::new(cfg.max_body_memory);
+    let xks = start_xks(cfg, xks_tls, Arc::clone(&relay), budget.clone()).await?;
     // Tests and scripts read this line.
     println!("ekms: listening on {endpoint}");
     let ahead = match cfg.mode {
@@ -247,8 +250,6 @@ async fn serve_with(
     };
     let sweeper = tokio::spawn(sweep_loop(Arc::clone(&relay), ahead));
     let usage = tokio::spawn(usage_loop(Arc::clone(&relay)));
-    let budget = BodyBudget::new(cfg.max_body_memory);
-    let xks = start_xks(cfg, xks_tls, Arc::clone(&relay), budget.clone()).await?;
     let app = router(AppState {
         relay: Arc::clone(&relay),
         custody,
