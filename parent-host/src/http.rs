@@ -72,15 +72,53 @@ pub fn router(state: AppState) -> Router {
 #[must_use]
 pub fn error_response(code: KmsErrorCode, message: &str) -> Response {
     let status = StatusCode::from_u16(http_status(code)).unwrap_or(StatusCode::BAD_REQUEST);
-    let body = serde_json::json!({ "__type": code.name(), "message": message }).to_string();
+    named_error(status, code.name(), message)
+}
+
+/// An AWS error response with any `__type` (the edge's, which the enclave never answers).
+fn named_error(status: StatusCode, name: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "__type": name, "message": message }).to_string();
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-    if let Ok(v) = HeaderValue::from_str(code.name()) {
+    if let Ok(v) = HeaderValue::from_str(name) {
         h.insert("x-amzn-errortype", v);
     }
     add_request_id(h);
     resp
+}
+
+/// How the edge words its refusals on this listener. Over the connection cap or the body
+/// budget: 503 with `ThrottlingException`, the code AWS KMS gives a client that should back
+/// off and retry, which every AWS SDK's retry strategy recognises as throttling (by code, and
+/// by status 503 as transient), so it retries with backoff instead of failing at once.
+#[must_use]
+pub fn edge_shape() -> crate::edge::Shape {
+    crate::edge::Shape {
+        busy: || {
+            named_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                KmsErrorCode::ThrottlingException.name(),
+                "The appliance is at its connection or request memory limit; retry the request.",
+            )
+        },
+        too_large: |max| {
+            error_response(
+                KmsErrorCode::ValidationException,
+                &format!("Request body exceeds the limit of {max} bytes."),
+            )
+        },
+        too_slow: |t| {
+            named_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeoutException",
+                &format!(
+                    "The request body did not arrive within {} s.",
+                    t.as_secs_f64()
+                ),
+            )
+        },
+    }
 }
 
 fn add_request_id(h: &mut axum::http::HeaderMap) {
@@ -223,7 +261,8 @@ async fn kms_answer(
                 )
             })
             .collect(),
-        body: body.to_vec(),
+        // The edge's buffer, without a copy.
+        body: Vec::from(body),
     };
     let answer = relay.kms(&op, http, akid.as_deref()).await;
     let error = match &answer {

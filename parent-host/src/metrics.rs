@@ -200,19 +200,22 @@ async fn metrics(State(relay): State<Arc<Relay>>) -> impl IntoResponse {
 pub async fn start_if(
     addr: Option<SocketAddr>,
     relay: Arc<Relay>,
+    edge: crate::edge::Edge,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, HostError> {
     let Some(addr) = addr else { return Ok(None) };
-    let (local, task) = start(addr, relay, shutdown).await?;
+    let (local, task) = start(addr, relay, edge, shutdown).await?;
     println!("ekms: metrics on http://{local}/metrics");
     Ok(Some(task))
 }
 
-/// Binds `addr` and serves `GET /metrics` until `shutdown` completes. Returns the bound
-/// address (tests pass port 0) and the task.
+/// Binds `addr` and serves `GET /metrics` through the HTTP edge (its timeouts and connection
+/// cap, like every listener) until `shutdown` completes. Returns the bound address (tests pass
+/// port 0) and the task.
 pub async fn start(
     addr: SocketAddr,
     relay: Arc<Relay>,
+    edge: crate::edge::Edge,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HostError> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -220,13 +223,12 @@ pub async fn start(
     let app = Router::new()
         .route("/metrics", get(metrics))
         .with_state(relay);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "the metrics listener failed");
-        }
-    });
+    let task = tokio::spawn(crate::edge::serve(
+        listener,
+        crate::edge::Plain,
+        app,
+        edge,
+        shutdown,
+    ));
     Ok((local, task))
 }

@@ -11,6 +11,7 @@ use crate::{
     client::EnclaveClient,
     credentials,
     custody::{Custody, DevCustodian},
+    edge::{BodyBudget, Edge, EdgeLimits},
     http::{AppState, router},
     relay::Relay,
     store::{SqliteStore, Store},
@@ -69,6 +70,10 @@ pub struct ServeConfig {
     pub witnesses: Vec<String>,
     /// The XKS proxy API listener, if any.
     pub xks: Option<XksListen>,
+    /// The HTTP edge's timeouts and connection cap, on each listener.
+    pub edge: EdgeLimits,
+    /// Bytes of large request bodies buffered at once, across listeners (`--max-body-memory`).
+    pub max_body_memory: usize,
     /// Where to serve `GET /metrics` (Prometheus), if anywhere.
     pub metrics: Option<SocketAddr>,
 }
@@ -90,6 +95,8 @@ pub async fn run(mut cfg: ServeConfig) -> Result<(), HostError> {
         Some(files) => Some(crate::xks_tls::load(files)?),
         None => None,
     };
+    let listeners = if cfg.xks.is_some() { 2 } else { 1 };
+    crate::edge::warn_open_files(cfg.edge.max_connections.saturating_mul(listeners));
     std::fs::create_dir_all(&cfg.data_dir)?;
     // Absolute, so the printed exports work from any directory.
     cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)?;
@@ -228,6 +235,11 @@ async fn serve_with(
     );
     announce_witnesses(&relay, &cfg.witnesses).await;
     announce_profile(cfg, &endpoint);
+    // The XKS and metrics listeners are bound (and serve) before the line below says the
+    // appliance is up.
+    let budget = BodyBudget::new(cfg.max_body_memory);
+    let xks = start_xks(cfg, xks_tls, Arc::clone(&relay), budget.clone()).await?;
+    let metrics = start_metrics(cfg, Arc::clone(&relay), &budget).await?;
     // Tests and scripts read this line.
     println!("ekms: listening on {endpoint}");
     let ahead = match cfg.mode {
@@ -238,25 +250,19 @@ async fn serve_with(
     };
     let sweeper = tokio::spawn(sweep_loop(Arc::clone(&relay), ahead));
     let usage = tokio::spawn(usage_loop(Arc::clone(&relay)));
-    let xks = start_xks(cfg.xks.as_ref(), xks_tls, Arc::clone(&relay)).await?;
-    let metrics =
-        crate::metrics::start_if(cfg.metrics, Arc::clone(&relay), shutdown_signal()).await?;
     let app = router(AppState {
         relay: Arc::clone(&relay),
         custody,
     });
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await;
-    if let Some(x) = xks {
-        stop_xks(x).await;
-    }
-    if let Some(m) = metrics {
-        m.abort();
-    }
+    let edge = Edge {
+        limits: cfg.edge,
+        shape: crate::http::edge_shape(),
+        max_body: crate::http::MAX_BODY,
+        budget,
+        name: "kms",
+    };
+    crate::edge::serve(listener, crate::edge::Plain, app, edge, shutdown_signal()).await;
+    stop_listeners(xks, metrics).await;
     sweeper.abort();
     usage.abort();
     // The uses since the last write-back would be lost with the enclave: write them now.
@@ -267,7 +273,21 @@ async fn serve_with(
     committer_task.abort();
     audit.stop(&relay).await;
     eprintln!("ekms: shutting down");
-    served.map_err(HostError::Io)
+    Ok(())
+}
+
+/// After the KMS listener stopped: the XKS listener finishes its requests, the metrics
+/// listener stops.
+async fn stop_listeners(
+    xks: Option<tokio::task::JoinHandle<()>>,
+    metrics: Option<tokio::task::JoinHandle<()>>,
+) {
+    if let Some(x) = xks {
+        stop_xks(x).await;
+    }
+    if let Some(m) = metrics {
+        m.abort();
+    }
 }
 
 /// Points the data dir's profile at the address listened on (a port may change between
@@ -285,56 +305,81 @@ fn announce_profile(cfg: &ServeConfig, endpoint: &str) {
     }
 }
 
+/// The metrics listener, if `--metrics-listen` asks for one, behind the same edge limits.
+async fn start_metrics(
+    cfg: &ServeConfig,
+    relay: Arc<Relay>,
+    budget: &BodyBudget,
+) -> Result<Option<tokio::task::JoinHandle<()>>, HostError> {
+    let edge = Edge {
+        limits: cfg.edge,
+        shape: crate::http::edge_shape(),
+        max_body: 1024,
+        budget: budget.clone(),
+        name: "metrics",
+    };
+    crate::metrics::start_if(cfg.metrics, relay, edge, shutdown_signal()).await
+}
+
 /// Binds the XKS listener, if there is one (TLS with `tls`, else plain HTTP), announces it,
 /// and serves it in a task until Ctrl-C/SIGTERM.
 async fn start_xks(
-    x: Option<&XksListen>,
+    cfg: &ServeConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
     relay: Arc<Relay>,
+    budget: BodyBudget,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, HostError> {
-    let Some(x) = x else { return Ok(None) };
+    let Some(x) = cfg.xks.as_ref() else {
+        return Ok(None);
+    };
     let tcp = tokio::net::TcpListener::bind(x.addr).await?;
     let local = tcp.local_addr()?;
     let app = crate::xks_http::router(relay);
     let mtls = x.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let edge = Edge {
+        limits: cfg.edge,
+        shape: crate::xks_http::edge_shape(),
+        max_body: crate::xks_http::MAX_XKS_BODY,
+        budget,
+        name: "xks",
+    };
     let task = if let Some(config) = tls {
-        let listener = crate::xks_tls::TlsListener::new(tcp, config)?;
+        // The handshake within the header timeout too (then the head within its own).
+        let transport = crate::xks_tls::TlsTransport::new(config, cfg.edge.header_timeout);
         // Tests and scripts read this line.
         println!(
             "ekms: XKS proxy listening on https://{local}{}",
             if mtls { " (mTLS)" } else { "" }
         );
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-            {
-                tracing::error!(error = %e, "XKS listener failed");
-            }
-        })
+        tokio::spawn(crate::edge::serve(
+            tcp,
+            transport,
+            app,
+            edge,
+            shutdown_signal(),
+        ))
     } else {
         eprintln!(
             "ekms: WARNING: the XKS proxy API is served over plain HTTP (--xks-insecure-http): for\n\
              ekms: WARNING: tests only; AWS KMS calls an external key store proxy over HTTPS only."
         );
         println!("ekms: XKS proxy listening on http://{local}");
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(tcp, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-            {
-                tracing::error!(error = %e, "XKS listener failed");
-            }
-        })
+        tokio::spawn(crate::edge::serve(
+            tcp,
+            crate::edge::Plain,
+            app,
+            edge,
+            shutdown_signal(),
+        ))
     };
     Ok(Some(task))
 }
 
 /// Waits for the XKS listener, which saw the same shutdown signal, to finish its requests in
-/// flight (at most 5 s).
+/// flight (the edge gives them a grace of its own; this is a backstop).
 async fn stop_xks(task: tokio::task::JoinHandle<()>) {
     let abort = task.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(5), task)
+    if tokio::time::timeout(Duration::from_secs(15), task)
         .await
         .is_err()
     {

@@ -38,6 +38,40 @@ pub fn error_response(status: StatusCode, name: &str, message: &str) -> Response
     json_response(status, body.into_bytes())
 }
 
+/// How the edge words its refusals on the XKS listener (the spec's error shape). Over the
+/// connection cap or the body budget: 503 with `ThrottlingException`, the spec's name for
+/// "slow down" (the spec gives it status 429; every listener's cap answers 503, the status that
+/// says the server, not this caller's rate, is the limit, and that clients retry).
+#[must_use]
+pub fn edge_shape() -> crate::edge::Shape {
+    crate::edge::Shape {
+        busy: || {
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ThrottlingException",
+                "The proxy is at its connection or request memory limit; retry the request.",
+            )
+        },
+        too_large: |max| {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                &format!("The request body exceeds the limit of {max} bytes."),
+            )
+        },
+        too_slow: |t| {
+            error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "ValidationException",
+                &format!(
+                    "The request body did not arrive within {} s.",
+                    t.as_secs_f64()
+                ),
+            )
+        },
+    }
+}
+
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
@@ -90,7 +124,8 @@ async fn xks(State(relay): State<Arc<Relay>>, req: Request) -> Response {
                 )
             })
             .collect(),
-        body: body.to_vec(),
+        // The edge's buffer, without a copy.
+        body: Vec::from(body),
     };
     let (status, body) = relay.xks(http).await;
     if let Ok(status) = StatusCode::from_u16(status) {

@@ -7,7 +7,6 @@
 //! early; it never widens access: the enclave verifies every request's SigV4 signature.
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -23,14 +22,12 @@ use rustls::{
     },
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject as _};
-use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio::{net::TcpStream, sync::Semaphore};
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 use crate::HostError;
 
-/// A TLS handshake that takes longer is dropped (a slow or stalled client holds no task).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; further connections wait in the kernel's backlog.
+/// Handshakes in progress at once; further connections wait for a slot (within the timeout).
 const MAX_HANDSHAKES: usize = 256;
 
 /// The files of the XKS listener's TLS setup (PEM).
@@ -190,83 +187,51 @@ impl ClientCertVerifier for HandshakeFailureOnRefusal {
     }
 }
 
-/// A listener for `axum::serve` that yields connections whose TLS handshake completed. The
-/// handshakes run in their own tasks (at most [`MAX_HANDSHAKES`] at once, each within
-/// [`HANDSHAKE_TIMEOUT`]), so one slow client delays nobody.
-#[derive(Debug)]
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<tokio::net::TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    acceptor: JoinHandle<()>,
-}
-
-impl TlsListener {
-    /// Serves TLS with `config` on `tcp`.
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        let acceptor = tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx));
-        Ok(Self {
-            ready,
-            local,
-            acceptor,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
-    }
-}
-
-async fn accept_loop(
-    tcp: TcpListener,
+/// TLS for the edge's accept loop: each connection's handshake runs in its own task, within
+/// a time limit (the edge's header timeout; waiting for one of the [`MAX_HANDSHAKES`] slots
+/// included), so a slow or stalled client delays nobody and holds its connection slot for a
+/// bounded time.
+#[derive(Clone)]
+pub struct TlsTransport {
     acceptor: TlsAcceptor,
-    ready: mpsc::Sender<(TlsStream<tokio::net::TcpStream>, SocketAddr)>,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = match tcp.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors and the like: wait, as axum's own listener does.
-                tracing::warn!(error = %e, "XKS listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (acceptor, ready) = (acceptor.clone(), ready.clone());
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-            drop(slot);
-            match handshake {
-                Ok(Ok(tls)) => {
-                    let _ = ready.send((tls, peer)).await;
-                }
-                Ok(Err(e)) => tracing::info!(%peer, error = %e, "XKS TLS handshake failed"),
-                Err(_) => tracing::info!(%peer, "XKS TLS handshake timed out"),
-            }
-        });
+    slots: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for TlsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsTransport").finish_non_exhaustive()
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The accept loop ended (only when its runtime shuts down): accept nothing more.
-            None => std::future::pending().await,
+impl TlsTransport {
+    /// Serves TLS with `config`; a handshake that takes longer than `timeout` is dropped.
+    #[must_use]
+    pub fn new(config: Arc<ServerConfig>, timeout: Duration) -> Self {
+        Self {
+            acceptor: TlsAcceptor::from(config),
+            slots: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            timeout,
         }
     }
+}
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+impl crate::edge::Transport for TlsTransport {
+    type Io = TlsStream<TcpStream>;
+
+    async fn handshake(&self, tcp: TcpStream) -> std::io::Result<Self::Io> {
+        let handshake = async {
+            let _slot = self
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| std::io::Error::other("closed"))?;
+            self.acceptor.accept(tcp).await
+        };
+        tokio::time::timeout(self.timeout, handshake)
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+            })?
     }
 }

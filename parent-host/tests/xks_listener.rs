@@ -12,7 +12,11 @@
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use ekms_parent_host::{
-    client::EnclaveClient, relay::Relay, store::SqliteStore, xks_http, xks_tls,
+    client::EnclaveClient,
+    edge::{self, BodyBudget, DEFAULT_MAX_BODY_MEMORY, Edge, EdgeLimits},
+    relay::Relay,
+    store::SqliteStore,
+    xks_http, xks_tls,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -136,12 +140,20 @@ async fn start(
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let app = xks_http::router(relay(dir));
+    let edge = Edge {
+        limits: EdgeLimits::default(),
+        shape: xks_http::edge_shape(),
+        max_body: xks_http::MAX_XKS_BODY,
+        budget: BodyBudget::new(DEFAULT_MAX_BODY_MEMORY),
+        name: "xks",
+    };
+    let forever = std::future::pending();
     let task = match config {
         Some(c) => {
-            let listener = xks_tls::TlsListener::new(tcp, c).unwrap();
-            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() })
+            let tls = xks_tls::TlsTransport::new(c, std::time::Duration::from_secs(10));
+            tokio::spawn(edge::serve(tcp, tls, app, edge, forever))
         }
-        None => tokio::spawn(async move { axum::serve(tcp, app).await.unwrap() }),
+        None => tokio::spawn(edge::serve(tcp, edge::Plain, app, edge, forever)),
     };
     (addr, task)
 }

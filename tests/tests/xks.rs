@@ -1,7 +1,8 @@
 //! The XKS proxy API end to end: a running appliance with its XKS listener over HTTPS and mutual
 //! TLS (a test CA made here with rcgen), a key store's credential and keys made with
 //! `ekms xks`, and AWS's own compliance client (`tests/vendor/aws-kms-xksproxy-test-client`)
-//! run against it: all of its tests, its key-usage tests (`-a`) and its negative mTLS tests.
+//! run against it: all of its tests, its key-usage tests (`-a`) and its negative mTLS tests;
+//! and the HTTP edge's limits on that listener.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -352,4 +353,130 @@ fn credentials_rotate_while_requests_run() {
     );
     assert_eq!(curl_encrypt(port, &pki.ca, (&old.0, &old.1), &key_id), 401);
     assert_eq!(curl_encrypt(port, &pki.ca, (&new.0, &new.1), &key_id), 200);
+}
+
+/// A TLS connection to the XKS listener, trusting the test CA, once its handshake completed.
+async fn tls_connect(
+    port: u16,
+    ca: &Path,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for c in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// Reads until the peer closes (or 10 s pass: `None`); what was read, and when it closed.
+async fn read_to_close(
+    mut s: impl tokio::io::AsyncRead + Unpin,
+    start: std::time::Instant,
+) -> Option<(String, std::time::Duration)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = start + std::time::Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline.into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some((String::from_utf8_lossy(&got).into_owned(), start.elapsed()))
+}
+
+/// The XKS listener has the edge's limits: a stalled TLS handshake and a trickled request head
+/// are closed after the header timeout; past the connection cap a new connection gets a 503 in
+/// the XKS error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_xks_listener_has_the_header_timeout_and_the_connection_cap() {
+    use tokio::io::AsyncWriteExt as _;
+    let certs = tempfile::tempdir().unwrap();
+    let pki = pki(certs.path());
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _app = Appliance::start_with(
+        dir.path(),
+        &[
+            "--xks-listen",
+            &listen,
+            "--xks-tls-cert",
+            pki.server_cert.to_str().unwrap(),
+            "--xks-tls-key",
+            pki.server_key.to_str().unwrap(),
+            "--header-timeout",
+            "1s",
+            "--max-connections",
+            "4",
+        ],
+    );
+    let second = std::time::Duration::from_millis(900);
+    let late = std::time::Duration::from_secs(5);
+    // A TCP connection that never starts its TLS handshake.
+    let start = std::time::Instant::now();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (_, after) = read_to_close(tcp, start)
+        .await
+        .expect("a stalled handshake stayed open");
+    assert!(after >= second && after < late, "{after:?}");
+    // A request head trickled after the handshake.
+    let start = std::time::Instant::now();
+    let mut tls = tls_connect(port, &pki.ca).await;
+    tls.write_all(b"POST /x HTTP/1.1\r\nhost: localhost\r\n")
+        .await
+        .unwrap();
+    let (_, after) = read_to_close(tls, start)
+        .await
+        .expect("a slow head stayed open");
+    assert!(after >= second && after < late, "{after:?}");
+    // Four connections at the cap (each with a request answered, then idle), and a fifth.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = tls_connect(port, &pki.ca).await;
+        s.write_all(
+            b"POST /a/kms/xks/v1/health HTTP/1.1\r\nhost: localhost\r\ncontent-length: 2\r\n\r\n{}",
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 2048];
+        let n = tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+            .await
+            .unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 "),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        held.push(s);
+    }
+    let start = std::time::Instant::now();
+    let fifth = tls_connect(port, &pki.ca).await;
+    let (answer, after) = read_to_close(fifth, start)
+        .await
+        .expect("the refusal stayed open");
+    assert!(after < std::time::Duration::from_secs(2), "{after:?}");
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    let body: serde_json::Value =
+        serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["errorName"], "ThrottlingException", "{answer}");
+    assert!(body["errorMessage"].is_string());
+    drop(held);
 }
