@@ -82,6 +82,8 @@ type Head = (Vec<u8>, u64, Vec<u8>);
 struct Chain {
     domain: [u8; 8],
     id: [u8; CHAIN_ID_LEN],
+    /// `id` in hex, as records name it.
+    id_hex: String,
     /// Sequence number of the next record.
     next: u64,
     /// Hash of the newest record.
@@ -137,6 +139,9 @@ impl AuditLog {
         outcome: Outcome<'_>,
         time_ms: i64,
     ) -> Vec<AuditEntry> {
+        // Everything but the chain link is written before the lock: the lock covers only
+        // numbering, linking and hashing, so concurrent calls barely wait for each other.
+        let body = body(&event(account, call, note, outcome), time_ms);
         let Ok(mut slot) = self.chain.lock() else {
             return Vec::new();
         };
@@ -154,8 +159,7 @@ impl AuditLog {
         let Some(chain) = slot.as_mut() else {
             return out;
         };
-        let event = event(account, call, note, outcome);
-        out.push(chain.push(&event, time_ms));
+        out.push(chain.push(body, time_ms));
         out
     }
 
@@ -180,6 +184,7 @@ impl Chain {
         let mut chain = Self {
             domain: domain.id(),
             id,
+            id_hex: ekms_wire::audit::hex(&id),
             next: 0,
             head: [0; HASH_LEN],
             unsigned: 0,
@@ -206,25 +211,23 @@ impl Chain {
             event_type: "AwsServiceEvent",
             ..Fields::default()
         };
-        let first = chain.push(&event, time_ms);
+        let first = chain.push(body(&event, time_ms), time_ms);
         Some((chain, first))
     }
 
-    fn push(&mut self, event: &Fields<'_>, time_ms: i64) -> AuditEntry {
+    /// Numbers and links a record whose other fields are `body` (a JSON object without its
+    /// closing brace, from [`body`]).
+    fn push(&mut self, mut line: String, time_ms: i64) -> AuditEntry {
+        use std::fmt::Write as _;
         let seq = self.next;
-        let record = Record {
-            event,
-            event_time: event_time(time_ms),
-            event_id: event_id(&self.id, seq),
-            ekms: Link {
-                chain: ekms_wire::audit::hex(&self.id),
-                seq,
-                prev: ekms_wire::audit::hex(&self.head),
-            },
-        };
-        // Serializing plain strings and numbers cannot fail; an empty line would break the
-        // chain visibly rather than silently.
-        let line = serde_json::to_string(&record).unwrap_or_default();
+        // Hex digits, digits and a UUID: nothing to escape.
+        let _ = write!(
+            line,
+            r#","eventID":"{}","ekms":{{"chain":"{}","seq":{seq},"prev":"{}"}}}}"#,
+            event_id(&self.id, seq),
+            self.id_hex,
+            ekms_wire::audit::hex(&self.head),
+        );
         let hash = digest::digest(&digest::SHA256, line.as_bytes());
         self.head.copy_from_slice(hash.as_ref());
         self.next = seq.saturating_add(1);
@@ -358,22 +361,24 @@ fn request_id(authorization: &str) -> Option<String> {
     ))
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Record<'a> {
-    #[serde(flatten)]
-    event: &'a Fields<'a>,
-    event_time: String,
-    #[serde(rename = "eventID")]
-    event_id: String,
-    ekms: Link,
-}
-
-#[derive(Serialize)]
-struct Link {
-    chain: String,
-    seq: u64,
-    prev: String,
+/// A record's fields before its chain link, as a JSON object without its closing brace.
+fn body(event: &Fields<'_>, time_ms: i64) -> String {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body<'a> {
+        #[serde(flatten)]
+        event: &'a Fields<'a>,
+        event_time: String,
+    }
+    // Serializing plain strings and numbers cannot fail; an empty body would break the chain
+    // visibly rather than silently.
+    let mut line = serde_json::to_string(&Body {
+        event,
+        event_time: event_time(time_ms),
+    })
+    .unwrap_or_default();
+    line.pop();
+    line
 }
 
 #[derive(Serialize, Default)]
