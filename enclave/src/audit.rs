@@ -184,13 +184,13 @@ impl Chain {
         let mut chain = Self {
             domain: domain.id(),
             id,
-            id_hex: ekms_wire::audit::hex(&id),
+            id_hex: crate::domain::hex(&id),
             next: 0,
             head: [0; HASH_LEN],
             unsigned: 0,
             key: audit_key(domain)?,
         };
-        let public = ekms_wire::audit::hex(chain.key.public_key().as_ref());
+        let public = crate::domain::hex(chain.key.public_key().as_ref());
         let event = Fields {
             event_name: CHAIN_START,
             user_identity: Identity {
@@ -200,12 +200,12 @@ impl Chain {
             },
             recipient_account_id: account,
             service_event_details: Some(ChainStart {
-                domain: ekms_wire::audit::hex(&domain.id()),
+                domain: crate::domain::hex(&domain.id()),
                 audit_public_key: public,
                 previous: previous.map(|(c, seq, head)| Previous {
-                    chain: ekms_wire::audit::hex(c),
+                    chain: crate::domain::hex(c),
                     seq: *seq,
-                    hash: ekms_wire::audit::hex(head),
+                    hash: crate::domain::hex(head),
                 }),
             }),
             event_type: "AwsServiceEvent",
@@ -226,7 +226,7 @@ impl Chain {
             r#","eventID":"{}","ekms":{{"chain":"{}","seq":{seq},"prev":"{}"}}}}"#,
             event_id(&self.id, seq),
             self.id_hex,
-            ekms_wire::audit::hex(&self.head),
+            crate::domain::hex(&self.head),
         );
         let hash = digest::digest(&digest::SHA256, line.as_bytes());
         self.head.copy_from_slice(hash.as_ref());
@@ -347,15 +347,7 @@ fn event<'a>(
 /// The request id the host shows the client (`x-amzn-RequestId`): derived from the SigV4
 /// signature, so the enclave knows it without trusting the host.
 fn request_id(authorization: &str) -> Option<String> {
-    let sig = authorization
-        .split("Signature=")
-        .nth(1)?
-        .split(',')
-        .next()?
-        .trim();
-    if sig.len() != 64 || !sig.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
+    let sig = ekms_wire::plan::signature_of(authorization)?;
     Some(ekms_wire::plan::request_id(
         crate::replay::RequestId::of_signature(sig).bytes(),
     ))
@@ -517,7 +509,7 @@ mod tests {
         for (n, e) in lines.iter().enumerate() {
             let v: serde_json::Value = serde_json::from_str(&e.record).unwrap();
             assert_eq!(v["ekms"]["seq"], n as u64);
-            assert_eq!(v["ekms"]["prev"], ekms_wire::audit::hex(&prev));
+            assert_eq!(v["ekms"]["prev"], crate::domain::hex(&prev));
             prev.copy_from_slice(digest::digest(&digest::SHA256, e.record.as_bytes()).as_ref());
         }
         let first: serde_json::Value = serde_json::from_str(&lines[1].record).unwrap();
@@ -549,8 +541,8 @@ mod tests {
         let start: serde_json::Value = serde_json::from_str(&lines[0].record).unwrap();
         assert_eq!(start["eventName"], CHAIN_START);
         let previous = &start["serviceEventDetails"]["previous"];
-        assert_eq!(previous["chain"], ekms_wire::audit::hex(&[7; 16]));
+        assert_eq!(previous["chain"], crate::domain::hex(&[7; 16]));
         assert_eq!(previous["seq"], 41);
-        assert_eq!(previous["hash"], ekms_wire::audit::hex(&[9; 32]));
+        assert_eq!(previous["hash"], crate::domain::hex(&[9; 32]));
     }
 }

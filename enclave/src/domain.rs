@@ -178,13 +178,7 @@ impl Keyring {
 /// Lower-case hex of bytes.
 #[must_use]
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    ekms_wire::audit::hex(bytes)
 }
 
 #[cfg(test)]

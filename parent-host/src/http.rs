@@ -136,15 +136,7 @@ fn set_request_id(h: &mut axum::http::HeaderMap, id: &str) {
 /// own logs. `None` without a well-formed `SigV4` signature (a random id is used then).
 #[must_use]
 pub fn request_id_of(authorization: &str) -> Option<String> {
-    let sig = authorization
-        .split("Signature=")
-        .nth(1)?
-        .split(',')
-        .next()?
-        .trim();
-    if sig.len() != 64 || !sig.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
+    let sig = ekms_wire::plan::signature_of(authorization)?;
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, sig.as_bytes());
     let mut id = [0u8; 16];
     for (dst, src) in id.iter_mut().zip(d.as_ref()) {

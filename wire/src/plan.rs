@@ -394,6 +394,19 @@ pub fn request_id(digest16: [u8; 16]) -> String {
     uuid::Uuid::from_bytes(digest16).hyphenated().to_string()
 }
 
+/// The `SigV4` signature an `Authorization` header names, when it is well formed (64 lower-case
+/// hex digits, the one spelling a verified signature has): what [`request_id`] is derived from.
+#[must_use]
+pub fn signature_of(authorization: &str) -> Option<&str> {
+    let sig = authorization
+        .split("Signature=")
+        .nth(1)?
+        .split(',')
+        .next()?
+        .trim();
+    (sig.len() == 64 && sig.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(sig)
+}
+
 /// The operations of [`AWS_KMS_OPERATIONS`] that change state (keys, aliases, tags, policies,
 /// grants, rotation, key material, custom key stores). The enclave runs a signed request of one
 /// of these at most once within the `SigV4` skew window (replay refusal); every other operation
