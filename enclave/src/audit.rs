@@ -12,11 +12,14 @@
 //! access key id named, the operation, the key, the request id, the outcome and error code, and
 //! the encryption context's keys: never its values, never plaintext, never a secret.
 
-use std::sync::Mutex;
+use std::{collections::VecDeque, sync::Mutex};
 
 use aws_lc_rs::{digest, hkdf, rand, signature::Ed25519KeyPair, signature::KeyPair as _};
 use ekms_wire::{
-    audit::{AUDIT_KEY_INFO, AuditCheckpoint, AuditEntry, CHAIN_ID_LEN, CHAIN_START, HASH_LEN},
+    audit::{
+        AUDIT_KEY_INFO, AuditCheckpoint, AuditEntry, CHAIN_ID_LEN, CHAIN_START, HASH_LEN,
+        PENDING_MAX_BYTES,
+    },
     msg::KmsCall,
 };
 use serde::Serialize;
@@ -62,12 +65,29 @@ pub enum Outcome<'a> {
     Error(&'a str),
 }
 
-/// The chain this enclave writes.
+/// The chain this enclave writes, and its records the host has not collected yet.
 #[derive(Default)]
 pub struct AuditLog {
-    chain: Mutex<Option<Chain>>,
+    state: Mutex<State>,
     /// The newest record the host stored (chain, seq, head), for the next chain's first record.
     previous: Mutex<Option<Head>>,
+}
+
+/// What the chain's lock covers.
+#[derive(Default)]
+struct State {
+    chain: Option<Chain>,
+    /// Written and not yet drained, in chain order.
+    pending: VecDeque<AuditEntry>,
+    /// Record bytes in `pending`.
+    pending_bytes: usize,
+}
+
+impl State {
+    fn push(&mut self, e: AuditEntry) {
+        self.pending_bytes = self.pending_bytes.saturating_add(e.record.len());
+        self.pending.push_back(e);
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -127,9 +147,8 @@ impl AuditLog {
     }
 
     /// Writes the record of `call` (its outcome, what `note` learnt) at `time_ms` (the
-    /// enclave's clock). Starts a chain first when there is none for this domain. An empty
-    /// answer only when the audit key cannot be made (then nothing is served either: see
-    /// `Core::kms`).
+    /// enclave's clock), where the next drain collects it. Starts a chain first when there is
+    /// none for this domain. `false` only when the audit key cannot be made.
     pub fn append(
         &self,
         domain: &Domain,
@@ -138,36 +157,64 @@ impl AuditLog {
         note: &Note,
         outcome: Outcome<'_>,
         time_ms: i64,
-    ) -> Vec<AuditEntry> {
+    ) -> bool {
         // Everything but the chain link is written before the lock: the lock covers only
         // numbering, linking and hashing, so concurrent calls barely wait for each other.
-        let body = body(&event(account, call, note, outcome), time_ms);
-        let Ok(mut slot) = self.chain.lock() else {
-            return Vec::new();
+        let body = body(event(account, call, note, outcome), time_ms);
+        let Ok(mut state) = self.state.lock() else {
+            return false;
         };
-        let mut out = Vec::with_capacity(1);
-        if slot.as_ref().is_none_or(|c| c.domain != domain.id()) {
+        if state.chain.as_ref().is_none_or(|c| c.domain != domain.id()) {
             let previous = self.previous.lock().ok().and_then(|mut p| p.take());
-            match Chain::start(domain, account, previous.as_ref(), time_ms) {
-                Some((chain, first)) => {
-                    *slot = Some(chain);
-                    out.push(first);
-                }
-                None => return out,
+            let Some((chain, first)) = Chain::start(domain, account, previous.as_ref(), time_ms)
+            else {
+                return false;
+            };
+            state.chain = Some(chain);
+            state.push(first);
+        }
+        let Some(entry) = state.chain.as_mut().map(|c| c.push(body, time_ms)) else {
+            return false;
+        };
+        state.push(entry);
+        true
+    }
+
+    /// Whether the records the host has not collected leave room for another call's
+    /// ([`PENDING_MAX_BYTES`]): a host that stops draining stops service, never the record.
+    #[must_use]
+    pub fn has_room(&self) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|s| s.pending_bytes < PENDING_MAX_BYTES)
+    }
+
+    /// The oldest uncollected records, up to `max_bytes` of them (at least one), and whether
+    /// more wait.
+    pub fn drain(&self, max_bytes: usize) -> (Vec<AuditEntry>, bool) {
+        let Ok(mut state) = self.state.lock() else {
+            return (Vec::new(), false);
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(e) = state.pending.front() {
+            if !out.is_empty() && bytes.saturating_add(e.record.len()) > max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(e.record.len());
+            if let Some(e) = state.pending.pop_front() {
+                out.push(e);
             }
         }
-        let Some(chain) = slot.as_mut() else {
-            return out;
-        };
-        out.push(chain.push(body, time_ms));
-        out
+        state.pending_bytes = state.pending_bytes.saturating_sub(bytes);
+        (out, !state.pending.is_empty())
     }
 
     /// A signed checkpoint of the head: with `force` always, else only when records were
     /// written since the last one. `None` before the first record.
     pub fn checkpoint(&self, force: bool, time_ms: i64) -> Option<AuditCheckpoint> {
-        let mut slot = self.chain.lock().ok()?;
-        let chain = slot.as_mut()?;
+        let mut state = self.state.lock().ok()?;
+        let chain = state.chain.as_mut()?;
         (force || chain.unsigned > 0).then(|| chain.sign(time_ms))
     }
 }
@@ -211,7 +258,7 @@ impl Chain {
             event_type: "AwsServiceEvent",
             ..Fields::default()
         };
-        let first = chain.push(body(&event, time_ms), time_ms);
+        let first = chain.push(body(event, time_ms), time_ms);
         Some((chain, first))
     }
 
@@ -341,6 +388,7 @@ fn event<'a>(
         event_type: "AwsApiCall",
         recipient_account_id: account,
         service_event_details: None,
+        event_time: String::new(),
     }
 }
 
@@ -354,21 +402,19 @@ fn request_id(authorization: &str) -> Option<String> {
 }
 
 /// A record's fields before its chain link, as a JSON object without its closing brace.
-fn body(event: &Fields<'_>, time_ms: i64) -> String {
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Body<'a> {
-        #[serde(flatten)]
-        event: &'a Fields<'a>,
-        event_time: String,
-    }
+fn body(event: Fields<'_>, time_ms: i64) -> String {
+    let event = Fields {
+        event_time: event_time(time_ms),
+        ..event
+    };
     // Serializing plain strings and numbers cannot fail; an empty body would break the chain
     // visibly rather than silently.
-    let mut line = serde_json::to_string(&Body {
-        event,
-        event_time: event_time(time_ms),
-    })
-    .unwrap_or_default();
+    // Room for a typical record and its link, so the line grows without copies.
+    let mut out = Vec::with_capacity(1024);
+    if serde_json::to_writer(&mut out, &event).is_err() {
+        out.clear();
+    }
+    let mut line = String::from_utf8(out).unwrap_or_default();
     line.pop();
     line
 }
@@ -397,6 +443,8 @@ struct Fields<'a> {
     recipient_account_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     service_event_details: Option<ChainStart>,
+    /// Set by [`body`].
+    event_time: String,
 }
 
 #[derive(Serialize, Default)]
@@ -488,7 +536,6 @@ mod tests {
     fn records_chain_and_checkpoints_verify_under_the_domain_key() {
         let d = domain();
         let log = AuditLog::default();
-        let mut lines = Vec::new();
         for i in 0..3 {
             let note = Note {
                 operation: Some("Encrypt".into()),
@@ -501,8 +548,10 @@ mod tests {
             } else {
                 Outcome::Success
             };
-            lines.extend(log.append(&d, "1", &call(), &note, outcome, 1_000 * i));
+            assert!(log.append(&d, "1", &call(), &note, outcome, 1_000 * i));
         }
+        let (lines, more) = log.drain(usize::MAX);
+        assert!(!more);
         // A chain start, then the three calls.
         assert_eq!(lines.len(), 4);
         let mut prev = [0u8; 32];
@@ -537,12 +586,49 @@ mod tests {
         let d = domain();
         let log = AuditLog::default();
         log.resume(vec![7; 16], 41, vec![9; 32]);
-        let lines = log.append(&d, "1", &call(), &Note::default(), Outcome::Success, 0);
+        assert!(log.append(&d, "1", &call(), &Note::default(), Outcome::Success, 0));
+        let (lines, _) = log.drain(usize::MAX);
         let start: serde_json::Value = serde_json::from_str(&lines[0].record).unwrap();
         assert_eq!(start["eventName"], CHAIN_START);
         let previous = &start["serviceEventDetails"]["previous"];
         assert_eq!(previous["chain"], crate::domain::hex(&[7; 16]));
         assert_eq!(previous["seq"], 41);
         assert_eq!(previous["hash"], crate::domain::hex(&[9; 32]));
+    }
+
+    #[test]
+    fn drains_come_in_chain_order_within_their_size_and_a_full_backlog_refuses() {
+        let d = domain();
+        let log = AuditLog::default();
+        for i in 0..10 {
+            assert!(log.append(&d, "1", &call(), &Note::default(), Outcome::Success, i));
+        }
+        let one = log.state.lock().unwrap().pending[1].record.len();
+        // At least one record per drain, however small the limit.
+        let (first, more) = log.drain(1);
+        assert_eq!((first.len(), more), (1, true));
+        let (next, more) = log.drain(one * 3);
+        assert_eq!((next.len(), more), (3, true));
+        let (rest, more) = log.drain(usize::MAX);
+        assert_eq!((rest.len(), more), (7, false));
+        let seqs: Vec<u64> = first
+            .iter()
+            .chain(&next)
+            .chain(&rest)
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, (0..11).collect::<Vec<_>>());
+        assert_eq!(log.state.lock().unwrap().pending_bytes, 0);
+        assert!(log.drain(usize::MAX).0.is_empty());
+        // A host that never drains: calls are refused before the backlog passes its bound.
+        assert!(log.has_room());
+        while log.has_room() {
+            assert!(log.append(&d, "1", &call(), &Note::default(), Outcome::Success, 0));
+        }
+        let held = log.state.lock().unwrap().pending_bytes;
+        assert!((PENDING_MAX_BYTES..PENDING_MAX_BYTES + 4096).contains(&held));
+        let (some, more) = log.drain(ekms_wire::audit::DRAIN_MAX_BYTES);
+        assert!(more && !some.is_empty());
+        assert!(log.has_room());
     }
 }

@@ -92,7 +92,7 @@ pub fn run(cmd: &AuditCommand) -> ExitCode {
 }
 
 fn open(data_dir: &std::path::Path) -> anyhow::Result<AuditDb> {
-    Ok(AuditDb::open_read_only(&data_dir.join("ekms.sqlite3"))?)
+    Ok(AuditDb::open_read_only(data_dir)?)
 }
 
 fn run_verify(a: &VerifyArgs) -> anyhow::Result<ExitCode> {

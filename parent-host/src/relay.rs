@@ -433,22 +433,13 @@ impl Relay {
                     .collect()
             };
             let (key_ids, alias_ids) = (ids(&call.keys), ids(&call.aliases));
-            let mut reply = self.enclave.call(&HostRequest::Kms(Box::new(call))).await;
-            if let Ok(EnclaveResponse::Kms(_, audit)) = &mut reply
-                && !audit.is_empty()
-                && let Some(sink) = self.audit.get()
-            {
-                sink.record(std::mem::take(audit)).await;
-            }
+            let reply = self.enclave.call(&HostRequest::Kms(Box::new(call))).await;
             match reply {
-                Ok(EnclaveResponse::Kms(
-                    KmsOutcome::Ok {
-                        body,
-                        writes,
-                        token,
-                    },
-                    _,
-                )) => {
+                Ok(EnclaveResponse::Kms(KmsOutcome::Ok {
+                    body,
+                    writes,
+                    token,
+                })) => {
                     if writes.is_empty() {
                         return Answer::Ok(body);
                     }
@@ -468,7 +459,7 @@ impl Relay {
                         Err(e) => return internal(&e),
                     }
                 }
-                Ok(EnclaveResponse::Kms(KmsOutcome::Err { code, message }, _)) => {
+                Ok(EnclaveResponse::Kms(KmsOutcome::Err { code, message })) => {
                     if code == KmsErrorCode::ThrottlingException && message == MSG_REPLAYED {
                         // Two identical state-changing requests signed in the same second have
                         // one signature, and the enclave runs it once. The SDKs retry a

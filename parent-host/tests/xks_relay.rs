@@ -117,26 +117,20 @@ fn signed() -> String {
 }
 
 fn ok(body: &str) -> EnclaveResponse {
-    EnclaveResponse::Xks(
-        XksOutcome {
-            status: 200,
-            body: body.as_bytes().to_vec(),
-        },
-        Vec::new(),
-    )
+    EnclaveResponse::Xks(XksOutcome {
+        status: 200,
+        body: body.as_bytes().to_vec(),
+    })
 }
 
 #[tokio::test]
 async fn the_principal_and_key_go_with_the_call_and_the_answer_comes_back_whole() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, relay) = setup(dir.path());
-    let not_found = EnclaveResponse::Xks(
-        XksOutcome {
-            status: 404,
-            body: br#"{"errorName":"KeyNotFoundException","errorMessage":"x"}"#.to_vec(),
-        },
-        Vec::new(),
-    );
+    let not_found = EnclaveResponse::Xks(XksOutcome {
+        status: 404,
+        body: br#"{"errorName":"KeyNotFoundException","errorMessage":"x"}"#.to_vec(),
+    });
     let mut seen = scripted_enclave(
         dir.path(),
         vec![

@@ -65,12 +65,12 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn sql(dir: &Path, statement: &str) {
-    let c = rusqlite::Connection::open(dir.join("ekms.sqlite3")).unwrap();
+    let c = rusqlite::Connection::open(dir.join("audit.sqlite3")).unwrap();
     c.execute_batch(statement).unwrap();
 }
 
 fn rows(dir: &Path, query: &str) -> Vec<i64> {
-    let c = rusqlite::Connection::open(dir.join("ekms.sqlite3")).unwrap();
+    let c = rusqlite::Connection::open(dir.join("audit.sqlite3")).unwrap();
     let mut q = c.prepare(query).unwrap();
     q.query_map([], |r| r.get(0))
         .unwrap()

@@ -177,7 +177,7 @@ async fn an_old_alias_copy_is_refused_after_delete_and_recreate() {
     assert!(is_stale(&r), "{r:?}");
     // The current copy works, through the host and directly.
     let r = encrypt_as_host(&app, 16, "alias/app", vec![key_record(&app, &b)], vec![new]).await;
-    let EnclaveResponse::Kms(KmsOutcome::Ok { body, .. }, _) = r else {
+    let EnclaveResponse::Kms(KmsOutcome::Ok { body, .. }) = r else {
         panic!("{r:?}")
     };
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -210,7 +210,7 @@ async fn a_write_that_lost_the_race_and_older_copies_are_refused() {
         vec![],
     )
     .await;
-    let EnclaveResponse::Kms(KmsOutcome::Ok { writes, token, .. }, _) = r else {
+    let EnclaveResponse::Kms(KmsOutcome::Ok { writes, token, .. }) = r else {
         panic!("{r:?}")
     };
     let late = match &writes[0] {
@@ -244,7 +244,7 @@ async fn a_write_that_lost_the_race_and_older_copies_are_refused() {
     assert!(is_stale(&r), "{r:?}");
     // The current copy says Disabled.
     let r = encrypt_as_host(&app, 16, &k, vec![disabled], vec![]).await;
-    let EnclaveResponse::Kms(KmsOutcome::Err { code, .. }, _) = r else {
+    let EnclaveResponse::Kms(KmsOutcome::Err { code, .. }) = r else {
         panic!("{r:?}")
     };
     assert_eq!(code.name(), "DisabledException");
@@ -275,7 +275,7 @@ async fn a_listing_with_a_key_left_out_or_added_is_refused() {
     ids.sort();
     let all: Vec<SealedBlob> = ids.iter().map(|k| key_record(&app, k)).collect();
     let r = hostile(&app, 16, "ListKeys", json!({}), all.clone(), vec![]).await;
-    let EnclaveResponse::Kms(KmsOutcome::Ok { body, .. }, _) = r else {
+    let EnclaveResponse::Kms(KmsOutcome::Ok { body, .. }) = r else {
         panic!("{r:?}")
     };
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -293,7 +293,7 @@ async fn a_listing_with_a_key_left_out_or_added_is_refused() {
         vec![],
     )
     .await;
-    let EnclaveResponse::Kms(KmsOutcome::Ok { body, .. }, _) = r else {
+    let EnclaveResponse::Kms(KmsOutcome::Ok { body, .. }) = r else {
         panic!("{r:?}")
     };
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -484,7 +484,7 @@ async fn a_write_made_durable_but_never_committed_is_accepted_when_shown() {
         vec![],
     )
     .await;
-    let EnclaveResponse::Kms(KmsOutcome::Ok { writes, token, .. }, _) = r else {
+    let EnclaveResponse::Kms(KmsOutcome::Ok { writes, token, .. }) = r else {
         panic!("{r:?}")
     };
     let disabled = match &writes[0] {
@@ -493,7 +493,7 @@ async fn a_write_made_durable_but_never_committed_is_accepted_when_shown() {
     };
     // Shown before any Commit: the Disabled copy is the state now...
     let r = encrypt_as_host(&app, 16, &k, vec![disabled], vec![]).await;
-    let EnclaveResponse::Kms(KmsOutcome::Err { code, .. }, _) = r else {
+    let EnclaveResponse::Kms(KmsOutcome::Err { code, .. }) = r else {
         panic!("{r:?}")
     };
     assert_eq!(code.name(), "DisabledException");

@@ -26,6 +26,12 @@ pub const CHAIN_START: &str = "EkmsAuditChainStart";
 pub const CHAIN_ID_LEN: usize = 16;
 /// Length of a record hash (SHA-256).
 pub const HASH_LEN: usize = 32;
+/// Most record bytes in one answer to a drain (well inside a frame's 4 MiB; a single record,
+/// bounded by the request limits, is far smaller).
+pub const DRAIN_MAX_BYTES: usize = 2 * 1024 * 1024;
+/// Most record bytes the enclave keeps unstored: past it, KMS calls are refused with a
+/// `ThrottlingException` until the host drains them (no call goes unrecorded).
+pub const PENDING_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// One audit record, as the enclave wrote it, with what the host needs to store it without
 /// parsing it (the same values are inside the record, which is what a verifier trusts).

@@ -152,6 +152,11 @@ pub enum HostRequest {
         /// Sign the head even if nothing changed since the last checkpoint.
         force: bool,
     },
+    /// The audit records written since the last drain, oldest first (at most
+    /// [`crate::audit::DRAIN_MAX_BYTES`] of them per answer). The host asks every few tens of
+    /// milliseconds; the enclave refuses KMS calls while its unstored records exceed
+    /// [`crate::audit::PENDING_MAX_BYTES`]. Answered with [`EnclaveResponse::AuditRecords`].
+    AuditDrain,
     /// The newest audit record the host stored (its chain, sequence number and the SHA-256 of
     /// its line): the next chain this enclave starts names it as its predecessor, so that a
     /// whole chain deleted later breaks the link. Sent before serving.
@@ -301,14 +306,20 @@ pub struct KmsCall {
 pub enum EnclaveResponse {
     /// Answer to [`HostRequest::Status`].
     Status(StatusInfo),
-    /// Answer to [`HostRequest::Kms`], with the call's audit record (after the first record of
-    /// a new chain when the call started one; none while no domain is open: no audit key).
-    Kms(KmsOutcome, Vec<crate::audit::AuditEntry>),
+    /// Answer to [`HostRequest::Kms`] (its audit record waits in the enclave for
+    /// [`HostRequest::AuditDrain`]).
+    Kms(KmsOutcome),
     /// Answer to [`HostRequest::AuditCheckpoint`] (none: nothing new, or no domain).
     AuditCheckpoint(Option<crate::audit::AuditCheckpoint>),
-    /// Answer to [`HostRequest::Xks`]: the complete HTTP answer, which the host sends as is,
-    /// and the call's audit record (as for [`EnclaveResponse::Kms`]).
-    Xks(XksOutcome, Vec<crate::audit::AuditEntry>),
+    /// Answer to [`HostRequest::AuditDrain`]: records in chain order, and whether more wait.
+    AuditRecords {
+        /// The records, oldest first.
+        entries: Vec<crate::audit::AuditEntry>,
+        /// More records wait (the answer reached its size limit): drain again.
+        more: bool,
+    },
+    /// Answer to [`HostRequest::Xks`]: the complete HTTP answer, which the host sends as is.
+    Xks(XksOutcome),
     /// Answer to [`HostRequest::Open`]: the record is authentic and of this kind and id.
     Opened {
         /// "key", "alias" or "principal".

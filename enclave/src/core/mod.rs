@@ -194,9 +194,9 @@ impl Core {
                 fresh: self.domain().is_some_and(|d| self.is_fresh(&d)),
                 audit_key: self.domain().and_then(|d| crate::audit::public_key(&d)),
             }),
-            req @ (HostRequest::AuditCheckpoint { .. } | HostRequest::AuditResume { .. }) => {
-                self.audit_request(req)
-            }
+            req @ (HostRequest::AuditCheckpoint { .. }
+            | HostRequest::AuditDrain
+            | HostRequest::AuditResume { .. }) => self.audit_request(req),
             HostRequest::Kms(call) => self.kms(&call).await,
             HostRequest::Xks(call) => crate::xks::call(self, &call),
             HostRequest::Attest { nonce } => {
@@ -311,13 +311,10 @@ impl Core {
                     .to_owned(),
             };
             // No domain, no audit key: nothing is served, and nothing to record.
-            return EnclaveResponse::Kms(
-                KmsOutcome::Err {
-                    code: KmsErrorCode::KMSInternalException,
-                    message: why,
-                },
-                Vec::new(),
-            );
+            return EnclaveResponse::Kms(KmsOutcome::Err {
+                code: KmsErrorCode::KMSInternalException,
+                message: why,
+            });
         };
         if self.follower.load(Ordering::Relaxed) {
             return EnclaveResponse::Fault(Fault::NotWriter);
@@ -327,6 +324,14 @@ impl Core {
         }
         if !self.is_fresh(&domain) && !recovery_call(call) {
             return EnclaveResponse::Fault(Fault::NotFresh);
+        }
+        if !self.audit.has_room() {
+            // Not answered, so nothing to record: the host must collect the audit records
+            // first (it drains them every few tens of milliseconds).
+            return EnclaveResponse::Kms(KmsOutcome::Err {
+                code: KmsErrorCode::ThrottlingException,
+                message: AUDIT_BACKLOG.to_owned(),
+            });
         }
         let now = chrono::Utc::now();
         let mut note = crate::audit::Note::default();
@@ -348,7 +353,7 @@ impl Core {
             KmsOutcome::Ok { .. } => crate::audit::Outcome::Success,
             KmsOutcome::Err { code, .. } => crate::audit::Outcome::Error(code.name()),
         };
-        let audit = self.audit.append(
+        self.audit.append(
             &domain,
             &self.config.account,
             call,
@@ -356,9 +361,13 @@ impl Core {
             code,
             self.clock.at(now).timestamp_millis(),
         );
-        EnclaveResponse::Kms(outcome, audit)
+        EnclaveResponse::Kms(outcome)
     }
 }
+
+/// Why a call is refused while the host has not collected the audit records.
+pub(crate) const AUDIT_BACKLOG: &str = "The enclave holds too many audit records the host has not \
+    stored yet, and answers no call it could not record. Retry after.";
 
 impl Core {
     /// The host's audit requests: a checkpoint of the head, the newest stored record.
@@ -368,6 +377,10 @@ impl Core {
                 self.audit
                     .checkpoint(force, self.clock.at(chrono::Utc::now()).timestamp_millis()),
             ),
+            HostRequest::AuditDrain => {
+                let (entries, more) = self.audit.drain(ekms_wire::audit::DRAIN_MAX_BYTES);
+                EnclaveResponse::AuditRecords { entries, more }
+            }
             HostRequest::AuditResume { chain, seq, head } => {
                 self.audit.resume(chain, seq, head);
                 EnclaveResponse::Committed

@@ -410,7 +410,7 @@ fn a_sealed_enclave_refuses_kms_calls_with_a_retryable_error() {
         next_marker: None,
         usage: vec![],
     };
-    let EnclaveResponse::Kms(KmsOutcome::Err { code, message }, _) =
+    let EnclaveResponse::Kms(KmsOutcome::Err { code, message }) =
         call(&core, HostRequest::Kms(Box::new(call_)))
     else {
         panic!()
@@ -489,4 +489,78 @@ fn a_shifted_clock_is_refused_outside_simulation() {
             .with_clock(crate::clock::Clock::system())
             .is_ok()
     );
+}
+
+#[test]
+fn a_host_that_stops_draining_the_audit_log_stops_service_never_a_record() {
+    let (core, _) = init(1, 1);
+    let unsigned = || KmsCall {
+        http: ekms_wire::msg::HttpRequest {
+            method: "POST".into(),
+            uri: "/".into(),
+            headers: vec![],
+            body: vec![],
+        },
+        principal: None,
+        keys: vec![],
+        aliases: vec![],
+        principals: vec![],
+        grants: vec![],
+        next_marker: None,
+        usage: vec![],
+    };
+    let drain = |core: &Core| {
+        let mut all = Vec::new();
+        loop {
+            let EnclaveResponse::AuditRecords { entries, more } =
+                call(core, HostRequest::AuditDrain)
+            else {
+                panic!()
+            };
+            all.extend(entries);
+            if !more {
+                return all;
+            }
+        }
+    };
+    // Answered and recorded.
+    assert!(matches!(
+        call(&core, HostRequest::Kms(Box::new(unsigned()))),
+        EnclaveResponse::Kms(KmsOutcome::Err { .. })
+    ));
+    let first = drain(&core);
+    assert!(!first.is_empty());
+    // The host collects nothing while calls keep coming, until the backlog is full.
+    let domain = core.domain().unwrap();
+    while core.audit.has_room() {
+        core.audit.append(
+            &domain,
+            "1",
+            &unsigned(),
+            &crate::audit::Note::default(),
+            crate::audit::Outcome::Success,
+            0,
+        );
+    }
+    let EnclaveResponse::Kms(KmsOutcome::Err { code, message }) =
+        call(&core, HostRequest::Kms(Box::new(unsigned())))
+    else {
+        panic!()
+    };
+    assert_eq!(code, KmsErrorCode::ThrottlingException);
+    assert_eq!(message, AUDIT_BACKLOG);
+    // Once drained (in order, with no gap), calls are answered again.
+    let backlog = drain(&core);
+    let seqs: Vec<u64> = first.iter().chain(&backlog).map(|e| e.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "a gap or a reorder"
+    );
+    assert!(matches!(
+        call(&core, HostRequest::Kms(Box::new(unsigned()))),
+        EnclaveResponse::Kms(KmsOutcome::Err { code, .. }) if code != KmsErrorCode::ThrottlingException
+    ));
+    let next = drain(&core);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].seq, seqs.last().unwrap() + 1);
 }

@@ -147,6 +147,10 @@ impl XksError {
     pub(crate) fn internal(m: impl Into<String>) -> Self {
         Self::new("InternalException", m)
     }
+    /// The audit backlog is full (the same name and status as the edge's connection cap).
+    fn throttled() -> Self {
+        Self::new("ThrottlingException", crate::core::AUDIT_BACKLOG)
+    }
 
     /// The HTTP status the specification gives this error.
     fn status(&self) -> u16 {
@@ -155,7 +159,7 @@ impl XksError {
             "AccessDeniedException" => 403,
             "KeyNotFoundException" | "InvalidUriPathException" => 404,
             "UnsupportedOperationException" => 501,
-            "DependencyTimeoutException" => 503,
+            "DependencyTimeoutException" | "ThrottlingException" => 503,
             "InternalException" => 500,
             _ => 400,
         }
@@ -219,6 +223,9 @@ pub(crate) struct Request<'a> {
 
 /// Answers one XKS call.
 pub(crate) fn call(core: &Core, call: &KmsCall) -> EnclaveResponse {
+    if !core.audit.has_room() {
+        return EnclaveResponse::Xks(XksError::throttled().outcome());
+    }
     let mut note = crate::audit::Note {
         xks: true,
         ..crate::audit::Note::default()
@@ -229,18 +236,17 @@ pub(crate) fn call(core: &Core, call: &KmsCall) -> EnclaveResponse {
         Err(Refusal::Stale) => return EnclaveResponse::Fault(Fault::StaleRecord),
     };
     // Recorded in the domain's chain like a KMS call (nothing while sealed: no audit key).
-    let audit = match core.domain() {
-        Some(domain) => core.audit.append(
+    if let Some(domain) = core.domain() {
+        core.audit.append(
             &domain,
             &core.config.account,
             call,
             &note,
             error.map_or(crate::audit::Outcome::Success, crate::audit::Outcome::Error),
             core.clock.at(chrono::Utc::now()).timestamp_millis(),
-        ),
-        None => Vec::new(),
-    };
-    EnclaveResponse::Xks(outcome, audit)
+        );
+    }
+    EnclaveResponse::Xks(outcome)
 }
 
 fn answer(

@@ -1,8 +1,16 @@
-//! The audit log's tables in the store's SQLite database (`audit_log`, `audit_checkpoints`),
-//! on a connection of their own, so that batched audit writes and the CLI's reads do not wait
-//! for the record store's lock.
+//! The audit log's tables (`audit_log`, `audit_checkpoints`) in a SQLite database of their own,
+//! `DIR/audit.sqlite3`, beside the key store's `DIR/ekms.sqlite3`:
+//!
+//! - its pages are 64 KiB, where the key store's small records want small ones: appending a
+//!   batch of records then takes a sixteenth of the write calls, which halves the writer's CPU
+//!   per record (measured: 1.6 µs against 3.2 µs with 4 KiB pages);
+//! - its WAL is its own, so the key store's `synchronous=FULL` commits never flush audit pages,
+//!   and the key store's checkpoints never copy them.
+//!
+//! Data dirs from before kept the tables in `ekms.sqlite3`: [`AuditDb::open`] moves them over
+//! once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ::hex::encode as hex;
 use ekms_wire::audit::{AuditCheckpoint, AuditEntry};
@@ -12,7 +20,7 @@ use crate::HostError;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     chain TEXT NOT NULL,
     seq INTEGER NOT NULL,
     time_ms INTEGER NOT NULL,
@@ -28,6 +36,45 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     signature TEXT NOT NULL
 );
 ";
+
+/// Moves the audit tables of an older data dir (kept in the key store's database) into the
+/// audit database, in one transaction, and drops them there; nothing when there are none.
+fn migrate(conn: &Connection, store: &Path) -> Result<(), HostError> {
+    if !store.exists() {
+        return Ok(());
+    }
+    let old = store.to_string_lossy().into_owned();
+    conn.execute("ATTACH DATABASE ?1 AS store", [&old])?;
+    let moved = (|| -> Result<(), HostError> {
+        let has: Option<String> = conn
+            .query_row(
+                "SELECT name FROM store.sqlite_master WHERE type = 'table' AND name = 'audit_log'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if has.is_some() {
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO main.audit_log (id, chain, seq, time_ms, record)
+                     SELECT id, chain, seq, time_ms, record FROM store.audit_log ORDER BY id;
+                 INSERT INTO main.audit_checkpoints
+                     (id, chain, seq, head, time_ms, public_key, signature)
+                     SELECT id, chain, seq, head, time_ms, public_key, signature
+                     FROM store.audit_checkpoints ORDER BY id;
+                 DROP TABLE store.audit_log;
+                 DROP TABLE store.audit_checkpoints;
+                 COMMIT;",
+            )?;
+        }
+        Ok(())
+    })();
+    if moved.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    conn.execute("DETACH DATABASE store", [])?;
+    moved
+}
 
 /// One stored record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,10 +97,24 @@ pub struct AuditDb {
     conn: Connection,
 }
 
+/// The audit database of a data dir.
+#[must_use]
+pub fn path_in(data_dir: &Path) -> PathBuf {
+    data_dir.join(FILE)
+}
+
+/// The audit database's file name in a data dir.
+pub const FILE: &str = "audit.sqlite3";
+/// Its page size (set when the file is made).
+const PAGE_SIZE: i64 = 64 * 1024;
+
 impl AuditDb {
-    /// Opens (and creates) the audit tables in the database at `path`, for writing.
-    pub fn open(path: &Path) -> Result<Self, HostError> {
-        let conn = Connection::open(path)?;
+    /// Opens (and creates) the audit database of `data_dir`, for writing; moves the tables of
+    /// an older data dir out of the key store's database first.
+    pub fn open(data_dir: &Path) -> Result<Self, HostError> {
+        let conn = Connection::open(path_in(data_dir))?;
+        // Only takes effect on a new, empty file (before WAL mode is set).
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Batches are made durable by the WAL's checkpoints, not one fsync each: a record
         // lost to a power cut ends its chain early (the next chain names what was kept), the
@@ -62,14 +123,17 @@ impl AuditDb {
         // Appended records rewrite the table's last pages in every batch: checkpointing the WAL
         // less often copies each page back once instead of once per version (64 MiB of WAL at
         // most, then SQLite's own checkpoint).
-        conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 1024)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn, &data_dir.join("ekms.sqlite3"))?;
         Ok(Self { conn })
     }
 
-    /// Opens the database at `path` read-only (a running appliance's, or an offline copy).
-    pub fn open_read_only(path: &Path) -> Result<Self, HostError> {
+    /// Opens the audit database of `data_dir` read-only (a running appliance's, or an offline
+    /// copy).
+    pub fn open_read_only(data_dir: &Path) -> Result<Self, HostError> {
+        let path = &path_in(data_dir);
         if !path.exists() {
             return Err(HostError::Startup(format!(
                 "no store at {}",
@@ -95,7 +159,9 @@ impl AuditDb {
     }
 
     /// Stores a batch of records and checkpoints in one transaction. The table has no index
-    /// but its row id: records are appended, and read in arrival order.
+    /// but its row id: records are appended, and read in arrival order. (Row ids are not
+    /// `AUTOINCREMENT`, which costs a second table update per row: rows are never deleted by
+    /// the appliance, and a host that deletes some is caught by the chain, not by the ids.)
     pub fn write(
         &mut self,
         entries: &[AuditEntry],
@@ -106,9 +172,14 @@ impl AuditDb {
             let mut rec = tx.prepare_cached(
                 "INSERT INTO audit_log (chain, seq, time_ms, record) VALUES (?1, ?2, ?3, ?4)",
             )?;
+            // A batch is mostly one chain: its id is written out once.
+            let mut chain: (&[u8], String) = (&[], String::new());
             for e in entries {
+                if chain.0 != e.chain.as_slice() {
+                    chain = (&e.chain, hex(&e.chain));
+                }
                 rec.execute(params![
-                    hex(&e.chain),
+                    chain.1,
                     i64::try_from(e.seq).unwrap_or(i64::MAX),
                     e.time_ms,
                     e.record
@@ -216,4 +287,92 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
         time_ms: r.get(3)?,
         record: r.get(4)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code
+
+    use super::*;
+
+    fn entry(seq: u64) -> AuditEntry {
+        AuditEntry {
+            chain: vec![7; 16],
+            seq,
+            time_ms: 1_000 + i64::try_from(seq).unwrap(),
+            record: format!("{{\"seq\":{seq}}}"),
+            checkpoint: None,
+        }
+    }
+
+    #[test]
+    fn a_new_file_has_large_pages_and_records_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = AuditDb::open(dir.path()).unwrap();
+        let page: i64 = db
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(page, PAGE_SIZE);
+        db.write(&(0..5).map(entry).collect::<Vec<_>>(), &[])
+            .unwrap();
+        let read = AuditDb::open_read_only(dir.path()).unwrap();
+        let seqs: Vec<i64> = read
+            .records_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
+        assert_eq!(read.newest().unwrap().unwrap().seq, 4);
+    }
+
+    #[test]
+    fn tables_an_older_data_dir_kept_in_the_key_store_move_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("ekms.sqlite3");
+        {
+            // The older layout: the audit tables beside the key store's own.
+            let c = Connection::open(&store).unwrap();
+            c.execute_batch(
+                "CREATE TABLE keys (id TEXT PRIMARY KEY);
+                 INSERT INTO keys VALUES ('k');
+                 CREATE TABLE audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, chain TEXT NOT NULL,
+                     seq INTEGER NOT NULL, time_ms INTEGER NOT NULL, record TEXT NOT NULL);
+                 CREATE TABLE audit_checkpoints (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     chain TEXT NOT NULL, seq INTEGER NOT NULL, head TEXT NOT NULL,
+                     time_ms INTEGER NOT NULL, public_key TEXT NOT NULL, signature TEXT NOT NULL);
+                 INSERT INTO audit_log (chain, seq, time_ms, record)
+                     VALUES ('07', 0, 1, 'a'), ('07', 1, 2, 'b');
+                 INSERT INTO audit_checkpoints (chain, seq, head, time_ms, public_key, signature)
+                     VALUES ('07', 1, 'h', 2, 'p', 's');",
+            )
+            .unwrap();
+        }
+        let mut db = AuditDb::open(dir.path()).unwrap();
+        let moved: Vec<String> = db
+            .records_after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.record)
+            .collect();
+        assert_eq!(moved, vec!["a", "b"]);
+        assert_eq!(db.checkpoints().unwrap().len(), 1);
+        // Gone from the key store, whose own tables are untouched.
+        let c = Connection::open(&store).unwrap();
+        let tables: Vec<String> = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!tables.iter().any(|t| t.starts_with("audit")), "{tables:?}");
+        assert!(tables.contains(&"keys".to_owned()));
+        // New records follow the moved ones; opening again moves nothing twice.
+        db.write(&[entry(2)], &[]).unwrap();
+        drop(db);
+        let db = AuditDb::open(dir.path()).unwrap();
+        assert_eq!(db.records_after(0, 10).unwrap().len(), 3);
+    }
 }

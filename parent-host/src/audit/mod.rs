@@ -1,5 +1,10 @@
-//! The host's side of the enclave's audit log: it stores what the enclave wrote, in batches,
-//! and asks for signed checkpoints. It cannot write a record itself (docs/audit.md).
+//! The host's side of the enclave's audit log: it collects what the enclave wrote, in batches
+//! and in chain order, stores it, and asks for signed checkpoints. It cannot write a record
+//! itself (docs/audit.md).
+//!
+//! The enclave keeps every call's record until the host drains it ([`DRAIN_INTERVAL`]): a
+//! record costs a call neither bytes on its vsock answer nor a hand-over on the host, and one
+//! drain is one queue item and one transaction.
 
 pub mod db;
 pub mod verify;
@@ -26,24 +31,27 @@ use crate::{HostError, client::EnclaveClient};
 pub const PUBLIC_KEY_FILE: &str = "audit-public-key";
 /// How often the host asks the enclave for a checkpoint (when records were written since).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
-/// Records waiting to be written before a request waits for the writer (about 11 MiB of
-/// records at most).
-const QUEUE: usize = 16_384;
-/// Most records per transaction.
-const BATCH: usize = 4096;
+/// How often the host drains the enclave's audit records.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+/// Drained batches waiting for the writer before the drain waits for it (each at most
+/// `DRAIN_MAX_BYTES`; the enclave then holds the rest, and past its own bound refuses calls).
+const QUEUE: usize = 8;
 
 enum Item {
-    Entry(AuditEntry),
+    Batch(Vec<AuditEntry>),
     Checkpoint(AuditCheckpoint),
     Flush(oneshot::Sender<()>),
 }
 
-/// Where the relay hands the enclave's audit records.
+/// Where the host's drains hand the enclave's audit records.
 #[derive(Debug, Clone)]
 pub struct AuditSink {
     tx: mpsc::Sender<Item>,
     /// Records handed over and not yet written.
     pending: Arc<AtomicU64>,
+    /// One drain at a time, from the enclave's answer to the writer's queue, so that batches
+    /// reach the table in chain order.
+    draining: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Item {
@@ -53,24 +61,46 @@ impl std::fmt::Debug for Item {
 }
 
 impl AuditSink {
-    /// Starts the writer over the database at `path`.
-    pub fn start(path: &Path) -> Result<Self, HostError> {
-        let db = db::AuditDb::open(path)?;
+    /// Starts the writer over the audit database of `data_dir`.
+    pub fn start(data_dir: &Path) -> Result<Self, HostError> {
+        let db = db::AuditDb::open(data_dir)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let pending = Arc::new(AtomicU64::new(0));
         let p = Arc::clone(&pending);
         std::thread::Builder::new()
             .name("ekms-audit-writer".into())
             .spawn(move || writer(db, rx, &p))?;
-        Ok(Self { tx, pending })
+        Ok(Self {
+            tx,
+            pending,
+            draining: Arc::default(),
+        })
     }
 
-    /// Queues the records of one call (waits only when the writer is far behind).
-    pub async fn record(&self, entries: Vec<AuditEntry>) {
-        for e in entries {
-            self.pending.fetch_add(1, Ordering::Relaxed);
-            if self.tx.send(Item::Entry(e)).await.is_err() {
-                tracing::error!("the audit writer stopped: a record was not stored");
+    /// Collects every record the enclave holds and queues them for the writer (waits when
+    /// the writer is far behind). The number of records collected.
+    pub async fn drain(&self, enclave: &EnclaveClient) -> usize {
+        let _one = self.draining.lock().await;
+        let mut total = 0;
+        loop {
+            let (entries, more) = match enclave.call(&HostRequest::AuditDrain).await {
+                Ok(EnclaveResponse::AuditRecords { entries, more }) => (entries, more),
+                Ok(_) => return total,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no audit drain");
+                    return total;
+                }
+            };
+            if !entries.is_empty() {
+                total += entries.len();
+                self.pending
+                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                if self.tx.send(Item::Batch(entries)).await.is_err() {
+                    tracing::error!("the audit writer stopped: records were not stored");
+                }
+            }
+            if !more {
+                return total;
             }
         }
     }
@@ -95,34 +125,22 @@ impl AuditSink {
     }
 }
 
-/// How long the writer lets records gather before it writes them: one transaction, and no
-/// wake-up per record, however fast they come.
-const GATHER: Duration = Duration::from_millis(50);
-
-/// The writer: a thread of its own that wakes every [`GATHER`], takes everything queued and
-/// writes it in one transaction. Senders never wake it (it is not waiting on the queue), so a
-/// record costs a request one queue push. Ends when every sender is gone.
+/// The writer: a thread of its own that takes everything queued (a drain's batches, the
+/// checkpoints) and writes it in one transaction. Ends when every sender is gone.
 fn writer(mut db: db::AuditDb, mut rx: mpsc::Receiver<Item>, pending: &AtomicU64) {
-    let mut entries = Vec::with_capacity(BATCH);
+    let mut entries = Vec::new();
     let mut checkpoints = Vec::new();
     let mut flushes = Vec::new();
-    loop {
-        std::thread::sleep(GATHER);
-        let mut closed = false;
-        loop {
-            match rx.try_recv() {
-                Ok(Item::Entry(e)) => entries.push(e),
-                Ok(Item::Checkpoint(c)) => checkpoints.push(c),
-                Ok(Item::Flush(done)) => flushes.push(done),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Item::Batch(b) if entries.is_empty() => entries = b,
+                Item::Batch(b) => entries.extend(b),
+                Item::Checkpoint(c) => checkpoints.push(c),
+                Item::Flush(done) => flushes.push(done),
             }
-            if entries.len() >= BATCH {
-                break;
-            }
+            next = rx.try_recv().ok();
         }
         if !entries.is_empty() || !checkpoints.is_empty() {
             let n = entries.len() as u64;
@@ -136,48 +154,63 @@ fn writer(mut db: db::AuditDb, mut rx: mpsc::Receiver<Item>, pending: &AtomicU64
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
-        if closed {
-            return;
-        }
     }
 }
 
-/// The audit writer and checkpoint loop of a serving appliance.
+/// The audit drain, writer and checkpoint loop of a serving appliance.
 #[derive(Debug)]
 pub struct Running {
     sink: AuditSink,
     checkpoints: tokio::task::JoinHandle<()>,
+    drains: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// Starts storing `relay`'s audit records in the data dir's database, with a checkpoint
-    /// every [`CHECKPOINT_INTERVAL`].
+    /// Starts collecting the enclave's audit records every [`DRAIN_INTERVAL`] into the data
+    /// dir's database, with a checkpoint every [`CHECKPOINT_INTERVAL`].
     pub fn start(relay: &crate::relay::Relay, data_dir: &Path) -> Result<Self, HostError> {
-        let sink = AuditSink::start(&data_dir.join("ekms.sqlite3"))?;
+        let sink = AuditSink::start(data_dir)?;
         relay.set_audit(sink.clone());
         let checkpoints = tokio::spawn(checkpoint_loop(
             relay.enclave_arc(),
             sink.clone(),
             data_dir.to_owned(),
         ));
-        Ok(Self { sink, checkpoints })
+        let drains = tokio::spawn(drain_loop(relay.enclave_arc(), sink.clone()));
+        Ok(Self {
+            sink,
+            checkpoints,
+            drains,
+        })
     }
 
-    /// At shutdown: the newest records get a checkpoint, and everything queued is written,
-    /// before the enclave stops.
+    /// At shutdown: the newest records get a checkpoint, and everything the enclave holds is
+    /// collected and written, before the enclave stops.
     pub async fn stop(self, relay: &crate::relay::Relay) {
         self.checkpoints.abort();
+        self.drains.abort();
         checkpoint_once(relay.enclave(), &self.sink, false).await;
+        self.sink.drain(relay.enclave()).await;
         self.sink.flush().await;
+    }
+}
+
+/// Drains the enclave's audit records every [`DRAIN_INTERVAL`].
+async fn drain_loop(enclave: Arc<EnclaveClient>, sink: AuditSink) {
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        sink.drain(&enclave).await;
     }
 }
 
 /// Tells the enclave which stored record is the newest (its next chain names it), and writes
 /// the domain's audit public key to the data dir when the enclave reports one.
 pub async fn resume(enclave: &EnclaveClient, data_dir: &Path) {
-    let path = data_dir.join("ekms.sqlite3");
+    let dir = data_dir.to_owned();
     let newest = tokio::task::spawn_blocking(move || {
-        db::AuditDb::open_read_only(&path).and_then(|db| db.newest())
+        db::AuditDb::open_read_only(&dir).and_then(|db| db.newest())
     })
     .await;
     if let Ok(Ok(Some(r))) = newest {

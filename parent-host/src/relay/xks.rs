@@ -81,14 +81,7 @@ impl Relay {
             };
             call = *back;
             match reply {
-                Ok(EnclaveResponse::Xks(XksOutcome { status, body }, audit)) => {
-                    if !audit.is_empty()
-                        && let Some(sink) = self.audit()
-                    {
-                        sink.record(audit).await;
-                    }
-                    return (status, body);
-                }
+                Ok(EnclaveResponse::Xks(XksOutcome { status, body })) => return (status, body),
                 Ok(EnclaveResponse::Fault(Fault::StaleRecord)) => {
                     // Read the principal and the key from the store again (a stale cache, a
                     // write not yet committed).

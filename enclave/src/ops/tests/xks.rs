@@ -92,7 +92,7 @@ impl Env {
             usage: vec![],
         };
         match crate::xks::call(&self.core, &call) {
-            EnclaveResponse::Xks(XksOutcome { status, body }, _) => {
+            EnclaveResponse::Xks(XksOutcome { status, body }) => {
                 Some((status, serde_json::from_slice(&body).unwrap()))
             }
             EnclaveResponse::Fault(ekms_wire::msg::Fault::StaleRecord) => None,
@@ -542,14 +542,13 @@ fn a_sealed_enclave_reports_unavailable_and_serves_nothing() {
         next_marker: None,
         usage: vec![],
     };
-    let EnclaveResponse::Xks(h, _) = crate::xks::call(&core, &call(&path(PREFIX, "health"))) else {
+    let EnclaveResponse::Xks(h) = crate::xks::call(&core, &call(&path(PREFIX, "health"))) else {
         panic!("not an XKS answer")
     };
     assert_eq!(h.status, 200);
     let v: Value = serde_json::from_slice(&h.body).unwrap();
     assert_eq!(v["ekmFleetDetails"][0]["healthStatus"], "UNAVAILABLE");
-    let EnclaveResponse::Xks(e, _) =
-        crate::xks::call(&core, &call(&path(PREFIX, "keys/k/encrypt")))
+    let EnclaveResponse::Xks(e) = crate::xks::call(&core, &call(&path(PREFIX, "keys/k/encrypt")))
     else {
         panic!("not an XKS answer")
     };
