@@ -12,13 +12,13 @@
 //! access key id named, the operation, the key, the request id, the outcome and error code, and
 //! the encryption context's keys: never its values, never plaintext, never a secret.
 
-use std::{collections::VecDeque, sync::Mutex};
+use std::{cell::RefCell, collections::VecDeque, sync::Mutex};
 
 use aws_lc_rs::{digest, hkdf, rand, signature::Ed25519KeyPair, signature::KeyPair as _};
 use ekms_wire::{
     audit::{
-        AUDIT_KEY_INFO, AuditCheckpoint, AuditEntry, CHAIN_ID_LEN, CHAIN_START, HASH_LEN,
-        PENDING_MAX_BYTES,
+        AUDIT_KEY_INFO, AuditBlock, AuditCheckpoint, CHAIN_ID_LEN, CHAIN_START, DRAIN_MAX_BYTES,
+        HASH_LEN, PENDING_MAX_BYTES, push_hex,
     },
     msg::KmsCall,
 };
@@ -78,16 +78,51 @@ pub struct AuditLog {
 struct State {
     chain: Option<Chain>,
     /// Written and not yet drained, in chain order.
-    pending: VecDeque<AuditEntry>,
+    pending: VecDeque<AuditBlock>,
     /// Record bytes in `pending`.
     pending_bytes: usize,
 }
 
+/// A block takes records until it holds this many bytes (so a drain's answer of
+/// [`DRAIN_MAX_BYTES`] always has room for one).
+const BLOCK_BYTES: usize = DRAIN_MAX_BYTES / 2;
+/// A new block's buffer (it grows as records come).
+const BLOCK_START: usize = 64 * 1024;
+
 impl State {
-    fn push(&mut self, e: AuditEntry) {
-        self.pending_bytes = self.pending_bytes.saturating_add(e.record.len());
-        self.pending.push_back(e);
+    /// Numbers, links and appends a record whose other fields are `body` to the newest block
+    /// (a new one when there is none of this chain, or it is full).
+    fn record(&mut self, body: &str, time_ms: i64) -> bool {
+        let Some(chain) = self.chain.as_mut() else {
+            return false;
+        };
+        let fits = self
+            .pending
+            .back()
+            .is_some_and(|b| b.chain == chain.id && b.lines.len() < BLOCK_BYTES);
+        if !fits {
+            self.pending.push_back(AuditBlock {
+                chain: chain.id.to_vec(),
+                first_seq: chain.next,
+                lines: String::with_capacity(BLOCK_START),
+                ..AuditBlock::default()
+            });
+        }
+        let Some(block) = self.pending.back_mut() else {
+            return false;
+        };
+        let before = block.lines.len();
+        chain.push(body, time_ms, block);
+        self.pending_bytes = self
+            .pending_bytes
+            .saturating_add(block.lines.len().saturating_sub(before));
+        true
     }
+}
+
+thread_local! {
+    /// Each thread's buffer for a record's fields: a record costs no allocation of its own.
+    static BODY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -102,8 +137,6 @@ type Head = (Vec<u8>, u64, Vec<u8>);
 struct Chain {
     domain: [u8; 8],
     id: [u8; CHAIN_ID_LEN],
-    /// `id` in hex, as records name it.
-    id_hex: String,
     /// Sequence number of the next record.
     next: u64,
     /// Hash of the newest record.
@@ -158,9 +191,22 @@ impl AuditLog {
         outcome: Outcome<'_>,
         time_ms: i64,
     ) -> bool {
-        // Everything but the chain link is written before the lock: the lock covers only
-        // numbering, linking and hashing, so concurrent calls barely wait for each other.
-        let body = body(event(account, call, note, outcome), time_ms);
+        BODY.with_borrow_mut(|buf| {
+            // Everything but the chain link is written before the lock: the lock covers only
+            // numbering, linking, hashing and a copy, so concurrent calls barely wait.
+            buf.clear();
+            body(event(account, call, note, outcome), time_ms, buf);
+            let written = std::str::from_utf8(buf)
+                .is_ok_and(|text| self.link(domain, account, text, time_ms));
+            if buf.capacity() > BLOCK_START {
+                // One huge record (a long context) does not keep its buffer.
+                *buf = Vec::new();
+            }
+            written
+        })
+    }
+
+    fn link(&self, domain: &Domain, account: &str, body: &str, time_ms: i64) -> bool {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
@@ -171,13 +217,11 @@ impl AuditLog {
                 return false;
             };
             state.chain = Some(chain);
-            state.push(first);
+            if !state.record(&first, time_ms) {
+                return false;
+            }
         }
-        let Some(entry) = state.chain.as_mut().map(|c| c.push(body, time_ms)) else {
-            return false;
-        };
-        state.push(entry);
-        true
+        state.record(body, time_ms)
     }
 
     /// Whether the records the host has not collected leave room for another call's
@@ -189,22 +233,20 @@ impl AuditLog {
             .is_ok_and(|s| s.pending_bytes < PENDING_MAX_BYTES)
     }
 
-    /// The oldest uncollected records, up to `max_bytes` of them (at least one), and whether
-    /// more wait.
-    pub fn drain(&self, max_bytes: usize) -> (Vec<AuditEntry>, bool) {
+    /// The oldest uncollected records, in blocks up to `max_bytes` in all (at least one
+    /// block), and whether more wait.
+    pub fn drain(&self, max_bytes: usize) -> (Vec<AuditBlock>, bool) {
         let Ok(mut state) = self.state.lock() else {
             return (Vec::new(), false);
         };
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        while let Some(e) = state.pending.front() {
-            if !out.is_empty() && bytes.saturating_add(e.record.len()) > max_bytes {
+        while let Some(b) = state.pending.front() {
+            if !out.is_empty() && bytes.saturating_add(b.lines.len()) > max_bytes {
                 break;
             }
-            bytes = bytes.saturating_add(e.record.len());
-            if let Some(e) = state.pending.pop_front() {
-                out.push(e);
-            }
+            bytes = bytes.saturating_add(b.lines.len());
+            out.extend(state.pending.pop_front());
         }
         state.pending_bytes = state.pending_bytes.saturating_sub(bytes);
         (out, !state.pending.is_empty())
@@ -225,13 +267,12 @@ impl Chain {
         account: &str,
         previous: Option<&Head>,
         time_ms: i64,
-    ) -> Option<(Self, AuditEntry)> {
+    ) -> Option<(Self, String)> {
         let mut id = [0u8; CHAIN_ID_LEN];
         rand::fill(&mut id).ok()?;
-        let mut chain = Self {
+        let chain = Self {
             domain: domain.id(),
             id,
-            id_hex: crate::domain::hex(&id),
             next: 0,
             head: [0; HASH_LEN],
             unsigned: 0,
@@ -258,34 +299,40 @@ impl Chain {
             event_type: "AwsServiceEvent",
             ..Fields::default()
         };
-        let first = chain.push(body(event, time_ms), time_ms);
-        Some((chain, first))
+        let mut first = Vec::new();
+        body(event, time_ms, &mut first);
+        Some((chain, String::from_utf8(first).ok()?))
     }
 
     /// Numbers and links a record whose other fields are `body` (a JSON object without its
-    /// closing brace, from [`body`]).
-    fn push(&mut self, mut line: String, time_ms: i64) -> AuditEntry {
+    /// closing brace, from [`body`]), and appends it to `block` as a line.
+    fn push(&mut self, body: &str, time_ms: i64, block: &mut AuditBlock) {
         use std::fmt::Write as _;
         let seq = self.next;
+        let line = &mut block.lines;
+        let start = line.len();
+        line.push_str(body);
         // Hex digits, digits and a UUID: nothing to escape.
         let _ = write!(
             line,
-            r#","eventID":"{}","ekms":{{"chain":"{}","seq":{seq},"prev":"{}"}}}}"#,
-            event_id(&self.id, seq),
-            self.id_hex,
-            crate::domain::hex(&self.head),
+            r#","eventID":"{}","ekms":{{"chain":""#,
+            event_id(&self.id, seq)
         );
-        let hash = digest::digest(&digest::SHA256, line.as_bytes());
+        push_hex(line, &self.id);
+        let _ = write!(line, r#"","seq":{seq},"prev":""#);
+        push_hex(line, &self.head);
+        line.push_str("\"}}");
+        let hash = digest::digest(
+            &digest::SHA256,
+            line.get(start..).unwrap_or_default().as_bytes(),
+        );
+        line.push('\n');
+        block.times.push(time_ms);
         self.head.copy_from_slice(hash.as_ref());
         self.next = seq.saturating_add(1);
         self.unsigned = self.unsigned.saturating_add(1);
-        let checkpoint = (self.unsigned >= CHECKPOINT_EVERY).then(|| self.sign(time_ms));
-        AuditEntry {
-            chain: self.id.to_vec(),
-            seq,
-            time_ms,
-            record: line,
-            checkpoint,
+        if self.unsigned >= CHECKPOINT_EVERY {
+            block.checkpoints.push(self.sign(time_ms));
         }
     }
 
@@ -312,14 +359,13 @@ fn event_time(ms: i64) -> String {
 }
 
 /// A UUID-shaped `eventID`, unique per chain and sequence number.
-fn event_id(chain: &[u8; CHAIN_ID_LEN], seq: u64) -> String {
+fn event_id(chain: &[u8; CHAIN_ID_LEN], seq: u64) -> uuid::fmt::Hyphenated {
     // The chain's random id with the sequence number added into its low half: distinct for
     // every record of a chain, and across chains as their ids are.
     let id = u128::from_be_bytes(*chain).wrapping_add(u128::from(seq));
     uuid::Builder::from_random_bytes(id.to_be_bytes())
         .into_uuid()
         .hyphenated()
-        .to_string()
 }
 
 /// The record of a KMS call.
@@ -401,22 +447,19 @@ fn request_id(authorization: &str) -> Option<String> {
     ))
 }
 
-/// A record's fields before its chain link, as a JSON object without its closing brace.
-fn body(event: Fields<'_>, time_ms: i64) -> String {
+/// Writes a record's fields before its chain link to `out`: a JSON object without its closing
+/// brace.
+fn body(event: Fields<'_>, time_ms: i64, out: &mut Vec<u8>) {
     let event = Fields {
         event_time: event_time(time_ms),
         ..event
     };
     // Serializing plain strings and numbers cannot fail; an empty body would break the chain
     // visibly rather than silently.
-    // Room for a typical record and its link, so the line grows without copies.
-    let mut out = Vec::with_capacity(1024);
-    if serde_json::to_writer(&mut out, &event).is_err() {
+    if serde_json::to_writer(&mut *out, &event).is_err() {
         out.clear();
     }
-    let mut line = String::from_utf8(out).unwrap_or_default();
-    line.pop();
-    line
+    out.pop();
 }
 
 #[derive(Serialize, Default)]
@@ -550,25 +593,27 @@ mod tests {
             };
             assert!(log.append(&d, "1", &call(), &note, outcome, 1_000 * i));
         }
-        let (lines, more) = log.drain(usize::MAX);
+        let (blocks, more) = log.drain(usize::MAX);
         assert!(!more);
+        let lines = lines(&blocks);
         // A chain start, then the three calls.
         assert_eq!(lines.len(), 4);
         let mut prev = [0u8; 32];
-        for (n, e) in lines.iter().enumerate() {
-            let v: serde_json::Value = serde_json::from_str(&e.record).unwrap();
+        for (n, (seq, record)) in lines.iter().enumerate() {
+            assert_eq!(*seq, n as u64);
+            let v: serde_json::Value = serde_json::from_str(record).unwrap();
             assert_eq!(v["ekms"]["seq"], n as u64);
             assert_eq!(v["ekms"]["prev"], crate::domain::hex(&prev));
-            prev.copy_from_slice(digest::digest(&digest::SHA256, e.record.as_bytes()).as_ref());
+            prev.copy_from_slice(digest::digest(&digest::SHA256, record.as_bytes()).as_ref());
         }
-        let first: serde_json::Value = serde_json::from_str(&lines[1].record).unwrap();
+        let first: serde_json::Value = serde_json::from_str(&lines[1].1).unwrap();
         assert_eq!(first["userIdentity"]["type"], "Unknown");
         assert!(first["userIdentity"].get("arn").is_none());
         assert_eq!(
             first["requestParameters"]["encryptionContextKeys"],
             serde_json::json!(["tenant"])
         );
-        let last: serde_json::Value = serde_json::from_str(&lines[3].record).unwrap();
+        let last: serde_json::Value = serde_json::from_str(&lines[3].1).unwrap();
         assert_eq!(last["errorCode"], "AccessDeniedException");
         let cp = log.checkpoint(false, 5).unwrap();
         assert_eq!((cp.seq, cp.head.as_slice()), (3, prev.as_slice()));
@@ -587,8 +632,8 @@ mod tests {
         let log = AuditLog::default();
         log.resume(vec![7; 16], 41, vec![9; 32]);
         assert!(log.append(&d, "1", &call(), &Note::default(), Outcome::Success, 0));
-        let (lines, _) = log.drain(usize::MAX);
-        let start: serde_json::Value = serde_json::from_str(&lines[0].record).unwrap();
+        let (blocks, _) = log.drain(usize::MAX);
+        let start: serde_json::Value = serde_json::from_str(&lines(&blocks)[0].1).unwrap();
         assert_eq!(start["eventName"], CHAIN_START);
         let previous = &start["serviceEventDetails"]["previous"];
         assert_eq!(previous["chain"], crate::domain::hex(&[7; 16]));
@@ -600,24 +645,28 @@ mod tests {
     fn drains_come_in_chain_order_within_their_size_and_a_full_backlog_refuses() {
         let d = domain();
         let log = AuditLog::default();
-        for i in 0..10 {
-            assert!(log.append(&d, "1", &call(), &Note::default(), Outcome::Success, i));
+        // Enough records for several blocks.
+        let mut written = 0u64;
+        while log.state.lock().unwrap().pending.len() < 4 {
+            assert!(log.append(&d, "1", &call(), &Note::default(), Outcome::Success, 0));
+            written += 1;
         }
-        let one = log.state.lock().unwrap().pending[1].record.len();
-        // At least one record per drain, however small the limit.
+        // At least one block per drain, however small the limit; whole blocks up to it.
         let (first, more) = log.drain(1);
         assert_eq!((first.len(), more), (1, true));
-        let (next, more) = log.drain(one * 3);
-        assert_eq!((next.len(), more), (3, true));
+        assert!(first[0].lines.len() >= BLOCK_BYTES);
+        let (next, more) = log.drain(DRAIN_MAX_BYTES);
+        assert_eq!(
+            (next.len(), more),
+            (1, true),
+            "two full blocks exceed a drain"
+        );
         let (rest, more) = log.drain(usize::MAX);
-        assert_eq!((rest.len(), more), (7, false));
-        let seqs: Vec<u64> = first
-            .iter()
-            .chain(&next)
-            .chain(&rest)
-            .map(|e| e.seq)
-            .collect();
-        assert_eq!(seqs, (0..11).collect::<Vec<_>>());
+        assert!(!more);
+        let all: Vec<AuditBlock> = first.into_iter().chain(next).chain(rest).collect();
+        let seqs: Vec<u64> = lines(&all).iter().map(|(seq, _)| *seq).collect();
+        // The chain's first record, then every call's.
+        assert_eq!(seqs, (0..=written).collect::<Vec<_>>());
         assert_eq!(log.state.lock().unwrap().pending_bytes, 0);
         assert!(log.drain(usize::MAX).0.is_empty());
         // A host that never drains: calls are refused before the backlog passes its bound.
@@ -627,8 +676,36 @@ mod tests {
         }
         let held = log.state.lock().unwrap().pending_bytes;
         assert!((PENDING_MAX_BYTES..PENDING_MAX_BYTES + 4096).contains(&held));
-        let (some, more) = log.drain(ekms_wire::audit::DRAIN_MAX_BYTES);
+        let (some, more) = log.drain(DRAIN_MAX_BYTES);
         assert!(more && !some.is_empty());
         assert!(log.has_room());
+    }
+
+    #[test]
+    fn a_checkpoint_goes_with_the_block_of_its_record() {
+        let d = domain();
+        let log = AuditLog::default();
+        for _ in 0..CHECKPOINT_EVERY {
+            assert!(log.append(&d, "1", &call(), &Note::default(), Outcome::Success, 0));
+        }
+        let (blocks, _) = log.drain(usize::MAX);
+        let all = lines(&blocks);
+        let cps: Vec<&AuditCheckpoint> = blocks.iter().flat_map(|b| &b.checkpoints).collect();
+        // Signed with the record that made it due (the chain start counts), over its hash.
+        assert_eq!(cps.len(), 1);
+        assert_eq!(cps[0].seq, CHECKPOINT_EVERY - 1);
+        let (_, line) = &all[usize::try_from(cps[0].seq).unwrap()];
+        assert_eq!(
+            cps[0].head,
+            digest::digest(&digest::SHA256, line.as_bytes()).as_ref()
+        );
+    }
+
+    /// Every drained record: its sequence number and line.
+    fn lines(blocks: &[AuditBlock]) -> Vec<(u64, String)> {
+        blocks
+            .iter()
+            .flat_map(|b| b.records().map(|(seq, _, l)| (seq, l.to_owned())))
+            .collect()
     }
 }

@@ -33,37 +33,60 @@ pub const DRAIN_MAX_BYTES: usize = 2 * 1024 * 1024;
 /// `ThrottlingException` until the host drains them (no call goes unrecorded).
 pub const PENDING_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-/// One audit record, as the enclave wrote it, with what the host needs to store it without
-/// parsing it (the same values are inside the record, which is what a verifier trusts).
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AuditEntry {
+/// A run of consecutive records of one chain, as a drain hands them to the host: their lines
+/// in one buffer, so that neither side allocates per record. The host stores each line as a
+/// row without parsing it (the values beside the lines are the host's index; a verifier trusts
+/// only what is inside a record).
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditBlock {
     /// The chain (16 bytes).
     #[serde(with = "serde_bytes")]
     pub chain: Vec<u8>,
-    /// Sequence number in the chain, from 0.
-    pub seq: u64,
-    /// The record's time (Unix milliseconds, the enclave's clock), for the host's index.
-    pub time_ms: i64,
-    /// The record: one line of JSON, no newline.
-    pub record: String,
-    /// A checkpoint the enclave signed with this record (every so many records).
-    pub checkpoint: Option<AuditCheckpoint>,
+    /// Sequence number of the first record.
+    pub first_seq: u64,
+    /// The records, each one line of JSON followed by `\n` (JSON escapes a newline inside a
+    /// string, so a record never holds one).
+    pub lines: String,
+    /// Each record's time (Unix milliseconds, the enclave's clock), one per line.
+    pub times: Vec<i64>,
+    /// Checkpoints the enclave signed with these records (every so many records).
+    pub checkpoints: Vec<AuditCheckpoint>,
 }
 
-impl std::fmt::Debug for AuditEntry {
-    // A record names principals and keys; keep it out of debug output of messages.
+impl AuditBlock {
+    /// The records: sequence number, time and line (no newline). Stops at the shorter of the
+    /// lines and the times.
+    pub fn records(&self) -> impl Iterator<Item = (u64, i64, &str)> {
+        (self.first_seq..)
+            .zip(&self.times)
+            .zip(self.lines.split_terminator('\n'))
+            .map(|((seq, t), line)| (seq, *t, line))
+    }
+
+    /// How many records it holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Whether it holds none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+}
+
+impl std::fmt::Debug for AuditBlock {
+    // Records name principals and keys; keep them out of debug output of messages.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "AuditEntry(chain {}, seq {}, {} bytes{})",
+            "AuditBlock(chain {}, seq {}.., {} records, {} bytes, {} checkpoints)",
             hex(&self.chain),
-            self.seq,
-            self.record.len(),
-            if self.checkpoint.is_some() {
-                ", checkpoint"
-            } else {
-                ""
-            }
+            self.first_seq,
+            self.times.len(),
+            self.lines.len(),
+            self.checkpoints.len()
         )
     }
 }
@@ -115,12 +138,17 @@ pub fn checkpoint_message(chain: &[u8], seq: u64, head: &[u8], time_ms: i64) -> 
 #[must_use]
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
+}
+
+/// Appends `bytes` in lower-case hex to `out`.
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
     for b in bytes {
         for nibble in [b >> 4, b & 0x0f] {
-            s.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+            out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
         }
     }
-    s
 }
 
 #[cfg(test)]
@@ -137,15 +165,31 @@ mod tests {
 
     #[test]
     fn debug_output_holds_no_record_text() {
-        let e = AuditEntry {
+        let b = AuditBlock {
             chain: vec![0xab; 16],
-            seq: 3,
-            time_ms: 0,
-            record: "{\"userIdentity\":\"secret-arn\"}".into(),
-            checkpoint: None,
+            first_seq: 3,
+            lines: "{\"userIdentity\":\"secret-arn\"}\n".into(),
+            times: vec![0],
+            checkpoints: Vec::new(),
         };
-        let d = format!("{e:?}");
+        let d = format!("{b:?}");
         assert!(!d.contains("secret-arn"), "{d}");
         assert!(d.contains("seq 3"));
+    }
+
+    #[test]
+    fn a_block_reads_back_as_numbered_lines_and_never_past_its_times() {
+        let mut b = AuditBlock {
+            chain: vec![1; 16],
+            first_seq: 10,
+            lines: "{\"a\":1}\n{\"b\":2}\n".into(),
+            times: vec![5, 6],
+            checkpoints: Vec::new(),
+        };
+        let r: Vec<_> = b.records().collect();
+        assert_eq!(r, vec![(10, 5, "{\"a\":1}"), (11, 6, "{\"b\":2}")]);
+        b.times.pop();
+        assert_eq!(b.records().count(), 1);
+        assert_eq!(b.len(), 1);
     }
 }

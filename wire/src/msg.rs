@@ -314,7 +314,7 @@ pub enum EnclaveResponse {
     /// Answer to [`HostRequest::AuditDrain`]: records in chain order, and whether more wait.
     AuditRecords {
         /// The records, oldest first.
-        entries: Vec<crate::audit::AuditEntry>,
+        blocks: Vec<crate::audit::AuditBlock>,
         /// More records wait (the answer reached its size limit): drain again.
         more: bool,
     },

@@ -378,8 +378,8 @@ impl Core {
                     .checkpoint(force, self.clock.at(chrono::Utc::now()).timestamp_millis()),
             ),
             HostRequest::AuditDrain => {
-                let (entries, more) = self.audit.drain(ekms_wire::audit::DRAIN_MAX_BYTES);
-                EnclaveResponse::AuditRecords { entries, more }
+                let (blocks, more) = self.audit.drain(ekms_wire::audit::DRAIN_MAX_BYTES);
+                EnclaveResponse::AuditRecords { blocks, more }
             }
             HostRequest::AuditResume { chain, seq, head } => {
                 self.audit.resume(chain, seq, head);

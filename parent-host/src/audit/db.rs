@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use ::hex::encode as hex;
-use ekms_wire::audit::{AuditCheckpoint, AuditEntry};
+use ekms_wire::audit::{AuditBlock, AuditCheckpoint};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
 use crate::HostError;
@@ -164,7 +164,7 @@ impl AuditDb {
     /// the appliance, and a host that deletes some is caught by the chain, not by the ids.)
     pub fn write(
         &mut self,
-        entries: &[AuditEntry],
+        blocks: &[AuditBlock],
         checkpoints: &[AuditCheckpoint],
     ) -> Result<(), HostError> {
         let tx = self.conn.transaction()?;
@@ -172,18 +172,16 @@ impl AuditDb {
             let mut rec = tx.prepare_cached(
                 "INSERT INTO audit_log (chain, seq, time_ms, record) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            // A batch is mostly one chain: its id is written out once.
-            let mut chain: (&[u8], String) = (&[], String::new());
-            for e in entries {
-                if chain.0 != e.chain.as_slice() {
-                    chain = (&e.chain, hex(&e.chain));
+            for block in blocks {
+                let chain = hex(&block.chain);
+                for (seq, time_ms, line) in block.records() {
+                    rec.execute(params![
+                        chain,
+                        i64::try_from(seq).unwrap_or(i64::MAX),
+                        time_ms,
+                        line
+                    ])?;
                 }
-                rec.execute(params![
-                    chain.1,
-                    i64::try_from(e.seq).unwrap_or(i64::MAX),
-                    e.time_ms,
-                    e.record
-                ])?;
             }
             let mut cp = tx.prepare_cached(
                 "INSERT INTO audit_checkpoints (chain, seq, head, time_ms, public_key, signature)
@@ -191,7 +189,7 @@ impl AuditDb {
             )?;
             for c in checkpoints
                 .iter()
-                .chain(entries.iter().filter_map(|e| e.checkpoint.as_ref()))
+                .chain(blocks.iter().flat_map(|b| &b.checkpoints))
             {
                 cp.execute(params![
                     hex(&c.chain),
@@ -295,13 +293,18 @@ mod tests {
 
     use super::*;
 
-    fn entry(seq: u64) -> AuditEntry {
-        AuditEntry {
+    /// Records `seqs` of one chain.
+    fn block(seqs: std::ops::Range<u64>) -> AuditBlock {
+        AuditBlock {
             chain: vec![7; 16],
-            seq,
-            time_ms: 1_000 + i64::try_from(seq).unwrap(),
-            record: format!("{{\"seq\":{seq}}}"),
-            checkpoint: None,
+            first_seq: seqs.start,
+            lines: seqs.clone().fold(String::new(), |mut l, s| {
+                use std::fmt::Write as _;
+                let _ = writeln!(l, "{{\"seq\":{s}}}");
+                l
+            }),
+            times: seqs.map(|s| 1_000 + i64::try_from(s).unwrap()).collect(),
+            checkpoints: Vec::new(),
         }
     }
 
@@ -314,8 +317,7 @@ mod tests {
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .unwrap();
         assert_eq!(page, PAGE_SIZE);
-        db.write(&(0..5).map(entry).collect::<Vec<_>>(), &[])
-            .unwrap();
+        db.write(&[block(0..2), block(2..5)], &[]).unwrap();
         let read = AuditDb::open_read_only(dir.path()).unwrap();
         let seqs: Vec<i64> = read
             .records_after(0, 10)
@@ -370,7 +372,7 @@ mod tests {
         assert!(!tables.iter().any(|t| t.starts_with("audit")), "{tables:?}");
         assert!(tables.contains(&"keys".to_owned()));
         // New records follow the moved ones; opening again moves nothing twice.
-        db.write(&[entry(2)], &[]).unwrap();
+        db.write(&[block(2..3)], &[]).unwrap();
         drop(db);
         let db = AuditDb::open(dir.path()).unwrap();
         assert_eq!(db.records_after(0, 10).unwrap().len(), 3);

@@ -19,7 +19,7 @@ use std::{
 };
 
 use ekms_wire::{
-    audit::{AuditCheckpoint, AuditEntry},
+    audit::{AuditBlock, AuditCheckpoint},
     msg::{EnclaveResponse, HostRequest},
 };
 use tokio::sync::{mpsc, oneshot};
@@ -38,7 +38,7 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 const QUEUE: usize = 8;
 
 enum Item {
-    Batch(Vec<AuditEntry>),
+    Batch(Vec<AuditBlock>),
     Checkpoint(AuditCheckpoint),
     Flush(oneshot::Sender<()>),
 }
@@ -83,19 +83,19 @@ impl AuditSink {
         let _one = self.draining.lock().await;
         let mut total = 0;
         loop {
-            let (entries, more) = match enclave.call(&HostRequest::AuditDrain).await {
-                Ok(EnclaveResponse::AuditRecords { entries, more }) => (entries, more),
+            let (blocks, more) = match enclave.call(&HostRequest::AuditDrain).await {
+                Ok(EnclaveResponse::AuditRecords { blocks, more }) => (blocks, more),
                 Ok(_) => return total,
                 Err(e) => {
                     tracing::debug!(error = %e, "no audit drain");
                     return total;
                 }
             };
-            if !entries.is_empty() {
-                total += entries.len();
-                self.pending
-                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
-                if self.tx.send(Item::Batch(entries)).await.is_err() {
+            let n: usize = blocks.iter().map(AuditBlock::len).sum();
+            if !blocks.is_empty() {
+                total += n;
+                self.pending.fetch_add(n as u64, Ordering::Relaxed);
+                if self.tx.send(Item::Batch(blocks)).await.is_err() {
                     tracing::error!("the audit writer stopped: records were not stored");
                 }
             }
@@ -128,27 +128,26 @@ impl AuditSink {
 /// The writer: a thread of its own that takes everything queued (a drain's batches, the
 /// checkpoints) and writes it in one transaction. Ends when every sender is gone.
 fn writer(mut db: db::AuditDb, mut rx: mpsc::Receiver<Item>, pending: &AtomicU64) {
-    let mut entries = Vec::new();
+    let mut blocks = Vec::new();
     let mut checkpoints = Vec::new();
     let mut flushes = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                Item::Batch(b) if entries.is_empty() => entries = b,
-                Item::Batch(b) => entries.extend(b),
+                Item::Batch(b) => blocks.extend(b),
                 Item::Checkpoint(c) => checkpoints.push(c),
                 Item::Flush(done) => flushes.push(done),
             }
             next = rx.try_recv().ok();
         }
-        if !entries.is_empty() || !checkpoints.is_empty() {
-            let n = entries.len() as u64;
-            if let Err(e) = db.write(&entries, &checkpoints) {
+        if !blocks.is_empty() || !checkpoints.is_empty() {
+            let n: usize = blocks.iter().map(AuditBlock::len).sum();
+            if let Err(e) = db.write(&blocks, &checkpoints) {
                 tracing::error!(error = %e, records = n, "could not store audit records");
             }
-            pending.fetch_sub(n, Ordering::Relaxed);
-            entries.clear();
+            pending.fetch_sub(n as u64, Ordering::Relaxed);
+            blocks.clear();
             checkpoints.clear();
         }
         for done in flushes.drain(..) {
