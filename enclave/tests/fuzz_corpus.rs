@@ -34,7 +34,12 @@ fn peer_input_seeds() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/peer_input");
     let mut n = 0;
     for e in std::fs::read_dir(dir).unwrap() {
-        ekms_enclave::asymmetric::peer_input(&std::fs::read(e.unwrap().path()).unwrap());
+        let seed = std::fs::read(e.unwrap().path()).unwrap();
+        // As is, and behind every key's selector byte.
+        ekms_enclave::asymmetric::peer_input(&seed);
+        for key in 0..6u8 {
+            ekms_enclave::asymmetric::peer_input(&[&[key][..], &seed].concat());
+        }
         n += 1;
     }
     assert!(n >= 5);
