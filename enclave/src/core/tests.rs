@@ -391,11 +391,9 @@ fn rotation_is_staged_then_adopted_and_old_records_reseal() {
     ));
 }
 
-#[test]
-fn a_sealed_enclave_refuses_kms_calls_with_a_retryable_error() {
-    let (_, cer) = init(2, 3);
-    let core = restarted(&cer, b"enclave v1");
-    let call_ = KmsCall {
+/// A KMS call with no signature and no records.
+fn unsigned_call() -> KmsCall {
+    KmsCall {
         http: ekms_wire::msg::HttpRequest {
             method: "POST".into(),
             uri: "/".into(),
@@ -409,7 +407,14 @@ fn a_sealed_enclave_refuses_kms_calls_with_a_retryable_error() {
         grants: vec![],
         next_marker: None,
         usage: vec![],
-    };
+    }
+}
+
+#[test]
+fn a_sealed_enclave_refuses_kms_calls_with_a_retryable_error() {
+    let (_, cer) = init(2, 3);
+    let core = restarted(&cer, b"enclave v1");
+    let call_ = unsigned_call();
     let EnclaveResponse::Kms(KmsOutcome::Err { code, message }) =
         call(&core, HostRequest::Kms(Box::new(call_)))
     else {
@@ -494,21 +499,7 @@ fn a_shifted_clock_is_refused_outside_simulation() {
 #[test]
 fn a_host_that_stops_draining_the_audit_log_stops_service_never_a_record() {
     let (core, _) = init(1, 1);
-    let unsigned = || KmsCall {
-        http: ekms_wire::msg::HttpRequest {
-            method: "POST".into(),
-            uri: "/".into(),
-            headers: vec![],
-            body: vec![],
-        },
-        principal: None,
-        keys: vec![],
-        aliases: vec![],
-        principals: vec![],
-        grants: vec![],
-        next_marker: None,
-        usage: vec![],
-    };
+    let unsigned = unsigned_call;
     let drain = |core: &Core| {
         let mut all = Vec::new();
         loop {

@@ -78,29 +78,27 @@ impl AuditSink {
     }
 
     /// Collects every record the enclave holds and queues them for the writer (waits when
-    /// the writer is far behind). The number of records collected.
-    pub async fn drain(&self, enclave: &EnclaveClient) -> usize {
+    /// the writer is far behind).
+    pub async fn drain(&self, enclave: &EnclaveClient) {
         let _one = self.draining.lock().await;
-        let mut total = 0;
         loop {
             let (blocks, more) = match enclave.call(&HostRequest::AuditDrain).await {
                 Ok(EnclaveResponse::AuditRecords { blocks, more }) => (blocks, more),
-                Ok(_) => return total,
+                Ok(_) => return,
                 Err(e) => {
                     tracing::debug!(error = %e, "no audit drain");
-                    return total;
+                    return;
                 }
             };
-            let n: usize = blocks.iter().map(AuditBlock::len).sum();
             if !blocks.is_empty() {
-                total += n;
+                let n: usize = blocks.iter().map(AuditBlock::len).sum();
                 self.pending.fetch_add(n as u64, Ordering::Relaxed);
                 if self.tx.send(Item::Batch(blocks)).await.is_err() {
                     tracing::error!("the audit writer stopped: records were not stored");
                 }
             }
             if !more {
-                return total;
+                return;
             }
         }
     }
