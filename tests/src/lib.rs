@@ -26,15 +26,12 @@ pub fn bin_dir() -> &'static Path {
             .and_then(Path::parent)
             .expect("target dir")
             .to_path_buf();
+        // The same selection as the README's `cargo test --workspace`, so that Cargo resolves
+        // the same features and finds every artifact fresh. Building only the two packages
+        // unifies features differently and compiles some 20 crates (and all that depend on
+        // them) a second time, which once filled a CI machine's disk.
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args([
-            "build",
-            "-p",
-            "ekms-parent-host",
-            "-p",
-            "ekms-enclave",
-            "--bins",
-        ]);
+        cmd.args(["build", "--workspace", "--bins", "--tests"]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
