@@ -29,9 +29,30 @@ pub fn bin_dir() -> &'static Path {
         // The same selection as the README's `cargo test --workspace`, so that Cargo resolves
         // the same features and finds every artifact fresh. Building only the two packages
         // unifies features differently and compiles some 20 crates (and all that depend on
-        // them) a second time, which once filled a CI machine's disk.
+        // them) a second time.
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "--workspace", "--bins", "--tests"]);
+        // Without the variables `cargo test` set for this test crate: build scripts that
+        // watch them (ring's watches CARGO_PKG_NAME and CARGO_MANIFEST_DIR) would otherwise
+        // see them change and rebuild, and with them the AWS SDK's TLS stack.
+        for (name, _) in std::env::vars_os() {
+            let is_crate_var = name.to_str().is_some_and(|n| {
+                n == "OUT_DIR"
+                    || ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_", "CARGO_CFG_"]
+                        .iter()
+                        .any(|p| n.starts_with(p))
+                    || [
+                        "CARGO_CRATE_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                        "CARGO_TARGET_TMPDIR",
+                        "CARGO_RUSTC_CURRENT_DIR",
+                    ]
+                    .contains(&n)
+            });
+            if is_crate_var {
+                cmd.env_remove(name);
+            }
+        }
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
