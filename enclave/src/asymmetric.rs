@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use crate::{
     EnclaveError,
     keyspec::{Curve, Family},
+    parsed_keys::{self, Parsed, Use},
 };
 
 /// What is signed or verified.
@@ -93,10 +94,9 @@ pub fn sign(
     message: Message<'_>,
 ) -> Result<Vec<u8>, EnclaveError> {
     let hash = || hash_of(algorithm).ok_or(EnclaveError::BadInput);
-    match family {
-        Family::Ecc(curve) => {
-            let key = EcdsaKeyPair::from_pkcs8(ecdsa_signing(curve), pkcs8)
-                .map_err(|_| EnclaveError::BadRecord)?;
+    let key = parsed_keys::get(Use::Sign, family, pkcs8)?;
+    match &*key {
+        Parsed::Ecdsa(key) => {
             let sig = match message {
                 Message::Raw(m) => key.sign(&SystemRandom::new(), m)?,
                 Message::Digest(d) => {
@@ -105,22 +105,19 @@ pub fn sign(
             };
             Ok(sig.as_ref().to_vec())
         }
-        Family::Ed25519 => ed25519_sign(pkcs8, message),
-        Family::MlDsa(level) => {
+        Parsed::Ed25519(key) => ed25519_sign(key, message),
+        Parsed::MlDsa(key) => {
             // ML-DSA signs the message itself (FIPS 204, empty context); an external mu is
             // not offered by aws-lc-rs.
             let Message::Raw(m) = message else {
                 return Err(EnclaveError::BadInput);
             };
-            let key = signature::PqdsaKeyPair::from_pkcs8(ml_dsa_signing(level)?, pkcs8)
-                .map_err(|_| EnclaveError::BadRecord)?;
             let mut sig = vec![0u8; 4627];
             let len = key.sign(m, &mut sig)?;
             sig.truncate(len);
             Ok(sig)
         }
-        Family::Rsa(_) => {
-            let key = rsa::KeyPair::from_pkcs8(pkcs8).map_err(|_| EnclaveError::BadRecord)?;
+        Parsed::RsaSigning(key) => {
             let padding = rsa_padding(algorithm).ok_or(EnclaveError::BadInput)?;
             let mut sig = vec![0u8; key.public_modulus_len()];
             match message {
@@ -187,17 +184,21 @@ pub fn agree(
         Curve::P521 => &agreement::ECDH_P521,
         Curve::K256 => return Err(EnclaveError::BadInput),
     };
-    let key = agreement::PrivateKey::from_private_key_der(alg, pkcs8)
-        .map_err(|_| EnclaveError::BadRecord)?;
+    let parsed = parsed_keys::get(Use::Agree, Family::Ecc(curve), pkcs8)?;
+    let Parsed::Ecdh(key) = &*parsed else {
+        return Err(EnclaveError::BadInput);
+    };
     // AWS takes the peer key as DER SubjectPublicKeyInfo only (a SEQUENCE), not a bare point.
     if peer_spki.first() != Some(&0x30) {
         return Ok(None);
     }
     let peer = agreement::UnparsedPublicKey::new(alg, peer_spki);
-    Ok(agreement::agree(&key, peer, (), |secret| Ok(Zeroizing::new(secret.to_vec()))).ok())
+    Ok(agreement::agree(key, peer, (), |secret| Ok(Zeroizing::new(secret.to_vec()))).ok())
 }
 
-fn ml_dsa_signing(level: u16) -> Result<&'static signature::PqdsaSigningAlgorithm, EnclaveError> {
+pub(crate) fn ml_dsa_signing(
+    level: u16,
+) -> Result<&'static signature::PqdsaSigningAlgorithm, EnclaveError> {
     match level {
         44 => Ok(&signature::ML_DSA_44_SIGNING),
         65 => Ok(&signature::ML_DSA_65_SIGNING),
@@ -208,9 +209,10 @@ fn ml_dsa_signing(level: u16) -> Result<&'static signature::PqdsaSigningAlgorith
 
 /// Ed25519 (`RAW`, RFC 8032 pure) with aws-lc-rs, or Ed25519ph (`DIGEST`: a SHA-512 digest,
 /// empty context) with ed25519-dalek.
-fn ed25519_sign(pkcs8: &[u8], message: Message<'_>) -> Result<Vec<u8>, EnclaveError> {
-    let key = signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
-        .map_err(|_| EnclaveError::BadRecord)?;
+fn ed25519_sign(
+    key: &signature::Ed25519KeyPair,
+    message: Message<'_>,
+) -> Result<Vec<u8>, EnclaveError> {
     match message {
         Message::Raw(m) => Ok(key.sign(m).as_ref().to_vec()),
         Message::Digest(d) => {
@@ -318,8 +320,7 @@ pub fn rsa_encrypt(
     plaintext: &[u8],
 ) -> Result<Vec<u8>, EnclaveError> {
     let alg = oaep(algorithm).ok_or(EnclaveError::BadInput)?;
-    let private =
-        rsa::PrivateDecryptingKey::from_pkcs8(pkcs8).map_err(|_| EnclaveError::BadRecord)?;
+    let private = rsa_decrypting(pkcs8)?;
     let public = rsa::OaepPublicEncryptingKey::new(private.public_key())?;
     let mut out = vec![0u8; public.ciphertext_size()];
     let len = public.encrypt(alg, plaintext, &mut out, None)?.len();
@@ -333,13 +334,21 @@ pub fn rsa_decrypt(
     algorithm: &str,
     ciphertext: &[u8],
 ) -> Result<Option<Zeroizing<Vec<u8>>>, EnclaveError> {
-    let private =
-        rsa::PrivateDecryptingKey::from_pkcs8(pkcs8).map_err(|_| EnclaveError::BadRecord)?;
     rsa_decrypt_with(
-        &rsa::OaepPrivateDecryptingKey::new(private)?,
+        &rsa::OaepPrivateDecryptingKey::new(rsa_decrypting(pkcs8)?)?,
         algorithm,
         ciphertext,
     )
+}
+
+/// The RSA decryption key of `pkcs8` (from [`parsed_keys`]; a clone shares the parsed key).
+fn rsa_decrypting(pkcs8: &[u8]) -> Result<rsa::PrivateDecryptingKey, EnclaveError> {
+    // The family's size is not part of the parse; 0 names "RSA, any size" in the cache.
+    let parsed = parsed_keys::get(Use::Decrypt, Family::Rsa(0), pkcs8)?;
+    match &*parsed {
+        Parsed::RsaDecrypting(key) => Ok(key.clone()),
+        _ => Err(EnclaveError::BadInput),
+    }
 }
 
 /// [`rsa_decrypt`] with a parsed key.
@@ -360,7 +369,7 @@ fn rsa_decrypt_with(
     Ok(Some(out))
 }
 
-fn ecdsa_signing(curve: Curve) -> &'static signature::EcdsaSigningAlgorithm {
+pub(crate) fn ecdsa_signing(curve: Curve) -> &'static signature::EcdsaSigningAlgorithm {
     match curve {
         Curve::P256 => &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
         Curve::P384 => &signature::ECDSA_P384_SHA384_ASN1_SIGNING,

@@ -25,7 +25,7 @@ pub struct Spec {
 }
 
 /// The kind of key behind a spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// AES-256-GCM.
     Symmetric,
@@ -44,7 +44,7 @@ pub enum Family {
 }
 
 /// An elliptic curve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Curve {
     /// NIST P-256.
     P256,

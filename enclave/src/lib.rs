@@ -23,6 +23,7 @@ pub mod keyspec;
 pub mod ledger;
 pub mod material;
 pub mod ops;
+pub mod parsed_keys;
 pub mod policy;
 pub mod principal;
 pub mod record;

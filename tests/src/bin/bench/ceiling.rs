@@ -88,17 +88,15 @@ fn work_for(op: &str) -> anyhow::Result<Option<Work>> {
             let alg = &signature::ECDSA_P256_SHA256_ASN1_SIGNING;
             let pkcs8 = signature::EcdsaKeyPair::generate_pkcs8(alg, &rng)
                 .map_err(|_| anyhow!("keygen failed"))?;
-            // As the enclave does: the key is parsed from its PKCS#8 for each request.
-            let pkcs8 = pkcs8.as_ref().to_vec();
-            let key =
-                signature::EcdsaKeyPair::from_pkcs8(alg, &pkcs8).map_err(|_| anyhow!("bad key"))?;
+            // The enclave keeps parsed keys (enclave/src/parsed_keys.rs), so the ceiling signs
+            // with a parsed key too.
+            let key = signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref())
+                .map_err(|_| anyhow!("bad key"))?;
             let public = key.public_key().as_ref().to_vec();
             let sig = key.sign(&rng, &msg).map_err(|_| anyhow!("sign failed"))?;
             let sig = sig.as_ref().to_vec();
             if op == "sign-ecdsa" {
                 Arc::new(move || {
-                    let key = signature::EcdsaKeyPair::from_pkcs8(alg, &pkcs8)
-                        .map_err(|_| anyhow!("bad key"))?;
                     let s = key.sign(&rng, &msg).map_err(|_| anyhow!("sign failed"))?;
                     std::hint::black_box(s);
                     Ok(())
@@ -112,20 +110,35 @@ fn work_for(op: &str) -> anyhow::Result<Option<Work>> {
             }
         }
         "sign-rsa" => {
-            use aws_lc_rs::{encoding::AsDer as _, rsa, signature};
+            use aws_lc_rs::{rsa, signature};
             let key = rsa::KeyPair::generate(rsa::KeySize::Rsa2048)
                 .map_err(|_| anyhow!("keygen failed"))?;
-            let pkcs8 = key
-                .as_der()
-                .map_err(|_| anyhow!("der failed"))?
-                .as_ref()
-                .to_vec();
             Arc::new(move || {
-                let key = rsa::KeyPair::from_pkcs8(&pkcs8).map_err(|_| anyhow!("bad key"))?;
                 let mut sig = vec![0u8; key.public_modulus_len()];
                 key.sign(&signature::RSA_PSS_SHA256, &rng, &msg, &mut sig)
                     .map_err(|_| anyhow!("sign failed"))?;
                 std::hint::black_box(sig);
+                Ok(())
+            })
+        }
+        "decrypt-rsa" => {
+            use aws_lc_rs::rsa;
+            let private = rsa::PrivateDecryptingKey::generate(rsa::KeySize::Rsa2048)
+                .map_err(|_| anyhow!("keygen failed"))?;
+            let public = rsa::OaepPublicEncryptingKey::new(private.public_key())
+                .map_err(|_| anyhow!("bad key"))?;
+            let mut blob = vec![0u8; public.ciphertext_size()];
+            public
+                .encrypt(&rsa::OAEP_SHA256_MGF1SHA256, &msg, &mut blob, None)
+                .map_err(|_| anyhow!("encrypt failed"))?;
+            let key =
+                rsa::OaepPrivateDecryptingKey::new(private).map_err(|_| anyhow!("bad key"))?;
+            Arc::new(move || {
+                let mut out = vec![0u8; key.min_output_size()];
+                let pt = key
+                    .decrypt(&rsa::OAEP_SHA256_MGF1SHA256, &blob, &mut out, None)
+                    .map_err(|_| anyhow!("decrypt failed"))?;
+                std::hint::black_box(pt);
                 Ok(())
             })
         }

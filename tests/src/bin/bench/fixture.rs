@@ -14,6 +14,7 @@ pub(crate) const OPS: &[&str] = &[
     "sign-ecdsa",
     "verify-ecdsa",
     "sign-rsa",
+    "decrypt-rsa",
     "generate-mac",
     "encrypt-context",
     "encrypt-grant",
@@ -40,6 +41,9 @@ pub(crate) struct Fixture {
     ecdsa_key: String,
     ecdsa_sig: String,
     rsa_key: String,
+    /// `decrypt-rsa`: an RSA_2048 ENCRYPT_DECRYPT key and an OAEP-SHA-256 ciphertext of it.
+    rsa_decrypt_key: String,
+    rsa_blob: String,
     mac_key: String,
     /// `encrypt-grant`: the key with the realistic policy, and the grantee's credentials.
     grant_key: String,
@@ -86,6 +90,15 @@ impl Fixture {
         }
         if wants(&["sign-rsa"]) {
             f.rsa_key = create(t, r#"{"KeySpec":"RSA_2048","KeyUsage":"SIGN_VERIFY"}"#).await?;
+        }
+        if wants(&["decrypt-rsa"]) {
+            f.rsa_decrypt_key =
+                create(t, r#"{"KeySpec":"RSA_2048","KeyUsage":"ENCRYPT_DECRYPT"}"#).await?;
+            let enc = serde_json::json!({
+                "KeyId": f.rsa_decrypt_key, "Plaintext": b64(&MESSAGE),
+                "EncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+            });
+            f.rsa_blob = request(t, "Encrypt", &enc.to_string(), "CiphertextBlob").await?;
         }
         if wants(&["generate-mac"]) {
             f.mac_key = create(
@@ -154,6 +167,13 @@ impl Fixture {
                 json(serde_json::json!({
                     "KeyId": self.rsa_key, "Message": b64(&MESSAGE),
                     "SigningAlgorithm": "RSASSA_PSS_SHA_256",
+                })),
+            ),
+            "decrypt-rsa" => (
+                "Decrypt",
+                json(serde_json::json!({
+                    "KeyId": self.rsa_decrypt_key, "CiphertextBlob": self.rsa_blob,
+                    "EncryptionAlgorithm": "RSAES_OAEP_SHA_256",
                 })),
             ),
             "generate-mac" => (

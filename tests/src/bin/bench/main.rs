@@ -1,8 +1,9 @@
 //! `ekms-bench`: drives any AWS-KMS-compatible endpoint with SigV4-signed Encrypt (32 B),
-//! Decrypt, GenerateDataKey, CreateKey, Sign (ECDSA P-256, RSA-2048 PSS), Verify and GenerateMac
-//! requests at several connection counts for a fixed time, prints ops/s and p50/p99 latency, and
-//! beside them the same cryptography done in-process with aws-lc-rs (the ceiling). With
-//! `--ops xks-encrypt,xks-decrypt` it drives the appliance's XKS proxy API over HTTPS instead.
+//! Decrypt, GenerateDataKey, CreateKey, Sign (ECDSA P-256, RSA-2048 PSS), Verify, RSA Decrypt
+//! and GenerateMac requests at several connection counts for a fixed time, prints ops/s and
+//! p50/p99 latency, and beside them the same cryptography done in-process with aws-lc-rs (the
+//! ceiling). With `--ops xks-encrypt,xks-decrypt` it drives the appliance's XKS proxy API over
+//! HTTPS instead.
 
 use std::{
     path::PathBuf,
@@ -61,7 +62,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     warmup_secs: u64,
     /// Operations: encrypt, decrypt, generate-data-key, create-key, sign-ecdsa, verify-ecdsa,
-    /// sign-rsa, generate-mac, encrypt-context (the admin's Encrypt with an encryption context),
+    /// sign-rsa, decrypt-rsa (RSA_2048 OAEP-SHA-256), generate-mac, encrypt-context (the admin's Encrypt with an encryption context),
     /// encrypt-grant (the same Encrypt by a principal that only a grant lets in, on a key with a
     /// realistic three-statement policy, one with a context condition); xks-encrypt,
     /// xks-decrypt (the XKS proxy API: 32-byte plaintext, 20-byte AAD; see the --xks options).
