@@ -9,7 +9,7 @@ use ekms_wire::{
     frame::{self, Envelope},
     msg::{EnclaveResponse, Fault, HostRequest},
 };
-use tokio::{io::AsyncWriteExt as _, sync::mpsc};
+use tokio::sync::mpsc;
 use zeroize::Zeroize as _;
 
 use crate::Core;
@@ -30,20 +30,15 @@ pub async fn serve(listener: Listener, core: Arc<Core>) {
 }
 
 async fn connection(stream: ekms_wire::Stream, core: Arc<Core>) {
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
+    // Replies may carry plaintext (Decrypt): write_frames wipes them once written.
     let write_task = tokio::spawn(async move {
-        while let Some(mut frame) = rx.recv().await {
-            let ok = writer.write_all(&frame).await.is_ok();
-            // Replies may carry plaintext (Decrypt): wipe the buffer once it is written.
-            frame.zeroize();
-            if !ok {
-                break;
-            }
-        }
+        frame::write_frames(&mut writer, &mut rx).await;
     });
+    let mut reader = frame::FrameReader::new(reader);
     loop {
-        let mut body = match frame::read_body(&mut reader).await {
+        let mut body = match reader.next().await {
             Ok(Some(body)) => body,
             Ok(None) => break,
             Err(e) => {

@@ -17,10 +17,7 @@ use ekms_wire::{
     frame::{self, Envelope},
     msg::{EnclaveResponse, HostRequest},
 };
-use tokio::{
-    io::AsyncWriteExt as _,
-    sync::{mpsc, oneshot},
-};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::HostError;
 
@@ -141,24 +138,22 @@ impl EnclaveClient {
 }
 
 fn spawn_conn(stream: Stream) -> Conn {
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let alive = Arc::new(AtomicBool::new(true));
     let w_alive = Arc::clone(&alive);
     tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if writer.write_all(&frame).await.is_err() {
-                w_alive.store(false, Ordering::Release);
-                break;
-            }
+        if !frame::write_frames(&mut writer, &mut rx).await {
+            w_alive.store(false, Ordering::Release);
         }
     });
     let r_pending = Arc::clone(&pending);
     let r_alive = Arc::clone(&alive);
     tokio::spawn(async move {
+        let mut reader = frame::FrameReader::new(reader);
         loop {
-            match frame::read_body(&mut reader).await {
+            match reader.next().await {
                 Ok(Some(body)) => match frame::decode::<EnclaveResponse>(&body) {
                     Ok(Envelope { id, msg, .. }) => {
                         let waiter = r_pending.lock().ok().and_then(|mut p| p.remove(&id));

@@ -80,6 +80,139 @@ pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>
     Ok(Some(body))
 }
 
+/// Reads frames through one buffer, so that frames that arrive together cost one read, not two
+/// each (a length, then a body): under load the peer's replies come many to a read. The buffer
+/// is wiped when dropped, and each frame's bytes are moved out of it when read, since frames
+/// carry plaintext (an Encrypt's input, a Decrypt's output).
+pub struct FrameReader<R> {
+    inner: R,
+    buf: zeroize::Zeroizing<Vec<u8>>,
+    /// Unread bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+/// How many bytes a [`FrameReader`] asks for at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader of frames from `inner`.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buf: zeroize::Zeroizing::new(vec![0u8; READ_CHUNK]),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The next frame's body, as [`read_body`]: `Ok(None)` on a clean end of stream between
+    /// frames, an error for a frame longer than [`MAX_FRAME_LEN`] (before reading its body) or
+    /// one cut short.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, WireError> {
+        if !self.fill(4).await? {
+            return if self.start == self.end {
+                Ok(None)
+            } else {
+                Err(WireError::Closed)
+            };
+        }
+        let mut len = [0u8; 4];
+        len.copy_from_slice(self.buf.get(self.start..self.start + 4).unwrap_or(&[0; 4]));
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME_LEN {
+            return Err(WireError::FrameTooLarge {
+                len,
+                max: MAX_FRAME_LEN,
+            });
+        }
+        self.start += 4;
+        if !self.fill(len).await? {
+            return Err(WireError::Closed);
+        }
+        let body = self
+            .buf
+            .get(self.start..self.start + len)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        if let Some(read) = self.buf.get_mut(self.start..self.start + len) {
+            zeroize::Zeroize::zeroize(read);
+        }
+        self.start += len;
+        Ok(Some(body))
+    }
+
+    /// Reads until `n` unread bytes are buffered; `false` when the stream ends first.
+    async fn fill(&mut self, n: usize) -> Result<bool, WireError> {
+        if self.end - self.start >= n {
+            return Ok(true);
+        }
+        if self.start == self.end && self.buf.len() > READ_CHUNK {
+            // Back to the usual size after a large frame.
+            self.buf = zeroize::Zeroizing::new(vec![0u8; READ_CHUNK]);
+            self.start = 0;
+            self.end = 0;
+        }
+        // Move what is unread to the front (wiping where it was), and make room for `n`.
+        let unread = self.end.saturating_sub(self.start);
+        if self.start > 0 && self.end <= self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            if let Some(stale) = self.buf.get_mut(unread..self.end) {
+                zeroize::Zeroize::zeroize(stale);
+            }
+        }
+        self.start = 0;
+        self.end = unread;
+        if self.buf.len() < n {
+            // A frame larger than the buffer: grow it to hold the frame (at most
+            // MAX_FRAME_LEN + 4), moving through a wiped copy.
+            let mut bigger = zeroize::Zeroizing::new(vec![0u8; n]);
+            if let (Some(to), Some(from)) = (bigger.get_mut(..unread), self.buf.get(..unread)) {
+                to.copy_from_slice(from);
+            }
+            self.buf = bigger;
+        }
+        while self.end < n {
+            let Some(room) = self.buf.get_mut(self.end..) else {
+                return Ok(false);
+            };
+            let got = self.inner.read(room).await?;
+            if got == 0 {
+                return Ok(false);
+            }
+            self.end += got;
+        }
+        Ok(true)
+    }
+}
+
+/// Writes the frames `rx` yields until it closes (`true`) or a write fails (`false`). Frames
+/// that wait together go in one write, so a busy connection makes one system call for many
+/// replies. Each frame, and the batch once written, is wiped, since frames carry plaintext.
+pub async fn write_frames<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    rx: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> bool {
+    use zeroize::Zeroize as _;
+    let mut batch = zeroize::Zeroizing::new(Vec::with_capacity(READ_CHUNK));
+    while let Some(mut frame) = rx.recv().await {
+        batch.extend_from_slice(&frame);
+        frame.zeroize();
+        while batch.len() < READ_CHUNK {
+            let Ok(mut frame) = rx.try_recv() else { break };
+            batch.extend_from_slice(&frame);
+            frame.zeroize();
+        }
+        let ok = w.write_all(&batch).await.is_ok();
+        batch.as_mut_slice().zeroize();
+        batch.clear();
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
 /// Only the header of an envelope, for answering a frame whose message does not decode.
 #[derive(Deserialize)]
 struct Header {
@@ -125,6 +258,76 @@ mod tests {
         let env: Envelope<HostRequest> = decode(&body).unwrap();
         assert_eq!(env.id, 7);
         assert!(matches!(env.msg, HostRequest::Status));
+    }
+
+    #[tokio::test]
+    async fn the_frame_reader_reads_frames_however_the_bytes_arrive() {
+        let big = vec![7u8; 200_000];
+        let frames: Vec<Vec<u8>> = vec![
+            encode(1, &"one").unwrap(),
+            encode(2, &big).unwrap(),
+            encode(3, &"three").unwrap(),
+        ];
+        let all: Vec<u8> = frames.concat();
+        // All at once, then in 1-byte and 3-byte pieces.
+        for piece in [all.len(), 1, 3] {
+            let (mut w, r) = tokio::io::duplex(piece);
+            let bytes = all.clone();
+            let writer = tokio::spawn(async move {
+                for chunk in bytes.chunks(piece) {
+                    w.write_all(chunk).await.unwrap();
+                }
+            });
+            let mut reader = FrameReader::new(r);
+            for (id, frame) in frames.iter().enumerate() {
+                let body = reader.next().await.unwrap().unwrap();
+                assert_eq!(body.as_slice(), frame.get(4..).unwrap());
+                assert_eq!(
+                    decode::<serde_cbor::Value>(&body).unwrap().id,
+                    id as u64 + 1
+                );
+            }
+            writer.await.unwrap();
+            assert!(reader.next().await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_frame_reader_refuses_what_read_body_refuses() {
+        let too_long = u32::try_from(MAX_FRAME_LEN + 1).unwrap().to_be_bytes();
+        let mut r = FrameReader::new(&too_long[..]);
+        assert!(matches!(
+            r.next().await,
+            Err(WireError::FrameTooLarge { .. })
+        ));
+        let frame = encode(9, &"cut").unwrap();
+        let mut r = FrameReader::new(frame.get(..frame.len() - 1).unwrap());
+        assert!(matches!(r.next().await, Err(WireError::Closed)));
+        let mut r = FrameReader::new(frame.get(..2).unwrap());
+        assert!(matches!(r.next().await, Err(WireError::Closed)));
+        let mut r = FrameReader::new(&[][..]);
+        assert!(r.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn frames_written_together_arrive_whole_and_in_order() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        for id in 0..10u64 {
+            tx.send(encode(id, &vec![u8::try_from(id).unwrap(); 1000]).unwrap())
+                .await
+                .unwrap();
+        }
+        drop(tx);
+        let (mut w, r) = tokio::io::duplex(1 << 20);
+        assert!(write_frames(&mut w, &mut rx).await);
+        drop(w);
+        let mut reader = FrameReader::new(r);
+        for id in 0..10u64 {
+            let body = reader.next().await.unwrap().unwrap();
+            let got = decode::<Vec<u8>>(&body).unwrap();
+            assert_eq!((got.id, got.msg.len()), (id, 1000));
+        }
+        assert!(reader.next().await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -193,6 +396,64 @@ mod tests {
             let env: Envelope<HostRequest> = decode(&frame[4..]).unwrap();
             prop_assert_eq!(env.id, id);
             match env.msg { HostRequest::Open { sealed } => prop_assert_eq!(sealed.0, bytes), _ => prop_assert!(false) }
+        }
+
+        #[test]
+        fn the_frame_reader_reads_any_stream_as_read_body_does(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            piece in 1usize..40,
+            lens in proptest::collection::vec(0u32..200, 0..6),
+        ) {
+            // Mostly well-formed frames (random lengths and bodies), then arbitrary bytes.
+            let mut stream = Vec::new();
+            let mut rest = bytes.as_slice();
+            for len in lens {
+                let (body, tail) = rest.split_at(rest.len().min(len as usize));
+                stream.extend_from_slice(&len.to_be_bytes());
+                stream.extend_from_slice(body);
+                rest = tail;
+            }
+            stream.extend_from_slice(rest);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let mut expected = Vec::new();
+                let mut r = stream.as_slice();
+                loop {
+                    match read_body(&mut r).await {
+                        Ok(Some(b)) => expected.push(Ok(b)),
+                        Ok(None) => break,
+                        Err(e) => { expected.push(Err(e.to_string())); break; }
+                    }
+                }
+                let (mut w, r) = tokio::io::duplex(piece);
+                let bytes = stream.clone();
+                let writer = tokio::spawn(async move {
+                    for chunk in bytes.chunks(piece) {
+                        if w.write_all(chunk).await.is_err() { break; }
+                    }
+                });
+                let mut reader = FrameReader::new(r);
+                let mut got = Vec::new();
+                loop {
+                    match reader.next().await {
+                        Ok(Some(b)) => got.push(Ok(b)),
+                        Ok(None) => break,
+                        Err(e) => { got.push(Err(e.to_string())); break; }
+                    }
+                }
+                drop(reader);
+                let _ = writer.await;
+                // A stream cut inside a length prefix is a clean end to read_body and a cut
+                // frame to the reader: the same frames either way, then the connection closes.
+                let closed = Err(WireError::Closed.to_string());
+                for list in [&mut got, &mut expected] {
+                    if list.last() == Some(&closed) {
+                        list.pop();
+                    }
+                }
+                prop_assert_eq!(got, expected);
+                Ok(())
+            })?;
         }
 
         #[test]
