@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn an_empty_data_dir_has_nothing_and_each_leftover_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("ekms.sqlite3")).unwrap();
+        let store = SqliteStore::open(&dir.path().join(crate::store::STORE_FILE)).unwrap();
         let dev = DevCustodian::in_dir(dir.path(), Path::new("/nonexistent"));
         assert!(survey(dir.path(), &dev, &store).unwrap().is_empty());
 

@@ -104,7 +104,9 @@ pub async fn run(mut cfg: ServeConfig) -> Result<(), HostError> {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.data_dir.join("ekms.sqlite3"))?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
+        &cfg.data_dir.join(crate::store::STORE_FILE),
+    )?);
     let (addr, supervisor) = match &cfg.mode {
         EnclaveMode::Simulation {
             program,

@@ -123,6 +123,9 @@ pub enum Table {
     Usage,
 }
 
+/// The key store's file in a data dir.
+pub const STORE_FILE: &str = "ekms.sqlite3";
+
 /// SQLite in the data dir.
 #[derive(Debug)]
 pub struct SqliteStore {

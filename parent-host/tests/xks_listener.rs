@@ -120,7 +120,8 @@ fn pki() -> Pki {
 
 /// A relay whose enclave is not running (its calls fail as an unreachable enclave does).
 fn relay(dir: &Path) -> Arc<Relay> {
-    let store = Arc::new(SqliteStore::open(&dir.join("ekms.sqlite3")).unwrap());
+    let store =
+        Arc::new(SqliteStore::open(&dir.join(ekms_parent_host::store::STORE_FILE)).unwrap());
     let enclave = Arc::new(EnclaveClient::new(
         ekms_wire::SocketAddress::Mock {
             dir: dir.join("run"),

@@ -80,7 +80,8 @@ fn put_key(store: &dyn Store, generation: u64, sealed: &[u8]) {
 }
 
 fn setup(dir: &Path) -> (Arc<SqliteStore>, Relay) {
-    let store = Arc::new(SqliteStore::open(&dir.join("ekms.sqlite3")).unwrap());
+    let store =
+        Arc::new(SqliteStore::open(&dir.join(ekms_parent_host::store::STORE_FILE)).unwrap());
     put_key(store.as_ref(), 1, b"key v1");
     store
         .apply(&[StoreWrite::PutPrincipal {

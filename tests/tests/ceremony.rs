@@ -385,7 +385,8 @@ async fn rotation_reseals_every_record_and_old_ciphertexts_still_decrypt() {
     assert_ne!(after["keys"][0], before["keys"][0]);
     assert_eq!(after["domain"], before["domain"]);
     // Every record in the store is now sealed under the new key.
-    let db = rusqlite::Connection::open(dir.path().join("ekms.sqlite3")).unwrap();
+    let db =
+        rusqlite::Connection::open(dir.path().join(ekms_parent_host::store::STORE_FILE)).unwrap();
     let fp = after["keys"][0].as_str().unwrap().to_owned();
     for table in ["keys", "aliases", "principals", "tombstones"] {
         let rows: Vec<Vec<u8>> = db

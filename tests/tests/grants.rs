@@ -141,7 +141,9 @@ async fn a_grant_lets_its_grantee_in_until_retired_or_revoked() {
         .grant_id
         .unwrap();
     encrypt("z").await.unwrap();
-    let db = || rusqlite::Connection::open(app.data_dir.join("ekms.sqlite3")).unwrap();
+    let db = || {
+        rusqlite::Connection::open(app.data_dir.join(ekms_parent_host::store::STORE_FILE)).unwrap()
+    };
     let row: (String, String, String, i64, Vec<u8>, String) = db()
         .query_row(
             "SELECT id, key_id, grant_id, generation, sealed, grantee FROM grants",

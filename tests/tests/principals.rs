@@ -295,7 +295,9 @@ async fn three_principals_under_key_and_identity_policies_through_real_clients()
     assert_eq!(names, ["admin", "alice", "bob", "carol"]);
 
     // Rotation: a second key while the first works, then the first retired.
-    let db = || rusqlite::Connection::open(app.data_dir.join("ekms.sqlite3")).unwrap();
+    let db = || {
+        rusqlite::Connection::open(app.data_dir.join(ekms_parent_host::store::STORE_FILE)).unwrap()
+    };
     let row = |name: &str| -> Vec<u8> {
         db().query_row(
             "SELECT sealed FROM principals WHERE name = ?1",

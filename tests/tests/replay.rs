@@ -118,7 +118,7 @@ async fn a_captured_disable_key_cannot_be_replayed_after_the_key_was_enabled() {
 }
 
 fn db(dir: &std::path::Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.join("ekms.sqlite3")).unwrap()
+    rusqlite::Connection::open(dir.join(ekms_parent_host::store::STORE_FILE)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -349,7 +349,8 @@ async fn a_crash_during_rotations_loses_no_acknowledged_rotation() {
         t.abort();
     }
     // Where the crash fell in the start's automatic rotations (the host's index, for the log).
-    let store = rusqlite::Connection::open(dir.path().join("ekms.sqlite3")).unwrap();
+    let store =
+        rusqlite::Connection::open(dir.path().join(ekms_parent_host::store::STORE_FILE)).unwrap();
     let pending: i64 = store
         .query_row(
             "SELECT COUNT(*) FROM keys WHERE rotation_date <= ?1",

@@ -97,7 +97,8 @@ async fn a_substituted_domain_gets_nothing_a_client_would_send_it() {
 
     // Substitution: the host's keyring and admin principal go into the victim's store.
     {
-        let from = rusqlite::Connection::open(host_dir.join("ekms.sqlite3")).unwrap();
+        let from =
+            rusqlite::Connection::open(host_dir.join(ekms_parent_host::store::STORE_FILE)).unwrap();
         let (generation, sealed): (i64, Vec<u8>) = from
             .query_row("SELECT generation, sealed FROM domain", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -111,7 +112,8 @@ async fn a_substituted_domain_gets_nothing_a_client_would_send_it() {
         let akid: String = from
             .query_row("SELECT access_key_id FROM access_keys", [], |r| r.get(0))
             .unwrap();
-        let to = rusqlite::Connection::open(victim_dir.join("ekms.sqlite3")).unwrap();
+        let to = rusqlite::Connection::open(victim_dir.join(ekms_parent_host::store::STORE_FILE))
+            .unwrap();
         to.execute(
             "UPDATE domain SET generation = ?1, sealed = ?2",
             rusqlite::params![generation, sealed],

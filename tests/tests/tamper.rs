@@ -65,7 +65,8 @@ async fn edited_or_swapped_records_are_refused() {
     // rolls key c back to its enabled generation... which it no longer has; instead it edits
     // the state column it can see (which the enclave ignores).
     {
-        let db = rusqlite::Connection::open(dir.path().join("ekms.sqlite3")).unwrap();
+        let db = rusqlite::Connection::open(dir.path().join(ekms_parent_host::store::STORE_FILE))
+            .unwrap();
         let mut sealed: Vec<u8> = db
             .query_row("SELECT sealed FROM keys WHERE key_id = ?1", [&a], |r| {
                 r.get(0)

@@ -118,7 +118,7 @@ async fn create_key_when_ready(kms: &aws_sdk_kms::Client) -> String {
 /// A consistent copy of the writer's store.
 fn snapshot(dir: &Path, to: &Path) {
     let _ = std::fs::remove_file(to);
-    let db = rusqlite::Connection::open(dir.join("ekms.sqlite3")).unwrap();
+    let db = rusqlite::Connection::open(dir.join(ekms_parent_host::store::STORE_FILE)).unwrap();
     db.execute("VACUUM INTO ?1", [to.display().to_string()])
         .unwrap();
 }
@@ -128,7 +128,7 @@ fn restore(dir: &Path, from: &Path) {
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(dir.join(format!("ekms.sqlite3{suffix}")));
     }
-    std::fs::copy(from, dir.join("ekms.sqlite3")).unwrap();
+    std::fs::copy(from, dir.join(ekms_parent_host::store::STORE_FILE)).unwrap();
 }
 
 async fn encrypts(kms: &aws_sdk_kms::Client, key: &str) -> Result<(), String> {

@@ -479,42 +479,6 @@ pub fn changes_state(op: &str) -> bool {
         || (APPLIANCE_OPERATIONS.contains(&op) && !APPLIANCE_READS.contains(&op))
 }
 
-/// Operations this appliance implements.
-pub const SUPPORTED_OPERATIONS: &[&str] = &[
-    "CancelKeyDeletion",
-    "CreateAlias",
-    "CreateKey",
-    "Decrypt",
-    "DeleteAlias",
-    "DeriveSharedSecret",
-    "DescribeKey",
-    "DisableKey",
-    "EnableKey",
-    "Encrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateMac",
-    "GenerateRandom",
-    "GetKeyPolicy",
-    "GetPublicKey",
-    "ListAliases",
-    "ListKeyPolicies",
-    "ListKeys",
-    "ListResourceTags",
-    "PutKeyPolicy",
-    "ReEncrypt",
-    "ScheduleKeyDeletion",
-    "Sign",
-    "TagResource",
-    "UntagResource",
-    "UpdateAlias",
-    "UpdateKeyDescription",
-    "Verify",
-    "VerifyMac",
-];
-
 /// Encodes a list position as an opaque marker.
 #[must_use]
 pub fn encode_marker(last: &str) -> String {

@@ -126,7 +126,7 @@ impl AuditDb {
         conn.pragma_update(None, "wal_autocheckpoint", 1024)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        migrate(&conn, &data_dir.join("ekms.sqlite3"))?;
+        migrate(&conn, &data_dir.join(crate::store::STORE_FILE))?;
         Ok(Self { conn })
     }
 
@@ -332,7 +332,7 @@ mod tests {
     #[test]
     fn tables_an_older_data_dir_kept_in_the_key_store_move_over_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("ekms.sqlite3");
+        let store = dir.path().join(crate::store::STORE_FILE);
         {
             // The older layout: the audit tables beside the key store's own.
             let c = Connection::open(&store).unwrap();
