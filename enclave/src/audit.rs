@@ -565,13 +565,7 @@ mod tests {
                 )],
                 body: Vec::new(),
             },
-            principal: None,
-            keys: vec![],
-            aliases: vec![],
-            principals: vec![],
-            grants: vec![],
-            next_marker: None,
-            usage: vec![],
+            ..KmsCall::default()
         }
     }
 

@@ -23,7 +23,7 @@ use ekms_wire::msg::{EnclaveResponse, Fault, HostRequest, KmsCall, KmsOutcome, S
 use serde_json::json;
 
 fn db(app: &Appliance) -> rusqlite::Connection {
-    rusqlite::Connection::open(app.data_dir.join("ekms.sqlite3")).unwrap()
+    rusqlite::Connection::open(app.data_dir.join(ekms_parent_host::store::STORE_FILE)).unwrap()
 }
 
 fn key_record(app: &Appliance, key_id: &str) -> SealedBlob {
@@ -73,10 +73,7 @@ async fn hostile(
         principal: Some(principal(app)),
         keys,
         aliases,
-        principals: vec![],
-        grants: vec![],
-        next_marker: None,
-        usage: vec![],
+        ..KmsCall::default()
     };
     enclave_of(app, cid)
         .call(&HostRequest::Kms(Box::new(call)))

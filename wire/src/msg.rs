@@ -216,7 +216,7 @@ pub enum HostRequest {
 }
 
 /// The HTTP request exactly as the client sent it; the enclave verifies its SigV4 signature.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct HttpRequest {
     /// HTTP method.
     pub method: String,
@@ -276,8 +276,8 @@ impl fmt::Debug for HttpRequest {
     }
 }
 
-/// A KMS call relayed by the host.
-#[derive(Debug, Serialize, Deserialize)]
+/// A KMS call relayed by the host (`Default`: an empty request with no records).
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct KmsCall {
     /// The signed request.
     pub http: HttpRequest,

@@ -397,16 +397,9 @@ fn unsigned_call() -> KmsCall {
         http: ekms_wire::msg::HttpRequest {
             method: "POST".into(),
             uri: "/".into(),
-            headers: vec![],
-            body: vec![],
+            ..Default::default()
         },
-        principal: None,
-        keys: vec![],
-        aliases: vec![],
-        principals: vec![],
-        grants: vec![],
-        next_marker: None,
-        usage: vec![],
+        ..KmsCall::default()
     }
 }
 

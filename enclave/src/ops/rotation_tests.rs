@@ -549,11 +549,7 @@ fn the_host_index_carries_the_next_rotation_date() {
             http,
             principal: env.principals.first().cloned(),
             keys: env.keys.clone(),
-            aliases: vec![],
-            principals: vec![],
-            grants: vec![],
-            next_marker: None,
-            usage: vec![],
+            ..Default::default()
         };
         tokio::runtime::Builder::new_current_thread()
             .build()

@@ -52,13 +52,7 @@ impl Relay {
         let akid = http.access_key_id().map(str::to_owned);
         let mut call = KmsCall {
             http,
-            principal: None,
-            keys: Vec::new(),
-            aliases: Vec::new(),
-            principals: Vec::new(),
-            grants: Vec::new(),
-            next_marker: None,
-            usage: Vec::new(),
+            ..KmsCall::default()
         };
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {

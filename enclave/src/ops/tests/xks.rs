@@ -85,11 +85,7 @@ impl Env {
             http,
             principal,
             keys: self.keys.clone(),
-            aliases: vec![],
-            principals: vec![],
-            grants: vec![],
-            next_marker: None,
-            usage: vec![],
+            ..Default::default()
         };
         match crate::xks::call(&self.core, &call) {
             EnclaveResponse::Xks(XksOutcome { status, body }) => {
@@ -534,13 +530,7 @@ fn a_sealed_enclave_reports_unavailable_and_serves_nothing() {
             "{}",
             SystemTime::now(),
         ),
-        principal: None,
-        keys: vec![],
-        aliases: vec![],
-        principals: vec![],
-        grants: vec![],
-        next_marker: None,
-        usage: vec![],
+        ..Default::default()
     };
     let EnclaveResponse::Xks(h) = crate::xks::call(&core, &call(&path(PREFIX, "health"))) else {
         panic!("not an XKS answer")
