@@ -12,7 +12,7 @@ use aws_lc_rs::{
 use zeroize::Zeroizing;
 
 use crate::{
-    EnclaveError,
+    EnclaveError, external_mu,
     keyspec::{Curve, Family},
     parsed_keys::{self, Parsed, Use},
 };
@@ -24,6 +24,8 @@ pub enum Message<'a> {
     Raw(&'a [u8]),
     /// The digest of the message, of the algorithm's hash.
     Digest(&'a [u8]),
+    /// ML-DSA's 64-byte message representative mu (AWS's `EXTERNAL_MU`; see [`external_mu`]).
+    Mu(&'a [u8]),
 }
 
 /// A new private key of `family`, PKCS#8 DER.
@@ -102,21 +104,22 @@ pub fn sign(
                 Message::Digest(d) => {
                     key.sign_digest(&digest::Digest::import_less_safe(d, hash()?)?)?
                 }
+                Message::Mu(_) => return Err(EnclaveError::BadInput),
             };
             Ok(sig.as_ref().to_vec())
         }
         Parsed::Ed25519(key) => ed25519_sign(key, message),
-        Parsed::MlDsa(key) => {
-            // ML-DSA signs the message itself (FIPS 204, empty context); an external mu is
-            // not offered by aws-lc-rs.
-            let Message::Raw(m) = message else {
-                return Err(EnclaveError::BadInput);
-            };
-            let mut sig = vec![0u8; 4627];
-            let len = key.sign(m, &mut sig)?;
-            sig.truncate(len);
-            Ok(sig)
-        }
+        Parsed::MlDsa(key) => match (message, family) {
+            // ML-DSA signs the message itself (FIPS 204, empty context) with aws-lc-rs.
+            (Message::Raw(m), _) => {
+                let mut sig = vec![0u8; 4627];
+                let len = key.sign(m, &mut sig)?;
+                sig.truncate(len);
+                Ok(sig)
+            }
+            (Message::Mu(mu), Family::MlDsa(level)) => external_mu::sign(level, pkcs8, mu),
+            _ => Err(EnclaveError::BadInput),
+        },
         Parsed::RsaSigning(key) => {
             let padding = rsa_padding(algorithm).ok_or(EnclaveError::BadInput)?;
             let mut sig = vec![0u8; key.public_modulus_len()];
@@ -127,6 +130,7 @@ pub fn sign(
                     &digest::Digest::import_less_safe(d, hash()?)?,
                     &mut sig,
                 )?,
+                Message::Mu(_) => return Err(EnclaveError::BadInput),
             }
             Ok(sig)
         }
@@ -143,8 +147,10 @@ pub fn verify(
     sig: &[u8],
 ) -> Result<bool, EnclaveError> {
     if let Family::MlDsa(level) = family {
-        let Message::Raw(m) = message else {
-            return Err(EnclaveError::BadInput);
+        let m = match message {
+            Message::Raw(m) => m,
+            Message::Mu(mu) => return external_mu::verify(level, spki, mu, sig),
+            Message::Digest(_) => return Err(EnclaveError::BadInput),
         };
         let alg = match level {
             44 => &signature::ML_DSA_44,
@@ -168,6 +174,7 @@ pub fn verify(
         Message::Digest(d) => key
             .verify_digest(&digest::Digest::import_less_safe(d, hash)?, sig)
             .is_ok(),
+        Message::Mu(_) => return Err(EnclaveError::BadInput),
     })
 }
 
@@ -229,6 +236,7 @@ fn ed25519_sign(
                 .map_err(|_| EnclaveError::Crypto)?;
             Ok(sig.to_bytes().to_vec())
         }
+        Message::Mu(_) => Err(EnclaveError::BadInput),
     }
 }
 
@@ -251,6 +259,7 @@ fn ed25519_verify(spki: &[u8], message: Message<'_>, sig: &[u8]) -> Result<bool,
             };
             vk.verify_prehashed(Prehashed::of(d)?, None, &sig).is_ok()
         }
+        Message::Mu(_) => return Err(EnclaveError::BadInput),
     })
 }
 

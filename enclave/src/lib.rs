@@ -17,6 +17,7 @@ pub mod custody;
 pub mod delivery;
 pub mod domain;
 pub mod error;
+pub mod external_mu;
 pub mod grant;
 pub mod imported;
 pub mod keyspec;

@@ -3,6 +3,7 @@
 
 Usage: python3 key_types.py ENDPOINT ACCESS_KEY SECRET_KEY. Exits non-zero on any failure.
 """
+import hashlib
 import sys
 
 import boto3
@@ -61,6 +62,11 @@ for spec, alg, h in [
     d.update(MESSAGE)
     digest = d.finalize()
     pub.verify(sign(k, alg, digest, "DIGEST"), digest, ec.ECDSA(utils.Prehashed(h)))
+    # EXTERNAL_MU belongs to ML-DSA only.
+    assert error_code(
+        kms.sign, KeyId=k, Message=digest[:32] * 2, MessageType="EXTERNAL_MU",
+        SigningAlgorithm=alg,
+    ) == "ValidationException"
     # And the other way round: a signature made outside with another key is refused.
     other = ec.generate_private_key(pub.curve).sign(MESSAGE, ec.ECDSA(h))
     assert (
@@ -102,11 +108,34 @@ pub = public(k)
 assert isinstance(pub, ed25519.Ed25519PublicKey)
 pub.verify(sign(k, "ED25519_SHA_512", MESSAGE), MESSAGE)
 
-# ML-DSA (FIPS 204).
+# ML-DSA (FIPS 204): RAW, and EXTERNAL_MU, where the caller hands in the 64-byte mu of the
+# message, computed here with hashlib: mu = SHAKE256(SHAKE256(pk, 64) || 0x00 || 0x00 || M, 64)
+# (empty context). A signature over mu is a signature over the message.
 for spec in ["ML_DSA_44", "ML_DSA_65", "ML_DSA_87"]:
     k = key(spec, "SIGN_VERIFY")
     pub = public(k)
-    pub.verify(sign(k, "ML_DSA_SHAKE_256", MESSAGE), MESSAGE)
+    raw_sig = sign(k, "ML_DSA_SHAKE_256", MESSAGE)
+    pub.verify(raw_sig, MESSAGE)
+    pk = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    tr = hashlib.shake_256(pk).digest(64)
+    mu = hashlib.shake_256(tr + b"\x00\x00" + MESSAGE).digest(64)
+    pub.verify(sign(k, "ML_DSA_SHAKE_256", mu, "EXTERNAL_MU"), MESSAGE)
+    # Verify over mu takes the signature made over the message, and refuses another mu.
+    assert kms.verify(
+        KeyId=k, Message=mu, MessageType="EXTERNAL_MU", Signature=raw_sig,
+        SigningAlgorithm="ML_DSA_SHAKE_256",
+    )["SignatureValid"]
+    other_mu = hashlib.shake_256(tr + b"\x00\x00" + b"another message").digest(64)
+    assert error_code(
+        kms.verify, KeyId=k, Message=other_mu, MessageType="EXTERNAL_MU", Signature=raw_sig,
+        SigningAlgorithm="ML_DSA_SHAKE_256",
+    ) == "KMSInvalidSignatureException"
+    # mu is 64 bytes; DIGEST is not an ML-DSA message type.
+    for message, message_type in [(mu[:32], "EXTERNAL_MU"), (mu, "DIGEST")]:
+        assert error_code(
+            kms.sign, KeyId=k, Message=message, MessageType=message_type,
+            SigningAlgorithm="ML_DSA_SHAKE_256",
+        ) == "ValidationException"
 
 # ECDH: the shared secret equals cryptography's.
 k = key("ECC_NIST_P384", "KEY_AGREEMENT")

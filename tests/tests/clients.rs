@@ -9,6 +9,8 @@
     clippy::format_push_string
 )] // test code
 
+mod common;
+
 use std::{path::Path, process::Command};
 
 use ekms_tests::{Appliance, have};
@@ -230,6 +232,57 @@ fn aws_cli_signatures_verify_with_openssl() {
         ],
     ));
     assert_eq!(v["SignatureValid"], true);
+}
+
+/// An ML-DSA key with the aws CLI: a message signed as its external mu (`--message-type
+/// EXTERNAL_MU`, mu computed here) verifies over the message itself with RustCrypto's `ml-dsa`.
+#[test]
+fn aws_cli_signs_an_ml_dsa_external_mu() {
+    use ml_dsa::{MlDsa44, VerifyingKey, pkcs8::spki::DecodePublicKey as _};
+    if !have("aws", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let key = json(&aws(
+        &app,
+        &[
+            "kms",
+            "create-key",
+            "--key-spec",
+            "ML_DSA_44",
+            "--key-usage",
+            "SIGN_VERIFY",
+        ],
+    ));
+    let id = key["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    let public = json(&aws(&app, &["kms", "get-public-key", "--key-id", &id]));
+    let vk = VerifyingKey::<MlDsa44>::from_public_key_der(&base64_decode(
+        public["PublicKey"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let message = b"release 2.0.0";
+    let mu = dir.path().join("release.mu");
+    std::fs::write(&mu, common::ml_dsa_mu(vk.encode().as_slice(), message)).unwrap();
+    let signed = json(&aws(
+        &app,
+        &[
+            "kms",
+            "sign",
+            "--key-id",
+            &id,
+            "--signing-algorithm",
+            "ML_DSA_SHAKE_256",
+            "--message-type",
+            "EXTERNAL_MU",
+            "--message",
+            &format!("fileb://{}", mu.display()),
+        ],
+    ));
+    let sig = base64_decode(signed["Signature"].as_str().unwrap());
+    let sig = ml_dsa::Signature::<MlDsa44>::try_from(sig.as_slice()).unwrap();
+    assert!(vk.verify_with_context(message, b"", &sig));
+    assert!(!vk.verify_with_context(b"release 2.0.1", b"", &sig));
 }
 
 /// Every key type through boto3, each result checked with Python's `cryptography`.

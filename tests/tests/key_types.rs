@@ -606,6 +606,72 @@ async fn ed25519_pure_signatures_verify_with_dalek_and_prehashed_ones_in_the_app
     assert_eq!(e.code(), Some("ValidationException"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn ml_dsa_signs_raw_messages_and_external_mu_and_both_verify_with_rustcrypto() {
+    use ml_dsa::{MlDsa65, VerifyingKey, pkcs8::spki::DecodePublicKey as _};
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::start(dir.path());
+    let kms = admin(&app);
+    let key = create(&kms, KeySpec::MlDsa65, KeyUsageType::SignVerify).await;
+    let vk = VerifyingKey::<MlDsa65>::from_public_key_der(&public_key(&kms, &key).await).unwrap();
+    let message = b"a firmware image to sign";
+    let check = |sig: &[u8]| {
+        let sig = ml_dsa::Signature::<MlDsa65>::try_from(sig).unwrap();
+        assert!(vk.verify_with_context(message, b"", &sig));
+    };
+    let raw = sign(
+        &kms,
+        &key,
+        SigningAlgorithmSpec::MlDsaShake256,
+        message,
+        false,
+    )
+    .await;
+    check(&raw);
+
+    let mu = common::ml_dsa_mu(vk.encode().as_slice(), message);
+    let by_mu = kms
+        .sign()
+        .key_id(&key)
+        .signing_algorithm(SigningAlgorithmSpec::MlDsaShake256)
+        .message(Blob::new(mu.to_vec()))
+        .message_type(MessageType::ExternalMu)
+        .send()
+        .await
+        .unwrap()
+        .signature
+        .unwrap()
+        .into_inner();
+    check(&by_mu);
+    // The appliance verifies the RAW signature over mu, and refuses it over another mu.
+    let verify_mu = |mu: [u8; 64]| {
+        kms.verify()
+            .key_id(&key)
+            .signing_algorithm(SigningAlgorithmSpec::MlDsaShake256)
+            .message(Blob::new(mu.to_vec()))
+            .message_type(MessageType::ExternalMu)
+            .signature(Blob::new(raw.clone()))
+            .send()
+    };
+    assert!(verify_mu(mu).await.unwrap().signature_valid);
+    let mut other = mu;
+    other[63] ^= 1;
+    let e = verify_mu(other).await.unwrap_err().into_service_error();
+    assert_eq!(e.code(), Some("KMSInvalidSignatureException"));
+    // A mu of the wrong length is refused before any signing.
+    let e = kms
+        .sign()
+        .key_id(&key)
+        .signing_algorithm(SigningAlgorithmSpec::MlDsaShake256)
+        .message(Blob::new(mu[..48].to_vec()))
+        .message_type(MessageType::ExternalMu)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(e.code(), Some("ValidationException"));
+}
+
 /// The RustCrypto signature traits, in one place.
 mod signature_traits {
     pub(crate) use p256::ecdsa::signature::{Signer, Verifier, hazmat::PrehashVerifier};

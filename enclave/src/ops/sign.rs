@@ -1,5 +1,6 @@
-//! Sign and Verify with asymmetric `SIGN_VERIFY` keys (ECDSA, RSA PSS and PKCS#1 v1.5).
-//! `DIGEST` messages are signed as given, never hashed again.
+//! Sign and Verify with asymmetric `SIGN_VERIFY` keys (ECDSA, RSA PSS and PKCS#1 v1.5, Ed25519,
+//! ML-DSA). `DIGEST` messages are signed as given, never hashed again; an `EXTERNAL_MU` message
+//! is ML-DSA's mu, signed as given.
 
 use ekms_wire::msg::KmsErrorCode;
 use serde::Deserialize;
@@ -12,6 +13,7 @@ use super::{
 use crate::{
     KmsError,
     asymmetric::{self, Message},
+    external_mu,
     keyspec::{self, SIGNING_ALGORITHMS},
     record::KeyRecord,
 };
@@ -32,11 +34,30 @@ struct SignInput {
     grant_tokens: Option<Vec<String>>,
 }
 
+/// What the request's `Message` is (its `MessageType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Raw,
+    Digest,
+    /// ML-DSA's 64-byte mu (FIPS 204).
+    ExternalMu,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "RAW",
+            Self::Digest => "DIGEST",
+            Self::ExternalMu => "EXTERNAL_MU",
+        }
+    }
+}
+
 /// The checked pieces of a Sign or Verify request.
 struct Checked {
     key: KeyRecord,
     algorithm: String,
-    digest: bool,
+    kind: Kind,
     message: zeroize::Zeroizing<Vec<u8>>,
 }
 
@@ -53,23 +74,10 @@ fn check(ctx: &Ctx<'_>, input: &SignInput, op: &str) -> Result<Checked, OpError>
     if !SIGNING_ALGORITHMS.contains(&algorithm.as_str()) {
         return Err(super::enum_error(&algorithm, "signingAlgorithm", SIGNING_ALGORITHMS).into());
     }
-    let digest = match input.message_type.as_deref() {
-        None | Some("RAW") => false,
-        Some("DIGEST") => true,
-        Some("EXTERNAL_MU") => {
-            return Err(if algorithm == "ML_DSA_SHAKE_256" {
-                KmsError::new(
-                    KmsErrorCode::UnsupportedOperationException,
-                    "MessageType EXTERNAL_MU is not supported by this appliance yet; sign the \
-                     message itself (RAW, up to 4096 bytes).",
-                )
-            } else {
-                KmsError::validation(format!(
-                    "MessageType EXTERNAL_MU is valid only with ML_DSA_SHAKE_256, not {algorithm}."
-                ))
-            }
-            .into());
-        }
+    let kind = match input.message_type.as_deref() {
+        None | Some("RAW") => Kind::Raw,
+        Some("DIGEST") => Kind::Digest,
+        Some("EXTERNAL_MU") => Kind::ExternalMu,
         Some(other) => {
             return Err(
                 super::enum_error(other, "messageType", &["RAW", "DIGEST", "EXTERNAL_MU"]).into(),
@@ -77,10 +85,7 @@ fn check(ctx: &Ctx<'_>, input: &SignInput, op: &str) -> Result<Checked, OpError>
         }
     };
     ctx.condition("kms:SigningAlgorithm", vec![algorithm.clone()]);
-    ctx.condition(
-        "kms:MessageType",
-        vec![if digest { "DIGEST" } else { "RAW" }.to_owned()],
-    );
+    ctx.condition("kms:MessageType", vec![kind.name().to_owned()]);
     let key = ctx.resolve(key_id)?;
     require_enabled(ctx, &key)?;
     require_usage(ctx, &key, "SIGN_VERIFY", op)?;
@@ -95,38 +100,52 @@ fn check(ctx: &Ctx<'_>, input: &SignInput, op: &str) -> Result<Checked, OpError>
         )
         .into());
     }
-    match (algorithm.as_str(), digest) {
-        ("ED25519_SHA_512", true) => {
+    match (algorithm.as_str(), kind) {
+        ("ED25519_SHA_512", Kind::Digest | Kind::ExternalMu) => {
             return Err(KmsError::validation(
                 "The ED25519_SHA_512 signing algorithm takes MessageType RAW.",
             )
             .into());
         }
-        ("ML_DSA_SHAKE_256", true) => {
+        ("ML_DSA_SHAKE_256", Kind::Digest) => {
             return Err(KmsError::validation(
                 "The ML_DSA_SHAKE_256 signing algorithm takes MessageType RAW or EXTERNAL_MU.",
             )
             .into());
         }
-        ("ED25519_PH_SHA_512", false) => {
+        ("ED25519_PH_SHA_512", Kind::Raw | Kind::ExternalMu) => {
             return Err(KmsError::validation(
                 "The ED25519_PH_SHA_512 signing algorithm takes MessageType DIGEST (a SHA-512 \
                  digest).",
             )
             .into());
         }
-        _ => {}
+        ("ML_DSA_SHAKE_256", _) | (_, Kind::Raw | Kind::Digest) => {}
+        (_, Kind::ExternalMu) => {
+            return Err(KmsError::validation(format!(
+                "MessageType EXTERNAL_MU is valid only with ML_DSA_SHAKE_256, not {algorithm}."
+            ))
+            .into());
+        }
     }
-    if digest && keyspec::digest_len(&algorithm) != Some(message.len()) {
+    if kind == Kind::Digest && keyspec::digest_len(&algorithm) != Some(message.len()) {
         return Err(KmsError::validation(format!(
             "Digest is invalid length for algorithm {algorithm}."
+        ))
+        .into());
+    }
+    if kind == Kind::ExternalMu && message.len() != external_mu::MU_LEN {
+        return Err(KmsError::validation(format!(
+            "An EXTERNAL_MU message is the {}-byte mu of FIPS 204; this one is {} bytes.",
+            external_mu::MU_LEN,
+            message.len()
         ))
         .into());
     }
     Ok(Checked {
         key,
         algorithm,
-        digest,
+        kind,
         message,
     })
 }
@@ -142,10 +161,10 @@ fn family(key: &KeyRecord) -> Result<keyspec::Family, KmsError> {
 }
 
 fn as_message(c: &Checked) -> Message<'_> {
-    if c.digest {
-        Message::Digest(&c.message)
-    } else {
-        Message::Raw(&c.message)
+    match c.kind {
+        Kind::Raw => Message::Raw(&c.message),
+        Kind::Digest => Message::Digest(&c.message),
+        Kind::ExternalMu => Message::Mu(&c.message),
     }
 }
 

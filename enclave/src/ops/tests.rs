@@ -971,6 +971,7 @@ fn the_default_policy_fast_path_decides_as_the_evaluation_does() {
     );
 }
 
+mod external_mu;
 mod grants;
 mod import;
 mod last_usage;

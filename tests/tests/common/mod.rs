@@ -262,3 +262,21 @@ pub(crate) fn sh_block(file: &str, after: &str) -> String {
     let len = rest[start..].find("```").unwrap();
     rest[start..start + len].to_owned()
 }
+
+/// ML-DSA's message representative for AWS's `EXTERNAL_MU`, computed independently of the
+/// appliance: mu = SHAKE256(SHAKE256(pk, 64) || 0x00 || 0x00 || message, 64) for the raw public
+/// key `pk` and an empty context (FIPS 204 Algorithms 2 and 7).
+pub(crate) fn ml_dsa_mu(pk: &[u8], message: &[u8]) -> [u8; 64] {
+    use shake::{ExtendableOutput as _, Update as _};
+    let mut tr = [0u8; 64];
+    shake::Shake256::default()
+        .chain(pk)
+        .finalize_xof_into(&mut tr);
+    let mut mu = [0u8; 64];
+    shake::Shake256::default()
+        .chain(tr)
+        .chain([0, 0])
+        .chain(message)
+        .finalize_xof_into(&mut mu);
+    mu
+}
