@@ -145,41 +145,6 @@ pub(crate) async fn check_signature(
     now: DateTime<Utc>,
 ) -> Result<Checked, CheckError> {
     let request = as_http(http)?;
-    // The access key and secret are checked inside the signing-key service; the secret is
-    // turned into a signing key only for a matching access key.
-    // A principal has up to two access keys (one being retired): the one the request names is
-    // looked up here, and its secret turned into a signing key only then.
-    let creds: std::sync::Arc<Vec<(String, zeroize::Zeroizing<String>)>> = std::sync::Arc::new(
-        principal
-            .map(|p| {
-                p.keys()
-                    .map(|(akid, secret)| {
-                        (akid.to_owned(), zeroize::Zeroizing::new(secret.0.clone()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    );
-    let mut get_key = tower::service_fn(move |req: GetSigningKeyRequest| {
-        let k = creds
-            .iter()
-            .find(|(akid, _)| akid.as_str() == req.access_key())
-            .and_then(|(_, secret)| {
-                let secret: &str = secret;
-                KSecretKey::from_str(secret)
-                    .ok()
-                    .map(|k| k.to_ksigning(req.request_date(), req.region(), req.service()))
-            });
-        async move {
-            match k {
-                Some(signing_key) => GetSigningKeyResponse::builder()
-                    .signing_key(signing_key)
-                    .build()
-                    .map_err(Into::into),
-                None => Err(SignatureError::InvalidClientTokenId(MSG_UNRECOGNIZED.into()).into()),
-            }
-        }
-    });
     let required = SliceSignedHeaderRequirements::new(required, &[], &[]);
     // The steps of `sigv4_validate_request`, kept apart so that the signature and date the
     // replay cache records are the very ones this parse verified.
@@ -190,6 +155,27 @@ pub(crate) async fn check_signature(
     let authenticator = canonical
         .get_authenticator(&required)
         .map_err(CheckError::Signature)?;
+    // A principal has up to two access keys (one being retired): the signing key is made from
+    // the secret of the one the request names, borrowed from the opened record (not copied),
+    // and handed to the check, which asks for it only once the date and scope are valid.
+    let akid = authenticator.credential().split('/').next().unwrap_or("");
+    let date = authenticator.request_timestamp().date_naive();
+    let mut signing_key = principal
+        .and_then(|p| p.secret_of(akid))
+        .and_then(|secret| KSecretKey::from_str(&secret.0).ok())
+        .map(|k| k.to_ksigning(date, region, service));
+    let mut get_key = tower::service_fn(move |_: GetSigningKeyRequest| {
+        let k = signing_key.take();
+        async move {
+            match k {
+                Some(signing_key) => GetSigningKeyResponse::builder()
+                    .signing_key(signing_key)
+                    .build()
+                    .map_err(Into::into),
+                None => Err(SignatureError::InvalidClientTokenId(MSG_UNRECOGNIZED.into()).into()),
+            }
+        }
+    });
     authenticator
         .validate_signature(region, service, now, skew, &mut get_key)
         .await
