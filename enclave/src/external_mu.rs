@@ -9,8 +9,7 @@
 //! randomness from aws-lc-rs), as aws-lc-rs signs.
 
 use ml_dsa::{
-    ExpandedSigningKey, MlDsa44, MlDsa65, MlDsa87, MlDsaParams, Signature, SigningKey,
-    VerifyingKey,
+    ExpandedSigningKey, MlDsa44, MlDsa65, MlDsa87, MlDsaParams, Signature, VerifyingKey,
     pkcs8::{
         DecodePrivateKey as _,
         der::AnyRef,
@@ -49,11 +48,11 @@ where
     P: MlDsaParams + AssociatedAlgorithmIdentifier<Params = AnyRef<'static>>,
 {
     let mu = mu.try_into().map_err(|_| EnclaveError::BadInput)?;
-    // Both zeroized on drop (ml-dsa's `zeroize` feature): the seed and the expanded secret
-    // vectors. The expanded key comes from the seed by the crate's public API (its
-    // `SigningKey::expanded_key` is `doc(hidden)`, outside its semver promise).
-    let key = SigningKey::<P>::from_pkcs8_der(pkcs8).map_err(|_| EnclaveError::BadRecord)?;
-    let expanded = ExpandedSigningKey::<P>::from_seed(key.as_seed());
+    // Expanded once from the PKCS#8 seed by the crate's public decoder (`SigningKey`'s
+    // `expanded_key` accessor is `doc(hidden)`, outside its semver promise). Zeroized on drop
+    // (ml-dsa's `zeroize` feature), as is the seed the decoder held.
+    let expanded =
+        ExpandedSigningKey::<P>::from_pkcs8_der(pkcs8).map_err(|_| EnclaveError::BadRecord)?;
     let sig = expanded
         .sign_mu_randomized(&mu, &mut AwsLcRng)
         .map_err(|_| EnclaveError::Crypto)?;
@@ -127,7 +126,7 @@ pub(crate) mod tests {
     where
         P: MlDsaParams + AssociatedAlgorithmIdentifier<Params = AnyRef<'static>>,
     {
-        use ml_dsa::Keypair as _;
+        use ml_dsa::{Keypair as _, SigningKey};
         let key = SigningKey::<P>::from_pkcs8_der(pkcs8).unwrap();
         key.verifying_key().encode().to_vec()
     }

@@ -45,6 +45,15 @@ fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `aws kms create-key` with `args`: the new key's id and its `KeyMetadata`.
+fn create_key(app: &Appliance, args: &[&str]) -> (String, serde_json::Value) {
+    let mut all = vec!["kms", "create-key"];
+    all.extend_from_slice(args);
+    let meta = json(&aws(app, &all))["KeyMetadata"].clone();
+    let id = meta["KeyId"].as_str().unwrap().to_owned();
+    (id, meta)
+}
+
 #[test]
 fn the_readme_session_works_with_the_aws_cli() {
     if !have("aws", &["--version"]) {
@@ -52,11 +61,7 @@ fn the_readme_session_works_with_the_aws_cli() {
     }
     let dir = tempfile::tempdir().unwrap();
     let app = Appliance::start(dir.path());
-    let key = json(&aws(
-        &app,
-        &["kms", "create-key", "--description", "cli key"],
-    ));
-    let id = key["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    let (id, _) = create_key(&app, &["--description", "cli key"]);
     json(&aws(
         &app,
         &[
@@ -151,20 +156,12 @@ fn aws_cli_signatures_verify_with_openssl() {
     }
     let dir = tempfile::tempdir().unwrap();
     let app = Appliance::start(dir.path());
-    let key = json(&aws(
+    let (id, meta) = create_key(
         &app,
-        &[
-            "kms",
-            "create-key",
-            "--key-spec",
-            "ECC_NIST_P384",
-            "--key-usage",
-            "SIGN_VERIFY",
-        ],
-    ));
-    let id = key["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+        &["--key-spec", "ECC_NIST_P384", "--key-usage", "SIGN_VERIFY"],
+    );
     assert_eq!(
-        key["KeyMetadata"]["SigningAlgorithms"],
+        meta["SigningAlgorithms"],
         serde_json::json!(["ECDSA_SHA_384"])
     );
     let msg = dir.path().join("release.txt");
@@ -244,18 +241,10 @@ fn aws_cli_signs_an_ml_dsa_external_mu() {
     }
     let dir = tempfile::tempdir().unwrap();
     let app = Appliance::start(dir.path());
-    let key = json(&aws(
+    let (id, _) = create_key(
         &app,
-        &[
-            "kms",
-            "create-key",
-            "--key-spec",
-            "ML_DSA_44",
-            "--key-usage",
-            "SIGN_VERIFY",
-        ],
-    ));
-    let id = key["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+        &["--key-spec", "ML_DSA_44", "--key-usage", "SIGN_VERIFY"],
+    );
     let public = json(&aws(&app, &["kms", "get-public-key", "--key-id", &id]));
     let vk = VerifyingKey::<MlDsa44>::from_public_key_der(&base64_decode(
         public["PublicKey"].as_str().unwrap(),

@@ -61,15 +61,26 @@ async fn sign(
     message: &[u8],
     digest: bool,
 ) -> Vec<u8> {
+    let kind = if digest {
+        MessageType::Digest
+    } else {
+        MessageType::Raw
+    };
+    sign_as(kms, key, alg, message, kind).await
+}
+
+async fn sign_as(
+    kms: &Client,
+    key: &str,
+    alg: SigningAlgorithmSpec,
+    message: &[u8],
+    kind: MessageType,
+) -> Vec<u8> {
     kms.sign()
         .key_id(key)
         .signing_algorithm(alg)
         .message(Blob::new(message.to_vec()))
-        .message_type(if digest {
-            MessageType::Digest
-        } else {
-            MessageType::Raw
-        })
+        .message_type(kind)
         .send()
         .await
         .unwrap()
@@ -630,18 +641,14 @@ async fn ml_dsa_signs_raw_messages_and_external_mu_and_both_verify_with_rustcryp
     check(&raw);
 
     let mu = common::ml_dsa_mu(vk.encode().as_slice(), message);
-    let by_mu = kms
-        .sign()
-        .key_id(&key)
-        .signing_algorithm(SigningAlgorithmSpec::MlDsaShake256)
-        .message(Blob::new(mu.to_vec()))
-        .message_type(MessageType::ExternalMu)
-        .send()
-        .await
-        .unwrap()
-        .signature
-        .unwrap()
-        .into_inner();
+    let by_mu = sign_as(
+        &kms,
+        &key,
+        SigningAlgorithmSpec::MlDsaShake256,
+        &mu,
+        MessageType::ExternalMu,
+    )
+    .await;
     check(&by_mu);
     // The appliance verifies the RAW signature over mu, and refuses it over another mu.
     let verify_mu = |mu: [u8; 64]| {
