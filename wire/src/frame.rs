@@ -142,6 +142,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(Some(body))
     }
 
+    /// Whether a whole frame is buffered, so that [`Self::next`] returns without reading.
+    #[must_use]
+    pub fn has_frame(&self) -> bool {
+        let unread = self.buf.get(self.start..self.end).unwrap_or_default();
+        match unread.get(..4) {
+            Some(len) => {
+                let mut n = [0u8; 4];
+                n.copy_from_slice(len);
+                let len = u32::from_be_bytes(n) as usize;
+                // A frame too long is an error `next` returns at once.
+                len > MAX_FRAME_LEN || unread.len() - 4 >= len
+            }
+            None => false,
+        }
+    }
+
     /// Reads until `n` unread bytes are buffered; `false` when the stream ends first.
     async fn fill(&mut self, n: usize) -> Result<bool, WireError> {
         if self.end - self.start >= n {
@@ -248,6 +264,36 @@ mod tests {
     use super::*;
     use crate::msg::{HostRequest, SealedBlob};
     use proptest::prelude::*;
+
+    #[tokio::test]
+    async fn has_frame_says_whether_next_can_answer_without_reading() {
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        let one = encode(1, &HostRequest::Status).unwrap();
+        let two = encode(2, &HostRequest::Status).unwrap();
+        let three = encode(3, &HostRequest::Status).unwrap();
+        let mut bytes = [one.as_slice(), two.as_slice()].concat();
+        // The third frame's length and half its body.
+        bytes.extend_from_slice(&three[..4 + (three.len() - 4) / 2]);
+        write_frame(&mut a, &bytes).await.unwrap();
+        let mut r = FrameReader::new(b);
+        assert!(!r.has_frame(), "nothing read yet");
+        let body = r.next().await.unwrap().unwrap();
+        assert_eq!(decode::<HostRequest>(&body).unwrap().id, 1);
+        assert!(r.has_frame());
+        let body = r.next().await.unwrap().unwrap();
+        assert_eq!(decode::<HostRequest>(&body).unwrap().id, 2);
+        assert!(!r.has_frame(), "only part of the third is here");
+        write_frame(&mut a, &three[4 + (three.len() - 4) / 2..])
+            .await
+            .unwrap();
+        let body = r.next().await.unwrap().unwrap();
+        assert_eq!(decode::<HostRequest>(&body).unwrap().id, 3);
+        assert!(!r.has_frame());
+        // An oversized length is refused before any body is read.
+        write_frame(&mut a, &u32::MAX.to_be_bytes()).await.unwrap();
+        tokio::task::yield_now().await;
+        assert!(r.next().await.is_err());
+    }
 
     #[tokio::test]
     async fn round_trip_through_a_pipe() {
