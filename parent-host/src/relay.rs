@@ -3,12 +3,9 @@
 //! retried with fresh records; a state-changing request whose write lost a race is answered
 //! with a retryable error (the enclave would refuse the same signed request again).
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, OnceLock, RwLock,
-        atomic::{AtomicBool, Ordering},
-    },
+use std::sync::{
+    Arc, OnceLock, RwLock,
+    atomic::{AtomicBool, Ordering},
 };
 
 use ekms_wire::{
@@ -22,13 +19,14 @@ use ekms_wire::{
 
 use crate::{HostError, client::EnclaveClient, store::Store};
 
+mod cache;
 mod xks;
+
+use cache::{Cache, forget, forget_grants, read_through, remember};
 
 /// Attempts per request when records turn out stale or a write loses a race (with a growing
 /// pause between attempts: a concurrent write may not be committed yet).
 const ATTEMPTS: u32 = 10;
-/// Cache entries kept before the cache is dropped and refilled.
-const CACHE_CAP: usize = 200_000;
 
 /// What the HTTP edge turns into a response.
 #[derive(Debug)]
@@ -46,60 +44,6 @@ pub enum Answer {
         /// Body.
         body: Vec<u8>,
     },
-}
-
-/// A read-through cache of sealed records in front of the store.
-#[derive(Default)]
-struct Cache {
-    keys: RwLock<HashMap<String, SealedBlob>>,
-    aliases: RwLock<HashMap<String, (SealedBlob, String)>>,
-    /// Access key id → the principal's record and name.
-    principals: RwLock<HashMap<String, (SealedBlob, String)>>,
-    /// `"<key id>\n<grantee ARN>"` → that grantee's grants on that key (none, too).
-    grants: RwLock<HashMap<String, Vec<SealedBlob>>>,
-}
-
-/// Drops the cached grants of key `key_id`.
-fn forget_grants(cache: &Cache, key_id: &str) {
-    let prefix = format!("{key_id}\n");
-    if let Ok(mut m) = cache.grants.write() {
-        m.retain(|k, _| !k.starts_with(&prefix));
-    }
-}
-
-fn cached<V: Clone>(map: &RwLock<HashMap<String, V>>, id: &str) -> Option<V> {
-    map.read().ok().and_then(|m| m.get(id).cloned())
-}
-
-fn remember<V>(map: &RwLock<HashMap<String, V>>, id: &str, v: V) {
-    if let Ok(mut m) = map.write() {
-        if m.len() >= CACHE_CAP {
-            m.clear();
-        }
-        m.insert(id.to_owned(), v);
-    }
-}
-
-/// The cached value of `id`, else the store's (remembered when found).
-fn read_through<V: Clone>(
-    map: &RwLock<HashMap<String, V>>,
-    id: &str,
-    fetch: impl FnOnce() -> Result<Option<V>, HostError>,
-) -> Result<Option<V>, HostError> {
-    if let Some(v) = cached(map, id) {
-        return Ok(Some(v));
-    }
-    let v = fetch()?;
-    if let Some(v) = &v {
-        remember(map, id, v.clone());
-    }
-    Ok(v)
-}
-
-fn forget<V>(map: &RwLock<HashMap<String, V>>, id: &str) {
-    if let Ok(mut m) = map.write() {
-        m.remove(id);
-    }
 }
 
 /// The relay between the HTTP edge, the store and the enclave.
@@ -299,9 +243,9 @@ impl Relay {
         for id in ids {
             forget(&self.cache.keys, id);
         }
-        if let Ok(mut m) = self.cache.aliases.write() {
-            m.retain(|_, (_, target)| !ids.contains(target));
-        }
+        self.cache
+            .aliases
+            .retain(|_, (_, target)| !ids.contains(target));
     }
 
     fn build_call(
@@ -591,9 +535,7 @@ impl Relay {
                 }
                 StoreWrite::DeleteGrant { key_id, .. } => forget_grants(&self.cache, key_id),
                 StoreWrite::PutPrincipal { .. } | StoreWrite::DeletePrincipal { .. } => {
-                    if let Ok(mut m) = self.cache.principals.write() {
-                        m.clear();
-                    }
+                    self.cache.principals.clear();
                 }
             }
         }
