@@ -2,6 +2,7 @@
 
 use anyhow::{anyhow, bail};
 use base64::Engine as _;
+use std::sync::Arc;
 
 use crate::{Target, call, connect, xks::XKS_OPS};
 
@@ -37,6 +38,9 @@ const MESSAGE: [u8; 32] = [0x42; 32];
 #[derive(Default)]
 pub(crate) struct Fixture {
     key_id: String,
+    /// With `--keys N`: the N symmetric keys (`key_id` first) that Encrypt and GenerateDataKey
+    /// go through in turn.
+    keys: Vec<String>,
     blob: String,
     ecdsa_key: String,
     ecdsa_sig: String,
@@ -67,8 +71,9 @@ fn b64(bytes: &[u8]) -> String {
 impl Fixture {
     /// Makes the keys `ops` need (the symmetric one is `key_id` when given).
     pub(crate) async fn setup(
-        t: &Target,
+        t: &Arc<Target>,
         key_id: Option<String>,
+        keys: usize,
         ops: &[String],
     ) -> anyhow::Result<Self> {
         check_ops(ops)?;
@@ -80,6 +85,10 @@ impl Fixture {
             },
             ..Self::default()
         };
+        f.keys = vec![f.key_id.clone()];
+        if keys > 1 {
+            f.keys.extend(create_many(t, keys - 1).await?);
+        }
         let (_, enc) = f.body_for("encrypt");
         f.blob = request(t, "Encrypt", &enc, "CiphertextBlob").await?;
         if wants(&["sign-ecdsa", "verify-ecdsa"]) {
@@ -133,6 +142,21 @@ impl Fixture {
     /// The symmetric key.
     pub(crate) fn key_id(&self) -> &str {
         &self.key_id
+    }
+
+    /// The operation name and bodies of a measured request: one per key of `--keys` for
+    /// Encrypt and GenerateDataKey, which go through them in turn.
+    pub(crate) fn bodies_for(&self, op: &str) -> (&'static str, Vec<String>) {
+        let (name, body) = self.body_for(op);
+        if !matches!(op, "encrypt" | "generate-data-key") || self.keys.len() < 2 {
+            return (name, vec![body]);
+        }
+        let bodies = self
+            .keys
+            .iter()
+            .map(|k| body.replace(&self.key_id, k))
+            .collect();
+        (name, bodies)
     }
 
     /// The operation name and body of a measured request.
@@ -202,6 +226,52 @@ impl Fixture {
             ),
         }
     }
+}
+
+/// Creates `n` symmetric keys over 32 connections; their ids.
+async fn create_many(t: &Arc<Target>, n: usize) -> anyhow::Result<Vec<String>> {
+    const CONNS: usize = 32;
+    let started = std::time::Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..CONNS.min(n) {
+        let (t, next) = (Arc::clone(t), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let mut s = connect(&t).await?;
+            let mut ids = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(ids);
+                }
+                // Distinct bodies: the enclave refuses a replayed CreateKey.
+                let body = format!(r#"{{"Description":"ekms-bench key {i}"}}"#);
+                let (status, reply) = call(&t, &mut s, "CreateKey", &body).await?;
+                if status != 200 {
+                    bail!(
+                        "CreateKey failed: HTTP {status}: {}",
+                        String::from_utf8_lossy(&reply)
+                    );
+                }
+                let v: serde_json::Value = serde_json::from_slice(&reply)?;
+                ids.push(
+                    v.pointer("/KeyMetadata/KeyId")
+                        .and_then(serde_json::Value::as_str)
+                        .ok_or_else(|| anyhow!("no KeyId in CreateKey reply"))?
+                        .to_owned(),
+                );
+            }
+        }));
+    }
+    let mut ids = Vec::with_capacity(n);
+    for task in tasks {
+        ids.extend(task.await??);
+    }
+    println!(
+        "created {n} keys in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ids)
 }
 
 /// Creates a key; its id.

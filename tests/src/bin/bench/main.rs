@@ -52,6 +52,11 @@ struct Args {
     /// Key to use; a new key is created when absent.
     #[arg(long)]
     key_id: Option<String>,
+    /// Symmetric keys that Encrypt and GenerateDataKey go through in turn (the bench creates
+    /// all but the first): with the server's pid, the RSS printed after each measurement is
+    /// then that of a server whose keys have all been used.
+    #[arg(long, default_value_t = 1)]
+    keys: usize,
     /// Connection counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     connections: Vec<usize>,
@@ -159,7 +164,8 @@ enum Driver {
     Kms {
         t: Arc<Target>,
         op: &'static str,
-        body: Arc<String>,
+        /// Sent in turn (one per key of `--keys`).
+        bodies: Arc<Vec<String>>,
     },
     Xks {
         t: Arc<xks::XksTarget>,
@@ -180,16 +186,23 @@ impl Driver {
         match self {
             // A state-changing request is executed at most once per signature: make each
             // CreateKey unique (the enclave refuses byte-identical replays).
-            Self::Kms { t, op, body } if *op == "CreateKey" => {
-                call(
-                    t,
-                    s,
-                    op,
-                    &body.replace("ekms-bench", &format!("ekms-bench {n}")),
-                )
-                .await
+            Self::Kms { t, op, bodies } => {
+                #[allow(clippy::cast_possible_truncation)]
+                let body = bodies
+                    .get(n as usize % bodies.len().max(1))
+                    .map_or("", String::as_str);
+                if *op == "CreateKey" {
+                    call(
+                        t,
+                        s,
+                        op,
+                        &body.replace("ekms-bench", &format!("ekms-bench {n}")),
+                    )
+                    .await
+                } else {
+                    call(t, s, op, body).await
+                }
             }
-            Self::Kms { t, op, body } => call(t, s, op, body).await,
             Self::Xks { t, op } => t.call(s, op, n).await,
         }
     }
@@ -212,6 +225,8 @@ struct Measured {
     lat_us: Vec<u32>,
     /// Server CPU (µs) by process over the measurement, when a server pid was given.
     server_cpu: Vec<(String, u64)>,
+    /// Server RSS (KiB) by process at the end of the measurement.
+    server_rss: Vec<(String, u64)>,
 }
 
 /// Exact percentile of sorted data (nearest rank).
@@ -300,12 +315,13 @@ async fn measure(
             (ops, errors, first_error, lat)
         }));
     }
-    let mut server_cpu = Vec::new();
+    let (mut server_cpu, mut server_rss) = (Vec::new(), Vec::new());
     if let Some(pid) = server_pid {
         tokio::time::sleep_until(start.into()).await;
         let before = server_cpu::sample(pid);
         tokio::time::sleep_until(end.into()).await;
         server_cpu = server_cpu::spent(&before, &server_cpu::sample(pid));
+        server_rss = server_cpu::rss_kib(pid).into_iter().collect();
     }
     let mut m = Measured {
         ops: 0,
@@ -315,6 +331,7 @@ async fn measure(
         secs: dur.as_secs_f64(),
         lat_us: Vec::new(),
         server_cpu,
+        server_rss,
     };
     for task in tasks {
         let (ops, errors, fe, lat) = task.await?;
@@ -357,6 +374,21 @@ fn print_measured(op: &str, conns: usize, m: &Measured) {
             parts.join(" + ")
         );
     }
+    if !m.server_rss.is_empty() {
+        #[allow(clippy::cast_precision_loss)]
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let total: u64 = m.server_rss.iter().map(|(_, kib)| kib).sum();
+        let parts: Vec<String> = m
+            .server_rss
+            .iter()
+            .map(|(name, kib)| format!("{name} {:.1}", mib(*kib)))
+            .collect();
+        println!(
+            "    server RSS: {:.1} MiB ({})",
+            mib(total),
+            parts.join(" + ")
+        );
+    }
 }
 
 /// What measures `op`: its XKS target, or its KMS target, request and body.
@@ -372,7 +404,7 @@ fn driver_for(
                 op: x,
             },
             (None, _, Some((t, fixture))) => {
-                let (name, body) = fixture.body_for(op);
+                let (name, bodies) = fixture.bodies_for(op);
                 let target = match fixture.credentials_for(op) {
                     Some(creds) => Arc::new(Target {
                         host: t.host.clone(),
@@ -386,7 +418,7 @@ fn driver_for(
                 Driver::Kms {
                     t: target,
                     op: name,
-                    body: Arc::new(body),
+                    bodies: Arc::new(bodies),
                 }
             }
             _ => bail!("{op}: not set up"),
@@ -468,7 +500,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let mut fixture = None;
     if let (Some(t), false) = (&t, kms_ops.is_empty()) {
-        let f = rt.block_on(Fixture::setup(t, args.key_id.clone(), &kms_ops))?;
+        let f = rt.block_on(Fixture::setup(t, args.key_id.clone(), args.keys, &kms_ops))?;
         println!("endpoint {}  key {}", args.endpoint, f.key_id());
         fixture = Some((Arc::clone(t), f));
     }

@@ -11,6 +11,11 @@ const TICKS_PER_SEC: u64 = 100;
 /// below it, by process name (`comm`). Processes that cannot be read are left out.
 #[must_use]
 pub(crate) fn sample(root: u32) -> BTreeMap<String, u64> {
+    by_name(root, process_cpu_us)
+}
+
+/// `read` of `root` and of every process below it, summed by process name.
+fn by_name(root: u32, read: impl Fn(u32) -> Option<(String, u64)>) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let mut todo = vec![root];
     let mut seen = 0usize;
@@ -20,12 +25,34 @@ pub(crate) fn sample(root: u32) -> BTreeMap<String, u64> {
         if seen > 4096 {
             break;
         }
-        if let Some((name, us)) = process_cpu_us(pid) {
-            *out.entry(name).or_insert(0) += us;
+        if let Some((name, n)) = read(pid) {
+            *out.entry(name).or_insert(0) += n;
         }
         todo.extend(children(pid));
     }
     out
+}
+
+/// Resident memory (KiB, `VmRSS` of `/proc/PID/status`) of `root` and every process below it,
+/// by process name.
+#[must_use]
+pub(crate) fn rss_kib(root: u32) -> BTreeMap<String, u64> {
+    by_name(root, |pid| {
+        parse_status(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+    })
+}
+
+/// `Name` and `VmRSS` (KiB) of a `/proc/PID/status` text.
+fn parse_status(status: &str) -> Option<(String, u64)> {
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+    };
+    let name = field("Name:")?.to_owned();
+    let kib = field("VmRSS:")?.strip_suffix("kB")?.trim().parse().ok()?;
+    Some((name, kib))
 }
 
 /// The name and CPU time (µs) of one process, from `/proc/PID/stat`.
@@ -88,6 +115,15 @@ mod tests {
         assert_eq!(parse_stat(line), Some(("ekms (x) y".into(), 1_750_000)));
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (a) S 1 2"), None);
+    }
+
+    #[test]
+    fn status_gives_name_and_rss() {
+        let status = "Name:\tekms-enclave\nUmask:\t0022\nVmRSS:\t   12345 kB\nThreads:\t3\n";
+        assert_eq!(parse_status(status), Some(("ekms-enclave".into(), 12345)));
+        assert_eq!(parse_status("Name:\tx\n"), None);
+        assert_eq!(parse_status("Name:\tx\nVmRSS:\tlots kB\n"), None);
+        assert!(!rss_kib(std::process::id()).is_empty());
     }
 
     #[test]
