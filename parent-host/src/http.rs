@@ -609,7 +609,7 @@ async fn audit_head(
     match crate::audit::checkpoint_once(relay.enclave(), sink, true).await {
         Some(c) => {
             // Every record up to the signed head is with the enclave or already queued.
-            sink.drain(relay.enclave()).await;
+            sink.drain(&relay.enclave_arc()).await;
             sink.flush().await;
             json(&crate::cli_audit::checkpoint_json(&c))
         }

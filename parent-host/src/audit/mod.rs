@@ -79,7 +79,20 @@ impl AuditSink {
 
     /// Collects every record the enclave holds and queues them for the writer (waits when
     /// the writer is far behind).
-    pub async fn drain(&self, enclave: &EnclaveClient) {
+    ///
+    /// The enclave lets go of the records it hands over, so a drain must not stop between its
+    /// answer and the writer's queue: it runs as a task of its own, which goes on when the
+    /// caller is cancelled (a client that hangs up on `/ekms/audit/head`, the drain loop
+    /// stopped at shutdown). A drain cut there lost the newest records of a chain, which
+    /// `ekms audit verify` then reported as dropped.
+    pub async fn drain(&self, enclave: &Arc<EnclaveClient>) {
+        let (sink, enclave) = (self.clone(), Arc::clone(enclave));
+        if let Err(e) = tokio::spawn(async move { sink.drain_now(&enclave).await }).await {
+            tracing::error!(error = %e, "the audit drain failed");
+        }
+    }
+
+    async fn drain_now(&self, enclave: &EnclaveClient) {
         let _one = self.draining.lock().await;
         loop {
             let (blocks, more) = match enclave.call(&HostRequest::AuditDrain).await {
@@ -185,9 +198,11 @@ impl Running {
     /// collected and written, before the enclave stops.
     pub async fn stop(self, relay: &crate::relay::Relay) {
         self.checkpoints.abort();
+        // A drain under way finishes in its own task (see `AuditSink::drain`); the one below
+        // waits for it.
         self.drains.abort();
         checkpoint_once(relay.enclave(), &self.sink, false).await;
-        self.sink.drain(relay.enclave()).await;
+        self.sink.drain(&relay.enclave_arc()).await;
         self.sink.flush().await;
     }
 }
@@ -270,5 +285,84 @@ pub async fn checkpoint_once(
             tracing::debug!(error = %e, "no audit checkpoint");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code
+
+    use std::time::Duration;
+
+    use ekms_wire::{
+        Listener, SocketAddress,
+        frame::{self, Envelope},
+    };
+    use tokio::io::AsyncWriteExt as _;
+
+    use super::*;
+
+    /// An enclave that answers one `AuditDrain`, after `delay`, with six records it then no
+    /// longer holds.
+    fn slow_enclave(addr: &SocketAddress, delay: Duration) {
+        let listener = Listener::bind(addr).unwrap();
+        tokio::spawn(async move {
+            let stream = listener.accept().await.unwrap();
+            let (reader, mut writer) = stream.into_split();
+            let mut reader = frame::FrameReader::new(reader);
+            while let Ok(Some(body)) = reader.next().await {
+                let Envelope { id, msg, .. } = frame::decode::<HostRequest>(&body).unwrap();
+                assert!(matches!(msg, HostRequest::AuditDrain));
+                tokio::time::sleep(delay).await;
+                let block = AuditBlock {
+                    chain: vec![7; 16],
+                    first_seq: 0,
+                    lines: "{\"seq\":0}\n{\"seq\":1}\n{\"seq\":2}\n{\"seq\":3}\n{\"seq\":4}\n{\"seq\":5}\n"
+                        .to_owned(),
+                    times: (0..6).collect(),
+                    checkpoints: Vec::new(),
+                };
+                let reply = EnclaveResponse::AuditRecords {
+                    blocks: vec![block],
+                    more: false,
+                };
+                writer
+                    .write_all(&frame::encode(id, &reply).unwrap())
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_drain_whose_caller_gives_up_still_stores_what_the_enclave_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = SocketAddress::Mock {
+            dir: dir.path().to_owned(),
+            cid: 16,
+            port: 5000,
+        };
+        slow_enclave(&addr, Duration::from_millis(300));
+        let enclave = Arc::new(EnclaveClient::new(addr, 1));
+        let sink = AuditSink::start(dir.path()).unwrap();
+        // The caller stops waiting (a client hanging up, the drain loop stopped at shutdown)
+        // while the enclave's answer is on its way.
+        let cut = tokio::time::timeout(Duration::from_millis(50), sink.drain(&enclave)).await;
+        assert!(cut.is_err());
+        // The next drain waits for the one under way; then everything is written.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            let _one = sink.draining.lock().await;
+        })
+        .await
+        .unwrap();
+        sink.flush().await;
+        let db = db::AuditDb::open_read_only(dir.path()).unwrap();
+        let seqs: Vec<i64> = db
+            .records_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, [0, 1, 2, 3, 4, 5]);
     }
 }
