@@ -97,6 +97,11 @@ pub struct ServeArgs {
     /// up to 16 KiB are bounded by --max-connections instead.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     max_body_memory: usize,
+    /// Memory for the host's cache of sealed records (`12MiB`: about 14,000 key records). The
+    /// records beyond it are read from the store when used; the enclave checks every record
+    /// either way, so the size trades host memory for store reads, never safety.
+    #[arg(long, value_name = "SIZE", default_value = "12MiB", value_parser = parse_size)]
+    record_cache: usize,
     /// Also serve the XKS proxy API (an AWS KMS external key store) on this address, with
     /// --xks-tls-cert and --xks-tls-key (HTTPS) or --xks-insecure-http.
     #[arg(long, value_name = "ADDR")]
@@ -256,6 +261,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         },
         max_body_memory: args.max_body_memory,
         metrics: args.metrics_listen,
+        record_cache: u64::try_from(args.record_cache).unwrap_or(u64::MAX),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -419,6 +425,10 @@ mod tests {
         assert_eq!(a.idle_timeout, crate::edge::DEFAULT_IDLE_TIMEOUT);
         assert_eq!(a.max_connections, crate::edge::DEFAULT_MAX_CONNECTIONS);
         assert_eq!(a.max_body_memory, crate::edge::DEFAULT_MAX_BODY_MEMORY);
+        assert_eq!(
+            u64::try_from(a.record_cache).unwrap(),
+            crate::relay::RECORD_CACHE_BYTES
+        );
         let a = serve(&[
             "--header-timeout",
             "500ms",
@@ -430,8 +440,11 @@ mod tests {
             "8",
             "--max-body-memory",
             "1MiB",
+            "--record-cache",
+            "64MiB",
         ])
         .unwrap();
+        assert_eq!(a.record_cache, 64 << 20);
         assert_eq!(a.header_timeout, Duration::from_millis(500));
         assert_eq!(a.body_timeout, Duration::from_secs(2));
         assert_eq!(a.idle_timeout, Duration::from_secs(90));

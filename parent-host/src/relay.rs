@@ -22,6 +22,7 @@ use crate::{HostError, client::EnclaveClient, store::Store};
 mod cache;
 mod xks;
 
+pub use cache::DEFAULT_BYTES as RECORD_CACHE_BYTES;
 use cache::{Cache, forget, forget_grants, read_through, remember};
 
 /// Attempts per request when records turn out stale or a write loses a race (with a growing
@@ -97,6 +98,13 @@ impl Relay {
             home_region: "us-east-1".into(),
             audit: OnceLock::new(),
         }
+    }
+
+    /// A cache of sealed records of `bytes` in all (default [`RECORD_CACHE_BYTES`]).
+    #[must_use]
+    pub fn with_record_cache(mut self, bytes: u64) -> Self {
+        self.cache = Cache::with_bytes(bytes);
+        self
     }
 
     /// The home region (see `ekms_wire::region`).

@@ -76,6 +76,8 @@ pub struct ServeConfig {
     pub max_body_memory: usize,
     /// Where to serve `GET /metrics` (Prometheus), if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Bytes of sealed records the relay keeps in memory (`--record-cache`).
+    pub record_cache: u64,
 }
 
 /// Where and how `serve` offers the XKS proxy API (AWS KMS External Key Store).
@@ -182,7 +184,8 @@ async fn serve_with(
         Relay::new(Arc::clone(&store), client)
             .with_writer(cfg.peer.clone())
             .with_account(&cfg.account)
-            .with_home_region(&cfg.region),
+            .with_home_region(&cfg.region)
+            .with_record_cache(cfg.record_cache),
     );
     let (committer, committer_task) = crate::witness::Committer::start(
         Arc::clone(&store),

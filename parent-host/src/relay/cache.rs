@@ -6,12 +6,11 @@
 
 use ekms_wire::msg::SealedBlob;
 
-/// Bytes each map may hold, counting keys, records and [`ENTRY_OVERHEAD`]. Key records (about
-/// 500 bytes) take most: 8 MiB holds about 14,000 of them.
-const KEYS_BYTES: u64 = 8 << 20;
-const ALIASES_BYTES: u64 = 1 << 20;
-const PRINCIPALS_BYTES: u64 = 1 << 20;
-const GRANTS_BYTES: u64 = 2 << 20;
+/// Bytes the cache holds by default (`ekms serve --record-cache`), counting ids, records and
+/// [`ENTRY_OVERHEAD`]: about 14,000 key records (about 500 bytes each) in two thirds of it.
+pub const DEFAULT_BYTES: u64 = 12 << 20;
+/// The share of each map, in twelfths of the whole: keys, aliases, principals, grants.
+const SHARES: [u64; 4] = [8, 1, 1, 2];
 /// What an entry costs beyond its bytes: the cache's slot, the `String` and `Vec` headers and
 /// the allocator's rounding.
 const ENTRY_OVERHEAD: u64 = 96;
@@ -33,15 +32,25 @@ pub(super) struct Cache {
 
 impl Default for Cache {
     fn default() -> Self {
+        Self::with_bytes(DEFAULT_BYTES)
+    }
+}
+
+impl Cache {
+    /// A cache of `bytes` in all, shared among the maps by [`SHARES`] (each map at least one
+    /// entry's worth, so a tiny cache still works).
+    pub(super) fn with_bytes(bytes: u64) -> Self {
         fn map<V: Weight + Clone>(bytes: u64) -> Map<V> {
+            let bytes = bytes.max(TYPICAL_ENTRY);
             let items = usize::try_from(bytes / TYPICAL_ENTRY).unwrap_or(1024);
             Map::with_weighter(items, bytes, Bytes)
         }
+        let share = |i: usize| bytes / 12 * SHARES.get(i).copied().unwrap_or(1);
         Self {
-            keys: map(KEYS_BYTES),
-            aliases: map(ALIASES_BYTES),
-            principals: map(PRINCIPALS_BYTES),
-            grants: map(GRANTS_BYTES),
+            keys: map(share(0)),
+            aliases: map(share(1)),
+            principals: map(share(2)),
+            grants: map(share(3)),
         }
     }
 }
@@ -120,12 +129,13 @@ mod tests {
     #[test]
     fn the_cache_stays_within_its_bytes() {
         let cache = Cache::default();
+        let keys_bytes = DEFAULT_BYTES / 12 * 8;
         // Twice as many 500-byte records as fit.
-        let n = usize::try_from(2 * KEYS_BYTES / (500 + 36 + ENTRY_OVERHEAD)).unwrap();
+        let n = usize::try_from(2 * keys_bytes / (500 + 36 + ENTRY_OVERHEAD)).unwrap();
         for i in 0..n {
             remember(&cache.keys, &format!("{i:036}"), SealedBlob(vec![7; 500]));
         }
-        assert!(cache.keys.weight() <= KEYS_BYTES);
+        assert!(cache.keys.weight() <= keys_bytes);
         assert!(
             cache.keys.len() < n * 3 / 5,
             "{} of {n} kept",
@@ -141,6 +151,29 @@ mod tests {
         forget(&cache.keys, &key);
         let gone = read_through(&cache.keys, &key, || Ok(None));
         assert!(gone.unwrap().is_none());
+    }
+
+    #[test]
+    fn a_smaller_cache_holds_fewer_records() {
+        let cache = Cache::with_bytes(1 << 20);
+        for i in 0..10_000 {
+            remember(&cache.keys, &format!("{i:036}"), SealedBlob(vec![7; 500]));
+        }
+        assert!(cache.keys.weight() <= (1 << 20) / 12 * 8);
+        // 699,048 bytes of 632-byte entries: at most 1,106 of them.
+        assert!(
+            (500..=1_106).contains(&cache.keys.len()),
+            "{}",
+            cache.keys.len()
+        );
+        // Even a cache of nothing keeps working, one entry at a time.
+        let tiny = Cache::with_bytes(0);
+        remember(
+            &tiny.principals,
+            "a",
+            (SealedBlob(vec![1; 100]), "admin".into()),
+        );
+        assert!(tiny.principals.get("a").is_some());
     }
 
     #[test]
