@@ -379,8 +379,7 @@ fn event<'a>(
     let access_key_id = call.http.access_key_id();
     let claimed_op = call
         .http
-        .header("x-amz-target")
-        .and_then(|t| t.strip_prefix("TrentService."))
+        .kms_target()
         .filter(|o| ekms_wire::plan::is_known(o));
     let operation = note
         .operation

@@ -121,11 +121,10 @@ const INLINE: &[&str] = &[
 fn runs_inline(msg: &HostRequest) -> bool {
     match msg {
         HostRequest::Status => true,
-        HostRequest::Kms(call) => call.http.headers.iter().any(|(k, v)| {
-            k.eq_ignore_ascii_case("x-amz-target")
-                && v.strip_prefix(&b"TrentService."[..])
-                    .is_some_and(|op| INLINE.iter().any(|i| i.as_bytes() == op))
-        }),
+        HostRequest::Kms(call) => call
+            .http
+            .kms_target()
+            .is_some_and(|op| INLINE.contains(&op)),
         _ => false,
     }
 }

@@ -239,6 +239,14 @@ impl HttpRequest {
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
+    /// The KMS operation the `X-Amz-Target` header names (`TrentService.<op>`), unverified
+    /// until the signature is: for scheduling and for naming a refused call.
+    #[must_use]
+    pub fn kms_target(&self) -> Option<&str> {
+        self.header("x-amz-target")
+            .and_then(|t| t.strip_prefix("TrentService."))
+    }
+
     /// The region of the SigV4 credential scope (unverified: see `region::scope_region`).
     #[must_use]
     pub fn scope_region(&self) -> Option<&str> {

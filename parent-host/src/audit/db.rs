@@ -288,13 +288,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)] // test code
 
     use super::*;
 
     /// Records `seqs` of one chain.
-    fn block(seqs: std::ops::Range<u64>) -> AuditBlock {
+    pub(crate) fn block(seqs: std::ops::Range<u64>) -> AuditBlock {
         AuditBlock {
             chain: vec![7; 16],
             first_seq: seqs.start,

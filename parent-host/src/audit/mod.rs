@@ -314,16 +314,8 @@ mod tests {
                 let Envelope { id, msg, .. } = frame::decode::<HostRequest>(&body).unwrap();
                 assert!(matches!(msg, HostRequest::AuditDrain));
                 tokio::time::sleep(delay).await;
-                let block = AuditBlock {
-                    chain: vec![7; 16],
-                    first_seq: 0,
-                    lines: "{\"seq\":0}\n{\"seq\":1}\n{\"seq\":2}\n{\"seq\":3}\n{\"seq\":4}\n{\"seq\":5}\n"
-                        .to_owned(),
-                    times: (0..6).collect(),
-                    checkpoints: Vec::new(),
-                };
                 let reply = EnclaveResponse::AuditRecords {
-                    blocks: vec![block],
+                    blocks: vec![db::tests::block(0..6)],
                     more: false,
                 };
                 writer
