@@ -18,16 +18,26 @@
 //!   host says is missing must be absent or a tombstone in the view; a page of a listing must be
 //!   exactly the live records of that range.
 //!
-//! Memory: one entry is a 32-byte id (key UUIDs as `u128`; alias and principal names boxed) and a
-//! 32-byte version; with `BTreeMap` node overhead, 1,000,000 keys take 94 MiB (measured by the
-//! ignored test `ledger_memory_at_one_million_keys`). Lookups and writes cost O(log n).
+//! Memory: a key and its last-usage record are two entries of about 42 bytes each (a 17-byte
+//! id, a 25-byte version) in maps of their own (`entries.rs`); with `BTreeMap` node overhead,
+//! 1,000,000 keys take 66 MiB and their usage records 61 MiB more (the ignored test
+//! `ledger_memory_at_one_million_keys`; with a 48-byte id and a 32-byte entry in one map they
+//! took 117 and 114). Lookups and writes cost O(log n).
+
+mod accumulator;
+mod entries;
+#[cfg(test)]
+mod tests;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     time::{Duration, Instant},
 };
 
 use aws_lc_rs::{digest, hmac};
+
+use accumulator::{add, sub, summand, to_bytes};
+use entries::{Entries, Entry};
 
 /// Bytes of a record digest kept in the view (truncated SHA-256; the host cannot make the
 /// enclave seal chosen records, so only second preimages matter).
@@ -157,13 +167,6 @@ pub struct Version {
     pub digest: Digest,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    version: Version,
-    /// False for a tombstone.
-    live: bool,
-}
-
 /// One record change of a prepared write.
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -210,7 +213,7 @@ pub struct Ledger {
     /// witnessed round may advance the view).
     auto_commit: bool,
     seq: u64,
-    entries: BTreeMap<RecordId, Entry>,
+    entries: Entries,
     /// Live aliases by target key, for listings by key and deletions.
     by_target: BTreeSet<(u128, Box<str>)>,
     /// Target of each live alias.
@@ -263,7 +266,7 @@ impl Ledger {
             acc: [0; 4],
             auto_commit: true,
             seq: 0,
-            entries: BTreeMap::new(),
+            entries: Entries::default(),
             by_target: BTreeSet::new(),
             targets: HashMap::new(),
             prepared: HashMap::new(),
@@ -316,11 +319,11 @@ impl Ledger {
     pub fn ingest(&mut self, id: RecordId, version: Version, live: bool, target: Option<u128>) {
         self.seq = self.seq.max(version.seq);
         if let Some(old) = self.entries.get(&id)
-            && old.version.seq >= version.seq
+            && old.version().seq >= version.seq
         {
             return;
         }
-        self.set(id, Entry { version, live }, target);
+        self.set(id, Entry::new(version, live), target);
     }
 
     /// Ends loading: the enclave serves from now on.
@@ -331,14 +334,7 @@ impl Ledger {
     /// Registers a record the enclave made outside any operation (the genesis principal).
     pub fn insert_own(&mut self, id: RecordId, version: Version) {
         self.seq = self.seq.max(version.seq);
-        self.set(
-            id,
-            Entry {
-                version,
-                live: true,
-            },
-            None,
-        );
+        self.set(id, Entry::new(version, true), None);
     }
 
     /// A fresh generation.
@@ -359,7 +355,7 @@ impl Ledger {
         let current = self
             .entries
             .get(id)
-            .is_some_and(|e| e.live && e.version == version);
+            .is_some_and(|e| e.live() && e.version() == version);
         if current || self.commit_shown(id, Some(version)) {
             Ok(version)
         } else {
@@ -418,7 +414,7 @@ impl Ledger {
     ) -> Result<Version, LedgerError> {
         let version = self.shown(seq, sealed)?;
         match self.entries.get(id) {
-            Some(e) if !e.live && e.version == version => Ok(version),
+            Some(e) if !e.live() && e.version() == version => Ok(version),
             _ => Err(LedgerError::Stale),
         }
     }
@@ -429,7 +425,7 @@ impl Ledger {
         if !self.ready {
             return Err(LedgerError::NotReady);
         }
-        let live = self.entries.get(id).is_some_and(|e| e.live);
+        let live = self.entries.get(id).is_some_and(Entry::live);
         if live && !self.commit_shown(id, None) {
             Err(LedgerError::Stale)
         } else {
@@ -469,21 +465,14 @@ impl Ledger {
             let current = self
                 .entries
                 .get(&c.id)
-                .filter(|e| e.live)
-                .map(|e| e.version);
+                .filter(|e| e.live())
+                .map(Entry::version);
             if current != c.expected {
                 return Err(LedgerError::Conflict);
             }
         }
         for c in changes {
-            self.set(
-                c.id,
-                Entry {
-                    version: c.new,
-                    live: c.live,
-                },
-                c.target,
-            );
+            self.set(c.id, Entry::new(c.new, c.live), c.target);
         }
         Ok(())
     }
@@ -503,12 +492,12 @@ impl Ledger {
                 overlay
                     .get(id)
                     .copied()
-                    .unwrap_or_else(|| self.entries.get(id).copied())
+                    .unwrap_or_else(|| self.entries.get(id))
             };
             let applies = changes.iter().all(|c| {
                 current(&overlay, &c.id)
-                    .filter(|e| e.live)
-                    .map(|e| e.version)
+                    .filter(|e| e.live())
+                    .map(Entry::version)
                     == c.expected
             }) && !ok.contains(t);
             if !applies {
@@ -516,10 +505,7 @@ impl Ledger {
                 continue;
             }
             for c in changes {
-                let new = Entry {
-                    version: c.new,
-                    live: c.live,
-                };
+                let new = Entry::new(c.new, c.live);
                 if let Some(key) = &self.acc_key {
                     if let Some(old) = current(&overlay, &c.id) {
                         acc = sub(acc, summand(key, &c.id, &old));
@@ -540,7 +526,7 @@ impl Ledger {
     fn set(&mut self, id: RecordId, entry: Entry, target: Option<u128>) {
         if let Some(key) = &self.acc_key {
             if let Some(old) = self.entries.get(&id) {
-                self.acc = sub(self.acc, summand(key, &id, old));
+                self.acc = sub(self.acc, summand(key, &id, &old));
             }
             self.acc = add(self.acc, summand(key, &id, &entry));
         }
@@ -548,7 +534,7 @@ impl Ledger {
             if let Some(old) = self.targets.remove(name) {
                 self.by_target.remove(&(old, name.clone()));
             }
-            if entry.live
+            if entry.live()
                 && let Some(t) = target
             {
                 self.targets.insert(name.clone(), t);
@@ -561,15 +547,7 @@ impl Ledger {
     /// The live keys after `after` (a key), at most `limit`, and whether more follow.
     #[must_use]
     pub fn key_page(&self, after: Option<&RecordId>, limit: usize) -> (Vec<u128>, bool) {
-        let start = after.map_or(std::ops::Bound::Unbounded, |a| {
-            std::ops::Bound::Excluded(a.clone())
-        });
-        let end = std::ops::Bound::Excluded(RecordId::Alias("".into()));
-        let mut live = self
-            .entries
-            .range((start, end))
-            .filter(|(_, e)| e.live)
-            .filter_map(|(id, _)| id.key_bits());
+        let mut live = self.entries.live_keys_after(after);
         let page: Vec<u128> = live.by_ref().take(limit).collect();
         (page, live.next().is_some())
     }
@@ -590,9 +568,9 @@ impl Ledger {
         let end = std::ops::Bound::Excluded(RecordId::Principal("".into()));
         let mut live = self
             .entries
-            .range((start, end))
+            .named_range((start, end))
             .take_while(|(id, _)| matches!(id, RecordId::Alias(n) if n.starts_with(prefix)))
-            .filter(|(_, e)| e.live)
+            .filter(|(_, e)| e.live())
             .filter_map(|(id, _)| match id {
                 RecordId::Alias(n) => Some(n.clone()),
                 _ => None,
@@ -612,8 +590,8 @@ impl Ledger {
         let end = std::ops::Bound::Excluded(RecordId::Grant(0, "".into()));
         let mut live = self
             .entries
-            .range((start, end))
-            .filter(|(_, e)| e.live)
+            .named_range((start, end))
+            .filter(|(_, e)| e.live())
             .filter_map(|(id, _)| match id {
                 RecordId::Principal(n) => Some(n.clone()),
                 _ => None,
@@ -637,9 +615,9 @@ impl Ledger {
         );
         let mut live = self
             .entries
-            .range((start, std::ops::Bound::Unbounded))
+            .named_range((start, std::ops::Bound::Unbounded))
             .take_while(|(id, _)| matches!(id, RecordId::Grant(k, _) if *k == key))
-            .filter(|(_, e)| e.live)
+            .filter(|(_, e)| e.live())
             .filter_map(|(id, _)| match id {
                 RecordId::Grant(_, g) => Some(g.clone()),
                 _ => None,
@@ -652,9 +630,12 @@ impl Ledger {
     #[must_use]
     pub fn grant_count(&self, key: u128) -> usize {
         self.entries
-            .range(RecordId::Grant(key, "".into())..)
+            .named_range((
+                std::ops::Bound::Included(RecordId::Grant(key, "".into())),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(id, _)| matches!(id, RecordId::Grant(k, _) if *k == key))
-            .filter(|(_, e)| e.live)
+            .filter(|(_, e)| e.live())
             .count()
     }
 
@@ -681,445 +662,9 @@ impl Ledger {
     /// The current version of a live record.
     #[must_use]
     pub fn current(&self, id: &RecordId) -> Option<Version> {
-        self.entries.get(id).filter(|e| e.live).map(|e| e.version)
-    }
-}
-
-/// One entry's term of the accumulator.
-fn summand(key: &hmac::Key, id: &RecordId, e: &Entry) -> [u64; 4] {
-    let mut ctx = hmac::Context::with_key(key);
-    match id {
-        RecordId::Key(u) => {
-            ctx.update(&[1]);
-            ctx.update(&u.to_be_bytes());
-        }
-        RecordId::Mrk(u) => {
-            ctx.update(&[6]);
-            ctx.update(&u.to_be_bytes());
-        }
-        RecordId::Alias(n) => {
-            ctx.update(&[2]);
-            ctx.update(n.as_bytes());
-        }
-        RecordId::Principal(n) => {
-            ctx.update(&[3]);
-            ctx.update(n.as_bytes());
-        }
-        RecordId::Grant(u, g) => {
-            ctx.update(&[5]);
-            ctx.update(&u.to_be_bytes());
-            ctx.update(g.as_bytes());
-        }
-        RecordId::Usage(u, region) => {
-            ctx.update(&[7]);
-            ctx.update(&u.to_be_bytes());
-            // Nothing for a key's only region: the sum of a view from before replicas were
-            // tracked apart is unchanged.
-            ctx.update(region.as_bytes());
-        }
-    }
-    // The id above has a fixed length (keys) or is followed by a 0 byte that no name holds.
-    ctx.update(&[0]);
-    ctx.update(&e.version.seq.to_be_bytes());
-    ctx.update(&e.version.digest);
-    ctx.update(&[u8::from(e.live)]);
-    let tag = ctx.sign();
-    let mut limbs = [0u64; 4];
-    for (limb, chunk) in limbs.iter_mut().zip(tag.as_ref().chunks_exact(8)) {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(chunk);
-        *limb = u64::from_le_bytes(b);
-    }
-    limbs
-}
-
-fn add(a: [u64; 4], b: [u64; 4]) -> [u64; 4] {
-    let mut out = [0u64; 4];
-    let mut carry = false;
-    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-        let (s1, c1) = x.overflowing_add(y);
-        let (s2, c2) = s1.overflowing_add(u64::from(carry));
-        *o = s2;
-        carry = c1 || c2;
-    }
-    out
-}
-
-fn sub(a: [u64; 4], b: [u64; 4]) -> [u64; 4] {
-    let mut out = [0u64; 4];
-    let mut borrow = false;
-    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-        let (d1, b1) = x.overflowing_sub(y);
-        let (d2, b2) = d1.overflowing_sub(u64::from(borrow));
-        *o = d2;
-        borrow = b1 || b2;
-    }
-    out
-}
-
-fn to_bytes(limbs: [u64; 4]) -> Accumulator {
-    let mut out = [0u8; 32];
-    for (chunk, limb) in out.chunks_exact_mut(8).zip(limbs) {
-        chunk.copy_from_slice(&limb.to_le_bytes());
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn v(seq: u64, bytes: &[u8]) -> Version {
-        Version {
-            seq,
-            digest: digest_of(bytes),
-        }
-    }
-
-    fn put(l: &mut Ledger, id: &RecordId, bytes: &[u8], target: Option<u128>) -> Version {
-        let expected = l.current(id);
-        let seq = l.next_seq();
-        let new = v(seq, bytes);
-        let t = l.prepare(vec![Change {
-            id: id.clone(),
-            expected,
-            new,
-            live: true,
-            target,
-        }]);
-        l.commit(t).unwrap();
-        new
-    }
-
-    #[test]
-    fn usage_record_names_are_parsed_back_and_only_canonical_ones_are_accepted() {
-        let key = "0123abcd-0000-4000-8000-00000000beef";
-        let RecordId::Key(u) = RecordId::key(key).unwrap() else {
-            unreachable!()
-        };
-        let id = RecordId::usage_named(key).unwrap();
-        assert_eq!(id, RecordId::Usage(u, "".into()));
-        assert_eq!(id.name(), key);
-        let mrk = "mrk-0123456789ab8def8123456789abcdef";
-        let m = RecordId::key(mrk).unwrap().key_bits().unwrap();
-        let eu = RecordId::usage_named(&format!("eu-west-1/{mrk}")).unwrap();
-        assert_eq!(eu, RecordId::Usage(m, "eu-west-1".into()));
-        assert_eq!(eu.name(), format!("eu-west-1/{mrk}"));
-        for bad in [
-            format!("eu-west-1/{key}"), // a single-Region key has one record
-            format!("alias/{mrk}"),
-            format!("eu-west-1/eu-west-2/{mrk}"),
-            key.to_uppercase(),
-            "alias/x".to_owned(),
-            String::new(),
-        ] {
-            assert_eq!(RecordId::usage_named(&bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn only_the_current_copy_is_accepted() {
-        let mut l = Ledger::new_ready();
-        let a = RecordId::alias("alias/a");
-        l.check_absent(&a).unwrap();
-        let v1 = put(&mut l, &a, b"one", Some(1));
-        assert_eq!(l.check(&a, v1.seq, b"one"), Ok(v1));
-        let v2 = put(&mut l, &a, b"two", Some(2));
-        assert!(v2.seq > v1.seq);
-        assert_eq!(l.check(&a, v1.seq, b"one"), Err(LedgerError::Stale));
-        // A forged generation number on old bytes does not help.
-        assert_eq!(l.check(&a, v2.seq, b"one"), Err(LedgerError::Stale));
-        // Hiding a live record is refused.
-        assert_eq!(l.check_absent(&a), Err(LedgerError::Stale));
-        // Delete: a tombstone; then absent is fine and the old copies are dead.
-        let seq = l.next_seq();
-        let t = l.prepare(vec![Change {
-            id: a.clone(),
-            expected: Some(v2),
-            new: v(seq, b"tomb"),
-            live: false,
-            target: None,
-        }]);
-        l.commit(t).unwrap();
-        l.check_absent(&a).unwrap();
-        assert_eq!(l.check(&a, v2.seq, b"two"), Err(LedgerError::Stale));
-        // Re-created above the tombstone.
-        let v3 = put(&mut l, &a, b"three", Some(1));
-        assert!(v3.seq > seq);
-        assert_eq!(
-            l.aliases_of(1, None, 10).0,
-            vec![Box::<str>::from("alias/a")]
-        );
-        assert!(l.aliases_of(2, None, 10).0.is_empty());
-    }
-
-    #[test]
-    fn commits_are_compare_and_swap_and_tokens_single_use() {
-        let mut l = Ledger::new_ready();
-        let k = RecordId::Key(7);
-        let v1 = put(&mut l, &k, b"k1", None);
-        // Two writers read v1 and prepare successors: only the first commit applies.
-        let (s2, s3) = (l.next_seq(), l.next_seq());
-        let t2 = l.prepare(vec![Change {
-            id: k.clone(),
-            expected: Some(v1),
-            new: v(s2, b"k2"),
-            live: true,
-            target: None,
-        }]);
-        let t3 = l.prepare(vec![Change {
-            id: k.clone(),
-            expected: Some(v1),
-            new: v(s3, b"k3"),
-            live: true,
-            target: None,
-        }]);
-        l.commit(t3).unwrap();
-        assert_eq!(l.commit(t2), Err(LedgerError::Conflict));
-        assert_eq!(l.commit(t3), Err(LedgerError::Conflict));
-        assert!(l.check(&k, s3, b"k3").is_ok());
-        assert!(l.check(&k, s2, b"k2").is_err());
-        // A prepared write that is never committed (nor shown) changes nothing.
-        let s4 = l.next_seq();
-        l.prepare(vec![Change {
-            id: k.clone(),
-            expected: Some(v(s3, b"k3")),
-            new: v(s4, b"k4"),
-            live: true,
-            target: None,
-        }]);
-        assert!(l.check(&k, s3, b"k3").is_ok());
-        assert_eq!(l.current(&k), Some(v(s3, b"k3")));
-    }
-
-    #[test]
-    fn a_prepared_write_shown_by_the_host_counts_as_committed() {
-        let mut l = Ledger::new_ready();
-        let k = RecordId::Key(9);
-        let v1 = put(&mut l, &k, b"k1", None);
-        let s2 = l.next_seq();
-        let t = l.prepare(vec![Change {
-            id: k.clone(),
-            expected: Some(v1),
-            new: v(s2, b"k2"),
-            live: true,
-            target: None,
-        }]);
-        // The host restarted after its store commit and shows the new record: accepted, and
-        // from now on the old one is not.
-        assert!(l.check(&k, s2, b"k2").is_ok());
-        assert!(l.check(&k, v1.seq, b"k1").is_err());
-        // A late Commit of the same token still succeeds (once).
-        l.commit(t).unwrap();
-        assert!(l.commit(t).is_err());
-        // A prepared deletion shown done (the record absent) commits it too.
-        let s3 = l.next_seq();
-        let t = l.prepare(vec![Change {
-            id: k.clone(),
-            expected: Some(v(s2, b"k2")),
-            new: v(s3, b"tomb"),
-            live: false,
-            target: None,
-        }]);
-        l.check_absent(&k).unwrap();
-        assert!(l.check(&k, s2, b"k2").is_err());
-        l.commit(t).unwrap();
-        // Nothing prepared: hiding stays refused.
-        let v4 = put(&mut l, &k, b"k4", None);
-        assert_eq!(l.check_absent(&k), Err(LedgerError::Stale));
-        assert!(l.check(&k, v4.seq, b"k4").is_ok());
-    }
-
-    #[test]
-    fn pages_are_the_live_records_in_store_order() {
-        let mut l = Ledger::new_ready();
-        let ids: Vec<String> = (0..5u128)
-            .map(|i| key_name(i * 0x1111_0000_0000_0000_0000_0000_0000))
-            .collect();
-        let mut sorted = ids.clone();
-        sorted.sort();
-        assert_eq!(ids, sorted, "u128 order is the store's text order");
-        for id in &ids {
-            put(&mut l, &RecordId::key(id).unwrap(), id.as_bytes(), None);
-        }
-        put(&mut l, &RecordId::alias("alias/x"), b"x", Some(0));
-        put(&mut l, &RecordId::principal("AK"), b"p", None);
-        let (page, more) = l.key_page(None, 3);
-        assert_eq!(page.len(), 3);
-        assert!(more);
-        let (rest, more) = l.key_page(page.last().map(|u| RecordId::Key(*u)).as_ref(), 3);
-        assert_eq!(rest.len(), 2);
-        assert!(!more);
-        assert_eq!(
-            l.alias_page("alias/", None, 10).0,
-            vec![Box::<str>::from("alias/x")]
-        );
-        assert!(l.alias_page("alias/", Some("alias/x"), 10).0.is_empty());
-        assert!(l.alias_page("eu-west-1/alias/", None, 10).0.is_empty());
-    }
-
-    #[test]
-    fn nothing_is_served_until_loaded() {
-        let mut l = Ledger::loading();
-        assert_eq!(
-            l.check_absent(&RecordId::Key(1)),
-            Err(LedgerError::NotReady)
-        );
-        l.ingest(RecordId::Key(1), v(5, b"new"), true, None);
-        l.ingest(RecordId::Key(1), v(3, b"old"), true, None);
-        l.finish_load();
-        assert!(l.check(&RecordId::Key(1), 5, b"new").is_ok());
-        assert!(l.check(&RecordId::Key(1), 3, b"old").is_err());
-        assert!(l.next_seq() > 5);
-    }
-
-    /// The stated memory bound, measured: `cargo test -p ekms-enclave --release ledger_memory --
-    /// --ignored --nocapture` prints the resident memory that 1,000,000 key entries add.
-    #[test]
-    #[ignore = "a measurement, not a check: run by hand"]
-    fn ledger_memory_at_one_million_keys() {
-        fn rss_kib() -> u64 {
-            std::fs::read_to_string("/proc/self/status")
-                .unwrap()
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-                .unwrap()
-        }
-        let before = rss_kib();
-        let mut l = Ledger::loading();
-        for i in 0..1_000_000u128 {
-            let id = RecordId::Key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
-            l.ingest(
-                id,
-                v(u64::try_from(i).unwrap(), &i.to_le_bytes()),
-                true,
-                None,
-            );
-        }
-        l.finish_load();
-        let after = rss_kib();
-        println!(
-            "1,000,000 key entries: {} records, +{} MiB resident",
-            l.len(),
-            (after - before) / 1024
-        );
-    }
-
-    /// What a hostile host can do with the copies it has seen.
-    #[derive(Debug, Clone)]
-    enum Step {
-        Write(u8),
-        Delete(u8),
-        /// Show copy `n` (of all ever made) of record `id`.
-        Show(u8, usize),
-        /// Claim record `id` does not exist.
-        Hide(u8),
-        /// Commit a token twice, or one never issued.
-        Replay(u64),
-    }
-
-    fn step() -> impl Strategy<Value = Step> {
-        prop_oneof![
-            (0..4u8).prop_map(Step::Write),
-            (0..4u8).prop_map(Step::Delete),
-            (0..4u8, 0..16usize).prop_map(|(i, n)| Step::Show(i, n)),
-            (0..4u8).prop_map(Step::Hide),
-            (0..64u64).prop_map(Step::Replay),
-        ]
-    }
-
-    proptest! {
-        /// Random writes, deletes, re-creations and host tampering: the view accepts exactly
-        /// the copy an honest model says is current.
-        #[test]
-        fn no_old_or_forked_copy_is_ever_accepted(steps in proptest::collection::vec(step(), 1..80)) {
-            let mut l = Ledger::new_ready();
-            // Model: current copy (seq, bytes) per id, or None; every copy ever made.
-            let mut model: HashMap<u8, Option<(u64, Vec<u8>)>> = HashMap::new();
-            let mut history: HashMap<u8, Vec<(u64, Vec<u8>)>> = HashMap::new();
-            let mut used_tokens = Vec::new();
-            for s in steps {
-                match s {
-                    Step::Write(i) | Step::Delete(i) => {
-                        let id = RecordId::Key(u128::from(i));
-                        let expected = l.current(&id);
-                        let live = matches!(s, Step::Write(_));
-                        if !live && expected.is_none() { continue; }
-                        let seq = l.next_seq();
-                        let bytes = format!("{i}:{seq}:{live}").into_bytes();
-                        let t = l.prepare(vec![Change { id, expected, new: v(seq, &bytes), live, target: None }]);
-                        l.commit(t).unwrap();
-                        used_tokens.push(t);
-                        history.entry(i).or_default().push((seq, bytes.clone()));
-                        model.insert(i, live.then_some((seq, bytes)));
-                    }
-                    Step::Show(i, n) => {
-                        let id = RecordId::Key(u128::from(i));
-                        let copies = history.get(&i).cloned().unwrap_or_default();
-                        if let Some((seq, bytes)) = copies.get(n % copies.len().max(1)) {
-                            let ok = l.check(&id, *seq, bytes).is_ok();
-                            let current = model.get(&i).cloned().flatten();
-                            prop_assert_eq!(ok, current.as_ref() == Some(&(*seq, bytes.clone())));
-                        }
-                    }
-                    Step::Hide(i) => {
-                        let ok = l.check_absent(&RecordId::Key(u128::from(i))).is_ok();
-                        prop_assert_eq!(ok, model.get(&i).cloned().flatten().is_none());
-                    }
-                    Step::Replay(t) => {
-                        if used_tokens.contains(&t) || t >= l.next_token {
-                            prop_assert!(l.commit(t).is_err());
-                        }
-                    }
-                }
-            }
-        }
-
-        /// The accumulator kept change by change equals the one a restarted enclave computes
-        /// from the final records (what witnesses compare), a simulated round predicts it, and a
-        /// view missing or holding an older copy of one record has another.
-        #[test]
-        fn the_accumulator_is_the_state_and_only_the_state(
-            steps in proptest::collection::vec(step(), 1..60)
-        ) {
-            let key = || hmac::Key::new(hmac::HMAC_SHA256, b"state key");
-            let mut l = Ledger::new_ready().keyed(key(), true);
-            let mut stored: BTreeMap<u8, (u64, Vec<u8>, bool)> = BTreeMap::new();
-            for s in steps {
-                let (Step::Write(i) | Step::Delete(i)) = s else { continue };
-                let id = RecordId::Key(u128::from(i));
-                let live = matches!(s, Step::Write(_));
-                let expected = l.current(&id);
-                if !live && expected.is_none() { continue; }
-                let seq = l.next_seq();
-                let bytes = format!("{i}:{seq}:{live}").into_bytes();
-                let t = l.prepare(vec![Change { id, expected, new: v(seq, &bytes), live, target: None }]);
-                let predicted = l.simulate(&[t]);
-                l.commit(t).unwrap();
-                prop_assert_eq!(predicted.acc, l.acc());
-                stored.insert(i, (seq, bytes, live));
-            }
-            let rebuild = |records: &BTreeMap<u8, (u64, Vec<u8>, bool)>| {
-                let mut r = Ledger::loading().keyed(key(), true);
-                for (i, (seq, bytes, live)) in records {
-                    r.ingest(RecordId::Key(u128::from(*i)), v(*seq, bytes), *live, None);
-                }
-                r.finish_load();
-                r.acc()
-            };
-            prop_assert_eq!(rebuild(&stored), l.acc());
-            if let Some((&first, _)) = stored.iter().next() {
-                let mut missing = stored.clone();
-                missing.remove(&first);
-                prop_assert_ne!(rebuild(&missing), l.acc());
-                let mut older = stored.clone();
-                if let Some(e) = older.get_mut(&first) {
-                    e.0 -= 1;
-                }
-                prop_assert_ne!(rebuild(&older), l.acc());
-            }
-        }
+        self.entries
+            .get(id)
+            .filter(|e| e.live())
+            .map(Entry::version)
     }
 }
