@@ -21,7 +21,7 @@ mod verify;
 
 pub use doc::{AttestationDoc, MAX_DOCUMENT_LEN, PCR_COUNT, Pcr, PcrIndex, UnixMillis};
 pub use error::{Error, Result};
-pub use mock::{MockNsm, SIMULATED_PCR_PREFIX, simulated_pcr};
+pub use mock::{MockNsm, SIMULATED_PCR_PREFIX, executable_pcr0, simulated_pcr};
 pub use nsm::{MAX_NSM_INPUT_LEN, MAX_RANDOM_LEN, NitroNsm, Nsm, PcrState};
 pub use policy::{POLICY_PCRS, PcrPolicy};
 pub use root::{AWS_NITRO_ROOT_PEM, RootKind, TrustRoot};

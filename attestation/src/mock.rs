@@ -77,6 +77,32 @@ impl std::fmt::Debug for MockNsm {
     }
 }
 
+/// PCR0 of a simulated enclave: the SHA-384 of its executable, read in 64 KiB pieces (the
+/// executable is tens of MiB; the host and the mock NSM both compute it at every start).
+///
+/// # Errors
+///
+/// [`Error::Io`] if the file cannot be read.
+pub fn executable_pcr0(path: &Path) -> Result<[u8; SHA384_OUTPUT_LEN]> {
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut ctx = Context::new(&SHA384);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(buf.get(..n).unwrap_or_default());
+    }
+    let mut pcr0 = [0u8; SHA384_OUTPUT_LEN];
+    pcr0.copy_from_slice(ctx.finish().as_ref());
+    Ok(pcr0)
+}
+
 impl MockNsm {
     /// A mock NSM whose PCR0 is the SHA-384 of `executable`. NEVER IN PRODUCTION.
     #[must_use]
@@ -88,23 +114,7 @@ impl MockNsm {
 
     /// A mock NSM whose PCR0 is the SHA-384 of the file at `path`. NEVER IN PRODUCTION.
     pub fn from_executable_path(ca: SimulationCa, path: &Path) -> Result<Self> {
-        let io = |source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut file = std::fs::File::open(path).map_err(io)?;
-        let mut ctx = Context::new(&SHA384);
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = file.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            ctx.update(buf.get(..n).unwrap_or_default());
-        }
-        let mut pcr0 = [0u8; SHA384_OUTPUT_LEN];
-        pcr0.copy_from_slice(ctx.finish().as_ref());
-        Ok(Self::with_pcr0(ca, pcr0))
+        Ok(Self::with_pcr0(ca, executable_pcr0(path)?))
     }
 
     /// A mock NSM in debug mode: every boot PCR is zero, as the NSM reports for an enclave
