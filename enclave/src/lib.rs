@@ -23,6 +23,7 @@ pub mod imported;
 pub mod keyspec;
 pub mod ledger;
 pub mod material;
+pub mod opened;
 pub mod ops;
 pub mod parsed_keys;
 pub mod policy;

@@ -105,6 +105,8 @@ pub struct Core {
     pub(crate) clock: Clock,
     /// The audit chain this enclave writes.
     pub(crate) audit: crate::audit::AuditLog,
+    /// Principal records opened by earlier calls, by the digest of their sealed bytes.
+    pub(crate) opened: crate::opened::Opened,
 }
 
 fn refused(why: impl Into<Refusal>) -> EnclaveResponse {
@@ -127,6 +129,7 @@ impl Core {
             usage: crate::usage::Tracker::new(chrono::Utc::now().timestamp_millis()),
             clock: Clock::system(),
             audit: crate::audit::AuditLog::default(),
+            opened: crate::opened::Opened::default(),
         }
     }
 

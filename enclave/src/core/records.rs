@@ -259,6 +259,18 @@ impl Core {
         Ok(Some((write, token)))
     }
 
+    /// Checks that `version` (a generation and the digest of the sealed bytes shown) is the
+    /// current version of `id` in the state view.
+    pub(crate) fn check_current_version(
+        &self,
+        id: &RecordId,
+        version: Version,
+    ) -> Result<Version, EnclaveError> {
+        self.ledger()?
+            .check_version(id, version)
+            .map_err(|_: LedgerError| EnclaveError::StaleRecord)
+    }
+
     /// Checks that `sealed` is the current copy of `id` in the state view.
     pub(crate) fn check_current(
         &self,

@@ -352,6 +352,19 @@ impl Ledger {
         sealed: &[u8],
     ) -> Result<Version, LedgerError> {
         let version = self.shown(seq, sealed)?;
+        self.check_version(id, version)
+    }
+
+    /// [`Ledger::check`] of a version whose digest the caller computed from the sealed bytes
+    /// shown.
+    pub fn check_version(
+        &mut self,
+        id: &RecordId,
+        version: Version,
+    ) -> Result<Version, LedgerError> {
+        if !self.ready {
+            return Err(LedgerError::NotReady);
+        }
         let current = self
             .entries
             .get(id)

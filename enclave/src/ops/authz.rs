@@ -27,7 +27,7 @@ use super::OpError;
 #[derive(Default)]
 pub(crate) struct Authz {
     /// The verified caller (`None` only in tests that call operations without one).
-    pub(crate) principal: Option<PrincipalRecord>,
+    pub(crate) principal: Option<std::sync::Arc<PrincipalRecord>>,
     /// The operation, as `kms:<Op>`.
     pub(crate) action: String,
     /// An action used instead (ReEncrypt's `kms:ReEncryptFrom` / `kms:ReEncryptTo`).

@@ -24,7 +24,7 @@ mod sts;
 mod tags;
 mod xks_admin;
 
-use std::cell::RefCell;
+use std::{cell::RefCell, sync::Arc};
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -101,30 +101,12 @@ pub async fn execute_noted(
     note: &mut crate::audit::Note,
 ) -> Result<(Vec<u8>, Vec<StoreWrite>, u64), OpError> {
     let principal = match &call.principal {
-        Some(sealed) => {
-            let p = crate::principal::open(keys, &sealed.0).map_err(|_| {
-                KmsError::new(
-                    KmsErrorCode::UnrecognizedClientException,
-                    auth::MSG_UNRECOGNIZED,
-                )
-            })?;
-            // An old copy of a principal (a retired key, a changed policy) is refused.
-            core.check_current(&RecordId::principal(&p.id), p.generation, &sealed.0)?;
-            // An external key store's credential signs that store's XKS calls, no KMS call.
-            if p.xks_prefix.is_some() {
-                return Err(KmsError::new(
-                    KmsErrorCode::UnrecognizedClientException,
-                    auth::MSG_UNRECOGNIZED,
-                )
-                .into());
-            }
-            Some(p)
-        }
+        Some(sealed) => Some(caller(core, keys, &sealed.0)?),
         None => None,
     };
     let verified = auth::verify(
         &call.http,
-        principal.as_ref(),
+        principal.as_deref(),
         (&core.config.regions, &core.config.region),
         now,
     )
@@ -200,6 +182,36 @@ pub async fn execute_noted(
         core.ledger()?.prepare(changes)
     };
     Ok((body, writes, token))
+}
+
+/// The caller's principal, from the sealed record the host supplied: opened now or kept from an
+/// earlier call (`crate::opened`), and in either case only if the state view says these bytes
+/// are its current version.
+fn caller(core: &Core, keys: &Keyring, sealed: &[u8]) -> Result<Arc<PrincipalRecord>, OpError> {
+    let unrecognized = || {
+        KmsError::new(
+            KmsErrorCode::UnrecognizedClientException,
+            auth::MSG_UNRECOGNIZED,
+        )
+    };
+    let digest = digest_of(sealed);
+    let p = core
+        .opened
+        .principal(digest, || crate::principal::open(keys, sealed))
+        .map_err(|_| unrecognized())?;
+    // An old copy of a principal (a retired key, a changed policy) is refused.
+    core.check_current_version(
+        &RecordId::principal(&p.id),
+        Version {
+            seq: p.generation,
+            digest,
+        },
+    )?;
+    // An external key store's credential signs that store's XKS calls, no KMS call.
+    if p.xks_prefix.is_some() {
+        return Err(unrecognized().into());
+    }
+    Ok(p)
 }
 
 /// What an operation sees.

@@ -265,6 +265,61 @@ fn an_older_policy_replayed_by_the_host_is_refused() {
 }
 
 #[test]
+fn a_principal_kept_open_from_earlier_calls_is_refused_once_replaced_or_deleted() {
+    let mut env = Env::new();
+    let key = env.create();
+    let (akid, secret) = make(
+        &mut env,
+        "app",
+        Some(allow(&["kms:Encrypt", "kms:Decrypt"])),
+    );
+    let app = (akid.as_str(), secret.as_str());
+    let encrypt = |env: &mut Env| {
+        env.call_as(
+            app,
+            "Encrypt",
+            json!({"KeyId": key, "Plaintext": b64(b"x")}),
+        )
+        .unwrap()["CiphertextBlob"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The wide version serves two calls: the second finds it already opened.
+    let blob = encrypt(&mut env);
+    assert!(!env.core.opened.is_empty());
+    env.call_as(app, "Decrypt", json!({"CiphertextBlob": blob}))
+        .unwrap();
+    let wide = env.principals.clone();
+    env.call(
+        "EkmsPutPrincipalPolicy",
+        json!({"UserName": "app", "PolicyDocument": allow(&["kms:Encrypt"]).to_string()}),
+    )
+    .unwrap();
+    let (c, _) = code(env.call_as(app, "Decrypt", json!({"CiphertextBlob": blob})));
+    assert_eq!(c, KmsErrorCode::AccessDeniedException);
+    // The host shows the kept version again: the state view refuses it.
+    let narrow = std::mem::replace(&mut env.principals, wide.clone());
+    assert!(matches!(
+        env.call_as(app, "Decrypt", json!({"CiphertextBlob": blob})),
+        Err(OpError::Stale)
+    ));
+    // Deleted, the principal stays deleted, kept copy or not.
+    env.principals = narrow;
+    env.call("EkmsDeletePrincipal", json!({"UserName": "app"}))
+        .unwrap();
+    env.principals = wide;
+    assert!(matches!(
+        env.call_as(
+            app,
+            "Encrypt",
+            json!({"KeyId": key, "Plaintext": b64(b"x")})
+        ),
+        Err(OpError::Stale)
+    ));
+}
+
+#[test]
 fn the_host_cannot_pass_one_principal_off_as_another() {
     let mut env = Env::new();
     let (a, a_secret) = make(&mut env, "a", Some(allow(&["kms:ListKeys"])));
