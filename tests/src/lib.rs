@@ -239,13 +239,33 @@ impl Drop for Appliance {
     }
 }
 
-/// A local TCP port that was free a moment ago.
+/// A local TCP port that was free a moment ago, below the kernel's ephemeral range: an
+/// appliance restarted on it (a witness, in `tests/witnesses.rs`) cannot find it taken by some
+/// process's outgoing connection in the meantime, which a port the kernel handed out (bind to
+/// port 0) could be (seen once: "Address already in use" on a witness's restart).
 ///
 /// # Panics
 /// When no port can be bound.
 #[must_use]
 #[allow(clippy::expect_used)]
 pub fn free_port() -> u16 {
+    // Linux's default range starts at 32768; read it where it can be read.
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low);
+    if high > low {
+        for _ in 0..200 {
+            let mut r = [0u8; 4];
+            aws_lc_rs::rand::fill(&mut r).expect("random bytes");
+            let n = u32::from_le_bytes(r) % u32::from(high - low);
+            let port = low + u16::try_from(n).expect("below the range's width");
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
