@@ -107,20 +107,10 @@ struct Slot {
 struct Sealed {
     /// The slot's stamp when it was sealed.
     stamp: u64,
-    /// The sealed version (its generation and digest).
-    seq: u64,
-    digest: crate::ledger::Digest,
+    /// The sealed version.
+    version: Version,
     /// When it was sealed (monotonic ms).
     at: u64,
-}
-
-impl Sealed {
-    fn version(self) -> Version {
-        Version {
-            seq: self.seq,
-            digest: self.digest,
-        }
-    }
 }
 
 /// The slots: those of a key's only (or home) region by the key's 16 id bytes, the few of
@@ -301,7 +291,7 @@ impl Tracker {
             let Some(sealed) = s.sealed else {
                 return true;
             };
-            if current(key) != Some(sealed.version()) {
+            if current(key) != Some(sealed.version) {
                 return true;
             }
             if sealed.stamp == s.stamp {
@@ -350,8 +340,7 @@ impl Tracker {
         {
             s.sealed = Some(Sealed {
                 stamp,
-                seq: version.seq,
-                digest: version.digest,
+                version,
                 at: now,
             });
         }

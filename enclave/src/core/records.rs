@@ -278,9 +278,13 @@ impl Core {
         generation: u64,
         sealed: &[u8],
     ) -> Result<Version, EnclaveError> {
-        self.ledger()?
-            .check(id, generation, sealed)
-            .map_err(|_: LedgerError| EnclaveError::StaleRecord)
+        self.check_current_version(
+            id,
+            Version {
+                seq: generation,
+                digest: digest_of(sealed),
+            },
+        )
     }
 }
 

@@ -9,32 +9,24 @@
 
 use std::{collections::BTreeMap, ops::Bound};
 
-use super::{Digest, RecordId, Version};
+use super::{RecordId, Version};
 
 /// One record's current version and whether it is live (false: a tombstone). Packed: the
 /// view holds one per record, and alignment would add 7 bytes to each.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, packed)]
 pub(super) struct Entry {
-    seq: u64,
-    digest: Digest,
+    version: Version,
     live: bool,
 }
 
 impl Entry {
     pub(super) fn new(version: Version, live: bool) -> Self {
-        Self {
-            seq: version.seq,
-            digest: version.digest,
-            live,
-        }
+        Self { version, live }
     }
 
     pub(super) fn version(self) -> Version {
-        Version {
-            seq: self.seq,
-            digest: self.digest,
-        }
+        self.version
     }
 
     pub(super) fn live(self) -> bool {
