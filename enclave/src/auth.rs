@@ -5,16 +5,15 @@
 //! another operation. It also returns the verified signature and request date, which name the
 //! request for replay refusal ([`crate::replay`]).
 
-use std::{borrow::Cow, str::FromStr as _};
+use std::borrow::Cow;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use ekms_wire::{
     msg::{HttpRequest, KmsErrorCode},
     region::Regions,
 };
 use scratchstack_aws_signature::{
-    GetSigningKeyRequest, GetSigningKeyResponse, KSecretKey, SignatureError, SignatureOptions,
-    SliceSignedHeaderRequirements, canonical::CanonicalRequest,
+    SignatureError, SignatureOptions, SliceSignedHeaderRequirements, canonical::CanonicalRequest,
 };
 
 use crate::{KmsError, record::PrincipalRecord};
@@ -52,13 +51,13 @@ pub struct Verified {
     pub region: String,
 }
 
-/// Verifies `http` against `principal` at `now` for service `kms` (or `sts`, for a request
+/// Verifies `http` with the signing keys of `keys` (the caller's principal) at `now` for service `kms` (or `sts`, for a request
 /// without `X-Amz-Target`) and a region of `regions` (`home` stands in for a region that is not
 /// served, so that the signature check refuses it with AWS's message about the credential
 /// scope).
-pub async fn verify(
+pub fn verify<K: SigningKeys + ?Sized>(
     http: &HttpRequest,
-    principal: Option<&PrincipalRecord>,
+    keys: Option<&K>,
     (regions, home): (&Regions, &str),
     now: DateTime<Utc>,
 ) -> Result<Verified, KmsError> {
@@ -78,13 +77,12 @@ pub async fn verify(
     };
     let checked = check_signature(
         http,
-        principal,
+        keys,
         (&region, service),
         required,
         chrono::Duration::minutes(SKEW_MINUTES),
         now,
     )
-    .await
     .map_err(|e| match e {
         CheckError::Malformed => KmsError::new(
             KmsErrorCode::IncompleteSignatureException,
@@ -134,67 +132,57 @@ fn as_http(http: &HttpRequest) -> Result<http::Request<bytes::Bytes>, CheckError
         .map_err(|_| CheckError::Malformed)
 }
 
-/// Checks `http`'s `SigV4` signature for `service` in `region` against the access keys of
-/// `principal`, with `required` among the signed headers and the date within `skew` of `now`.
-pub(crate) async fn check_signature(
-    http: &HttpRequest,
-    principal: Option<&PrincipalRecord>,
-    (region, service): (&str, &str),
-    required: &[Cow<'static, str>],
-    skew: chrono::Duration,
-    now: DateTime<Utc>,
-) -> Result<Checked, CheckError> {
-    let request = as_http(http)?;
-    let required = SliceSignedHeaderRequirements::new(required, &[], &[]);
-    // The steps of `sigv4_validate_request`, kept apart so that the signature and date the
-    // replay cache records are the very ones this parse verified.
-    let (parts, body) = request.into_parts();
-    let (canonical, parts, body) =
-        CanonicalRequest::from_request_parts(parts, body, SignatureOptions::default())
-            .map_err(CheckError::Signature)?;
-    let authenticator = canonical
-        .get_authenticator(&required)
-        .map_err(CheckError::Signature)?;
-    // A principal has up to two access keys (one being retired): the signing key is made from
-    // the secret of the one the request names, borrowed from the opened record (not copied),
-    // and handed to the check, which asks for it only once the date and scope are valid.
-    let akid = authenticator.credential().split('/').next().unwrap_or("");
-    let date = authenticator.request_timestamp().date_naive();
-    let mut signing_key = principal
-        .and_then(|p| p.secret_of(akid))
-        .and_then(|secret| KSecretKey::from_str(&secret.0).ok())
-        .map(|k| k.to_ksigning(date, region, service));
-    let mut get_key = tower::service_fn(move |_: GetSigningKeyRequest| {
-        let k = signing_key.take();
-        async move {
-            match k {
-                Some(signing_key) => GetSigningKeyResponse::builder()
-                    .signing_key(signing_key)
-                    .build()
-                    .map_err(Into::into),
-                None => Err(SignatureError::InvalidClientTokenId(MSG_UNRECOGNIZED.into()).into()),
-            }
-        }
-    });
-    authenticator
-        .validate_signature(region, service, now, skew, &mut get_key)
-        .await
-        .map_err(CheckError::Signature)?;
-    Ok(Checked {
-        headers: parts.headers,
-        body,
-        signature: authenticator.signature().to_owned(),
-        signed_at: authenticator.request_timestamp(),
-    })
+/// A `SigV4` signing key: derived from an access key's secret for one day, region and service.
+pub type SigningKey = zeroize::Zeroizing<[u8; 32]>;
+
+/// The credential scope a signing key is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The request's UTC day.
+    pub date: NaiveDate,
+    /// The region signed for.
+    pub region: &'a str,
+    /// The service signed for (`kms`, `sts`, `kms-xks-proxy`).
+    pub service: &'a str,
 }
 
-/// As [`check_signature`], for a principal whose secrets need not be IAM's 40 characters (an
-/// external key store's are 43 to 64): scratchstack parses the request, builds the string to
-/// sign and checks the date and credential scope; AWS's `aws-sigv4` derives the signing key
-/// from the secret and computes the expected signature, compared in constant time.
-pub(crate) fn check_signature_any_length(
+/// Where the signing key of a request comes from.
+pub trait SigningKeys {
+    /// The signing key of access key `akid` for `scope`; `None` for an access key it does not
+    /// hold.
+    fn signing_key(&self, akid: &str, scope: &Scope<'_>) -> Option<SigningKey>;
+}
+
+/// Derives the key from the principal's secret on every call (no secret need be IAM's 40
+/// characters: an external key store's are 43 to 64).
+impl SigningKeys for PrincipalRecord {
+    fn signing_key(&self, akid: &str, scope: &Scope<'_>) -> Option<SigningKey> {
+        self.secret_of(akid).map(|secret| derive(&secret.0, scope))
+    }
+}
+
+/// `SigV4`'s signing key of `secret` for `scope`, by AWS's `aws-sigv4`.
+#[must_use]
+pub fn derive(secret: &str, scope: &Scope<'_>) -> SigningKey {
+    let day = scope.date.and_time(chrono::NaiveTime::MIN).and_utc();
+    let derived =
+        aws_sigv4::sign::v4::generate_signing_key(secret, day.into(), scope.region, scope.service);
+    let mut key = SigningKey::default();
+    if let Some(bytes) = derived.as_ref().get(..32) {
+        key.copy_from_slice(bytes);
+    }
+    key
+}
+
+/// Checks `http`'s `SigV4` signature for `service` in `region` with the signing keys of `keys`
+/// (none: every access key is unknown), with `required` among the signed headers and the date
+/// within `skew` of `now`. scratchstack parses the request, builds the string to sign and
+/// checks the date and credential scope (the steps of its `sigv4_validate_request`, kept apart
+/// so that the signature and date the replay cache records are the very ones this parse
+/// verified); the expected signature is AWS's `aws-sigv4`'s, compared in constant time.
+pub(crate) fn check_signature<K: SigningKeys + ?Sized>(
     http: &HttpRequest,
-    principal: &PrincipalRecord,
+    keys: Option<&K>,
     (region, service): (&str, &str),
     required: &[Cow<'static, str>],
     skew: chrono::Duration,
@@ -222,15 +210,16 @@ pub(crate) fn check_signature_any_length(
         .split('/')
         .next()
         .ok_or_else(unknown)?;
-    let secret = principal.secret_of(akid).ok_or_else(unknown)?;
-    let key = aws_sigv4::sign::v4::generate_signing_key(
-        &secret.0,
-        authenticator.request_timestamp().into(),
+    let scope = Scope {
+        date: authenticator.request_timestamp().date_naive(),
         region,
         service,
-    );
+    };
+    let key = keys
+        .and_then(|k| k.signing_key(akid, &scope))
+        .ok_or_else(unknown)?;
     let expected = zeroize::Zeroizing::new(aws_sigv4::sign::v4::calculate_signature(
-        key,
+        key.as_slice(),
         &authenticator.get_string_to_sign(),
     ));
     aws_lc_rs::constant_time::verify_slices_are_equal(
@@ -440,13 +429,6 @@ pub(crate) mod tests {
         }
     }
 
-    fn rt<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
-
     /// Served: any region, home us-east-1.
     const US_EAST_1: (&Regions, &str) = (&Regions::Any, "us-east-1");
 
@@ -456,10 +438,10 @@ pub(crate) mod tests {
         let p = principal();
         let served = Regions::parse("us-east-1,eu-west-1").unwrap();
         let req = signed_in("eu-west-1", (AKID, SECRET), "Encrypt", "{}", now);
-        let v = rt(verify(&req, Some(&p), (&served, "us-east-1"), now.into())).unwrap();
+        let v = verify(&req, Some(&p), (&served, "us-east-1"), now.into()).unwrap();
         assert_eq!(v.region, "eu-west-1");
         let req = signed_in("ap-south-2", (AKID, SECRET), "Encrypt", "{}", now);
-        let e = rt(verify(&req, Some(&p), (&served, "us-east-1"), now.into())).unwrap_err();
+        let e = verify(&req, Some(&p), (&served, "us-east-1"), now.into()).unwrap_err();
         assert_eq!(e.code, KmsErrorCode::InvalidSignatureException);
         assert!(
             e.message
@@ -468,13 +450,7 @@ pub(crate) mod tests {
             e.message
         );
         // Any region: served, and named in the verified request.
-        let v = rt(verify(
-            &req,
-            Some(&p),
-            (&Regions::Any, "us-east-1"),
-            now.into(),
-        ))
-        .unwrap();
+        let v = verify(&req, Some(&p), (&Regions::Any, "us-east-1"), now.into()).unwrap();
         assert_eq!(v.region, "ap-south-2");
     }
 
@@ -482,7 +458,7 @@ pub(crate) mod tests {
     fn a_correctly_signed_request_verifies() {
         let now = SystemTime::now();
         let req = signed("Encrypt", "{}", SECRET, now);
-        let v = rt(verify(&req, Some(&principal()), US_EAST_1, now.into())).unwrap();
+        let v = verify(&req, Some(&principal()), US_EAST_1, now.into()).unwrap();
         assert_eq!(v.operation, "Encrypt");
         assert_eq!(&v.body[..], b"{}");
         assert_eq!(v.signature.len(), 64);
@@ -500,7 +476,7 @@ pub(crate) mod tests {
         let now = SystemTime::now();
         let p = principal();
         let code = |req: &HttpRequest, p: Option<&PrincipalRecord>| {
-            rt(verify(req, p, US_EAST_1, now.into())).unwrap_err().code
+            verify(req, p, US_EAST_1, now.into()).unwrap_err().code
         };
         // Wrong secret.
         let req = signed(
@@ -544,7 +520,7 @@ pub(crate) mod tests {
         // Outside the skew window.
         let old = now - std::time::Duration::from_mins(16);
         let req = signed("Encrypt", "{}", SECRET, old);
-        let e = rt(verify(&req, Some(&p), US_EAST_1, now.into())).unwrap_err();
+        let e = verify(&req, Some(&p), US_EAST_1, now.into()).unwrap_err();
         assert_eq!(e.code, KmsErrorCode::InvalidSignatureException);
         assert!(e.message.contains("Signature expired"), "{}", e.message);
     }

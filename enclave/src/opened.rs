@@ -5,30 +5,85 @@
 //! principal's current version ([`crate::ops::execute_noted`]): a rotated key, a changed
 //! policy or a deleted principal has another digest, or none, and is refused exactly as before.
 //!
-//! The records hold access-key secrets. They stay inside the enclave, are dropped (and their
-//! secrets zeroized, `PrincipalSecret`) when the cache is emptied, and the cache is bounded:
-//! past [`MAX_PRINCIPALS`] versions it starts again empty.
+//! Beside each version it keeps the `SigV4` signing keys derived from its secrets (one per
+//! access key, UTC day, region and service), so that a caller's requests of one day cost one
+//! derivation (four HMACs) instead of one each. A key is kept under the digest of the sealed
+//! bytes its secret came from: a rotated secret is another version, with keys of its own.
+//!
+//! The records hold access-key secrets, the signing keys are derived from them. They stay inside
+//! the enclave, are dropped and zeroized (`PrincipalSecret`, [`SigningKey`]) when the cache is
+//! emptied, and the cache is bounded: past [`MAX_PRINCIPALS`] versions (or as many versions
+//! with signing keys) it starts again empty, and a version keeps at most [`MAX_SCOPES`] keys.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
-use crate::{ledger::Digest, principal::PrincipalRecord};
+use crate::{
+    auth::{Scope, SigningKey, SigningKeys},
+    ledger::Digest,
+    principal::PrincipalRecord,
+};
 
 /// Most principal versions kept.
 pub const MAX_PRINCIPALS: usize = 1024;
+/// Most signing keys kept for one principal version (two access keys, a few regions, days).
+pub const MAX_SCOPES: usize = 8;
 
 /// The cache.
 #[derive(Default)]
 pub struct Opened {
     principals: Mutex<HashMap<Digest, Arc<PrincipalRecord>>>,
+    /// Signing keys by the digest of the principal version whose secret they came from.
+    signing: Mutex<HashMap<Digest, Vec<Scoped>>>,
+}
+
+/// A signing key and what it is for.
+struct Scoped {
+    akid: String,
+    date: chrono::NaiveDate,
+    region: String,
+    service: String,
+    key: SigningKey,
+}
+
+impl Scoped {
+    fn is(&self, akid: &str, scope: &Scope<'_>) -> bool {
+        self.date == scope.date
+            && self.akid == akid
+            && self.region == scope.region
+            && self.service == scope.service
+    }
+}
+
+/// A principal version with the cache of its signing keys: what a KMS or XKS call's signature
+/// is checked with.
+pub struct Keyed<'a> {
+    /// The opened principal.
+    pub record: &'a PrincipalRecord,
+    /// The digest of the sealed bytes it was opened from.
+    pub digest: Digest,
+    /// Where its signing keys are kept.
+    pub opened: &'a Opened,
+}
+
+impl SigningKeys for Keyed<'_> {
+    fn signing_key(&self, akid: &str, scope: &Scope<'_>) -> Option<SigningKey> {
+        self.opened.signing_key(self.digest, akid, scope, || {
+            self.record.signing_key(akid, scope)
+        })
+    }
 }
 
 impl std::fmt::Debug for Opened {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.principals.lock().map_or(0, |m| m.len());
-        write!(f, "Opened({n} principals)")
+        write!(
+            f,
+            "Opened({n} principals, {} signing keys)",
+            self.signing_keys()
+        )
     }
 }
 
@@ -56,6 +111,51 @@ impl Opened {
             m.insert(digest, Arc::clone(&p));
         }
         Ok(p)
+    }
+
+    /// The signing key of access key `akid` for `scope` of the principal version `digest`: kept
+    /// from an earlier call, or derived now by `derive` (and kept).
+    pub fn signing_key(
+        &self,
+        digest: Digest,
+        akid: &str,
+        scope: &Scope<'_>,
+        derive: impl FnOnce() -> Option<SigningKey>,
+    ) -> Option<SigningKey> {
+        if let Some(k) = self.signing.lock().ok().and_then(|m| {
+            m.get(&digest)?
+                .iter()
+                .find(|s| s.is(akid, scope))
+                .map(|s| s.key.clone())
+        }) {
+            return Some(k);
+        }
+        let key = derive()?;
+        if let Ok(mut m) = self.signing.lock() {
+            if m.len() >= MAX_PRINCIPALS && !m.contains_key(&digest) {
+                *m = HashMap::new();
+            }
+            let kept = m.entry(digest).or_default();
+            if kept.len() >= MAX_SCOPES {
+                kept.clear();
+            }
+            kept.push(Scoped {
+                akid: akid.to_owned(),
+                date: scope.date,
+                region: scope.region.to_owned(),
+                service: scope.service.to_owned(),
+                key: key.clone(),
+            });
+        }
+        Some(key)
+    }
+
+    /// Signing keys kept, of every version.
+    #[must_use]
+    pub fn signing_keys(&self) -> usize {
+        self.signing
+            .lock()
+            .map_or(0, |m| m.values().map(Vec::len).sum())
     }
 
     /// Principal versions kept.
@@ -110,6 +210,60 @@ mod tests {
                 .name,
             "a"
         );
+    }
+
+    fn scope(date: u32, region: &str) -> Scope<'_> {
+        Scope {
+            date: chrono::NaiveDate::from_ymd_opt(2026, 12, date).unwrap(),
+            region,
+            service: "kms",
+        }
+    }
+
+    #[test]
+    fn a_signing_key_is_derived_once_per_version_access_key_and_scope() {
+        let cache = Opened::default();
+        let p = crate::auth::tests::principal();
+        let akid = crate::auth::tests::AKID;
+        let derived = std::cell::Cell::new(0);
+        let key = |digest: Digest, akid: &str, scope: &Scope<'_>| {
+            cache.signing_key(digest, akid, scope, || {
+                derived.set(derived.get() + 1);
+                p.signing_key(akid, scope)
+            })
+        };
+        let first = key([1; 16], akid, &scope(2, "us-east-1")).unwrap();
+        assert_eq!(
+            *first,
+            *crate::auth::derive(crate::auth::tests::SECRET, &scope(2, "us-east-1"))
+        );
+        assert_eq!(*key([1; 16], akid, &scope(2, "us-east-1")).unwrap(), *first);
+        assert_eq!(derived.get(), 1);
+        // Another day, region or principal version is derived anew, and differs.
+        assert_ne!(*key([1; 16], akid, &scope(3, "us-east-1")).unwrap(), *first);
+        assert_ne!(*key([1; 16], akid, &scope(2, "eu-west-1")).unwrap(), *first);
+        assert_eq!(*key([2; 16], akid, &scope(2, "us-east-1")).unwrap(), *first);
+        assert_eq!(derived.get(), 4);
+        // An access key the version does not hold has no key, and none is kept for it.
+        assert!(key([1; 16], "AKIAOTHER", &scope(2, "us-east-1")).is_none());
+        assert_eq!(derived.get(), 5);
+        assert_eq!(cache.signing_keys(), 4);
+    }
+
+    #[test]
+    fn the_signing_keys_stay_bounded() {
+        let cache = Opened::default();
+        let key = || Some(SigningKey::default());
+        for day in 1..=u32::try_from(MAX_SCOPES).unwrap() + 1 {
+            cache.signing_key([1; 16], "A", &scope(day, "r"), key);
+            assert!(cache.signing_keys() <= MAX_SCOPES);
+        }
+        for i in 0..=MAX_PRINCIPALS {
+            let mut digest = [0u8; 16];
+            digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            cache.signing_key(digest, "A", &scope(1, "r"), key);
+            assert!(cache.signing.lock().unwrap().len() <= MAX_PRINCIPALS);
+        }
     }
 
     #[test]

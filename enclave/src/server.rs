@@ -58,14 +58,14 @@ async fn connection(stream: ekms_wire::Stream, core: Arc<Core>) {
         body.zeroize();
         match decoded {
             Ok(Envelope { id, msg, .. }) if runs_inline(&msg) => {
-                let response = core.handle(msg).await;
+                let response = core.handle(msg);
                 replies.extend_from_slice(&reply(id, &response));
             }
             Ok(Envelope { id, msg, .. }) => {
                 let core = Arc::clone(&core);
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let response = core.handle(msg).await;
+                    let response = core.handle(msg);
                     hand_over(&tx, reply(id, &response)).await;
                 });
             }

@@ -184,7 +184,7 @@ impl Core {
     }
 
     /// Handles one host request.
-    pub async fn handle(&self, req: HostRequest) -> EnclaveResponse {
+    pub fn handle(&self, req: HostRequest) -> EnclaveResponse {
         match req {
             HostRequest::Status => EnclaveResponse::Status(StatusInfo {
                 region: self.config.region.clone(),
@@ -200,7 +200,7 @@ impl Core {
             req @ (HostRequest::AuditCheckpoint { .. }
             | HostRequest::AuditDrain
             | HostRequest::AuditResume { .. }) => self.audit_request(req),
-            HostRequest::Kms(call) => self.kms(&call).await,
+            HostRequest::Kms(call) => self.kms(&call),
             HostRequest::Xks(call) => crate::xks::call(self, &call),
             HostRequest::Attest { nonce } => {
                 let (domain, state) = match self.custody_state() {
@@ -301,7 +301,7 @@ impl Core {
         }
     }
 
-    async fn kms(&self, call: &KmsCall) -> EnclaveResponse {
+    fn kms(&self, call: &KmsCall) -> EnclaveResponse {
         let Some(domain) = self.domain() else {
             let why = match self.custody_state() {
                 CustodyState::Sealed { have, need, .. } => format!(
@@ -338,7 +338,7 @@ impl Core {
         }
         let now = chrono::Utc::now();
         let mut note = crate::audit::Note::default();
-        let outcome = match ops::execute_noted(self, domain.keyring(), call, now, &mut note).await {
+        let outcome = match ops::execute_noted(self, domain.keyring(), call, now, &mut note) {
             Ok((body, writes, token)) => KmsOutcome::Ok {
                 body,
                 writes,

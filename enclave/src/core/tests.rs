@@ -13,10 +13,7 @@ pub(super) fn config() -> Config {
 }
 
 pub(super) fn call(c: &Core, req: HostRequest) -> EnclaveResponse {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(c.handle(req))
+    c.handle(req)
 }
 
 pub(super) struct Ceremony {

@@ -38,7 +38,8 @@ use zeroize::Zeroizing;
 use crate::{
     Core, EnclaveError, KmsError, auth,
     domain::Keyring,
-    ledger::{Change, LedgerError, RecordId, Version, digest_of},
+    ledger::{Change, Digest, LedgerError, RecordId, Version, digest_of},
+    opened::Keyed,
     record::{self, AliasRecord, KeyRecord, KeyState, Kind, PrincipalRecord, TombstoneRecord},
     replay::RequestId,
 };
@@ -82,18 +83,18 @@ type OpResult = Result<Reply, OpError>;
 /// and replay windows are checked against it, the operation runs at the enclave's time for it
 /// ([`Clock::at`](crate::clock::Clock::at)). Returns the body, the writes, and the token that
 /// commits them to the state view once the host made them durable (0: no writes).
-pub async fn execute(
+pub fn execute(
     core: &Core,
     keys: &Keyring,
     call: &KmsCall,
     now: DateTime<Utc>,
 ) -> Result<(Vec<u8>, Vec<StoreWrite>, u64), OpError> {
-    execute_noted(core, keys, call, now, &mut crate::audit::Note::default()).await
+    execute_noted(core, keys, call, now, &mut crate::audit::Note::default())
 }
 
 /// [`execute`], noting in `note` what the call's audit record needs as it is learnt (the
 /// caller only once its signature verified).
-pub async fn execute_noted(
+pub fn execute_noted(
     core: &Core,
     keys: &Keyring,
     call: &KmsCall,
@@ -104,13 +105,18 @@ pub async fn execute_noted(
         Some(sealed) => Some(caller(core, keys, &sealed.0)?),
         None => None,
     };
+    let keyed = principal.as_ref().map(|(record, digest)| Keyed {
+        record,
+        digest: *digest,
+        opened: &core.opened,
+    });
     let verified = auth::verify(
         &call.http,
-        principal.as_deref(),
+        keyed.as_ref(),
         (&core.config.regions, &core.config.region),
         now,
-    )
-    .await?;
+    )?;
+    let principal = principal.map(|(record, _)| record);
     note.operation = Some(verified.operation.clone());
     note.region = Some(verified.region.clone());
     note.principal_arn = principal.as_ref().map(|p| p.arn(&core.config.account));
@@ -186,8 +192,13 @@ pub async fn execute_noted(
 
 /// The caller's principal, from the sealed record the host supplied: opened now or kept from an
 /// earlier call (`crate::opened`), and in either case only if the state view says these bytes
-/// are its current version.
-fn caller(core: &Core, keys: &Keyring, sealed: &[u8]) -> Result<Arc<PrincipalRecord>, OpError> {
+/// are its current version; with the digest of those bytes, under which its signing keys are
+/// kept.
+fn caller(
+    core: &Core,
+    keys: &Keyring,
+    sealed: &[u8],
+) -> Result<(Arc<PrincipalRecord>, Digest), OpError> {
     let unrecognized = || {
         KmsError::new(
             KmsErrorCode::UnrecognizedClientException,
@@ -211,7 +222,7 @@ fn caller(core: &Core, keys: &Keyring, sealed: &[u8]) -> Result<Arc<PrincipalRec
     if p.xks_prefix.is_some() {
         return Err(unrecognized().into());
     }
-    Ok(p)
+    Ok((p, digest))
 }
 
 /// What an operation sees.
@@ -876,5 +887,7 @@ impl KeyIdInput {
     }
 }
 
+#[cfg(test)]
+mod cost_tests;
 #[cfg(test)]
 pub(crate) mod tests;

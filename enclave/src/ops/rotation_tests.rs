@@ -31,13 +31,9 @@ impl Env {
 
     /// The host's `RotateDue` request as the enclave gets it: decided by the enclave's clock.
     fn rotate_due_now(&mut self, candidates: Vec<SealedBlob>) -> usize {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let reply = rt.block_on(
-            self.core
-                .handle(HostRequest::RotateDue { keys: candidates }),
-        );
+        let reply = self
+            .core
+            .handle(HostRequest::RotateDue { keys: candidates });
         let EnclaveResponse::RotatedDue { writes, token } = reply else {
             panic!("{reply:?}");
         };
@@ -551,16 +547,7 @@ fn the_host_index_carries_the_next_rotation_date() {
             keys: env.keys.clone(),
             ..Default::default()
         };
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(super::super::execute(
-                &env.core,
-                env.domain.keyring(),
-                &call,
-                at.into(),
-            ))
-            .unwrap()
+        super::super::execute(&env.core, env.domain.keyring(), &call, at.into()).unwrap()
     };
     assert_eq!(body, b"{}");
     let [StoreWrite::PutKey { rotation_date, .. }] = writes.as_slice() else {

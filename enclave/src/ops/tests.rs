@@ -14,12 +14,12 @@ use crate::{
     record::{self, Kind},
 };
 
-struct Env {
-    core: Core,
+pub(super) struct Env {
+    pub(super) core: Core,
     domain: std::sync::Arc<crate::custody::Domain>,
     /// Every principal record, as the store holds them.
-    principals: Vec<SealedBlob>,
-    keys: Vec<SealedBlob>,
+    pub(super) principals: Vec<SealedBlob>,
+    pub(super) keys: Vec<SealedBlob>,
     aliases: Vec<SealedBlob>,
     /// Every grant record, as the store holds them.
     grants: Vec<SealedBlob>,
@@ -34,7 +34,7 @@ struct Env {
 }
 
 impl Env {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let ca = ekms_attestation::SimulationCa::generate().unwrap();
         let core = Core::new(
             Config {
@@ -122,6 +122,16 @@ impl Env {
                     .is_ok_and(|p| p.secret_of(akid).is_some())
             })
             .cloned();
+        self.run_with(caller, http, now)
+    }
+
+    /// Sends a request with `caller` as the principal record the host supplies for it.
+    fn run_with(
+        &mut self,
+        caller: Option<SealedBlob>,
+        http: HttpRequest,
+        now: SystemTime,
+    ) -> Result<Value, OpError> {
         let call = KmsCall {
             http,
             principal: caller,
@@ -132,15 +142,7 @@ impl Env {
             next_marker: None,
             usage: self.usage.clone(),
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let (out, writes, token) = rt.block_on(execute(
-            &self.core,
-            self.domain.keyring(),
-            &call,
-            now.into(),
-        ))?;
+        let (out, writes, token) = execute(&self.core, self.domain.keyring(), &call, now.into())?;
         assert_eq!(writes.is_empty(), token == 0);
         if token != 0 {
             self.core.ledger().unwrap().commit(token).unwrap();
@@ -208,7 +210,7 @@ impl Env {
         }
     }
 
-    fn create(&mut self) -> String {
+    pub(super) fn create(&mut self) -> String {
         let out = self.call("CreateKey", json!({"Description": "t"})).unwrap();
         out["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned()
     }

@@ -17,8 +17,9 @@ use serde_json::json;
 
 use crate::{
     Core, EnclaveError, auth,
-    ledger::RecordId,
-    principal::{self, PrincipalRecord},
+    ledger::{RecordId, Version, digest_of},
+    opened::Keyed,
+    principal,
 };
 
 /// Clock skew allowed for an XKS request's signature (the specification's five minutes).
@@ -285,21 +286,37 @@ fn answer(
     if core.ledger()?.current(&rid).is_none() {
         return Err(XksError::invalid_uri_path().into());
     }
-    let credential = match &call.principal {
+    let (credential, digest) = match &call.principal {
         Some(sealed) => {
-            let p = principal::open(domain.keyring(), &sealed.0)
+            // Opened now or kept from an earlier call (`crate::opened`), and used only if the
+            // state view says these very bytes are the credential's current version.
+            let digest = digest_of(&sealed.0);
+            let p = core
+                .opened
+                .principal(digest, || principal::open(domain.keyring(), &sealed.0))
                 .map_err(|_| XksError::authentication())?;
             // Another key store's credential, or a KMS principal: not this store's.
             if p.id != record || p.xks_prefix.as_deref() != Some(path.prefix) {
                 return Err(XksError::authentication().into());
             }
-            core.check_current(&rid, p.generation, &sealed.0)?;
-            p
+            core.check_current_version(
+                &rid,
+                Version {
+                    seq: p.generation,
+                    digest,
+                },
+            )?;
+            (p, digest)
         }
         None => return Err(XksError::authentication().into()),
     };
     let now = chrono::Utc::now();
-    let checked = verify(&call.http, &credential, now)?;
+    let keyed = Keyed {
+        record: &credential,
+        digest,
+        opened: &core.opened,
+    };
+    let checked = verify(&call.http, &keyed, now)?;
     let request = Request {
         core,
         keys: domain.keyring(),
@@ -317,7 +334,7 @@ fn answer(
 /// of skew) against the key store's credentials: the access key id used, and the signed body.
 fn verify(
     http: &ekms_wire::msg::HttpRequest,
-    credential: &PrincipalRecord,
+    credential: &Keyed<'_>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(String, bytes::Bytes), XksError> {
     let region = http
@@ -326,9 +343,9 @@ fn verify(
         .ok_or_else(XksError::authentication)?
         .to_owned();
     let required = [std::borrow::Cow::Borrowed("host")];
-    let checked = auth::check_signature_any_length(
+    let checked = auth::check_signature(
         http,
-        credential,
+        Some(credential),
         (&region, SERVICE),
         &required,
         chrono::Duration::minutes(SKEW_MINUTES),

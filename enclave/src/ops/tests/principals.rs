@@ -203,6 +203,46 @@ fn rotation_keeps_the_old_key_until_it_is_retired_and_the_host_cannot_revive_it(
 }
 
 #[test]
+fn a_retired_access_keys_kept_signing_key_is_never_used_again() {
+    let mut env = Env::new();
+    let (old, old_secret) = make(&mut env, "ci", Some(allow(&["kms:ListKeys"])));
+    let receiver = CustodianKey::generate().unwrap();
+    let out = env
+        .call(
+            "EkmsCreateAccessKey",
+            json!({"UserName": "ci", "RecipientPublicKey": receiver.public_key().to_json().unwrap(), "Nonce": b64(&NONCE)}),
+        )
+        .unwrap();
+    let (new, new_secret) = open_key(&out["AccessKey"], &receiver);
+    // The old key signs a request today: its signing key is kept (`crate::opened`).
+    env.call_as((&old, &old_secret), "ListKeys", json!({}))
+        .unwrap();
+    assert!(env.core.opened.signing_keys() >= 1);
+    env.call(
+        "EkmsDeleteAccessKey",
+        json!({"UserName": "ci", "AccessKeyId": old}),
+    )
+    .unwrap();
+    // The host supplies the principal's current record (which no longer holds the old key) with
+    // a new request signed by the old key: the key kept for the old version is not used.
+    let current = env
+        .principals
+        .iter()
+        .find(|s| {
+            crate::principal::open(env.domain.keyring(), &s.0)
+                .is_ok_and(|p| p.secret_of(&new).is_some())
+        })
+        .cloned();
+    let at = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    let http = crate::auth::tests::signed_as(&old, "ListKeys", "{}", &old_secret, at);
+    let (c, _) = code(env.run_with(current.clone(), http, at));
+    assert_eq!(c, KmsErrorCode::UnrecognizedClientException);
+    // The new key, through the same record, works.
+    let http = crate::auth::tests::signed_as(&new, "ListKeys", "{}", &new_secret, at);
+    env.run_with(current, http, at).unwrap();
+}
+
+#[test]
 fn a_deleted_principal_stays_deleted_whatever_the_host_shows() {
     let mut env = Env::new();
     let (akid, secret) = make(&mut env, "temp", Some(allow(&["kms:*"])));
