@@ -86,7 +86,7 @@ impl Schedule {
 }
 
 /// The retired materials of a key, oldest first (see the module doc for the layout).
-#[derive(Default, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
+#[derive(Default, Clone, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
 pub struct Retired(#[serde(with = "serde_bytes")] Vec<u8>);
 
 impl fmt::Debug for Retired {

@@ -1,19 +1,23 @@
-//! Principal records opened by earlier calls, kept by the digest of their sealed bytes: a caller's
-//! next request skips decrypting and decoding the same record (about 5 % of the enclave's CPU
-//! per Encrypt). The cache decides nothing. A copy is used only for the very sealed bytes it
-//! was opened from, and only after the state view has confirmed that those bytes are the
-//! principal's current version ([`crate::ops::execute_noted`]): a rotated key, a changed
-//! policy or a deleted principal has another digest, or none, and is refused exactly as before.
+//! Records opened by earlier calls, kept by the digest of their sealed bytes: the caller's
+//! principal (about 5 % of the enclave's CPU per Encrypt) and the key a call uses (about 8 %:
+//! decrypting and decoding it), so that the next request naming the same bytes skips that work.
+//! The cache decides nothing. A copy is used only for the very sealed bytes it was opened from,
+//! and only after the state view has confirmed that those bytes are the record's current
+//! version ([`crate::ops::execute_noted`], [`crate::Core::current_key`]): a rotated access key,
+//! a changed policy, a disabled or deleted key has another digest, or none, and is refused
+//! exactly as before. An operation gets its own copy of a key record, which it may change.
 //!
-//! Beside each version it keeps the `SigV4` signing keys derived from its secrets (one per
-//! access key, UTC day, region and service), so that a caller's requests of one day cost one
-//! derivation (four HMACs) instead of one each. A key is kept under the digest of the sealed
-//! bytes its secret came from: a rotated secret is another version, with keys of its own.
+//! Beside each principal version it keeps the `SigV4` signing keys derived from its secrets
+//! (one per access key, UTC day, region and service), so that a caller's requests of one day
+//! cost one derivation (four HMACs) instead of one each. A key is kept under the digest of the
+//! sealed bytes its secret came from: a rotated secret is another version, with keys of its own.
 //!
-//! The records hold access-key secrets, the signing keys are derived from them. They stay inside
-//! the enclave, are dropped and zeroized (`PrincipalSecret`, [`SigningKey`]) when the cache is
-//! emptied, and the cache is bounded: past [`MAX_PRINCIPALS`] versions (or as many versions
-//! with signing keys) it starts again empty, and a version keeps at most [`MAX_SCOPES`] keys.
+//! Principals hold access-key secrets, key records their key material, and the signing keys are
+//! derived from secrets. They stay inside the enclave, are dropped and zeroized
+//! (`PrincipalSecret`, `KeyMaterial`, `SecretBytes`, [`SigningKey`]) when the cache is emptied,
+//! and the cache is bounded: past [`MAX_PRINCIPALS`] principal versions (or as many versions
+//! with signing keys) or [`MAX_KEYS`] key versions that part starts again empty, and a
+//! principal version keeps at most [`MAX_SCOPES`] signing keys.
 
 use std::{
     collections::HashMap,
@@ -24,17 +28,20 @@ use crate::{
     auth::{Scope, SigningKey, SigningKeys},
     ledger::Digest,
     principal::PrincipalRecord,
+    record::KeyRecord,
 };
 
 /// Most principal versions kept.
 pub const MAX_PRINCIPALS: usize = 1024;
+/// Most key record versions kept (about a kilobyte each).
+pub const MAX_KEYS: usize = 1024;
 /// Most signing keys kept for one principal version (two access keys, a few regions, days).
 pub const MAX_SCOPES: usize = 8;
 
 /// The cache.
-#[derive(Default)]
 pub struct Opened {
-    principals: Mutex<HashMap<Digest, Arc<PrincipalRecord>>>,
+    principals: Kept<PrincipalRecord>,
+    keys: Kept<KeyRecord>,
     /// Signing keys by the digest of the principal version whose secret they came from.
     signing: Mutex<HashMap<Digest, Vec<Scoped>>>,
 }
@@ -76,14 +83,64 @@ impl SigningKeys for Keyed<'_> {
     }
 }
 
+impl Default for Opened {
+    fn default() -> Self {
+        Self {
+            principals: Kept::new(MAX_PRINCIPALS),
+            keys: Kept::new(MAX_KEYS),
+            signing: Mutex::default(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Opened {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.principals.lock().map_or(0, |m| m.len());
         write!(
             f,
-            "Opened({n} principals, {} signing keys)",
+            "Opened({} principals, {} keys, {} signing keys)",
+            self.principals.len(),
+            self.keys.len(),
             self.signing_keys()
         )
+    }
+}
+
+/// Opened records of one kind by the digest of their sealed bytes, at most `max`.
+struct Kept<T> {
+    map: Mutex<HashMap<Digest, Arc<T>>>,
+    max: usize,
+}
+
+impl<T> Kept<T> {
+    fn new(max: usize) -> Self {
+        Self {
+            map: Mutex::default(),
+            max,
+        }
+    }
+
+    /// The record sealed as the bytes whose digest is `digest`: kept from an earlier call, or
+    /// opened now by `open` (and kept; a record that does not open is not).
+    fn get_or_open<E>(
+        &self,
+        digest: Digest,
+        open: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
+        if let Some(r) = self.map.lock().ok().and_then(|m| m.get(&digest).cloned()) {
+            return Ok(r);
+        }
+        let r = Arc::new(open()?);
+        if let Ok(mut m) = self.map.lock() {
+            if m.len() >= self.max {
+                *m = HashMap::new();
+            }
+            m.insert(digest, Arc::clone(&r));
+        }
+        Ok(r)
+    }
+
+    fn len(&self) -> usize {
+        self.map.lock().map_or(0, |m| m.len())
     }
 }
 
@@ -95,22 +152,23 @@ impl Opened {
         digest: Digest,
         open: impl FnOnce() -> Result<PrincipalRecord, E>,
     ) -> Result<Arc<PrincipalRecord>, E> {
-        if let Some(p) = self
-            .principals
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&digest).cloned())
-        {
-            return Ok(p);
-        }
-        let p = Arc::new(open()?);
-        if let Ok(mut m) = self.principals.lock() {
-            if m.len() >= MAX_PRINCIPALS {
-                *m = HashMap::new();
-            }
-            m.insert(digest, Arc::clone(&p));
-        }
-        Ok(p)
+        self.principals.get_or_open(digest, open)
+    }
+
+    /// The key record sealed as the bytes whose digest is `digest`: kept from an earlier call,
+    /// or opened now by `open` (and kept).
+    pub fn key<E>(
+        &self,
+        digest: Digest,
+        open: impl FnOnce() -> Result<KeyRecord, E>,
+    ) -> Result<Arc<KeyRecord>, E> {
+        self.keys.get_or_open(digest, open)
+    }
+
+    /// Key record versions kept.
+    #[must_use]
+    pub fn keys(&self) -> usize {
+        self.keys.len()
     }
 
     /// The signing key of access key `akid` for `scope` of the principal version `digest`: kept
@@ -161,7 +219,7 @@ impl Opened {
     /// Principal versions kept.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.principals.lock().map_or(0, |m| m.len())
+        self.principals.len()
     }
 
     /// Whether none is kept.

@@ -121,7 +121,7 @@ impl KeyState {
 }
 
 /// 256-bit symmetric key material.
-#[derive(Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
 pub struct KeyMaterial(#[serde(with = "serde_bytes")] pub [u8; 32]);
 
 impl fmt::Debug for KeyMaterial {
@@ -131,7 +131,7 @@ impl fmt::Debug for KeyMaterial {
 }
 
 /// Variable-length secret key material: a PKCS#8 DER private key or an HMAC key.
-#[derive(Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
 pub struct SecretBytes(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 impl fmt::Debug for SecretBytes {
@@ -141,7 +141,7 @@ impl fmt::Debug for SecretBytes {
 }
 
 /// One version of a key's material.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Material {
     /// Version number, referenced by ciphertext blobs.
     pub version: u32,
@@ -184,8 +184,9 @@ pub struct Tag {
     pub value: String,
 }
 
-/// A KMS key: metadata and material, sealed as one record.
-#[derive(Debug, Serialize, Deserialize)]
+/// A KMS key: metadata and material, sealed as one record. A clone (an operation's own copy of
+/// a kept record, `crate::opened`) zeroizes its material when dropped, as the original does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyRecord {
     /// Key id (UUID).
     pub key_id: String,

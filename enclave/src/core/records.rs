@@ -261,6 +261,36 @@ impl Core {
 
     /// Checks that `version` (a generation and the digest of the sealed bytes shown) is the
     /// current version of `id` in the state view.
+    /// Key `key_id`'s record as the host supplied it (`sealed`): opened now or kept from an
+    /// earlier call (`crate::opened`), and in either case only once the state view confirms
+    /// these bytes are its current version, which the returned copy holds in `opened`.
+    pub(crate) fn current_key(
+        &self,
+        keys: &Keyring,
+        key_id: &str,
+        sealed: &[u8],
+    ) -> Result<KeyRecord, EnclaveError> {
+        let rid = RecordId::key(key_id).ok_or(EnclaveError::BadRecord)?;
+        let digest = digest_of(sealed);
+        let kept = self.opened.key(digest, || {
+            record::open::<KeyRecord>(keys, Kind::Key, Some(key_id), sealed)
+        })?;
+        // Bytes once opened as another key's record are that key's (the id is sealed in them).
+        if kept.key_id != key_id {
+            return Err(EnclaveError::BadRecord);
+        }
+        let version = self.check_current_version(
+            &rid,
+            Version {
+                seq: kept.generation,
+                digest,
+            },
+        )?;
+        let mut rec = KeyRecord::clone(&kept);
+        rec.opened = Some(version);
+        Ok(rec)
+    }
+
     pub(crate) fn check_current_version(
         &self,
         id: &RecordId,

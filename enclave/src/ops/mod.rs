@@ -367,8 +367,7 @@ impl Ctx<'_> {
             self.core.ledger()?.check_absent(&rid)?;
             return Ok(None);
         };
-        let mut rec: KeyRecord = record::open(self.keys, Kind::Key, Some(key_id), &sealed.0)?;
-        rec.opened = Some(self.core.ledger()?.check(&rid, rec.generation, &sealed.0)?);
+        let mut rec = self.core.current_key(self.keys, key_id, &sealed.0)?;
         // Keys are regional: a key of another region does not exist in this one (a
         // multi-Region key is seen as its replica here, if it has one).
         if !rec.view_from(&self.region) {

@@ -341,6 +341,10 @@ fn an_older_record_is_refused_as_stale() {
     let mut env = Env::new();
     let id = env.create();
     let old = env.keys.clone();
+    // Used, so its opened copy is kept (`crate::opened`).
+    env.call("Encrypt", json!({"KeyId": id, "Plaintext": "aGk="}))
+        .unwrap();
+    assert_eq!(env.core.opened.keys(), 1);
     env.call("DisableKey", json!({"KeyId": id})).unwrap();
     env.call("DescribeKey", json!({"KeyId": id})).unwrap();
     env.keys = old;
@@ -348,6 +352,40 @@ fn an_older_record_is_refused_as_stale() {
         env.call("Encrypt", json!({"KeyId": id, "Plaintext": "aGk="})),
         Err(OpError::Stale)
     ));
+}
+
+#[test]
+fn a_kept_key_record_shown_for_another_key_is_refused() {
+    let mut env = Env::new();
+    let a = env.create();
+    let b = env.create();
+    env.call("Encrypt", json!({"KeyId": a, "Plaintext": "aGk="}))
+        .unwrap();
+    // The host supplies key a's (kept) record under b's id.
+    let a_record = env
+        .keys
+        .iter()
+        .find(|k| record::peek(&k.0).unwrap().id == a)
+        .cloned()
+        .unwrap();
+    let b_record = env
+        .keys
+        .iter()
+        .find(|k| record::peek(&k.0).unwrap().id == b)
+        .cloned()
+        .unwrap();
+    let rec = env.core.current_key(env.domain.keyring(), &b, &a_record.0);
+    assert!(
+        matches!(rec, Err(crate::EnclaveError::BadRecord)),
+        "{rec:?}"
+    );
+    // And b's own record is b's.
+    let rec = env
+        .core
+        .current_key(env.domain.keyring(), &b, &b_record.0)
+        .unwrap();
+    assert_eq!(rec.key_id, b);
+    assert!(rec.opened.is_some());
 }
 
 #[test]

@@ -188,8 +188,7 @@ fn store_key(req: &Request<'_>) -> Result<KeyRecord, Refusal> {
         req.core.ledger()?.check_absent(&rid)?;
         return Err(not_found().into());
     };
-    let rec: KeyRecord = record::open(req.keys, Kind::Key, Some(key_id), &sealed.0)?;
-    req.core.check_current(&rid, rec.generation, &sealed.0)?;
+    let rec = req.core.current_key(req.keys, key_id, &sealed.0)?;
     if rec.xks.as_ref().is_none_or(|b| b.prefix != req.path.prefix) {
         return Err(not_found().into());
     }
