@@ -114,15 +114,19 @@ impl Env {
 
     /// Sends a request signed with access key `akid`, with the record the host finds for it.
     fn run_as(&mut self, akid: &str, http: HttpRequest, now: SystemTime) -> Result<Value, OpError> {
-        let caller = self
-            .principals
+        let caller = self.principal_holding(akid);
+        self.run_with(caller, http, now)
+    }
+
+    /// The sealed record of the principal holding access key `akid`, as the host finds it.
+    fn principal_holding(&self, akid: &str) -> Option<SealedBlob> {
+        self.principals
             .iter()
             .find(|s| {
                 crate::principal::open(self.domain.keyring(), &s.0)
                     .is_ok_and(|p| p.secret_of(akid).is_some())
             })
-            .cloned();
-        self.run_with(caller, http, now)
+            .cloned()
     }
 
     /// Sends a request with `caller` as the principal record the host supplies for it.
@@ -362,18 +366,14 @@ fn a_kept_key_record_shown_for_another_key_is_refused() {
     env.call("Encrypt", json!({"KeyId": a, "Plaintext": "aGk="}))
         .unwrap();
     // The host supplies key a's (kept) record under b's id.
-    let a_record = env
-        .keys
-        .iter()
-        .find(|k| record::peek(&k.0).unwrap().id == a)
-        .cloned()
-        .unwrap();
-    let b_record = env
-        .keys
-        .iter()
-        .find(|k| record::peek(&k.0).unwrap().id == b)
-        .cloned()
-        .unwrap();
+    let record_of = |id: &str| {
+        env.keys
+            .iter()
+            .find(|k| record::peek(&k.0).unwrap().id == id)
+            .cloned()
+            .unwrap()
+    };
+    let (a_record, b_record) = (record_of(&a), record_of(&b));
     let rec = env.core.current_key(env.domain.keyring(), &b, &a_record.0);
     assert!(
         matches!(rec, Err(crate::EnclaveError::BadRecord)),

@@ -58,6 +58,18 @@ pub(super) fn allow(actions: &[&str]) -> Value {
     ]})
 }
 
+/// A second access key of user `name`: its id and secret.
+fn second_key(env: &mut Env, name: &str) -> (String, String) {
+    let receiver = CustodianKey::generate().unwrap();
+    let out = env
+        .call(
+            "EkmsCreateAccessKey",
+            json!({"UserName": name, "RecipientPublicKey": receiver.public_key().to_json().unwrap(), "Nonce": b64(&NONCE)}),
+        )
+        .unwrap();
+    open_key(&out["AccessKey"], &receiver)
+}
+
 fn code(r: Result<Value, OpError>) -> (KmsErrorCode, String) {
     match r {
         Err(OpError::Kms(e)) => (e.code, e.message),
@@ -206,14 +218,7 @@ fn rotation_keeps_the_old_key_until_it_is_retired_and_the_host_cannot_revive_it(
 fn a_retired_access_keys_kept_signing_key_is_never_used_again() {
     let mut env = Env::new();
     let (old, old_secret) = make(&mut env, "ci", Some(allow(&["kms:ListKeys"])));
-    let receiver = CustodianKey::generate().unwrap();
-    let out = env
-        .call(
-            "EkmsCreateAccessKey",
-            json!({"UserName": "ci", "RecipientPublicKey": receiver.public_key().to_json().unwrap(), "Nonce": b64(&NONCE)}),
-        )
-        .unwrap();
-    let (new, new_secret) = open_key(&out["AccessKey"], &receiver);
+    let (new, new_secret) = second_key(&mut env, "ci");
     // The old key signs a request today: its signing key is kept (`crate::opened`).
     env.call_as((&old, &old_secret), "ListKeys", json!({}))
         .unwrap();
@@ -225,14 +230,7 @@ fn a_retired_access_keys_kept_signing_key_is_never_used_again() {
     .unwrap();
     // The host supplies the principal's current record (which no longer holds the old key) with
     // a new request signed by the old key: the key kept for the old version is not used.
-    let current = env
-        .principals
-        .iter()
-        .find(|s| {
-            crate::principal::open(env.domain.keyring(), &s.0)
-                .is_ok_and(|p| p.secret_of(&new).is_some())
-        })
-        .cloned();
+    let current = env.principal_holding(&new);
     let at = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
     let http = crate::auth::tests::signed_as(&old, "ListKeys", "{}", &old_secret, at);
     let (c, _) = code(env.run_with(current.clone(), http, at));
