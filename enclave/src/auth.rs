@@ -51,8 +51,8 @@ pub struct Verified {
     pub region: String,
 }
 
-/// Verifies `http` with the signing keys of `keys` (the caller's principal) at `now` for service `kms` (or `sts`, for a request
-/// without `X-Amz-Target`) and a region of `regions` (`home` stands in for a region that is not
+/// Verifies `http` with the signing keys of `keys` (the caller's principal) at `now` for service
+/// `kms` (or `sts`, for a request without `X-Amz-Target`) and a region of `regions` (`home` stands in for a region that is not
 /// served, so that the signature check refuses it with AWS's message about the credential
 /// scope).
 pub fn verify<K: SigningKeys + ?Sized>(

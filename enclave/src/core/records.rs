@@ -259,8 +259,6 @@ impl Core {
         Ok(Some((write, token)))
     }
 
-    /// Checks that `version` (a generation and the digest of the sealed bytes shown) is the
-    /// current version of `id` in the state view.
     /// Key `key_id`'s record as the host supplied it (`sealed`): opened now or kept from an
     /// earlier call (`crate::opened`), and in either case only once the state view confirms
     /// these bytes are its current version, which the returned copy holds in `opened`.
@@ -291,6 +289,8 @@ impl Core {
         Ok(rec)
     }
 
+    /// Checks that `version` (a generation and the digest of the sealed bytes shown) is the
+    /// current version of `id` in the state view.
     pub(crate) fn check_current_version(
         &self,
         id: &RecordId,

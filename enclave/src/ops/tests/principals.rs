@@ -277,18 +277,20 @@ fn an_older_policy_replayed_by_the_host_is_refused() {
         Some(allow(&["kms:Encrypt", "kms:Decrypt"])),
     );
     let app = (akid.as_str(), secret.as_str());
-    // The wide version serves two calls, so the enclave keeps it opened (`crate::opened`): the
-    // refusals below hold for a kept copy as for a freshly opened one.
-    let blob = env
-        .call_as(
+    let encrypt = |env: &mut Env| {
+        env.call_as(
             app,
             "Encrypt",
             json!({"KeyId": key, "Plaintext": b64(b"x")}),
         )
         .unwrap()["CiphertextBlob"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The wide version serves two calls, so the enclave keeps it opened (`crate::opened`): the
+    // refusals below hold for a kept copy as for a freshly opened one.
+    let blob = encrypt(&mut env);
     env.call_as(app, "Decrypt", json!({"CiphertextBlob": blob}))
         .unwrap();
     assert!(!env.core.opened.is_empty());
@@ -298,16 +300,7 @@ fn an_older_policy_replayed_by_the_host_is_refused() {
         json!({"UserName": "app", "PolicyDocument": allow(&["kms:Encrypt"]).to_string()}),
     )
     .unwrap();
-    let blob = env
-        .call_as(
-            app,
-            "Encrypt",
-            json!({"KeyId": key, "Plaintext": b64(b"x")}),
-        )
-        .unwrap()["CiphertextBlob"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let blob = encrypt(&mut env);
     let (c, _) = code(env.call_as(app, "Decrypt", json!({"CiphertextBlob": blob})));
     assert_eq!(c, KmsErrorCode::AccessDeniedException);
     // The host shows the wide version again.
