@@ -40,7 +40,7 @@ async fn connection(stream: ekms_wire::Stream, core: Arc<Core>) {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
     // Replies may carry plaintext (Decrypt): write_frames wipes them once written.
     let write_task = tokio::spawn(async move {
-        frame::write_frames(&mut writer, &mut rx).await;
+        frame::write_frames(&mut writer, &mut rx, frame::Gather::Queued).await;
     });
     let mut reader = frame::FrameReader::new(reader);
     // Replies of inline calls not yet handed to the writer (wiped by it once written).

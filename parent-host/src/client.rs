@@ -144,7 +144,7 @@ fn spawn_conn(stream: Stream) -> Conn {
     let alive = Arc::new(AtomicBool::new(true));
     let w_alive = Arc::clone(&alive);
     tokio::spawn(async move {
-        if !frame::write_frames(&mut writer, &mut rx).await {
+        if !frame::write_frames(&mut writer, &mut rx, frame::Gather::AfterReadyTasks).await {
             w_alive.store(false, Ordering::Release);
         }
     });

@@ -202,18 +202,38 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// When a [`write_frames`] writer sends what it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gather {
+    /// At once, with whatever frames are already queued: for a sender that queues the frames
+    /// of one read together (the enclave's connection task).
+    Queued,
+    /// Once the other tasks ready on its thread have run: for many tasks that each send one
+    /// frame (the host's requests). Tokio runs a task woken by another task next, before those
+    /// already waiting, so without this the writer would wake and write for each request's frame
+    /// alone; this way the frames of the requests that arrived together go in one write. It
+    /// costs the thread one more look at its I/O events per write, so a sender that batches
+    /// by itself should not ask for it.
+    AfterReadyTasks,
+}
+
 /// Writes the frames `rx` yields until it closes (`true`) or a write fails (`false`). Frames
 /// that wait together go in one write, so a busy connection makes one system call for many
-/// replies. Each frame, and the batch once written, is wiped, since frames carry plaintext.
+/// frames; `gather` says when to look for them. Each frame, and the batch once written, is
+/// wiped, since frames carry plaintext.
 pub async fn write_frames<W: AsyncWrite + Unpin>(
     w: &mut W,
     rx: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+    gather: Gather,
 ) -> bool {
     use zeroize::Zeroize as _;
     let mut batch = zeroize::Zeroizing::new(Vec::with_capacity(READ_CHUNK));
     while let Some(mut frame) = rx.recv().await {
         batch.extend_from_slice(&frame);
         frame.zeroize();
+        if gather == Gather::AfterReadyTasks {
+            tokio::task::yield_now().await;
+        }
         while batch.len() < READ_CHUNK {
             let Ok(mut frame) = rx.try_recv() else { break };
             batch.extend_from_slice(&frame);
@@ -355,6 +375,92 @@ mod tests {
         assert!(r.next().await.unwrap().is_none());
     }
 
+    /// A sink that counts its writes.
+    #[derive(Default)]
+    struct Counting {
+        writes: usize,
+        bytes: Vec<u8>,
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let me = self.get_mut();
+            me.writes += 1;
+            me.bytes.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Writes made for `senders` tasks that are ready together and each send one frame, and
+    /// the ids of the frames written (sorted).
+    fn writes_for_ready_senders(gather: Gather, senders: u64) -> (usize, Vec<u64>) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let writer = tokio::spawn(async move {
+                let mut sink = Counting::default();
+                assert!(write_frames(&mut sink, &mut rx, gather).await);
+                sink
+            });
+            // Spawned from a task on the worker, the senders all wait in its queue before any
+            // of them runs, as requests whose bytes arrived in one look at the sockets do.
+            let sends = tokio::spawn(async move {
+                (0..senders)
+                    .map(|id| {
+                        let tx = tx.clone();
+                        tokio::spawn(
+                            async move { tx.send(encode(id, &id).unwrap()).await.unwrap() },
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap();
+            for s in sends {
+                s.await.unwrap();
+            }
+            let sink = writer.await.unwrap();
+            let mut reader = FrameReader::new(&sink.bytes[..]);
+            let mut ids = Vec::new();
+            while let Some(body) = reader.next().await.unwrap() {
+                let got = decode::<u64>(&body).unwrap();
+                assert_eq!(got.id, got.msg);
+                ids.push(got.id);
+            }
+            ids.sort_unstable();
+            (sink.writes, ids)
+        })
+    }
+
+    #[test]
+    fn frames_of_tasks_ready_together_go_in_one_write() {
+        let (gathered, ids) = writes_for_ready_senders(Gather::AfterReadyTasks, 8);
+        assert_eq!(gathered, 1, "eight ready senders, one write");
+        assert_eq!(ids, (0..8).collect::<Vec<_>>(), "every frame, whole");
+        // Without gathering, the writer runs as soon as the first frame wakes it.
+        let (queued, _) = writes_for_ready_senders(Gather::Queued, 8);
+        assert!(queued > 1, "{queued} writes");
+    }
+
     #[tokio::test]
     async fn frames_written_together_arrive_whole_and_in_order() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
@@ -365,7 +471,7 @@ mod tests {
         }
         drop(tx);
         let (mut w, r) = tokio::io::duplex(1 << 20);
-        assert!(write_frames(&mut w, &mut rx).await);
+        assert!(write_frames(&mut w, &mut rx, Gather::AfterReadyTasks).await);
         drop(w);
         let mut reader = FrameReader::new(r);
         for id in 0..10u64 {
